@@ -1,0 +1,1 @@
+"""whalebt backtester: event study, portfolio, reports, sweeps, registry and the `bt` CLI."""

@@ -1,0 +1,1 @@
+"""`bt` subcommands, one module each (see ``datasets/_cli.py``)."""

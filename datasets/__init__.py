@@ -1,0 +1,1 @@
+"""whalebt data: sources, the medallion lake, layer builds and synthetic markets."""

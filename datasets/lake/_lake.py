@@ -1,0 +1,310 @@
+"""The lake catalogue: a fixed partition scheme over a byte store.
+
+Layout (Hive partitions, one Parquet object per partition so that a write is one atomic put)::
+
+    raw/<source>/<path as received>                                  bytes, byte for byte
+    bronze/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         trades (SPEC §2)
+    silver/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         1 s bars
+    gold/signal=<config_id>/exchange=E/symbol=S/date=.../part-0.parquet  whale events
+
+Every Parquet object carries the SHA-256 of its content in its footer metadata, so an
+identical re-write is detected without rewriting and lineage can name exactly what a run read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasets.lake._store import Store, open_store
+from datasets.schema import sort_trades, validate_bronze
+
+__all__ = [
+    "Lake",
+    "Partition",
+    "WriteResult",
+    "LakeError",
+    "LakeConflictError",
+    "NoDataError",
+    "LAYERS",
+    "content_sha256",
+]
+
+LAYERS = ("raw", "bronze", "silver", "gold")
+HASH_KEY = b"whalebt.content_sha256"
+PART_FILE = "part-0.parquet"
+WriteMode = Literal["error", "merge", "replace"]
+
+
+class LakeError(RuntimeError):
+    """Base class of lake errors shown to users."""
+
+
+class LakeConflictError(LakeError):
+    """A write would change data already stored, and the mode does not allow it."""
+
+
+class NoDataError(LakeError):
+    """A read found no partition for the requested span."""
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    """One partition of a tabular layer."""
+
+    layer: str
+    exchange: str
+    symbol: str
+    date: dt.date
+    variant: str = ""  # e.g. "signal=<config_id>" in gold
+
+    @property
+    def key(self) -> str:
+        parts = [self.layer]
+        if self.variant:
+            parts.append(self.variant)
+        parts += [f"exchange={self.exchange}", f"symbol={self.symbol}", f"date={self.date.isoformat()}"]
+        return "/".join(parts) + "/" + PART_FILE
+
+    @classmethod
+    def from_key(cls, key: str) -> "Partition | None":
+        bits = key.split("/")
+        if len(bits) < 5 or bits[-1] != PART_FILE:
+            return None
+        try:
+            ex = bits[-4].removeprefix("exchange=")
+            sym = bits[-3].removeprefix("symbol=")
+            date = dt.date.fromisoformat(bits[-2].removeprefix("date="))
+        except ValueError:
+            return None
+        return cls(bits[0], ex, sym, date, "/".join(bits[1:-4]))
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    partition: Partition
+    rows: int
+    sha256: str
+    changed: bool
+
+
+def content_sha256(df: pd.DataFrame) -> str:
+    """A hash of a frame's columns, dtypes and values (independent of the Parquet writer)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+    if len(df):
+        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _to_parquet_bytes(df: pd.DataFrame, sha: str, extra_meta: dict[str, str] | None) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[HASH_KEY] = sha.encode()
+    for k, v in (extra_meta or {}).items():
+        meta[f"whalebt.{k}".encode()] = v.encode()
+    table = table.replace_schema_metadata(meta)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _as_date(x: str | dt.date | dt.datetime) -> dt.date:
+    if isinstance(x, dt.datetime):
+        return x.date()
+    if isinstance(x, dt.date):
+        return x
+    return dt.date.fromisoformat(str(x))
+
+
+class Lake:
+    """Medallion lake on a :class:`~datasets.lake.Store` (local, memory or Azure)."""
+
+    def __init__(self, store: Store | str | os.PathLike[str]):
+        self.store = store if isinstance(store, Store) else open_store(store)
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # ---------------------------------------------------------------- raw layer
+    def put_raw(self, source: str, relpath: str, data: bytes) -> bool:
+        """Keep a source file byte for byte under ``raw/<source>/<relpath>``.
+
+        Returns True if written, False if an identical copy was already there.
+        Raises LakeConflictError if a *different* file is stored under that name.
+        """
+        key = f"raw/{source}/{relpath.lstrip('/')}"
+        if self.store.exists(key):
+            old = self.store.get(key)
+            if old == data:
+                return False
+            raise LakeConflictError(
+                f"raw file {key} already exists with different content "
+                f"(stored sha256 {hashlib.sha256(old).hexdigest()[:12]}, "
+                f"new {hashlib.sha256(data).hexdigest()[:12]}); raw files are immutable: "
+                "delete it with `datasets retain` or ingest into another lake"
+            )
+        self.store.put(key, data)
+        return True
+
+    def raw_keys(self, source: str = "") -> list[str]:
+        return self.store.list(f"raw/{source}" if source else "raw/")
+
+    # ---------------------------------------------------------------- tabular layers
+    def partitions(
+        self,
+        layer: str,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        variant: str = "",
+        start: str | dt.date | None = None,
+        end: str | dt.date | None = None,
+    ) -> list[Partition]:
+        """Partitions of a layer, optionally filtered, sorted by (exchange, symbol, date)."""
+        if layer not in LAYERS[1:]:
+            raise LakeError(f"unknown layer {layer!r}; expected one of {LAYERS[1:]}")
+        prefix = layer + "/"
+        if variant:
+            prefix += variant + "/"
+        if exchange:
+            prefix += f"exchange={exchange}/"
+            if symbol:
+                prefix += f"symbol={symbol}/"
+        lo = _as_date(start) if start is not None else None
+        hi = _as_date(end) if end is not None else None
+        out = []
+        for key in self.store.list(prefix):
+            p = Partition.from_key(key)
+            if p is None or p.variant != variant:
+                continue
+            if lo and p.date < lo or hi and p.date > hi:
+                continue
+            out.append(p)
+        return sorted(out)
+
+    def read_partition(self, p: Partition, columns: list[str] | None = None) -> pd.DataFrame:
+        data = self.store.get(p.key)
+        return pq.read_table(io.BytesIO(data), columns=columns).to_pandas()
+
+    def partition_meta(self, p: Partition) -> dict[str, str]:
+        """Footer metadata of a partition (``content_sha256``, rows and writer extras)."""
+        data = self.store.get(p.key)
+        md = pq.ParquetFile(io.BytesIO(data)).metadata
+        meta = {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if k.startswith(b"whalebt.")}
+        out = {k.removeprefix("whalebt."): v for k, v in meta.items()}
+        out["rows"] = str(md.num_rows)
+        out["bytes"] = str(len(data))
+        return out
+
+    def write(
+        self,
+        layer: str,
+        df: pd.DataFrame,
+        exchange: str,
+        symbol: str,
+        date: str | dt.date,
+        *,
+        variant: str = "",
+        mode: WriteMode = "error",
+        meta: dict[str, str] | None = None,
+    ) -> WriteResult:
+        """Write one partition atomically and idempotently.
+
+        ``mode``: ``"error"`` refuses to change a partition that holds other data;
+        ``"merge"`` (bronze) unions with what is stored, deduplicated by trade id;
+        ``"replace"`` overwrites (derived layers, which are rebuilt from bronze).
+        """
+        p = Partition(layer, exchange, symbol, _as_date(date), variant)
+        exists = self.store.exists(p.key)
+        if exists and mode == "merge":
+            old = self.read_partition(p)
+            df = sort_trades(pd.concat([old, df], ignore_index=True))
+        df = df.reset_index(drop=True)
+        sha = content_sha256(df)
+        if exists:
+            old_meta = self.partition_meta(p)
+            if old_meta.get("content_sha256") == sha:
+                return WriteResult(p, len(df), sha, changed=False)
+            if mode == "error":
+                raise LakeConflictError(
+                    f"partition {p.key} already holds {old_meta['rows']} rows with other content; "
+                    f"stored partitions for {exchange}/{symbol}: {self.describe(layer, exchange, symbol, variant)}. "
+                    "Re-run with merge (add trades) or replace (overwrite) if that is intended."
+                )
+        self.store.put(p.key, _to_parquet_bytes(df, sha, meta))
+        return WriteResult(p, len(df), sha, changed=True)
+
+    def write_trades(self, df: pd.DataFrame, *, mode: WriteMode = "merge", what: str = "trades") -> list[WriteResult]:
+        """Validate bronze trades and write them, one partition per (exchange, symbol, UTC date)."""
+        df = sort_trades(validate_bronze(df, what=what))
+        if df.empty:
+            return []
+        dates = pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.date
+        results = []
+        for (ex, sym, day), part in df.groupby([df["exchange"], df["symbol"], dates], sort=True):
+            results.append(self.write("bronze", part, ex, sym, day, mode=mode))
+        return results
+
+    def read(
+        self,
+        layer: str,
+        exchange: str,
+        symbol: str,
+        start: str | dt.date,
+        end: str | dt.date,
+        *,
+        variant: str = "",
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Concatenate the partitions with ``start <= date <= end`` (inclusive).
+
+        Raises NoDataError naming what *is* stored when nothing matches.
+        """
+        parts = self.partitions(layer, exchange, symbol, variant, start, end)
+        if not parts:
+            raise NoDataError(
+                f"no {layer} data for {exchange}/{symbol} from {start} to {end} in {self.uri}; "
+                f"stored: {self.describe(layer, exchange, symbol, variant)}"
+            )
+        frames = [self.read_partition(p, columns) for p in parts]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def iter_partitions(self, parts: Iterable[Partition], columns: list[str] | None = None):
+        for p in parts:
+            yield p, self.read_partition(p, columns)
+
+    def describe(self, layer: str, exchange: str | None = None, symbol: str | None = None, variant: str = "") -> str:
+        """A short human summary of stored partitions: ``binance_usdm/BTCUSDT 2024-03-01..2024-03-10 (10 days)``."""
+        parts = self.partitions(layer, exchange, None, variant) if exchange else self.partitions(layer, variant=variant)
+        if not parts:
+            return "nothing"
+        groups: dict[tuple[str, str], list[dt.date]] = {}
+        for p in parts:
+            groups.setdefault((p.exchange, p.symbol), []).append(p.date)
+        bits = []
+        for (ex, sym), days in sorted(groups.items()):
+            mark = " <- requested symbol" if symbol and sym == symbol else ""
+            bits.append(f"{ex}/{sym} {min(days)}..{max(days)} ({len(days)} days){mark}")
+        return "; ".join(bits)
+
+    def delete_partition(self, p: Partition) -> None:
+        self.store.delete(p.key)
+
+
+def split_by_date(ts_ms: np.ndarray) -> np.ndarray:
+    """UTC date (as numpy datetime64[D]) of each millisecond timestamp."""
+    return ts_ms.astype("datetime64[ms]").astype("datetime64[D]")

@@ -1,0 +1,1 @@
+"""whalebt live: WebSocket runner, replay server and deployment."""

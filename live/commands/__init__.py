@@ -1,0 +1,1 @@
+"""`live` subcommands, one module each (see ``datasets/_cli.py``)."""
