@@ -1,0 +1,223 @@
+"""Run configs: frozen models that reject unknown keys, loaded from YAML (SPEC §7).
+
+A config's ``run_id`` is its name plus a hash of the canonical resolved config, so the same
+config always writes to the same ``results/<run_id>/`` and any change gets a new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from datasets._cli import UserError
+from datasets.durations import format_duration, parse_duration_ms
+from signals.journal import canonical_json, config_id
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "SignalConfig",
+    "BacktestConfig",
+    "PortfolioConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration_ms",
+    "format_duration",
+]
+
+DEFAULT_LAKE = "results/lake"
+
+
+class ConfigError(UserError):
+    """A config file is missing, malformed or inconsistent."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    lake: str = DEFAULT_LAKE
+    exchange: str
+    symbol: str
+    start: dt.date
+    end: dt.date
+
+    @field_validator("symbol")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z0-9]+", v):
+            raise ValueError(f"symbol must be upper case with no separators (like BTCUSDT); got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _span(self) -> "DataConfig":
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}; swap them")
+        return self
+
+
+class SignalConfig(_Frozen):
+    whale: dict[str, Any]
+
+    @field_validator("whale")
+    @classmethod
+    def _whale(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from signals import WhaleParams
+
+        WhaleParams.from_dict(v)  # raises ValueError with the reason
+        return v
+
+
+class BacktestConfig(_Frozen):
+    horizon: str = "1h"
+    horizons: tuple[str, ...] = ()  # extra horizons evaluated in the same pass
+    entry_latency_ms: int = Field(0, ge=0)
+    fee_bps: float = Field(5.0, ge=0)
+    slippage_bps: float = Field(0.0, ge=0)
+    label_threshold: float = 0.01
+    take_profit: float | None = Field(None, gt=0, description="fraction, e.g. 0.02")
+    stop_loss: float | None = Field(None, gt=0, lt=1, description="fraction, e.g. 0.01")
+    bootstrap: int = Field(2000, ge=0)
+    seed: int = 0
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon(cls, v: Any) -> str:
+        return format_duration(parse_duration_ms(v))
+
+    @field_validator("horizons", mode="before")
+    @classmethod
+    def _horizons(cls, v: Any) -> tuple[str, ...]:
+        if isinstance(v, (str, int, float)):
+            v = [v]
+        return tuple(format_duration(parse_duration_ms(x)) for x in v)
+
+    @property
+    def horizon_ms(self) -> int:
+        return parse_duration_ms(self.horizon)
+
+    @property
+    def all_horizons_ms(self) -> list[int]:
+        """The primary horizon first, then the extra ones (deduplicated, in given order)."""
+        out = [self.horizon_ms]
+        for h in self.horizons:
+            ms = parse_duration_ms(h)
+            if ms not in out:
+                out.append(ms)
+        return out
+
+
+class PortfolioConfig(_Frozen):
+    max_positions: int = Field(1, ge=1)
+    init_cash: float = Field(10_000.0, gt=0)
+    bar: str = "1m"  # equity curve resolution
+
+    @field_validator("bar")
+    @classmethod
+    def _bar(cls, v: Any) -> str:
+        return format_duration(parse_duration_ms(v))
+
+
+class RunConfig(_Frozen):
+    name: str
+    data: DataConfig
+    signal: SignalConfig
+    backtest: BacktestConfig = BacktestConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    model: dict[str, Any] | None = None  # validated by bt.model (the model issue)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name may hold letters, digits, '.', '_' and '-' only; got {v!r}")
+        return v
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(canonical_json(self.resolved()).encode()).hexdigest()[:10]
+        return f"{self.name}-{digest}"
+
+    def signal_config(self) -> dict[str, Any]:
+        """What decides signals: the whale rule and the model (hashed into ``config_id``)."""
+        return {"whale": dict(self.signal.whale), "model": self.model}
+
+    @property
+    def config_id(self) -> str:
+        return config_id(self.signal_config())
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"]) or "(top level)"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    cur: Any = model
+    for part in loc[:-1]:
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cur = field.annotation
+    return list(getattr(cur, "model_fields", {}))
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = _loc(err)
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            known = _known_keys(RunConfig, tuple(err["loc"]))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"unknown key {loc!r}; expected one of {known}.{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing key {loc!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def parse_config(raw: Any, source: str = "config") -> RunConfig:
+    """Validate already-loaded YAML data into a :class:`RunConfig` (raises ConfigError)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with keys name, data, signal, backtest; got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> RunConfig:
+    """Load and validate a YAML run config.
+
+    Args:
+        path: the YAML file.
+        lake: overrides ``data.lake`` (flag or ``WHALEBT_LAKE``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    lake = lake or os.environ.get("WHALEBT_LAKE")
+    if lake and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw = {**raw, "data": {**raw["data"], "lake": lake}}
+    return parse_config(raw, str(p))

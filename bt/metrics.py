@@ -1,0 +1,115 @@
+"""Statistics of a backtest (SPEC §4) as pure functions with readable keys.
+
+All returns are fractions (0.01 = 1 %). Functions take arrays and return plain dicts, so the
+same numbers go to ``metrics.json``, MLflow, the console table and the compare report.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["event_metrics", "bootstrap_mean_ci", "portfolio_metrics", "PERCENTILES"]
+
+PERCENTILES = (10, 25, 50, 75, 90)
+
+
+def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile-bootstrap confidence interval of the mean of ``x`` ([nan, nan] if < 2 values)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 2 or n_boot <= 0:
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    # Chunked so memory stays bounded for large samples.
+    chunk = max(1, min(n_boot, 20_000_000 // max(x.size, 1)))
+    for lo in range(0, n_boot, chunk):
+        hi = min(n_boot, lo + chunk)
+        idx = rng.integers(0, x.size, size=(hi - lo, x.size))
+        means[lo:hi] = x[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return [float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))]
+
+
+def _f(x: float) -> float | None:
+    """JSON-friendly float (None for NaN)."""
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def event_metrics(
+    net_return: np.ndarray,
+    label: np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Event-study metrics over signals that were not dropped.
+
+    Keys: ``n_signals``, ``mean_return``, ``median_return``, ``win_rate`` (share > 0),
+    ``hit_rate_1pct`` (share ≥ 0.01), ``precision`` (share with label 1), ``p10`` … ``p90``,
+    ``std_return``, ``mean_return_ci95`` ([low, high], bootstrap).
+    """
+    r = np.asarray(net_return, dtype=np.float64)
+    keep = np.isfinite(r)
+    r = r[keep]
+    lab = np.asarray(label, dtype=bool)[keep]
+    n = int(r.size)
+    out: dict = {"n_signals": n}
+    if n == 0:
+        out.update({k: None for k in ("mean_return", "median_return", "win_rate", "hit_rate_1pct",
+                                      "precision", "std_return")})
+        out.update({f"p{p}": None for p in PERCENTILES})
+        out["mean_return_ci95"] = [None, None]
+        return out
+    pct = np.percentile(r, PERCENTILES)
+    out.update(
+        {
+            "mean_return": float(r.mean()),
+            "median_return": float(np.median(r)),
+            "win_rate": float((r > 0).mean()),
+            "hit_rate_1pct": float((r >= 0.01).mean()),
+            "precision": float(lab.mean()),
+            "std_return": float(r.std(ddof=1)) if n > 1 else None,
+        }
+    )
+    out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)})
+    out["mean_return_ci95"] = [_f(v) for v in bootstrap_mean_ci(r, n_boot, seed)]
+    return out
+
+
+def portfolio_metrics(equity: np.ndarray, exposure: np.ndarray, periods_per_year: float, n_trades: int,
+                      trade_returns: np.ndarray) -> dict:
+    """Portfolio statistics of an equity curve sampled on a regular bar grid.
+
+    Sharpe and Sortino are annualised from per-bar simple returns (risk-free rate 0);
+    ``max_drawdown`` is the worst peak-to-trough loss (a negative fraction); ``exposure`` is the
+    share of bars holding a position.
+    """
+    eq = np.asarray(equity, dtype=np.float64)
+    out: dict = {"n_trades": int(n_trades)}
+    if eq.size < 2:
+        out.update(total_return=0.0, sharpe=None, sortino=None, max_drawdown=0.0,
+                   exposure=0.0, trade_win_rate=None, cagr=None)
+        return out
+    rets = eq[1:] / eq[:-1] - 1.0
+    mu = rets.mean()
+    sd = rets.std(ddof=1)
+    downside = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2))
+    peak = np.maximum.accumulate(eq)
+    dd = eq / peak - 1.0
+    years = eq.size / periods_per_year
+    total = eq[-1] / eq[0] - 1.0
+    tr = np.asarray(trade_returns, dtype=np.float64)
+    out.update(
+        {
+            "total_return": float(total),
+            "cagr": _f((1.0 + total) ** (1.0 / years) - 1.0) if years > 0 and total > -1 else None,
+            "sharpe": _f(mu / sd * math.sqrt(periods_per_year)) if sd > 0 else None,
+            "sortino": _f(mu / downside * math.sqrt(periods_per_year)) if downside > 0 else None,
+            "max_drawdown": float(dd.min()),
+            "exposure": float(np.asarray(exposure, dtype=np.float64).mean()),
+            "trade_win_rate": float((tr > 0).mean()) if tr.size else None,
+        }
+    )
+    return out

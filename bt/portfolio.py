@@ -1,0 +1,144 @@
+"""Portfolio view of the signals: at most ``max_positions`` longs at a time, cash split evenly.
+
+Signals are taken in entry order; one arriving while every slot is busy is skipped. A position
+invests ``cash / free_slots`` at the entry price (incl. slippage), pays the fee on entry and exit
+(multiplicatively, as an exchange charges it on notional), and is marked to market on a regular
+bar grid with the last trade price at or before each bar's end. Entries and exits use the exact
+trade prices of the event study, so the portfolio and the event study agree trade by trade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+__all__ = ["PortfolioResult", "simulate_portfolio"]
+
+
+@njit(cache=True)
+def _accept_nb(entry_ts, exit_ts, max_positions):
+    """Greedy selection in entry order: accept when a slot is free (exits at or before entry free it)."""
+    n = entry_ts.shape[0]
+    accepted = np.zeros(n, np.bool_)
+    open_exit = np.full(max_positions, -1, np.int64)
+    for j in range(n):
+        slot = -1
+        for s in range(max_positions):
+            if open_exit[s] >= 0 and open_exit[s] <= entry_ts[j]:
+                open_exit[s] = -1
+            if open_exit[s] < 0 and slot < 0:
+                slot = s
+        if slot >= 0:
+            open_exit[slot] = exit_ts[j]
+            accepted[j] = True
+    return accepted
+
+
+@njit(cache=True)
+def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, fee, init_cash, max_positions, bar_end_ts, bar_px):
+    """Cash/units bookkeeping of accepted positions, then the equity curve on the bar grid."""
+    n = entry_ts.shape[0]
+    units = np.zeros(n)
+    pnl = np.zeros(n)
+    # Events: exits before entries at the same millisecond, so a freed slot's cash is reusable.
+    ev_ts = np.empty(2 * n, np.int64)
+    ev_kind = np.empty(2 * n, np.int64)  # 0 exit, 1 entry
+    ev_pos = np.empty(2 * n, np.int64)
+    for j in range(n):
+        ev_ts[2 * j] = entry_ts[j]
+        ev_kind[2 * j] = 1
+        ev_pos[2 * j] = j
+        ev_ts[2 * j + 1] = exit_ts[j]
+        ev_kind[2 * j + 1] = 0
+        ev_pos[2 * j + 1] = j
+    order = np.argsort(ev_ts * 2 + ev_kind, kind="mergesort")
+    cash = init_cash
+    n_open = 0
+    held = 0.0
+    alloc = np.zeros(n)
+    cash_after = np.empty(2 * n)
+    held_after = np.empty(2 * n)
+    for e in range(2 * n):
+        k = order[e]
+        j = ev_pos[k]
+        if ev_kind[k] == 1:
+            a = cash / (max_positions - n_open)
+            alloc[j] = a
+            units[j] = a * (1.0 - fee) / entry_px[j]
+            cash -= a
+            held += units[j]
+            n_open += 1
+        else:
+            proceeds = units[j] * exit_px[j] * (1.0 - fee)
+            pnl[j] = proceeds - alloc[j]
+            cash += proceeds
+            held -= units[j]
+            n_open -= 1
+        cash_after[e] = cash
+        held_after[e] = held
+    nb = bar_end_ts.shape[0]
+    equity = np.empty(nb)
+    exposure = np.zeros(nb)
+    e = 0
+    cur_cash = init_cash
+    cur_held = 0.0
+    for b in range(nb):
+        while e < 2 * n and ev_ts[order[e]] <= bar_end_ts[b]:
+            cur_cash = cash_after[e]
+            cur_held = held_after[e]
+            e += 1
+        equity[b] = cur_cash + cur_held * bar_px[b]
+        exposure[b] = 1.0 if cur_held > 0.0 else 0.0
+    return units, pnl, alloc, equity, exposure
+
+
+@dataclass
+class PortfolioResult:
+    equity: pd.Series  # indexed by bar end (UTC)
+    exposure: np.ndarray
+    positions: pd.DataFrame  # accepted positions with units, allocation and pnl
+    periods_per_year: float
+
+
+def simulate_portfolio(
+    study: pd.DataFrame,
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    *,
+    fee: float,
+    init_cash: float,
+    max_positions: int,
+    bar_ms: int,
+    start_ms: int,
+    end_ms: int,
+) -> PortfolioResult:
+    """Simulate the positions of one horizon of an event study (rows with an exit)."""
+    rows = study[study["exit_idx"] >= 0].sort_values(["entry_ts_ms", "signal"], kind="stable")
+    entry_ts = rows["entry_ts_ms"].to_numpy(np.int64)
+    exit_ts = rows["exit_ts_ms"].to_numpy(np.int64)
+    accepted = _accept_nb(entry_ts, exit_ts, max_positions)
+    pos = rows[accepted].copy()
+    bar_end = np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64)
+    last = np.searchsorted(ts_ms, bar_end, side="right") - 1
+    bar_px = np.where(last >= 0, price[np.maximum(last, 0)], np.nan)
+    if np.isnan(bar_px).any():  # before the first trade: hold the first known price
+        first = np.flatnonzero(~np.isnan(bar_px))
+        bar_px[: first[0] if first.size else bar_px.size] = price[0] if price.size else np.nan
+    units, pnl, alloc, equity, exposure = _simulate_nb(
+        pos["entry_ts_ms"].to_numpy(np.int64), pos["exit_ts_ms"].to_numpy(np.int64),
+        pos["entry_price"].to_numpy(np.float64), pos["exit_price"].to_numpy(np.float64),
+        float(fee), float(init_cash), int(max_positions), bar_end, bar_px,
+    )
+    pos["units"] = units
+    pos["allocation"] = alloc
+    pos["pnl"] = pnl
+    pos["position_return"] = np.where(alloc > 0, pnl / np.where(alloc > 0, alloc, 1.0), np.nan)
+    index = pd.to_datetime(bar_end, unit="ms", utc=True)
+    # Prepend the starting point so the first bar's return is measured from init_cash.
+    eq = pd.Series(np.r_[init_cash, equity], index=index.insert(0, pd.Timestamp(start_ms, unit="ms", tz="UTC")),
+                   name="equity")
+    return PortfolioResult(eq, np.r_[0.0, exposure], pos.reset_index(drop=True),
+                           periods_per_year=365.0 * 86_400_000 / bar_ms)

@@ -1,0 +1,101 @@
+"""Views of a finished run: the console table and the quantstats tearsheet.
+
+Reports read what a run produced (its metrics and equity curve); they never recompute it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["metrics_table", "print_metrics", "write_tearsheet"]
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:+.3f} %"
+
+
+def _num(x, fmt="{:.3f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def metrics_table(metrics: dict):
+    """A rich Table of the headline numbers of a run."""
+    from rich.table import Table
+
+    t = Table(title=f"{metrics['name']}  ({metrics['run_id']})", show_header=True, header_style="bold")
+    t.add_column("event study", style="cyan")
+    t.add_column(f"horizon {metrics['horizon']}", justify="right")
+    t.add_column("portfolio", style="cyan")
+    t.add_column("", justify="right")
+    p = metrics["portfolio"]
+    ci = metrics.get("mean_return_ci95") or [None, None]
+    left = [
+        ("signals", str(metrics["n_signals"])),
+        ("mean return", _pct(metrics.get("mean_return"))),
+        ("  95 % CI", f"{_pct(ci[0])} … {_pct(ci[1])}"),
+        ("median return", _pct(metrics.get("median_return"))),
+        ("win rate", _num(metrics.get("win_rate"), "{:.1%}")),
+        ("share ≥ +1 %", _num(metrics.get("hit_rate_1pct"), "{:.1%}")),
+        ("precision", _num(metrics.get("precision"), "{:.1%}")),
+        ("p10 / p90", f"{_pct(metrics.get('p10'))} / {_pct(metrics.get('p90'))}"),
+        ("dropped (past data)", str(metrics.get("n_dropped", 0))),
+    ]
+    right = [
+        ("trades", str(p["n_trades"])),
+        ("total return", _pct(p.get("total_return"))),
+        ("Sharpe", _num(p.get("sharpe"), "{:.2f}")),
+        ("Sortino", _num(p.get("sortino"), "{:.2f}")),
+        ("max drawdown", _pct(p.get("max_drawdown"))),
+        ("exposure", _num(p.get("exposure"), "{:.1%}")),
+        ("trade win rate", _num(p.get("trade_win_rate"), "{:.1%}")),
+        ("", ""),
+        ("", ""),
+    ]
+    for (a, b), (c, d) in zip(left, right):
+        t.add_row(a, b, c, d)
+    by_h = metrics.get("by_horizon", {})
+    if len(by_h) > 1:
+        t.caption = "other horizons: " + ", ".join(
+            f"{h}: n={m['n_signals']} mean {_pct(m.get('mean_return'))}" for h, m in by_h.items()
+            if h != metrics["horizon"]
+        )
+    return t
+
+
+def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(metrics_table(metrics))
+    c = metrics["costs"]
+    console.print(
+        f"costs: fee {c['fee_bps']} bps per side, slippage {c['slippage_bps']} bps, "
+        f"entry latency {c['entry_latency_ms']} ms, funding {'included' if c['funding'] else 'not included'}"
+    )
+    if run_dir is not None:
+        console.print(f"results: {run_dir}")
+        if (run_dir / "tearsheet.html").exists():
+            console.print(f"tearsheet: {run_dir / 'tearsheet.html'}")
+
+
+def write_tearsheet(pf, metrics: dict, path: Path) -> None:
+    """quantstats HTML tearsheet of the portfolio's equity curve (bar returns)."""
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import quantstats as qs
+
+    rets = pf.equity.pct_change().dropna()
+    rets.index = rets.index.tz_localize(None)
+    if rets.abs().sum() == 0:
+        rets.iloc[-1] = 1e-12  # quantstats cannot draw an all-zero series (no trades)
+    title = f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} " \
+            f"{metrics['data']['start']}..{metrics['data']['end']}, horizon {metrics['horizon']}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs.reports.html(rets, output=str(path), title=title, periods_per_year=int(round(pf.periods_per_year)))

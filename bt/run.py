@@ -1,0 +1,278 @@
+"""`bt run`: one config → events → signals → event study → portfolio → results/<run_id>/.
+
+The steps are plain functions; :func:`run_backtest` strings them together, writes the run
+folder and logs it to MLflow. Reports read the folder afterwards; they never recompute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bt.config import RunConfig
+from bt.engine import Costs, FundingSeries, event_study
+from bt.metrics import event_metrics, portfolio_metrics
+from bt.portfolio import PortfolioResult, simulate_portfolio
+from datasets.build import TradeSpan, ensure_gold, ensure_silver, load_trades
+from datasets.durations import format_duration, parse_duration_ms
+from datasets.lake import Lake
+from signals.journal import decide, journal_record
+
+__all__ = ["RunResult", "SignalSet", "compute_signals", "run_backtest", "DEFAULT_RESULTS"]
+
+DEFAULT_RESULTS = "results"
+
+
+@dataclass
+class SignalSet:
+    """Whale events of a config with the model's verdict on each."""
+
+    span: TradeSpan
+    events: pd.DataFrame  # gold rows + prob + decision + trade index
+    config_id: str
+    model_uri: str | None
+    threshold: float | None
+    gold_cached: bool
+
+    def journal(self) -> list[dict]:
+        ev = self.events
+        return [
+            journal_record(
+                exchange=self.span.exchange, symbol=self.span.symbol, trade_id=t, ts_ms=ts, price=p,
+                notional_usd=nu, prob=None if np.isnan(pr) else pr, decision=d,
+                config_id=self.config_id, model=self.model_uri,
+            )
+            for t, ts, p, nu, pr, d in zip(
+                ev["trade_id"].to_numpy(), ev["ts_ms"].to_numpy(), ev["price"].to_numpy(),
+                ev["notional_usd"].to_numpy(), ev["prob"].to_numpy(), ev["decision"].to_numpy(),
+            )
+        ]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    metrics: dict
+    study: pd.DataFrame
+    portfolio: PortfolioResult
+    signals: SignalSet
+    timings_s: dict = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True) -> SignalSet:
+    """Load trades, build (or reuse) silver and gold, and decide each whale event."""
+    lake = lake or Lake(config.data.lake)
+    d = config.data
+    span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
+    _say(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol} from {len(span.partitions)} partitions", quiet)
+    ensure_silver(lake, span)
+    bt = config.backtest
+    events, cached = ensure_gold(lake, span, dict(config.signal.whale), bt.all_horizons_ms,
+                                 bt.entry_latency_ms, d.start)
+    _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
+    events = events.copy()
+    events["trade_idx"] = _trade_index(span, events)
+    prob = np.full(len(events), np.nan)
+    threshold = None
+    model_uri = None
+    if config.model is not None:
+        from bt.model import score_events  # the model issue's module
+
+        prob, threshold, model_uri = score_events(config, events)
+    events["prob"] = prob
+    events["decision"] = [decide(None if np.isnan(p) else p, threshold) for p in prob]
+    return SignalSet(span, events, config.config_id, model_uri, threshold, cached)
+
+
+def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
+    """Position of each event's trade in the span (events are trades of the span)."""
+    ts = span.ts_ms
+    lo = np.searchsorted(ts, events["ts_ms"].to_numpy(np.int64), side="left")
+    hi = np.searchsorted(ts, events["ts_ms"].to_numpy(np.int64), side="right")
+    want = events["trade_id"].to_numpy(np.int64)
+    out = np.empty(len(events), np.int64)
+    for j in range(len(events)):
+        seg = span.trade_id[lo[j]:hi[j]]
+        hit = np.flatnonzero(seg == want[j])
+        if hit.size == 0:
+            raise RuntimeError(f"gold event trade {want[j]} is not in bronze; rebuild gold")
+        out[j] = lo[j] + hit[0]
+    return out
+
+
+def _load_funding(lake: Lake, config: RunConfig, span: TradeSpan) -> FundingSeries | None:
+    try:
+        from datasets.sources.funding import read_funding
+    except ImportError:
+        return None
+    df = read_funding(lake, config.data.exchange, config.data.symbol, int(span.ts_ms[0]),
+                      int(span.ts_ms[-1]) + 86_400_000)
+    if df is None or df.empty:
+        return None
+    return FundingSeries(df["ts_ms"].to_numpy(), df["rate"].to_numpy())
+
+
+def run_backtest(
+    config: RunConfig,
+    *,
+    results_dir: str | os.PathLike[str] = DEFAULT_RESULTS,
+    tracking_uri: str | None = None,
+    log_mlflow: bool = True,
+    tearsheet: bool = True,
+    quiet: bool = False,
+) -> RunResult:
+    """Run a config end to end and write ``results/<run_id>/``.
+
+    Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (SPEC §5 journal),
+    ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
+    and ``tearsheet.html`` (quantstats).
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    lake = Lake(config.data.lake)
+    sig = compute_signals(config, lake=lake, quiet=quiet)
+    timings["signals_s"] = time.perf_counter() - t0
+    span, events = sig.span, sig.events
+    bt = config.backtest
+    horizons = bt.all_horizons_ms
+    longs = events[events["decision"] == "long"].reset_index(drop=True)
+    funding = _load_funding(lake, config, span) if len(span) else None
+    if funding is None:
+        _say("no funding data in the lake for this symbol: returns exclude funding "
+             "(ingest it with `datasets ingest funding`)", quiet)
+    t1 = time.perf_counter()
+    study = event_study(
+        span.ts_ms, span.price, longs["trade_idx"].to_numpy(np.int64), horizons_ms=horizons,
+        latency_ms=bt.entry_latency_ms, costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
+        label_threshold=bt.label_threshold, take_profit=bt.take_profit, stop_loss=bt.stop_loss,
+        funding=funding,
+    )
+    for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
+        study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
+    timings["event_study_s"] = time.perf_counter() - t1
+    primary = study[study["horizon_ms"] == horizons[0]]
+    by_h = {}
+    for h in horizons:
+        rows = study[study["horizon_ms"] == h]
+        by_h[format_duration(h)] = event_metrics(rows["net_return"].to_numpy(), rows["label"].to_numpy(),
+                                                 n_boot=bt.bootstrap, seed=bt.seed)
+    t2 = time.perf_counter()
+    day_ms = 86_400_000
+    start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
+    end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + day_ms
+    end_ms = min(end_ms, int(span.ts_ms[-1]) + 1) if len(span) else end_ms
+    start_ms = max(start_ms, int(span.ts_ms[0]) // 1000 * 1000) if len(span) else start_ms
+    bar_ms = parse_duration_ms(config.portfolio.bar)
+    pf = simulate_portfolio(
+        primary, span.ts_ms, span.price, fee=bt.fee_bps / 1e4, init_cash=config.portfolio.init_cash,
+        max_positions=config.portfolio.max_positions, bar_ms=bar_ms, start_ms=start_ms, end_ms=end_ms,
+    )
+    timings["portfolio_s"] = time.perf_counter() - t2
+    dropped = primary["exit_reason"].astype(str).str.startswith("dropped")
+    metrics = {
+        "run_id": config.run_id,
+        "name": config.name,
+        "config_id": sig.config_id,
+        "model": sig.model_uri,
+        "threshold": sig.threshold,
+        "horizon": format_duration(horizons[0]),
+        **by_h[format_duration(horizons[0])],
+        "n_whale_events": int(len(events)),
+        "n_dropped": int(dropped.sum()),
+        "costs": {"fee_bps": bt.fee_bps, "slippage_bps": bt.slippage_bps,
+                  "entry_latency_ms": bt.entry_latency_ms, "funding": funding is not None},
+        "data": {
+            "exchange": config.data.exchange, "symbol": config.data.symbol,
+            "start": str(config.data.start), "end": str(config.data.end),
+            "first_trade_ms": int(span.ts_ms[0]) if len(span) else None,
+            "last_trade_ms": int(span.ts_ms[-1]) if len(span) else None,
+            "n_trades": len(span), "lake": lake.uri, "partitions": span.sources,
+        },
+        "by_horizon": by_h,
+        "portfolio": portfolio_metrics(
+            pf.equity.to_numpy(), pf.exposure, pf.periods_per_year, len(pf.positions),
+            pf.positions["position_return"].to_numpy(),
+        ),
+    }
+    metrics["portfolio"].update(max_positions=config.portfolio.max_positions, bar=config.portfolio.bar,
+                                init_cash=config.portfolio.init_cash)
+    run_dir = _write_run(config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet)
+    timings["total_s"] = time.perf_counter() - t0
+    result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
+    if log_mlflow:
+        from bt.tracking import log_backtest
+
+        result.mlflow_run_id = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri)
+    return result
+
+
+def _write_run(config: RunConfig, metrics: dict, sig: SignalSet, study: pd.DataFrame, pf: PortfolioResult,
+               results_dir: Path, tearsheet: bool, quiet: bool) -> Path:
+    """Write the run folder atomically: build it beside the target, then swap it in."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    final = results_dir / config.run_id
+    tmp = Path(tempfile.mkdtemp(prefix=f".{config.run_id}.", dir=results_dir))
+    try:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+        (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False, default=_json_default))
+        with open(tmp / "signals.jsonl", "w") as fh:
+            for rec in sig.journal():
+                fh.write(json.dumps(rec) + "\n")
+        study.to_parquet(tmp / "trades.parquet", index=False)
+        pf.positions.to_parquet(tmp / "positions.parquet", index=False)
+        pf.equity.to_frame().to_parquet(tmp / "equity.parquet")
+        if tearsheet:
+            from bt.report import write_tearsheet
+
+            write_tearsheet(pf, metrics, tmp / "tearsheet.html")
+        if final.exists():
+            old = results_dir / f".{config.run_id}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _say(f"wrote {final}", quiet)
+    return final
+
+
+def _clean(o):
+    """NaN/inf → None, recursively, so metrics.json is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    return str(o)

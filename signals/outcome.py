@@ -1,0 +1,145 @@
+"""Entry and exit of a long signal (SPEC §3), as a numba kernel shared by backtest and live.
+
+* Entry: the first trade after the trigger whose time is at least trigger time + latency.
+* Exit: the last trade at or before entry time + horizon, or earlier at the first trade whose
+  price reaches take-profit / stop-loss (levels relative to the entry price incl. slippage).
+* A signal whose horizon runs past the last trade is dropped (reason ``DROPPED_PAST_DATA``),
+  never truncated; one with no trade to enter on is dropped too (``DROPPED_NO_ENTRY``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "EXIT_HORIZON",
+    "EXIT_TAKE_PROFIT",
+    "EXIT_STOP_LOSS",
+    "DROPPED_NO_ENTRY",
+    "DROPPED_PAST_DATA",
+    "EXIT_REASONS",
+    "entry_exit_nb",
+    "entry_exit",
+]
+
+EXIT_HORIZON = 0
+EXIT_TAKE_PROFIT = 1
+EXIT_STOP_LOSS = 2
+DROPPED_NO_ENTRY = -1
+DROPPED_PAST_DATA = -2
+EXIT_REASONS = {
+    EXIT_HORIZON: "horizon",
+    EXIT_TAKE_PROFIT: "take_profit",
+    EXIT_STOP_LOSS: "stop_loss",
+    DROPPED_NO_ENTRY: "dropped_no_entry",
+    DROPPED_PAST_DATA: "dropped_past_data",
+}
+
+
+@njit(cache=True)
+def _search_left(ts, value, lo):
+    """First index >= lo with ts[i] >= value (len(ts) if none); ts sorted."""
+    hi = ts.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ts[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _search_right(ts, value, lo):
+    """First index >= lo with ts[i] > value; ts sorted."""
+    hi = ts.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ts[mid] <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def entry_exit_nb(ts, price, trigger_idx, latency_ms, horizons_ms, slippage, take_profit, stop_loss):
+    """Entry/exit indices of each trigger for each horizon (one scan per trigger for TP/SL).
+
+    Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, ts[i]+lat))``;
+    ``x = searchsorted(ts, ts[e]+h, 'right') - 1`` unless a TP/SL trade comes first.
+    ``take_profit``/``stop_loss`` <= 0 mean off. Returns (entry_idx[n], exit_idx[n, H], reason[n, H]).
+    """
+    n = trigger_idx.shape[0]
+    nh = horizons_ms.shape[0]
+    last_ts = ts[ts.shape[0] - 1] if ts.shape[0] > 0 else 0
+    entry_idx = np.full(n, -1, np.int64)
+    exit_idx = np.full((n, nh), -1, np.int64)
+    reason = np.full((n, nh), DROPPED_NO_ENTRY, np.int8)
+    max_h = 0
+    for k in range(nh):
+        if horizons_ms[k] > max_h:
+            max_h = horizons_ms[k]
+    for j in range(n):
+        i = trigger_idx[j]
+        e = _search_left(ts, ts[i] + latency_ms, i + 1)
+        if e >= ts.shape[0]:
+            continue
+        entry_idx[j] = e
+        entry_px = price[e] * (1.0 + slippage)
+        # First TP/SL hit within the longest horizon, scanning trades after the entry.
+        hit = -1
+        hit_reason = EXIT_HORIZON
+        if take_profit > 0.0 or stop_loss > 0.0:
+            tp_px = entry_px * (1.0 + take_profit)
+            sl_px = entry_px * (1.0 - stop_loss)
+            end_ts = ts[e] + max_h
+            m = e + 1
+            while m < ts.shape[0] and ts[m] <= end_ts:
+                if take_profit > 0.0 and price[m] >= tp_px:
+                    hit = m
+                    hit_reason = EXIT_TAKE_PROFIT
+                    break
+                if stop_loss > 0.0 and price[m] <= sl_px:
+                    hit = m
+                    hit_reason = EXIT_STOP_LOSS
+                    break
+                m += 1
+        for k in range(nh):
+            end = ts[e] + horizons_ms[k]
+            if end > last_ts:
+                reason[j, k] = DROPPED_PAST_DATA
+                continue
+            x = _search_right(ts, end, e) - 1
+            if hit >= 0 and hit <= x:
+                exit_idx[j, k] = hit
+                reason[j, k] = hit_reason
+            else:
+                exit_idx[j, k] = x
+                reason[j, k] = EXIT_HORIZON
+    return entry_idx, exit_idx, reason
+
+
+def entry_exit(
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    trigger_idx: np.ndarray,
+    *,
+    latency_ms: int,
+    horizons_ms: list[int] | np.ndarray,
+    slippage: float = 0.0,
+    take_profit: float | None = None,
+    stop_loss: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy-facing wrapper of :func:`entry_exit_nb` (see the module docstring)."""
+    return entry_exit_nb(
+        np.ascontiguousarray(ts_ms, dtype=np.int64),
+        np.ascontiguousarray(price, dtype=np.float64),
+        np.ascontiguousarray(trigger_idx, dtype=np.int64),
+        np.int64(latency_ms),
+        np.asarray(horizons_ms, dtype=np.int64),
+        float(slippage),
+        float(take_profit or 0.0),
+        float(stop_loss or 0.0),
+    )
