@@ -216,7 +216,10 @@ def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> Run
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
     lake = lake or os.environ.get("WHALEBT_LAKE")
     if lake and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
         raw = {**raw, "data": {**raw["data"], "lake": lake}}

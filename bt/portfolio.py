@@ -2,7 +2,7 @@
 
 Signals are taken in entry order; one arriving while every slot is busy is skipped. A position
 invests ``cash / free_slots`` at the entry price (incl. slippage), pays the fee on entry and exit
-(multiplicatively, as an exchange charges it on notional), and is marked to market on a regular
+as a fraction of the traded notional (entry: ``units = cash / (price × (1 + fee))``), and is marked to market on a regular
 bar grid with the last trade price at or before each bar's end. Entries and exits use the exact
 trade prices of the event study, so the portfolio and the event study agree trade by trade.
 """
@@ -67,7 +67,7 @@ def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, fee, init_cash, max_posit
         if ev_kind[k] == 1:
             a = cash / (max_positions - n_open)
             alloc[j] = a
-            units[j] = a * (1.0 - fee) / entry_px[j]
+            units[j] = a / (entry_px[j] * (1.0 + fee))  # the fee is paid on top of the notional
             cash -= a
             held += units[j]
             n_open += 1
