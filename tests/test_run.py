@@ -1,0 +1,136 @@
+"""`bt run` / `bt signals` end to end on a small lake: files, MLflow, caching, journal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import bt.cli
+import datasets.cli
+from bt.config import load_config
+from bt.run import compute_signals, run_backtest
+from datasets.lake import Lake, Partition
+from signals.journal import JOURNAL_KEYS
+
+DAY_MS = 86_400_000
+
+
+def _market(n=60_000, days=2, seed=0, symbol="TESTUSDT"):
+    rng = np.random.default_rng(seed)
+    t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
+    ts = np.sort(rng.integers(0, days * DAY_MS, n)) + t0
+    px = 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
+    return pd.DataFrame({"exchange": "binance_usdm", "symbol": symbol, "trade_id": np.arange(n) + 1000,
+                         "ts_ms": ts, "price": px, "qty": rng.lognormal(0, 1.4, n),
+                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+
+
+@pytest.fixture
+def lake_cfg(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.write_trades(_market())
+    cfg = {
+        "name": "e2e",
+        "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": "TESTUSDT",
+                 "start": "2024-03-01", "end": "2024-03-02"},
+        "signal": {"whale": {"min_notional_usd": 2500}},
+        "backtest": {"horizon": "5m", "horizons": ["1m"], "fee_bps": 5, "bootstrap": 200},
+        "portfolio": {"max_positions": 2},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return tmp_path, path, cfg
+
+
+def test_bt_run_writes_the_run_folder_and_logs_to_mlflow(lake_cfg, capsys):
+    tmp, path, _ = lake_cfg
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    rc = bt.cli.main(["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", uri])
+    assert rc == 0
+    config = load_config(path)
+    run_dir = tmp / "results" / config.run_id
+    for f in ("config.yaml", "metrics.json", "signals.jsonl", "trades.parquet", "tearsheet.html"):
+        assert (run_dir / f).is_file(), f
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["n_signals"] > 50 and set(m["by_horizon"]) == {"5m", "1m"}
+    for key in ("mean_return", "median_return", "win_rate", "hit_rate_1pct", "precision", "p10", "p90",
+                "mean_return_ci95"):
+        assert key in m
+    assert {"total_return", "sharpe", "sortino", "max_drawdown", "exposure", "n_trades"} <= set(m["portfolio"])
+    assert len(m["data"]["partitions"]) == 2 and all(len(p["sha256"]) == 64 for p in m["data"]["partitions"])
+    trades = pd.read_parquet(run_dir / "trades.parquet")
+    primary = trades[trades["horizon"] == "5m"]
+    assert np.isclose(primary["net_return"].mean(), m["mean_return"])
+    assert "tearsheet" in capsys.readouterr().out
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["backtest"]["entry_latency_ms"] == 0 and resolved["portfolio"]["max_positions"] == 2
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["whalebt"], output_format="list")
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.data.tags["whalebt.run_id"] == config.run_id
+    assert r.data.metrics["n_signals"] == m["n_signals"]
+    assert r.data.params["signal.whale.min_notional_usd"] == "2500"
+    assert json.loads(r.data.tags["whalebt.data_partitions"]) == m["data"]["partitions"]
+
+
+def test_cached_rerun_is_identical_and_config_change_rebuilds_gold(lake_cfg):
+    tmp, path, cfg = lake_cfg
+    config = load_config(path)
+    a = run_backtest(config, results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    b = run_backtest(config, results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    assert not a.signals.gold_cached and b.signals.gold_cached
+    assert a.metrics == b.metrics
+    cfg2 = {**cfg, "signal": {"whale": {"min_notional_usd": 4000}}}
+    path.write_text(yaml.safe_dump(cfg2))
+    c = run_backtest(load_config(path), results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    assert not c.signals.gold_cached and c.metrics["n_whale_events"] < a.metrics["n_whale_events"]
+    assert c.run_id != a.run_id
+    lake = Lake(cfg["data"]["lake"])
+    variants = {p.split("/")[1] for p in lake.store.list("gold/")}
+    assert len(variants) == 2
+
+
+def test_changed_bronze_invalidates_silver_and_gold(lake_cfg):
+    tmp, path, cfg = lake_cfg
+    config = load_config(path)
+    a = run_backtest(config, results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    lake = Lake(cfg["data"]["lake"])
+    extra = _market(n=500, days=1, seed=9)
+    extra["trade_id"] += 10_000_000
+    extra["qty"] *= 50  # big trades: more whales
+    lake.write_trades(extra, mode="merge")
+    b = run_backtest(config, results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    assert not b.signals.gold_cached
+    assert b.metrics["n_whale_events"] > a.metrics["n_whale_events"]
+    silver = lake.read_partition(Partition("silver", "binance_usdm", "TESTUSDT", pd.Timestamp("2024-03-01").date()))
+    assert silver["trade_count"].sum() == len(b.signals.span.ts_ms[b.signals.span.ts_ms < extra["ts_ms"].min() // DAY_MS * DAY_MS + DAY_MS])
+
+
+def test_bt_signals_journal_matches_the_run(lake_cfg, capsys):
+    tmp, path, _ = lake_cfg
+    out = tmp / "signals.jsonl"
+    assert bt.cli.main(["signals", str(path), "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines and all(tuple(rec) == JOURNAL_KEYS for rec in lines)
+    assert all(rec["decision"] == "long" and rec["prob"] is None and rec["model"] is None for rec in lines)
+    config = load_config(path)
+    assert {rec["config_id"] for rec in lines} == {config.config_id}
+    sig = compute_signals(config)
+    assert [r["trade_id"] for r in lines] == sig.events["trade_id"].tolist()
+    assert all(r["notional_usd"] >= 2500 for r in lines)
+
+
+def test_datasets_build_caches_gold(lake_cfg, capsys):
+    tmp, path, _ = lake_cfg
+    assert datasets.cli.main(["build", str(path)]) == 0
+    assert "(built)" in capsys.readouterr().err
+    assert datasets.cli.main(["build", str(path)]) == 0
+    assert "(cached)" in capsys.readouterr().err
