@@ -79,7 +79,8 @@ def validate_bronze(df: pd.DataFrame, *, what: str = "trades") -> pd.DataFrame:
     for col in cols:
         dtype = BRONZE_COLUMNS.get(col) or BRONZE_OPTIONAL[col]
         if dtype == "object":
-            out[col] = out[col].astype(str).astype(object)
+            if not pd.api.types.is_string_dtype(out[col]):
+                out[col] = out[col].astype(str)
             continue
         try:
             out[col] = out[col].astype(dtype)
@@ -95,9 +96,27 @@ def validate_bronze(df: pd.DataFrame, *, what: str = "trades") -> pd.DataFrame:
 
 
 def sort_trades(df: pd.DataFrame) -> pd.DataFrame:
-    """Order trades as the kernel consumes them: by `(ts_ms, trade_id)`, duplicates dropped."""
-    df = df.drop_duplicates(subset=["exchange", "symbol", "trade_id"], keep="last")
-    return df.sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
+    """Order trades as the kernel consumes them: by `(ts_ms, trade_id)`.
+
+    A trade id seen twice for the same exchange and symbol keeps its last row (a re-delivered
+    trade replaces the earlier copy).
+    """
+    n = len(df)
+    if n == 0:
+        return df.reset_index(drop=True)
+    ex_codes, _ = pd.factorize(df["exchange"])
+    sym_codes, _ = pd.factorize(df["symbol"])
+    group = ex_codes.astype(np.int64) * (int(sym_codes.max()) + 1) + sym_codes
+    tid = df["trade_id"].to_numpy(np.int64)
+    # Last occurrence of each (group, trade_id): sort by (group, id, position), keep run ends.
+    pos = np.arange(n)
+    o = np.lexsort((pos, tid, group))
+    last = np.ones(n, dtype=bool)
+    last[:-1] = (group[o][1:] != group[o][:-1]) | (tid[o][1:] != tid[o][:-1])
+    keep = o[last]
+    ts = df["ts_ms"].to_numpy(np.int64)
+    keep = keep[np.lexsort((tid[keep], ts[keep]))]
+    return df.iloc[keep].reset_index(drop=True)
 
 
 def normalise_symbol(symbol: str) -> str:

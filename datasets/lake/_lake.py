@@ -101,9 +101,19 @@ class WriteResult:
 def content_sha256(df: pd.DataFrame) -> str:
     """A hash of a frame's columns, dtypes and values (independent of the Parquet writer)."""
     h = hashlib.sha256()
-    h.update(json.dumps([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
-    if len(df):
-        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    # String columns count as "string" whether pandas holds them as object or str dtype.
+    kinds = [(str(c), str(t) if pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) else "string")
+             for c, t in df.dtypes.items()]
+    h.update(json.dumps(kinds).encode())
+    h.update(str(len(df)).encode())
+    for col in df.columns:
+        values = df[col]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            h.update(np.ascontiguousarray(values.to_numpy()).tobytes())
+        else:  # strings: the distinct values in order of appearance, then each row's code
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            h.update(json.dumps([str(u) for u in uniques]).encode())
+            h.update(codes.astype(np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -230,13 +240,14 @@ class Lake:
         """
         p = Partition(layer, exchange, symbol, _as_date(date), variant)
         exists = self.store.exists(p.key)
-        if exists and mode == "merge":
-            old = self.read_partition(p)
-            df = sort_trades(pd.concat([old, df], ignore_index=True))
         df = df.reset_index(drop=True)
         sha = content_sha256(df)
+        old_meta = self.partition_meta(p) if exists else {}
+        if exists and mode == "merge" and old_meta.get("content_sha256") != sha:
+            old = self.read_partition(p)
+            df = sort_trades(pd.concat([old, df], ignore_index=True))
+            sha = content_sha256(df)
         if exists:
-            old_meta = self.partition_meta(p)
             if old_meta.get("content_sha256") == sha:
                 return WriteResult(p, len(df), sha, changed=False)
             if mode == "error":
@@ -253,10 +264,15 @@ class Lake:
         df = sort_trades(validate_bronze(df, what=what))
         if df.empty:
             return []
-        dates = pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.date
+        day = df["ts_ms"].to_numpy(np.int64) // 86_400_000
         results = []
-        for (ex, sym, day), part in df.groupby([df["exchange"], df["symbol"], dates], sort=True):
-            results.append(self.write("bronze", part, ex, sym, day, mode=mode))
+        for (ex, sym), group in df.groupby(["exchange", "symbol"], sort=True):
+            gday = day[group.index.to_numpy()]
+            # Rows are time-ordered, so each UTC day is one contiguous slice.
+            cuts = np.flatnonzero(np.diff(gday)) + 1
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(group)]):
+                date = dt.date(1970, 1, 1) + dt.timedelta(days=int(gday[lo]))
+                results.append(self.write("bronze", group.iloc[lo:hi], ex, sym, date, mode=mode))
         return results
 
     def read(

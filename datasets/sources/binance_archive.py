@@ -1,0 +1,470 @@
+"""Binance USD-M aggTrades from the public data archive layout (a local copy or a base URL).
+
+Files (SPEC §2)::
+
+    data/futures/um/daily/aggTrades/SYM/SYM-aggTrades-YYYY-MM-DD.zip   (+ .zip.CHECKSUM)
+    data/futures/um/monthly/aggTrades/SYM/SYM-aggTrades-YYYY-MM.zip     (+ .zip.CHECKSUM)
+
+Each zip holds one CSV, with or without the header ``agg_trade_id,price,quantity,
+first_trade_id,last_trade_id,transact_time,is_buyer_maker``; ``transact_time`` is in ms or,
+in newer files, µs (told apart by magnitude; µs are kept as ``ts_us``).
+
+Ingest runs in two phases so that a bad file leaves the lake untouched:
+
+1. *Verify*: every file is fetched, its SHA-256 checked against its ``.CHECKSUM``, its zip
+   and CSV read to the end (CRC checked, columns and values parsed) and converted to bronze
+   rows spooled to a temporary directory, one Arrow file per day. Any failure raises
+   :class:`ArchiveError` naming the file, before anything is written.
+2. *Write*: day by day, the raw files go to ``raw/binance_usdm/<archive path>`` byte for
+   byte and the trades to bronze (merge by trade id). Each write is atomic and idempotent,
+   so a re-run of the same days writes nothing.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import datetime as dt
+import difflib
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from datasets.lake import Lake, LakeConflictError
+from datasets.schema import normalise_symbol
+from datasets.sources._http import NotFound, fetch_many, location
+
+__all__ = [
+    "COLUMNS",
+    "EXCHANGE",
+    "ArchiveError",
+    "DayReport",
+    "IngestReport",
+    "daily_relpath",
+    "monthly_relpath",
+    "ingest_binance_archive",
+    "parse_aggtrades_zip",
+]
+
+EXCHANGE = "binance_usdm"
+RAW_SOURCE = "binance_usdm"
+COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker")
+_DAY_MS = 86_400_000
+_EPOCH = dt.date(1970, 1, 1)
+_US_FROM = 10**14  # 10^14 ms is the year 5138; 10^14 µs is 1973
+_log = logging.getLogger(__name__)
+
+
+class ArchiveError(ValueError):
+    """A source file failed verification (checksum, zip, columns, values) or nothing was found."""
+
+
+def daily_relpath(symbol: str, day: dt.date) -> str:
+    return f"data/futures/um/daily/aggTrades/{symbol}/{symbol}-aggTrades-{day.isoformat()}.zip"
+
+
+def monthly_relpath(symbol: str, year: int, month: int) -> str:
+    return f"data/futures/um/monthly/aggTrades/{symbol}/{symbol}-aggTrades-{year:04d}-{month:02d}.zip"
+
+
+@dataclass
+class DayReport:
+    date: dt.date
+    source: str  # archive relpath of the file the day came from
+    rows: int
+    bytes: int  # size of that zip
+    ts_unit: str  # "ms" or "us"
+    changed: bool = False  # bronze partition written (False: identical data was already there)
+
+
+@dataclass
+class IngestReport:
+    """What :func:`ingest_binance_archive` looked for, found and wrote."""
+
+    source: str
+    symbol: str
+    start: dt.date
+    end: dt.date
+    lake: str
+    days: list[DayReport] = field(default_factory=list)
+    gaps: list[dt.date] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # archive relpaths verified (zip + CHECKSUM)
+    raw_written: int = 0
+    raw_unchanged: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.days)
+
+    @property
+    def bytes(self) -> int:
+        seen: dict[str, int] = {}
+        for d in self.days:
+            seen[d.source] = d.bytes
+        return sum(seen.values())
+
+    @property
+    def days_changed(self) -> int:
+        return sum(d.changed for d in self.days)
+
+
+# --------------------------------------------------------------------------- parsing
+def _sniff_header(first_line: str, name: str) -> list[str] | None:
+    """Column names if the first line is a header, None if it is data; ArchiveError if wrong."""
+    fields = [f.strip().strip('"') for f in first_line.strip().split(",")]
+    if fields and fields[0].lstrip("-").isdigit():
+        if len(fields) != len(COLUMNS):
+            raise ArchiveError(
+                f"{name}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}) in a CSV without header; "
+                f"the first row has {len(fields)}: {first_line.strip()[:120]!r}")
+        return None
+    missing = [c for c in COLUMNS if c not in fields]
+    if missing:
+        hints = []
+        for col in missing:
+            close = difflib.get_close_matches(col, fields, n=1, cutoff=0.5)
+            hints.append(f"{col!r} (did you mean {close[0]!r}?)" if close else repr(col))
+        raise ArchiveError(
+            f"{name}: CSV columns do not match Binance aggTrades; expected {list(COLUMNS)}, got {fields}; "
+            f"missing {', '.join(hints)}. Is this an aggTrades file of the USD-M futures archive?")
+    return fields
+
+
+class _Counted(io.RawIOBase):
+    """A readable stream that reports bytes read (for a progress bar)."""
+
+    def __init__(self, raw, on_read: Callable[[int], None] | None):
+        self._raw, self._on_read = raw, on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._raw.read(len(b))
+        b[: len(data)] = data
+        if self._on_read and data:
+            self._on_read(len(data))
+        return len(data)
+
+
+def parse_aggtrades_zip(
+    data: bytes,
+    name: str,
+    on_batch: Callable[[dict[str, np.ndarray]], None],
+    *,
+    block_bytes: int = 16 << 20,
+    on_read: Callable[[int], None] | None = None,
+) -> str:
+    """Stream the CSV inside one archive zip in blocks and pass bronze arrays to ``on_batch``.
+
+    Arrays per block: ``trade_id, ts_ms, price, qty, side`` and ``ts_us`` for µs files.
+    Memory is bounded by ``block_bytes`` of CSV, whatever the file size.
+
+    Returns:
+        ``"ms"`` or ``"us"``: the unit of ``transact_time`` in this file.
+
+    Raises:
+        ArchiveError: not a zip / truncated / bad CRC, not exactly one CSV, wrong columns,
+            unparsable values, or mixed timestamp units; the message names ``name``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        members = [i for i in zf.infolist() if not i.is_dir()]
+        if len(members) != 1 or not members[0].filename.lower().endswith(".csv"):
+            raise ArchiveError(f"{name}: expected one CSV file in the zip, found {[m.filename for m in members]}")
+        member = members[0]
+        with zf.open(member) as fh:
+            first = fh.readline(4096).decode("utf-8", "replace")
+        header = _sniff_header(first, name) if first.strip() else None
+        if not first.strip():
+            return "ms"
+        read_opts = pacsv.ReadOptions(block_size=block_bytes, column_names=None if header else list(COLUMNS))
+        types = {"agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
+                 "transact_time": pa.int64(), "is_buyer_maker": pa.bool_()}
+        # No null markers: an empty or "n/a" field is a parse error, not a silent NaN.
+        conv = pacsv.ConvertOptions(column_types=types, include_columns=list(types), null_values=[],
+                                    strings_can_be_null=False)
+        unit = None
+        with zf.open(member) as fh:
+            reader = pacsv.open_csv(io.BufferedReader(_Counted(fh, on_read), 1 << 20),
+                                    read_options=read_opts, convert_options=conv)
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                cols = {n: batch.column(n) for n in types}
+                t = cols["transact_time"].to_numpy()
+                is_us = t >= _US_FROM
+                this = "us" if is_us[0] else "ms"
+                if unit is None:
+                    unit = this
+                if is_us.any() != is_us.all() or this != unit:
+                    raise ArchiveError(f"{name}: transact_time mixes milliseconds and microseconds; "
+                                       "expected one unit per file")
+                out = {
+                    "trade_id": cols["agg_trade_id"].to_numpy(),
+                    "ts_ms": t // 1000 if unit == "us" else t,
+                    "price": cols["price"].to_numpy(),
+                    "qty": cols["quantity"].to_numpy(),
+                    "side": np.where(cols["is_buyer_maker"].to_numpy(zero_copy_only=False), -1, 1).astype(np.int8),
+                }
+                if unit == "us":
+                    out["ts_us"] = t
+                on_batch(out)
+        return unit or "ms"
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ArchiveError(f"{name}: corrupt or truncated zip ({exc}); delete it and fetch it again") from None
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{name}: CSV does not parse as Binance aggTrades "
+                           f"({str(exc).splitlines()[0]}); expected columns {','.join(COLUMNS)}") from None
+
+
+def _verify_checksum(data: bytes, checksum_file: bytes, name: str) -> None:
+    text = checksum_file.decode("utf-8", "replace").strip()
+    expected = text.split()[0].lower() if text else ""
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ArchiveError(f"{name}.CHECKSUM: expected '<sha256 hex>  {name}', got {text[:100]!r}")
+    got = hashlib.sha256(data).hexdigest()
+    if got != expected:
+        raise ArchiveError(f"{name}: checksum mismatch: expected sha256 {expected}, got {got} "
+                           f"({len(data)} bytes); the download is damaged or changed, fetch it again")
+
+
+# --------------------------------------------------------------------------- ingest
+class _Spool:
+    """Per-day Arrow files in a temporary directory: verified rows waiting for phase 2."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._writers: dict[tuple[dt.date, str], object] = {}
+        self.rows: dict[dt.date, int] = {}
+
+    def add(self, day: dt.date, unit: str, arrays: dict[str, np.ndarray]) -> None:
+        import pyarrow as pa
+
+        table = pa.table(arrays)
+        key = (day, unit)
+        if key not in self._writers:
+            self._writers[key] = pa.ipc.new_file(str(self.root / f"{day}-{unit}.arrow"), table.schema)
+        self._writers[key].write_table(table)
+        self.rows[day] = self.rows.get(day, 0) + table.num_rows
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+
+    def read(self, day: dt.date):
+        import pandas as pd
+        import pyarrow as pa
+
+        frames = [pa.ipc.open_file(str(self.root / f"{day}-{u}.arrow")).read_all().to_pandas()
+                  for (d, u) in sorted(self._writers) if d == day]
+        if len(frames) > 1:  # a day from files of both units keeps only milliseconds
+            frames = [f.drop(columns=["ts_us"], errors="ignore") for f in frames]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _as_date(x: str | dt.date, what: str) -> dt.date:
+    if isinstance(x, dt.date):
+        return x
+    try:
+        return dt.date.fromisoformat(str(x))
+    except ValueError:
+        raise ArchiveError(f"{what} must be a date like 2024-03-01; got {x!r}") from None
+
+
+def ingest_binance_archive(
+    source: str | os.PathLike[str],
+    symbol: str,
+    start: str | dt.date,
+    end: str | dt.date,
+    lake: Lake | str | os.PathLike[str],
+    *,
+    max_workers: int = 4,
+    retries: int = 4,
+    block_bytes: int = 16 << 20,
+    progress: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Ingest Binance USD-M aggTrades for ``start..end`` (inclusive, UTC days) into a lake.
+
+    Daily files are used; for a calendar month wholly inside the span whose daily files are
+    (partly) missing, the monthly file fills the missing days. Days found nowhere are gaps
+    (reported through ``warn`` and in the report); finding no file at all is an error.
+
+    Args:
+        source: local directory or ``http(s)://`` base URL laid out like the archive.
+        symbol: ``BTCUSDT`` (separators and case are normalised).
+        lake: a :class:`Lake` or its URI.
+        max_workers: concurrent downloads.
+        retries: extra attempts per file after a transient failure (back-off doubles from 0.5 s).
+        block_bytes: CSV block size; bounds memory per file.
+        progress: show a progress bar per file on stderr.
+        warn: receives one line per gap (default: the module logger).
+
+    Raises:
+        ArchiveError: a checksum mismatch, a damaged zip, wrong columns or values (naming the
+            file), or no file found at all (listing what was looked for). The lake is unchanged.
+        LakeConflictError: a raw file of the same name with other content is already stored.
+        FetchError: a file could not be downloaded after retries.
+    """
+    sym = normalise_symbol(symbol)
+    d0, d1 = _as_date(start, "start"), _as_date(end, "end")
+    if d1 < d0:
+        raise ArchiveError(f"end {d1} is before start {d0}; expected start <= end")
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    warn = warn or _log.warning
+    report = IngestReport(source=str(source), symbol=sym, start=d0, end=d1, lake=lake.uri)
+    wanted = _days(d0, d1)
+    looked: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="whalebt-ingest-") as tmp:
+        spool = _Spool(Path(tmp))
+        found: dict[str, tuple[Path, int]] = {}  # relpath -> spooled zip, size
+        day_src: dict[dt.date, tuple[str, str]] = {}  # day -> (relpath, unit)
+
+        def verify(relpath: str, data: bytes, checksum: bytes | NotFound, keep: set[dt.date]) -> None:
+            name = relpath.rsplit("/", 1)[-1]
+            if isinstance(checksum, NotFound):
+                raise ArchiveError(f"{name}: no checksum file {name}.CHECKSUM at {location(source, relpath)}; "
+                                   "refusing to ingest an unverified file")
+            _verify_checksum(data, checksum, name)
+            for rp, blob in ((relpath, data), (relpath + ".CHECKSUM", checksum)):
+                _check_raw_free(lake, rp, blob)
+            seen: set[dt.date] = set()
+            outside = [0]
+
+            def on_batch(arrays: dict[str, np.ndarray]) -> None:
+                day_no = arrays["ts_ms"] // _DAY_MS
+                unit = "us" if "ts_us" in arrays else "ms"
+                lo, hi = int(day_no.min()), int(day_no.max())
+                for k in range(lo, hi + 1):
+                    day = _EPOCH + dt.timedelta(days=k)
+                    m = None if lo == hi else day_no == k  # a block inside one day needs no mask
+                    n = len(day_no) if m is None else int(m.sum())
+                    if n and day in keep:
+                        seen.add(day)
+                        spool.add(day, unit, arrays if m is None else {c: v[m] for c, v in arrays.items()})
+                    else:
+                        outside[0] += n
+
+            with _bar(progress, name, _csv_size(data)) as bar:
+                unit = parse_aggtrades_zip(data, name, on_batch, block_bytes=block_bytes, on_read=bar.update)
+            if outside[0] and "/daily/" in relpath:
+                warn(f"{name}: {outside[0]} rows outside the file's day were left out")
+            if not seen:
+                warn(f"{name}: no trades for {', '.join(sorted(map(str, keep)))} in this file; counted as a gap")
+                return
+            zpath = Path(tmp) / f"raw-{len(found)}.zip"
+            zpath.write_bytes(data)
+            (Path(tmp) / f"raw-{len(found)}.zip.CHECKSUM").write_bytes(checksum)
+            found[relpath] = (zpath, len(data))
+            report.files.append(relpath)
+            for day in seen:
+                day_src[day] = (relpath, unit)
+
+        # Phase 1a: daily files, fetched concurrently, verified in order.
+        rels = [p for d in wanted for p in (daily_relpath(sym, d), daily_relpath(sym, d) + ".CHECKSUM")]
+        looked += rels[::2]
+        with contextlib.closing(fetch_many(source, rels, max_workers=max_workers, retries=retries)) as results:
+            for day in wanted:
+                (zrel, zdata), (_, cdata) = next(results), next(results)
+                if not isinstance(zdata, NotFound):
+                    verify(zrel, zdata, cdata, {day})
+        # Phase 1b: monthly files fill missing days of months wholly inside the span.
+        for (y, m) in sorted({(d.year, d.month) for d in wanted}):
+            month = [dt.date(y, m, i) for i in range(1, calendar.monthrange(y, m)[1] + 1)]
+            missing = {d for d in month if d not in day_src}
+            if not missing or month[0] < d0 or month[-1] > d1:
+                continue
+            rel = monthly_relpath(sym, y, m)
+            looked.append(rel)
+            (_, zdata), (_, cdata) = list(fetch_many(source, [rel, rel + ".CHECKSUM"], max_workers=2, retries=retries))
+            if not isinstance(zdata, NotFound):
+                verify(rel, zdata, cdata, missing)
+        spool.close()
+        report.gaps = [d for d in wanted if d not in day_src]
+        if not day_src:
+            shown = "\n  ".join(location(source, r) for r in looked[:6])
+            more = f"\n  ... and {len(looked) - 6} more" if len(looked) > 6 else ""
+            raise ArchiveError(
+                f"no aggTrades files for {sym} from {d0} to {d1} in {source}; looked for:\n  {shown}{more}\n"
+                "Check the symbol, the dates and the source (a directory or base URL holding data/futures/um/...)")
+        for gap in _ranges(report.gaps):
+            warn(f"gap: no aggTrades for {sym} on {gap} in {source} (no daily file, and no monthly file "
+                 "for a whole month inside the span)")
+        # Phase 2: write, one day at a time (raw first, then bronze; each atomic).
+        stored_raw: set[str] = set()
+        for day in sorted(day_src):
+            relpath, unit = day_src[day]
+            zpath, size = found[relpath]
+            if relpath not in stored_raw:
+                for rp, path in ((relpath, zpath), (relpath + ".CHECKSUM", Path(str(zpath) + ".CHECKSUM"))):
+                    if lake.put_raw(RAW_SOURCE, rp, path.read_bytes()):
+                        report.raw_written += 1
+                    else:
+                        report.raw_unchanged += 1
+                stored_raw.add(relpath)
+            df = spool.read(day)
+            df.insert(0, "exchange", EXCHANGE)
+            df.insert(1, "symbol", sym)
+            results_w = lake.write_trades(df, mode="merge", what=relpath)
+            report.days.append(DayReport(day, relpath, len(df), size, unit, any(r.changed for r in results_w)))
+            del df
+    return report
+
+
+def _csv_size(data: bytes) -> int:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).infolist()[0].file_size
+    except (zipfile.BadZipFile, IndexError):
+        return len(data)
+
+
+def _check_raw_free(lake: Lake, relpath: str, data: bytes) -> None:
+    """Refuse early (before any write) when the lake holds a different file under this name."""
+    key = f"raw/{RAW_SOURCE}/{relpath}"
+    if lake.store.exists(key):
+        old = lake.store.get(key)
+        if old != data:
+            raise LakeConflictError(
+                f"raw file {key} already exists with different content (stored sha256 "
+                f"{hashlib.sha256(old).hexdigest()[:12]}, new {hashlib.sha256(data).hexdigest()[:12]}); "
+                "raw files are immutable: ingest into another lake or delete the stored day first")
+
+
+def _ranges(days: list[dt.date]) -> list[str]:
+    """``[1, 2, 3, 5]`` -> ``["2024-03-01..2024-03-03", "2024-03-05"]``."""
+    out: list[str] = []
+    i = 0
+    while i < len(days):
+        j = i
+        while j + 1 < len(days) and days[j + 1] - days[j] == dt.timedelta(days=1):
+            j += 1
+        out.append(str(days[i]) if i == j else f"{days[i]}..{days[j]}")
+        i = j + 1
+    return out
+
+
+def _bar(enabled: bool, name: str, total: int):
+    from tqdm import tqdm
+    import sys
+
+    return tqdm(total=total, desc=name, unit="B", unit_scale=True, file=sys.stderr,
+                disable=not enabled, leave=False, dynamic_ncols=True)
