@@ -28,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: venv
 	@echo "== whalebt demo: a SYNTHETIC market (not real exchange data) with a planted whale effect =="
 	$(BIN)/datasets synth --out $(DEMO_ARCHIVE) --symbol $(DEMO_SYMBOL) --start $(DEMO_START) --days 10 \
-		--seed 7 --plant-effect-bps 150 --plant-horizon-s 3600 --whale-notional-usd 1000000
+		--seed 7 --plant-effect-bps 60 --plant-horizon-s 3600 --whale-notional-usd 1000000 --whale-rate-per-day 12
 	$(BIN)/datasets ingest binance-archive --root $(DEMO_ARCHIVE) --symbol $(DEMO_SYMBOL) \
 		--start $(DEMO_START) --end $(DEMO_END) --lake results/lake
 	$(BIN)/bt run configs/demo.yaml
