@@ -71,6 +71,7 @@ def experiment(mlflow, name: str) -> str:
 
 
 def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
