@@ -1,0 +1,1 @@
+"""Local servers that answer like the real exchanges, fed with real recorded data (tests only)."""
