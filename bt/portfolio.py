@@ -2,7 +2,8 @@
 
 Signals are taken in entry order; one arriving while every slot is busy is skipped. A position
 invests ``cash / free_slots`` at the entry price (incl. slippage), pays the fee on entry and exit
-as a fraction of the traded notional (entry: ``units = cash / (price × (1 + fee))``), and is marked to market on a regular
+as a fraction of the traded notional (entry: ``units = cash / (price × (1 + fee))``), and settles
+the event study's funding return on its entry notional at exit, and is marked to market on a regular
 bar grid with the last trade price at or before each bar's end. Entries and exits use the exact
 trade prices of the event study, so the portfolio and the event study agree trade by trade.
 """
@@ -38,7 +39,7 @@ def _accept_nb(entry_ts, exit_ts, max_positions):
 
 
 @njit(cache=True)
-def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, fee, init_cash, max_positions, bar_end_ts, bar_px):
+def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, funding, fee, init_cash, max_positions, bar_end_ts, bar_px):
     """Cash/units bookkeeping of accepted positions, then the equity curve on the bar grid."""
     n = entry_ts.shape[0]
     units = np.zeros(n)
@@ -72,7 +73,8 @@ def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, fee, init_cash, max_posit
             held += units[j]
             n_open += 1
         else:
-            proceeds = units[j] * exit_px[j] * (1.0 - fee)
+            # Funding is settled on the position's entry notional (a fraction; negative = paid).
+            proceeds = units[j] * exit_px[j] * (1.0 - fee) + units[j] * entry_px[j] * funding[j]
             pnl[j] = proceeds - alloc[j]
             cash += proceeds
             held -= units[j]
@@ -130,7 +132,7 @@ def simulate_portfolio(
     units, pnl, alloc, equity, exposure = _simulate_nb(
         pos["entry_ts_ms"].to_numpy(np.int64), pos["exit_ts_ms"].to_numpy(np.int64),
         pos["entry_price"].to_numpy(np.float64), pos["exit_price"].to_numpy(np.float64),
-        float(fee), float(init_cash), int(max_positions), bar_end, bar_px,
+        np.nan_to_num(pos["funding_return"].to_numpy(np.float64)), float(fee), float(init_cash), int(max_positions), bar_end, bar_px,
     )
     pos["units"] = units
     pos["allocation"] = alloc

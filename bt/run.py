@@ -194,6 +194,7 @@ def run_backtest(
         "threshold": sig.threshold,
         "horizon": format_duration(horizons[0]),
         **by_h[format_duration(horizons[0])],
+        "mean_funding_return": float(primary["funding_return"].mean()) if len(primary) else 0.0,
         "n_whale_events": int(len(events)),
         "n_dropped": int(dropped.sum()),
         "costs": {"fee_bps": bt.fee_bps, "slippage_bps": bt.slippage_bps,

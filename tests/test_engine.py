@@ -191,3 +191,16 @@ def test_portfolio_metrics_golden():
     assert m["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * 2)
     assert m["exposure"] == pytest.approx(0.5)
     assert m["trade_win_rate"] == pytest.approx(0.5)
+
+
+def test_portfolio_settles_funding_for_each_print_spanned():
+    ts = np.array([0, 60_000, 120_000, 180_000], dtype=np.int64)
+    px = np.array([100.0, 100.0, 100.0, 100.0])
+    # prints at 90 s (+1 bp, the long pays) and 150 s (-3 bp, the long receives): net +2 bp of notional
+    fs = FundingSeries(np.array([90_000, 150_000, 200_000]), np.array([0.0001, -0.0003, 0.0005]))
+    study = event_study(ts, px, np.array([0]), horizons_ms=[120_000], costs=Costs(fee=0.0), funding=fs)
+    assert study["funding_return"].iloc[0] == pytest.approx(0.0002)
+    pf = simulate_portfolio(study, ts, px, fee=0.0, init_cash=10_000.0, max_positions=1, bar_ms=60_000,
+                            start_ms=0, end_ms=180_000)
+    assert pf.positions["pnl"].iloc[0] == pytest.approx(2.0)  # +$2 on $10,000 at a flat price
+    assert pf.equity.iloc[-1] == pytest.approx(10_002.0)
