@@ -134,7 +134,16 @@ class RunConfig(_Frozen):
     signal: SignalConfig
     backtest: BacktestConfig = BacktestConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
-    model: dict[str, Any] | None = None  # validated by bt.model (the model issue)
+    model: dict[str, Any] | None = None  # the model section, validated by bt.model
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from bt.model import parse_model_config
+
+            parse_model_config(v)  # ValueError naming the bad key, e.g. unknown key 'model.treshold'
+        return v
 
     @field_validator("name")
     @classmethod

@@ -43,6 +43,8 @@ class SignalSet:
     model_uri: str | None
     threshold: float | None
     gold_cached: bool
+    model_metrics: dict | None = None  # validation/test figures of a model trained by the run
+    oos_from_ms: int | None = None  # a trained model's test boundary: events before it were dropped
 
     def journal(self) -> list[dict]:
         ev = self.events
@@ -92,13 +94,23 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     prob = np.full(len(events), np.nan)
     threshold = None
     model_uri = None
+    model_metrics = None
+    oos_from_ms = None
     if config.model is not None:
-        from bt.model import score_events  # the model issue's module
+        from bt.model import apply_model
 
-        prob, threshold, model_uri = score_events(config, events)
+        verdict = apply_model(config, events, span)
+        prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri
+        model_metrics, oos_from_ms = verdict.metrics, verdict.oos_from_ms
+        if oos_from_ms is not None:
+            # A model trained by this run: only events from its test boundary on are out of sample.
+            keep = events["ts_ms"].to_numpy(np.int64) >= oos_from_ms
+            _say(f"model trained by this run: keeping the {int(keep.sum()):,} out-of-sample events "
+                 f"from {pd.Timestamp(oos_from_ms, unit='ms', tz='UTC')} on", quiet)
+            events, prob = events[keep].reset_index(drop=True), prob[keep]
     events["prob"] = prob
     events["decision"] = [decide(None if np.isnan(p) else p, threshold) for p in prob]
-    return SignalSet(span, events, config.config_id, model_uri, threshold, cached)
+    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms)
 
 
 def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
@@ -179,6 +191,8 @@ def run_backtest(
     end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + day_ms
     end_ms = min(end_ms, int(span.ts_ms[-1]) + 1) if len(span) else end_ms
     start_ms = max(start_ms, int(span.ts_ms[0]) // 1000 * 1000) if len(span) else start_ms
+    if sig.oos_from_ms is not None:
+        start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
     bar_ms = parse_duration_ms(config.portfolio.bar)
     pf = simulate_portfolio(
         primary, span.ts_ms, span.price, fee=bt.fee_bps / 1e4, init_cash=config.portfolio.init_cash,
@@ -214,6 +228,9 @@ def run_backtest(
     }
     metrics["portfolio"].update(max_positions=config.portfolio.max_positions, bar=config.portfolio.bar,
                                 init_cash=config.portfolio.init_cash)
+    if sig.model_metrics is not None:
+        metrics["model_metrics"] = sig.model_metrics
+        metrics["dsr"] = sig.model_metrics.get("dsr")
     run_dir = _write_run(config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet)
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)

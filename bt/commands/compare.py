@@ -1,0 +1,36 @@
+"""`bt compare RUN ... --out FILE.html`: one offline page comparing runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+from datasets._cli import HelpFormatter, env_default
+
+EXAMPLE = """Example:
+  bt compare plant-whale-1h-3f2a9c1d04 whale-lgbm-1a2b3c4d --out compare.html
+  bt compare results/run_a results/run_b results/run_c --out results/compare.html
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="one HTML page comparing runs: metrics incl. DSR/PBO, equity, returns, config diffs",
+        description="Compare run folders (from bt run or bt sweep) on one self-contained HTML page: "
+        "metrics side by side, overlaid equity curves and return distributions, config "
+        "differences and links to each run's tearsheet. Works offline (plotly is inlined).",
+        epilog=EXAMPLE,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", help="run folders or run ids under --results")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bt.compare import write_compare
+
+    path = write_compare(args.runs, args.out, results_dir=args.results)
+    print(path)
+    return 0

@@ -1,0 +1,321 @@
+"""MLflow model registry: bundle a trained whale model, register it, gate and record promotions.
+
+A registered model is an MLflow pyfunc whose artifacts are the LightGBM booster (native text
+format) and ``signal_config.json``: the resolved whale rule, horizon, costs, decision threshold,
+feature names and the feature-spec hash of the kernel that produced its training features.
+Loading checks that hash against the running code, and scores through the same numba trees
+(:mod:`signals.trees_nb`) that the backtest and the live runner use.
+
+Names pass through unchanged, so Unity Catalog names (``catalog.schema.model``) work with the
+registry URI ``databricks-uc`` (``--registry-uri`` or ``MLFLOW_REGISTRY_URI``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bt.model import GateConfig
+
+__all__ = [
+    "ModelBundle",
+    "load_bundle",
+    "log_model_bundle",
+    "pip_requirements",
+    "GateResult",
+    "check_gate",
+    "PromotionRefused",
+    "promote",
+    "list_aliases",
+    "connect",
+    "TAG_PREFIX",
+]
+
+TAG_PREFIX = "whalebt."
+#: Packages the pyfunc needs at load time (pinned to the versions running now).
+_RUNTIME_PACKAGES = ("mlflow", "lightgbm", "numpy", "pandas", "numba", "scipy")
+
+
+class PromotionRefused(ValueError):
+    """The gate refused a promotion; the message lists every failed condition."""
+
+
+def pip_requirements() -> list[str]:
+    """Explicit pins for the logged model (skips MLflow's slow dependency inference)."""
+    out = []
+    for pkg in _RUNTIME_PACKAGES:
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(pkg)
+    return out
+
+
+def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
+    """Point MLflow at the tracking store (default ``sqlite:///results/mlflow.db``) and registry."""
+    from bt.tracking import _quiet_mlflow, resolve_tracking_uri
+
+    _quiet_mlflow()
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    reg = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
+    if reg:
+        mlflow.set_registry_uri(reg)
+    return mlflow
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelBundle:
+    """A booster with the signal config it belongs to, scored by the numba trees."""
+
+    booster_text: str
+    signal_config: dict
+
+    def __post_init__(self) -> None:
+        from signals.trees_nb import ensemble_from_model_string
+
+        self.ensemble = ensemble_from_model_string(self.booster_text)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.signal_config["threshold"])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.signal_config["feature_names"])
+
+    def check_features(self) -> None:
+        """Refuse a model trained on features this code computes differently."""
+        from signals.features import feature_spec_hash
+
+        want = self.signal_config.get("feature_spec_hash")
+        have = feature_spec_hash()
+        if want != have:
+            raise ValueError(
+                f"the model was trained on feature spec {want}, but this code computes spec {have}; "
+                "retrain it (bt sweep / bt run) with the current code"
+            )
+
+    def predict_matrix(self, X: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """Probabilities for rows whose columns are named ``columns`` (a superset of the model's)."""
+        from signals.trees_nb import predict_proba
+
+        cols = []
+        for n in self.feature_names:
+            if n not in columns:
+                raise ValueError(f"the model needs feature {n!r}; the input has {list(columns)}")
+            cols.append(list(columns).index(n))
+        return predict_proba(self.ensemble, np.asarray(X, dtype=np.float64)[:, cols])
+
+
+def _pyfunc_class():
+    """The PythonModel subclass, built on first use so importing this module stays light."""
+    import mlflow.pyfunc
+
+    class WhaleSignalModel(mlflow.pyfunc.PythonModel):
+        """pyfunc: a DataFrame of feature columns in, a DataFrame with ``prob`` out."""
+
+        def load_context(self, context):
+            booster = Path(context.artifacts["booster"]).read_text()
+            cfg = json.loads(Path(context.artifacts["signal_config"]).read_text())
+            self.bundle = ModelBundle(booster, cfg)
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+
+            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            prob = self.bundle.predict_matrix(df.to_numpy(np.float64), [str(c) for c in df.columns])
+            return pd.DataFrame({"prob": prob})
+
+    return WhaleSignalModel
+
+
+def _signature(feature_names: Sequence[str]):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("double", n) for n in feature_names]),
+                          outputs=Schema([ColSpec("double", "prob")]))
+
+
+def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
+                     registered_model_name: str | None = None, tags: dict | None = None):
+    """Log the pyfunc into the active MLflow run, optionally registering a new version.
+
+    Args:
+        booster: a ``lightgbm.Booster``.
+        signal_config: resolved whale rule, horizon, costs, ``threshold``, ``feature_names`` and
+            ``feature_spec_hash`` (see :func:`bt.sweep.signal_config_of`).
+        name: the logged model's name in the run (MLflow 3 ``name=``).
+        registered_model_name: register under this name (passed through unchanged).
+        tags: set on the new model version (metrics the promotion gate reads).
+
+    Returns:
+        ``(model_info, version or None)``.
+    """
+    import mlflow
+
+    need = {"threshold", "feature_names", "feature_spec_hash"} - set(signal_config)
+    if need:
+        raise ValueError(f"signal_config lacks {sorted(need)}")
+    with tempfile.TemporaryDirectory(prefix="whalebt-model-") as tmp:
+        bpath = Path(tmp) / "booster.txt"
+        bpath.write_text(booster.model_to_string())
+        cpath = Path(tmp) / "signal_config.json"
+        cpath.write_text(json.dumps(signal_config, indent=2, sort_keys=True, default=str))
+        with warnings.catch_warnings():
+            # MLflow nags about type hints and input examples; the explicit signature covers both.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+            info = _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name)
+    mv = None
+    if registered_model_name:
+        mv = info.registered_model_version
+        if tags:
+            client = mlflow.MlflowClient()
+            for k, v in tags.items():
+                client.set_model_version_tag(registered_model_name, str(mv), TAG_PREFIX + k,
+                                             json.dumps(v) if not isinstance(v, str) else v)
+    return info, mv
+
+
+def _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name):
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=_pyfunc_class()(),
+        artifacts={"booster": str(bpath), "signal_config": str(cpath)},
+        signature=_signature(signal_config["feature_names"]),
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_model_name,
+    )
+
+
+def load_bundle(uri: str) -> ModelBundle:
+    """Load a logged or registered model (``models:/name@live``, ``runs:/...``) as a bundle."""
+    import mlflow.pyfunc
+
+    try:
+        m = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
+        raise ValueError(f"cannot load model {uri!r}: {exc}. Check the name, version or alias with "
+                         "`bt promote --list`") from None
+    bundle = m.unwrap_python_model().bundle
+    bundle.check_features()
+    return bundle
+
+
+# --- gate and promotion -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    reasons: list[str]  # one line per failed condition (empty when ok)
+    values: dict
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        x = float(json.loads(v) if isinstance(v, str) else v)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def check_gate(values: dict, gate: GateConfig) -> GateResult:
+    """Check a model's out-of-sample figures against the gate.
+
+    Args:
+        values: ``test_mean_return``, ``test_n_signals`` and ``dsr`` (missing counts as failing).
+    """
+    reasons = []
+    mr, ns, dsr = _num(values.get("test_mean_return")), _num(values.get("test_n_signals")), _num(values.get("dsr"))
+    if mr is None or not mr > gate.min_mean_return:
+        reasons.append(f"out-of-sample mean return {mr if mr is None else f'{mr:.6f}'} is not above "
+                       f"{gate.min_mean_return:g}")
+    if ns is None or ns < gate.min_test_signals:
+        reasons.append(f"{'no' if ns is None else int(ns)} test signals; the gate needs at least "
+                       f"{gate.min_test_signals}")
+    if dsr is None or not dsr >= gate.min_dsr:
+        reasons.append(f"deflated Sharpe ratio {dsr if dsr is None else f'{dsr:.3f}'} is below "
+                       f"{gate.min_dsr:g}")
+    return GateResult(not reasons, reasons, {"test_mean_return": mr, "test_n_signals": ns, "dsr": dsr})
+
+
+def _gate_values(client, name: str, mv) -> dict:
+    vals = {k[len(TAG_PREFIX):]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG_PREFIX)}
+    if mv.run_id and not all(k in vals for k in ("test_mean_return", "test_n_signals", "dsr")):
+        try:
+            run_metrics = client.get_run(mv.run_id).data.metrics
+        except Exception:  # the run may live in another workspace; tags are the primary source
+            run_metrics = {}
+        for k in ("test_mean_return", "test_n_signals", "dsr"):
+            vals.setdefault(k, run_metrics.get(k))
+    return vals
+
+
+def promote(name: str, version: str | int, alias: str, *, gate: GateConfig, reason: str = "",
+            force: bool = False, user: str | None = None) -> GateResult:
+    """Set ``alias`` on ``name`` version ``version`` if it passes the gate.
+
+    Records ``whalebt.promoted_by``/``promoted_at``/``promotion_reason``/``promoted_alias`` as
+    version tags. Raises :class:`PromotionRefused` (nothing changed) when the gate fails and
+    ``force`` is not set.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception as exc:
+        raise ValueError(f"no version {version} of registered model {name!r}: {exc}. "
+                         "See `bt promote --list`") from None
+    res = check_gate(_gate_values(client, name, mv), gate)
+    if not res.ok and not force:
+        raise PromotionRefused(
+            f"refused to set alias {alias!r} on {name} version {version}: " + "; ".join(res.reasons)
+            + ". Lower the bounds with --min-dsr/--min-test-signals/--min-mean-return, or --force"
+        )
+    who = user or getpass.getuser()
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    why = reason or ("gate passed" if res.ok else "forced past the gate: " + "; ".join(res.reasons))
+    for k, v in {"promoted_by": who, "promoted_at": now, "promotion_reason": why,
+                 "promoted_alias": alias}.items():
+        client.set_model_version_tag(name, str(version), TAG_PREFIX + k, v)
+    client.set_registered_model_alias(name, alias, str(version))
+    return res
+
+
+def list_aliases(name: str | None = None) -> list[dict]:
+    """Rows ``{name, alias, version, promoted_by, promoted_at}`` for every alias in the registry."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    models = [client.get_registered_model(name)] if name else client.search_registered_models()
+    rows = []
+    for rm in models:
+        for alias, ver in sorted((rm.aliases or {}).items()):
+            mv = client.get_model_version(rm.name, str(ver))
+            tags = mv.tags or {}
+            rows.append({"name": rm.name, "alias": alias, "version": str(ver),
+                         "promoted_by": tags.get(TAG_PREFIX + "promoted_by"),
+                         "promoted_at": tags.get(TAG_PREFIX + "promoted_at")})
+    return rows

@@ -1,0 +1,647 @@
+"""Optuna sweeps over whale rule, horizon, LightGBM params and threshold policy.
+
+Separated as Optuna separates them: *what* to search (:class:`SearchSpace`, from the config's
+``model.sweep`` section), *how* (:func:`make_sampler`, :func:`make_pruner`), *where* results go
+(the storage URL: ``sqlite:///results/optuna.db`` by default, PostgreSQL for several workers).
+The objective does no I/O: trades are loaded once, kernel features are cached per whale rule and
+outcomes per (whale rule, horizon), so a trial costs one model fit plus scoring. The objective only
+sees events that end before the test boundary; the winner is evaluated on test once, afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bt.model import (EventTable, ModelConfig, event_table, evaluate_test, fit_validate, parse_model_config,
+                      purged_splits)
+
+__all__ = [
+    "Dist",
+    "SearchSpace",
+    "parse_space",
+    "TrialSpec",
+    "suggest",
+    "make_sampler",
+    "make_pruner",
+    "open_storage",
+    "FeatureCache",
+    "make_objective",
+    "SweepSummary",
+    "summarize",
+    "run_sweep",
+    "DEFAULT_STORAGE",
+    "signal_config_of",
+    "winner_config",
+    "sweep_command",
+]
+
+DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One searched parameter: ``choices``, or a range ``low..high`` (int when both are ints)."""
+
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    is_int: bool = False
+
+    @classmethod
+    def parse(cls, key: str, raw: Any) -> "Dist":
+        if isinstance(raw, list):
+            if not raw:
+                raise ValueError(f"sweep {key}: empty list of choices")
+            return cls(choices=tuple(raw))
+        if isinstance(raw, dict):
+            unknown = set(raw) - {"low", "high", "log"}
+            if unknown or "low" not in raw or "high" not in raw:
+                raise ValueError(f"sweep {key}: expected a list of choices or {{low, high, log}}; got {raw!r}")
+            lo, hi = raw["low"], raw["high"]
+            if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
+                raise ValueError(f"sweep {key}: need numbers with low < high; got {lo!r}..{hi!r}")
+            is_int = isinstance(lo, int) and isinstance(hi, int)
+            return cls(low=lo, high=hi, log=bool(raw.get("log", False)), is_int=is_int)
+        return cls(choices=(raw,))  # a fixed value
+
+    def sample(self, trial, name: str):
+        if self.choices is not None:
+            if len(self.choices) == 1:
+                return self.choices[0]
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+
+
+_SECTIONS = ("whale", "lgbm", "threshold", "imbalance")
+_SETTINGS = {"horizon", "sampler", "pruner", "seed", "cscv_blocks", "min_train_events"}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a sweep searches; sections map parameter names to :class:`Dist`."""
+
+    whale: dict[str, Dist] = field(default_factory=dict)
+    horizon: Dist | None = None
+    lgbm: dict[str, Dist] = field(default_factory=dict)
+    threshold: dict[str, Dist] = field(default_factory=dict)
+    imbalance: dict[str, Dist] = field(default_factory=dict)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    cscv_blocks: int = 16
+    min_train_events: int = 50
+
+
+def parse_space(raw: dict | None) -> SearchSpace:
+    """Parse ``model.sweep``; a list is a set of choices, ``{low, high, log}`` a range."""
+    raw = dict(raw or {})
+    unknown = set(raw) - set(_SECTIONS) - _SETTINGS
+    if unknown:
+        raise ValueError(f"unknown model.sweep key(s) {sorted(unknown)}; expected {sorted(set(_SECTIONS) | _SETTINGS)}")
+    kw: dict[str, Any] = {}
+    for sec in _SECTIONS:
+        block = raw.get(sec) or {}
+        if not isinstance(block, dict):
+            raise ValueError(f"model.sweep.{sec} must be a mapping of parameter -> choices or range")
+        kw[sec] = {k: Dist.parse(f"{sec}.{k}", v) for k, v in block.items()}
+    if "horizon" in raw:
+        h = raw["horizon"]
+        kw["horizon"] = Dist.parse("horizon", h if isinstance(h, list) else [h])
+    for k in ("sampler", "pruner"):
+        if k in raw:
+            kw[k] = str(raw[k])
+    for k in ("seed", "cscv_blocks", "min_train_events"):
+        if k in raw:
+            kw[k] = int(raw[k])
+    if kw.get("sampler", "tpe") not in ("tpe", "random"):
+        raise ValueError(f"model.sweep.sampler must be 'tpe' or 'random'; got {kw['sampler']!r}")
+    if kw.get("pruner", "median") not in ("median", "none"):
+        raise ValueError(f"model.sweep.pruner must be 'median' or 'none'; got {kw['pruner']!r}")
+    return SearchSpace(**kw)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial evaluates: a whale rule, a horizon and a model config."""
+
+    whale: dict
+    horizon_ms: int
+    model: ModelConfig
+
+
+def suggest(trial, space: SearchSpace, base_model: ModelConfig, base_whale: dict, base_horizon_ms: int) -> TrialSpec:
+    """Sample a :class:`TrialSpec` (``trial`` may be an Optuna ``FixedTrial`` to replay params)."""
+    from datasets.durations import parse_duration_ms
+    from signals import WhaleParams
+
+    whale = dict(base_whale)
+    for k, d in space.whale.items():
+        whale[k] = d.sample(trial, f"whale.{k}")
+    whale = WhaleParams.from_dict(whale).to_dict()
+    horizon_ms = base_horizon_ms
+    if space.horizon is not None:
+        horizon_ms = parse_duration_ms(space.horizon.sample(trial, "horizon"))
+    upd: dict[str, Any] = {"lgbm": {**base_model.lgbm, **{k: d.sample(trial, f"lgbm.{k}") for k, d in space.lgbm.items()}}}
+    for sec in ("threshold", "imbalance"):
+        vals = {k: d.sample(trial, f"{sec}.{k}") for k, d in getattr(space, sec).items()}
+        if vals:
+            upd[sec] = getattr(base_model, sec).model_copy(update=vals)
+    model = parse_model_config({**base_model.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v)
+                                                             for k, v in upd.items()}, "sweep": None})
+    return TrialSpec(whale, int(horizon_ms), model)
+
+
+def make_sampler(kind: str, seed: int, *, distributed: bool = False):
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=distributed)
+
+
+def open_storage(url: str | None, attempts: int = 8):
+    """Optuna RDB storage for ``url`` (None: in memory).
+
+    Workers started together on a fresh database race to create Optuna's tables; the loser
+    sees "already exists" and simply retries against the now complete schema.
+    """
+    import time
+
+    import optuna
+
+    if not url:
+        return None
+    for i in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # sqlalchemy raises driver-specific types
+            text = str(exc)
+            if i == attempts - 1 or not ("already exists" in text or "duplicate" in text.lower()
+                                         or "UniqueViolation" in text):
+                raise ValueError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
+            time.sleep(0.25 * (i + 1))
+    return None
+
+
+def make_pruner(kind: str):
+    import optuna
+
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+# --- the feature cache ------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Kernel events per whale rule and outcomes per (rule, horizon) over one trade series.
+
+    Thread-safe (one lock per key), so Optuna's threaded ``n_jobs`` shares it.
+    """
+
+    def __init__(self, ts_ms, price, qty, side, *, backtest, span_ms: tuple[int, int], test_start_ms: int):
+        self.ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        self.price = np.ascontiguousarray(price, dtype=np.float64)
+        self.qty = np.ascontiguousarray(qty, dtype=np.float64)
+        self.side = np.ascontiguousarray(side, dtype=np.int8)
+        self.backtest = backtest
+        self.span_ms = span_ms
+        self.test_start_ms = int(test_start_ms)
+        self._events: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables: dict[tuple[str, int], EventTable] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _lock(self, key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def events(self, whale: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(trade indices, feature rows) of the whale events of ``whale``."""
+        from signals import WhaleParams, run_batch
+        from signals.journal import canonical_json
+
+        key = canonical_json(whale)
+        with self._lock(key):
+            if key not in self._events:
+                self.misses += 1
+                res = run_batch(self.ts_ms, self.price, self.qty, self.side, WhaleParams.from_dict(whale))
+                self._events[key] = (res.event_idx, res.event_features)
+            else:
+                self.hits += 1
+            return self._events[key]
+
+    def full_table(self, whale: dict, horizon_ms: int) -> EventTable:
+        """Every event with an outcome, test included (for the winner's one evaluation)."""
+        from signals import FEATURE_NAMES
+        from signals.journal import canonical_json
+
+        key = (canonical_json(whale), int(horizon_ms))
+        with self._lock(key):
+            if key not in self._tables:
+                idx, X = self.events(whale)
+                b = self.backtest
+                self._tables[key], _ = event_table(
+                    self.ts_ms, self.price, idx, X, FEATURE_NAMES, horizon_ms=horizon_ms,
+                    latency_ms=b.entry_latency_ms, fee=b.fee_bps / 1e4, slippage=b.slippage_bps / 1e4,
+                    label_threshold=b.label_threshold, take_profit=b.take_profit, stop_loss=b.stop_loss)
+            return self._tables[key]
+
+    def pre_test_table(self, whale: dict, horizon_ms: int) -> EventTable:
+        """Events whose outcome is known before the test boundary: all a trial may see."""
+        t = self.full_table(whale, horizon_ms)
+        return t.take(np.flatnonzero(t.end_ts_ms < self.test_start_ms))
+
+
+# --- objective --------------------------------------------------------------------------------
+
+
+def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelConfig, base_whale: dict,
+                   base_horizon_ms: int, *, worker: int = 0) -> Callable:
+    """The Optuna objective: sample, fit on train, choose the threshold, return the validation value.
+
+    Attributes stored on each trial: validation figures and ``period_returns`` (per-period
+    returns of its validation signals, for DSR and PBO). A trial with too few training events or
+    no validation signal is pruned (counted as a trial for the DSR).
+    """
+    import optuna
+
+    def objective(trial) -> float:
+        spec = suggest(trial, space, base_model, base_whale, base_horizon_ms)
+        table = cache.pre_test_table(spec.whale, spec.horizon_ms)
+        splits = purged_splits(table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms,
+                               horizon_ms=spec.horizon_ms)
+        trial.set_user_attr("n_events", len(table))
+        trial.set_user_attr("worker", worker)
+        if splits.train.size < space.min_train_events:
+            trial.set_user_attr("pruned_reason", f"{splits.train.size} training events < {space.min_train_events}")
+            raise optuna.TrialPruned()
+
+        def on_fold(j: int, value: float) -> None:
+            if math.isfinite(value):
+                trial.report(value, j)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        val = fit_validate(table, splits, spec.model, refit=False, on_fold=on_fold)
+        m = val.metrics(table)
+        for k, v in m.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("period_returns", [round(float(x), 12) for x in val.period_returns])
+        if not math.isfinite(val.value):
+            trial.set_user_attr("pruned_reason", "no validation signal")
+            raise optuna.TrialPruned()
+        return float(val.value)
+
+    return objective
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    study_name: str
+    n_trials: int  # finished trials (complete + pruned): the number of configurations tried
+    n_complete: int
+    best_number: int
+    best_value: float
+    best_params: dict
+    dsr: dict
+    pbo: dict | None
+    test: dict  # the winner's one test evaluation
+    spec: TrialSpec
+    result: Any  # bt.model.ModelResult of the winner
+    baseline_test: dict = field(default_factory=dict)
+    new_trials: list[int] = field(default_factory=list)  # trial numbers this call ran
+
+
+def _finished(study):
+    import optuna
+
+    st = optuna.trial.TrialState
+    return [t for t in study.get_trials(deepcopy=False) if t.state in (st.COMPLETE, st.PRUNED)]
+
+
+def summarize(study, cache: FeatureCache, space: SearchSpace, base_model: ModelConfig, base_whale: dict,
+              base_horizon_ms: int, *, n_boot: int = 2000) -> SweepSummary:
+    """DSR and PBO over the study's trials, then the winner's single test evaluation."""
+    import optuna
+
+    from bt.overfit import deflated_sharpe_ratio, pbo_cscv, sharpe_ratio
+
+    finished = _finished(study)
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ValueError(f"study {study.study_name!r} has no completed trial ({len(finished)} pruned); "
+                         "widen the search space or the data span")
+    best = study.best_trial
+    series = [np.asarray(t.user_attrs.get("period_returns", []), dtype=np.float64) for t in complete]
+    sharpes = np.array([sharpe_ratio(s) for s in series])
+    best_series = np.asarray(best.user_attrs.get("period_returns", []), dtype=np.float64)
+    dsr = deflated_sharpe_ratio(best_series, len(finished), trial_sharpes=sharpes)
+    pbo = None
+    lengths = {s.size for s in series}
+    if len(series) >= 2 and len(lengths) == 1:
+        t_len = lengths.pop()
+        blocks = min(space.cscv_blocks, t_len - t_len % 2)
+        if blocks >= 2:
+            mat = np.column_stack(series)
+            pbo = pbo_cscv(mat, n_blocks=blocks, max_splits=5000, seed=space.seed).to_dict()
+    spec = suggest(optuna.trial.FixedTrial(best.params), space, base_model, base_whale, base_horizon_ms)
+    table = cache.full_table(spec.whale, spec.horizon_ms)
+    splits = purged_splits(table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms,
+                           horizon_ms=spec.horizon_ms)
+    val = fit_validate(table, splits, spec.model)
+    res = evaluate_test(table, splits, spec.model, val, n_trials=len(finished), trial_sharpes=sharpes, n_boot=n_boot)
+    # The headline DSR is the validation one (what was selected on); the test DSR is kept too.
+    res.metrics["test_dsr"] = res.metrics.pop("dsr")
+    res.metrics["dsr"] = None if math.isnan(dsr.dsr) else dsr.dsr
+    if pbo is not None:
+        res.metrics["pbo"] = pbo["pbo"]
+    return SweepSummary(study.study_name, len(finished), len(complete), best.number, float(best.value),
+                        dict(best.params), dsr.to_dict(), pbo, res.metrics, spec, res,
+                        {k: v for k, v in res.metrics.items() if k.startswith("baseline_")})
+
+
+def signal_config_of(run_config, spec: TrialSpec, threshold: float) -> dict:
+    """The resolved signal config bundled with a registered model."""
+    from datasets.durations import format_duration
+    from signals import feature_spec_hash
+    from signals.journal import config_id
+
+    b = run_config.backtest
+    model = spec.model.model_dump(mode="json", exclude={"sweep"})
+    cfg = {
+        "exchange": run_config.data.exchange,
+        "symbol": run_config.data.symbol,
+        "whale": spec.whale,
+        "horizon": format_duration(spec.horizon_ms),
+        "entry_latency_ms": b.entry_latency_ms,
+        "fee_bps": b.fee_bps,
+        "slippage_bps": b.slippage_bps,
+        "label_threshold": b.label_threshold,
+        "take_profit": b.take_profit,
+        "stop_loss": b.stop_loss,
+        "threshold": float(threshold),
+        "feature_names": list(spec.model.feature_names),
+        "feature_spec_hash": feature_spec_hash(),
+        "model": model,
+    }
+    cfg["config_id"] = config_id({"whale": spec.whale, "model": model, "threshold": float(threshold)})
+    return cfg
+
+
+def winner_config(run_config, spec: TrialSpec) -> dict:
+    """The run config that reproduces the winner with ``bt run`` (no sweep section)."""
+    from datasets.durations import format_duration
+
+    raw = run_config.resolved()
+    raw["signal"] = {"whale": spec.whale}
+    raw["backtest"]["horizon"] = format_duration(spec.horizon_ms)
+    raw["model"] = spec.model.model_dump(mode="json", exclude={"sweep"}, exclude_none=True)
+    return raw
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def study_name_of(run_config) -> str:
+    """``<name>-<hash of the resolved config>``: the same config resumes the same study."""
+    import hashlib
+
+    from signals.journal import canonical_json
+
+    return f"{run_config.name}-{hashlib.sha256(canonical_json(run_config.resolved()).encode()).hexdigest()[:8]}"
+
+
+def run_sweep(run_config, trades, *, n_trials: int, storage: str | None = None, study_name: str | None = None,
+              n_jobs: int = 1, worker: int = 0, progress: bool = True, n_boot: int = 2000,
+              summarize_after: bool = True, cache: FeatureCache | None = None):
+    """Run (or resume) the config's sweep until the study holds ``n_trials`` finished trials.
+
+    Args:
+        run_config: a ``RunConfig`` whose ``model.sweep`` is the search space.
+        trades: an object with ``ts_ms, price, qty, side`` arrays (e.g. ``datasets.build.TradeSpan``).
+        n_trials: target number of finished trials in the study (resuming counts earlier ones).
+        storage: Optuna storage URL (None: in memory).
+        worker: added to the sampler seed, so workers on one study explore differently.
+        cache: reuse the features of an earlier call over the same trades and config.
+
+    Returns:
+        ``(study, SweepSummary or None, cache)``.
+    """
+    import optuna
+    from optuna.study import MaxTrialsCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if run_config.model is None:
+        raise ValueError("the config has no model section; add one with a sweep: search space")
+    base_model = parse_model_config(run_config.model)
+    space = parse_space(base_model.sweep)
+    ts = np.asarray(trades.ts_ms, dtype=np.int64)
+    if ts.size < 2:
+        raise ValueError("not enough trades to sweep over")
+    span_ms = (int(ts[0]), int(ts[-1]) + 1)
+    sp = base_model.split
+    test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
+    if cache is None or cache.span_ms != span_ms or cache.test_start_ms != test_start \
+            or cache.backtest != run_config.backtest:
+        cache = FeatureCache(ts, trades.price, trades.qty, trades.side, backtest=run_config.backtest,
+                             span_ms=span_ms, test_start_ms=test_start)
+    base_whale = dict(run_config.signal.whale)
+    base_h = run_config.backtest.horizon_ms
+    distributed = bool(storage) and not storage.startswith("sqlite")
+    study = optuna.create_study(
+        study_name=study_name or study_name_of(run_config), storage=open_storage(storage), load_if_exists=True,
+        direction="maximize", sampler=make_sampler(space.sampler, space.seed + worker, distributed=distributed),
+        pruner=make_pruner(space.pruner))
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    done = len(_finished(study))
+    remaining = max(0, n_trials - done)
+    bar = None
+    callbacks: list = [MaxTrialsCallback(n_trials, states=states)]
+    if progress and remaining:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_trials, initial=done, desc=f"sweep {study.study_name}", unit="trial", file=sys.stderr)
+
+        def tick(st, tr):
+            bar.update(1)
+            try:
+                bar.set_postfix(best=f"{st.best_value:.5f}", refresh=False)
+            except ValueError:
+                pass
+
+        callbacks.append(tick)
+    objective = make_objective(cache, space, base_model, base_whale, base_h, worker=worker)
+    try:
+        if remaining:
+            study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, callbacks=callbacks, gc_after_trial=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = None
+    if summarize_after:
+        summary = summarize(study, cache, space, base_model, base_whale, base_h, n_boot=n_boot)
+        summary.new_trials = [t.number for t in _finished(study)
+                              if t.number not in before and t.user_attrs.get("worker") == worker]
+    return study, summary, cache
+
+
+def _period_equity(ts_ms: np.ndarray, returns: np.ndarray):
+    import pandas as pd
+
+    order = np.argsort(ts_ms, kind="stable")
+    eq = 1.0 + np.cumsum(np.asarray(returns, dtype=np.float64)[order])
+    idx = pd.to_datetime(np.asarray(ts_ms, dtype=np.int64)[order], unit="ms", utc=True)
+    return pd.DataFrame({"equity": eq}, index=idx)
+
+
+def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name: str | None = None,
+                  n_jobs: int = 1, worker: int = 0, results_dir: str = "results", tracking_uri: str | None = None,
+                  registry_uri: str | None = None, register_as: str | None = None, register: bool = True,
+                  summary_only: bool = False) -> dict:
+    """``bt sweep``: load trades, run the study, write ``results/<study>/``, log and register.
+
+    Files: ``sweep.json`` (summary), ``best.yaml`` (the winner as a run config), ``trials.parquet``,
+    ``metrics.json`` (the winner's test metrics with ``dsr`` and ``pbo``), ``trades.parquet`` (test
+    events with prob and decision) and ``equity.parquet`` (cumulative test signal returns).
+    """
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+    import yaml
+
+    from datasets.build import load_trades
+    from datasets.lake import Lake
+
+    d = run_config.data
+    if storage and storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    span = load_trades(Lake(d.lake), d.exchange, d.symbol, d.start, d.end)
+    print(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol}", file=sys.stderr)
+    study, summary, cache = run_sweep(run_config, span, n_trials=0 if summary_only else n_trials,
+                                      storage=storage, study_name=study_name, n_jobs=n_jobs, worker=worker,
+                                      n_boot=run_config.backtest.bootstrap)
+    res = summary.result
+    b = run_config.backtest
+    sig_cfg = signal_config_of(run_config, summary.spec, res.threshold)
+    table = cache.full_table(summary.spec.whale, summary.spec.horizon_ms)
+    te = res.splits.test
+    trades_df = pd.DataFrame({"ts_ms": table.ts_ms[te], "end_ts_ms": table.end_ts_ms[te],
+                              "net_return": table.net_return[te], "label": table.label[te],
+                              "prob": res.test_prob, "signal": res.test_signal,
+                              **{f"f_{n}": table.X[te, j] for j, n in enumerate(table.feature_names)}})
+    metrics = {
+        "run_id": summary.study_name, "name": run_config.name, "kind": "sweep",
+        "config_id": sig_cfg["config_id"], "threshold": res.threshold,
+        "horizon": sig_cfg["horizon"], "n_trials": summary.n_trials,
+        **{k[len("test_"):]: v for k, v in res.metrics.items() if k.startswith("test_") and k != "test_dsr"},
+        "dsr": res.metrics.get("dsr"), "test_dsr": res.metrics.get("test_dsr"), "pbo": res.metrics.get("pbo"),
+        "model_metrics": res.metrics,
+        "costs": {"fee_bps": b.fee_bps, "slippage_bps": b.slippage_bps, "entry_latency_ms": b.entry_latency_ms},
+    }
+    out_dir = Path(results_dir) / summary.study_name
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{summary.study_name}.", dir=out_dir.parent))
+    sweep_doc = {"study": summary.study_name, "storage": storage, "n_trials": summary.n_trials,
+                 "n_complete": summary.n_complete, "best_trial": summary.best_number,
+                 "best_value": summary.best_value, "best_params": summary.best_params, "dsr": summary.dsr,
+                 "pbo": summary.pbo, "test": res.metrics, "signal_config": sig_cfg,
+                 "cache": {"hits": cache.hits, "misses": cache.misses}}
+    try:
+        (tmp / "sweep.json").write_text(json.dumps(sweep_doc, indent=2, default=_jsonable))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+        (tmp / "best.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
+        study.trials_dataframe().drop(columns=["user_attrs_period_returns"], errors="ignore").to_parquet(
+            tmp / "trials.parquet", index=False)
+        trades_df.to_parquet(tmp / "trades.parquet", index=False)
+        sel = trades_df[trades_df["signal"]]
+        _period_equity(sel["ts_ms"].to_numpy(), sel["net_return"].to_numpy()).to_parquet(tmp / "equity.parquet")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = {"study": summary.study_name, "n_trials": summary.n_trials, "best_value": summary.best_value,
+              "dsr": res.metrics.get("dsr"), "pbo": res.metrics.get("pbo"),
+              "test_n_signals": res.metrics.get("test_n_signals"),
+              "test_mean_return": res.metrics.get("test_mean_return"),
+              "baseline_mean_return": res.metrics.get("baseline_mean_return"),
+              "threshold": res.threshold, "results": str(out_dir), "model_uri": None}
+    if register:
+        result.update(_log_sweep(run_config, study, summary, sig_cfg, span, worker=worker, out_dir=out_dir,
+                                 tracking_uri=tracking_uri, registry_uri=registry_uri, register_as=register_as))
+    return result
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *, worker: int, out_dir,
+               tracking_uri, registry_uri, register_as) -> dict:
+    """Parent MLflow run with one nested run per trial this call ran; register the winner."""
+    import hashlib
+    import json
+
+    from bt.registry import connect, log_model_bundle
+    from bt.tracking import DEFAULT_EXPERIMENT, code_version, experiment
+
+    mlflow = connect(tracking_uri, registry_uri)
+    exp_id = experiment(mlflow, DEFAULT_EXPERIMENT)
+    data_hash = hashlib.sha256(json.dumps(span.sources, sort_keys=True).encode()).hexdigest()[:16]
+    tags = {"whalebt.kind": "sweep", "whalebt.study": summary.study_name, "whalebt.code_version": code_version(),
+            "whalebt.data_snapshot": data_hash, "whalebt.config_id": sig_cfg["config_id"]}
+    res = summary.result
+    name = register_as or parse_model_config(run_config.model).registry_name or f"whale-{run_config.data.symbol.lower()}"
+    numeric = {k: float(v) for k, v in res.metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"sweep {summary.study_name}") as parent:
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: str(v)[:500] for k, v in summary.best_params.items()})
+        mlflow.log_metrics(numeric)
+        mlflow.log_artifacts(str(out_dir))
+        new = set(summary.new_trials)
+        for t in _finished(study):
+            if t.number not in new:  # logged by the worker (or the earlier call) that ran it
+                continue
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"trial {t.number}", nested=True):
+                mlflow.set_tags({**tags, "whalebt.kind": "trial", "whalebt.trial": str(t.number),
+                                 "whalebt.trial_state": t.state.name})
+                mlflow.log_params({k: str(v)[:500] for k, v in t.params.items()})
+                m = {k: float(v) for k, v in t.user_attrs.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+                if t.value is not None:
+                    m["objective"] = float(t.value)
+                mlflow.log_metrics(m)
+        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_signals", "dsr", "pbo")}
+        gate_tags.update(study=summary.study_name, config_id=sig_cfg["config_id"], data_snapshot=data_hash)
+        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags)
+    return {"model_uri": f"models:/{name}/{version}", "mlflow_run_id": parent.info.run_id,
+            "registered_model": name, "version": str(version)}
