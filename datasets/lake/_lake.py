@@ -257,6 +257,11 @@ class Lake:
                     "Re-run with merge (add trades) or replace (overwrite) if that is intended."
                 )
         self.store.put(p.key, _to_parquet_bytes(df, sha, meta))
+        if layer == "bronze":
+            # Every bronze write leaves its data-quality report beside it (`datasets status`).
+            from datasets.quality import write_quality
+
+            write_quality(self, p, df, sha256=sha)
         return WriteResult(p, len(df), sha, changed=True)
 
     def write_trades(self, df: pd.DataFrame, *, mode: WriteMode = "merge", what: str = "trades") -> list[WriteResult]:

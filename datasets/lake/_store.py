@@ -12,6 +12,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterable
 
 __all__ = ["Store", "LocalStore", "MemoryStore", "open_store", "StoreError"]
 
@@ -49,6 +50,10 @@ class Store(ABC):
         """Size in bytes of the object at ``key``."""
         return len(self.get(key))
 
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
+        """Write the concatenated ``chunks`` at ``key`` atomically; nothing is written if the iterable raises."""
+        self.put(key, b"".join(chunks))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
 
@@ -69,12 +74,16 @@ class LocalStore(Store):
         return self.root / key
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_stream(key, (data,))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_MARK, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                for chunk in chunks:
+                    fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
