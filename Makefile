@@ -14,7 +14,7 @@ DEMO_START := 2024-03-01
 DEMO_END := 2024-03-10
 DEMO_ARCHIVE := results/demo-archive
 
-.PHONY: venv demo test test-fast test-slow bench demo-live wheel lock clean
+.PHONY: venv demo demo-live test test-fast test-slow bench demo-live wheel lock clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,27 @@ demo: venv
 		--start $(DEMO_START) --end $(DEMO_END) --lake results/lake
 	$(BIN)/bt run configs/demo.yaml
 	@echo "== the market above is synthetic: see results/demo-archive/synth.json for what was planted =="
+
+DEMO_LIVE_REC := tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz
+
+# Replays REAL recorded Binance BTCUSDT frames through `live run` and checks its journal against `bt signals`.
+demo-live: venv
+	@echo "== live demo: REAL Binance USD-M BTCUSDT frames (2024-08-08 23:54-23:59 UTC, hftbacktest, MIT) =="
+	@mkdir -p results/demo-live && rm -f results/demo-live/journal*.jsonl
+	$(BIN)/datasets ingest recording $(DEMO_LIVE_REC) --lake results/lake
+	$(BIN)/bt signals configs/demo_live.yaml --out results/demo-live/bt-signals.jsonl
+	$(BIN)/live replay $(DEMO_LIVE_REC) --port 9001 --speed max --exit-at-end > /dev/null 2> results/demo-live/replay.log & \
+	  sleep 2; \
+	  $(BIN)/live run --config configs/demo_live.yaml --exchange binance_usdm --symbols BTCUSDT \
+	    --ws-url ws://127.0.0.1:9001/stream --stream trade --journal results/demo-live/journal.jsonl \
+	    --idle-exit-s 3 --metrics-out results/demo-live/metrics.prom --quiet 2> results/demo-live/live.log; \
+	  wait
+	@echo "== first journal lines (SPEC §5) =="; head -n 5 results/demo-live/journal.jsonl
+	@echo "== /metrics at exit =="; grep -v '^#' results/demo-live/metrics.prom | grep -v '_bucket' | head -n 30
+	@cmp results/demo-live/journal.jsonl results/demo-live/bt-signals.jsonl && \
+	  echo "== live journal == bt signals journal: $$(wc -l < results/demo-live/journal.jsonl) events, byte for byte =="
+	$(BIN)/bt run configs/demo_live.yaml --no-tearsheet > /dev/null
+	$(BIN)/live report --config configs/demo_live.yaml --paper results/demo-live/journal.paper.jsonl
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -438,3 +438,21 @@ def test_archive_ingest_into_azurite_equals_local(server, tmp_path, azure_lake_u
         assert read_quality(az, p) == read_quality(local, p)
     for k in local.raw_keys():
         assert az.store.get(k) == local.store.get(k)
+
+
+def test_bybit_recording_and_archive_of_the_same_trades_are_stored_once(server, tmp_path):
+    """WebSocket frames and the daily archive number a Bybit trade alike, so the lake dedupes them."""
+    from datasets.sources.recordings import recording_trades
+
+    lake = Lake(str(tmp_path / "lake"))
+    rec = recording_trades(REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst", symbols=["BTCUSDT"])
+    lake.write_trades(rec)
+    before = stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)
+    rel = bybit_relpath("BTCUSDT", BYBIT_DAY)
+    server.files[rel] = bybit_file("BTCUSDT")
+    argv = ["ingest", "bybit-archive", "--base-url", server.url, "--symbol", "BTCUSDT",
+            "--start", str(BYBIT_DAY), "--end", str(BYBIT_DAY), "--lake", str(tmp_path / "lake")]
+    assert datasets_main(argv) == 0
+    after = stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)
+    assert len(after) == len(before) == 56
+    assert after["trade_id"].tolist() == before["trade_id"].tolist()

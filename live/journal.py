@@ -1,0 +1,171 @@
+"""The live signal journal: JSONL lines (SPEC §5), fsync'd per signal, readable on restart.
+
+A restart reads the journal back to learn which whale events it already emitted under the
+same config, so that re-processing history (warm-up, a replay) does not emit them twice.
+A crash can leave a half-written last line; it is cut off (with a warning) before
+appending, so every line of the file stays a whole record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JournalWriter", "JournalState", "read_journal", "StdoutEcho"]
+
+log = logging.getLogger("whalebt.live")
+
+
+@dataclass
+class JournalState:
+    """What a journal already holds for one config on one exchange."""
+
+    ids: dict[str, set[int]] = field(default_factory=dict)  # symbol -> trade ids
+    last: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> max (ts_ms, trade_id)
+    records: int = 0
+    other_configs: int = 0
+
+    def seen(self, symbol: str, ts_ms: int, trade_id: int) -> bool:
+        """True if this event was journaled before (by id, or at or before the last one)."""
+        if trade_id in self.ids.get(symbol, ()):
+            return True
+        last = self.last.get(symbol)
+        return last is not None and (ts_ms, trade_id) <= last
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a half-written last line (no trailing newline) left by a crash."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        # find the last newline
+        pos = size
+        chunk = 4096
+        keep = 0
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            fh.seek(pos)
+            buf = fh.read(step)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                keep = pos + i + 1
+                break
+        log.warning("journal %s: cutting a half-written last line (%d bytes) left by an interrupted write",
+                    path, size - keep)
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_journal(path: str | os.PathLike[str], *, exchange: str, config_id: str) -> JournalState:
+    """Events of `config_id` on `exchange` already in the journal at `path` (empty if no file)."""
+    p = Path(path)
+    st = JournalState()
+    if not p.exists():
+        return st
+    _repair_tail(p)
+    with open(p, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                sym, tid, ts = str(rec["symbol"]), int(rec["trade_id"]), int(rec["ts_ms"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise ValueError(f"journal {p} line {n} is not a journal record (expected the SPEC §5 keys); "
+                                 f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file") from None
+            if rec.get("config_id") != config_id or rec.get("exchange") != exchange:
+                st.other_configs += 1
+                continue
+            st.ids.setdefault(sym, set()).add(tid)
+            key = (ts, tid)
+            if key > st.last.get(sym, (-1, -1)):
+                st.last[sym] = key
+            st.records += 1
+    return st
+
+
+_sync = getattr(os, "fdatasync", os.fsync)  # the data is what must survive; metadata can lag
+
+
+class JournalWriter:
+    """Appends records as JSON lines; each write is flushed and fsync'd before returning."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, echo=None):
+        self.path = Path(path) if path else None
+        self._fh = None
+        self._echo = echo
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _repair_tail(self.path)
+            self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        line = json.dumps(rec)
+        if self._fh is not None:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            _sync(self._fh.fileno())
+        if self._echo is not None:
+            self._echo(line)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+class StdoutEcho:
+    """Echoes journal lines to a stream from a thread, so a slow reader never blocks the loop.
+
+    The journal file is the durable record; if the stream's reader falls `max_lines` behind,
+    further lines are dropped from the echo (counted, and logged at close).
+    """
+
+    def __init__(self, stream, max_lines: int = 100_000):
+        self._stream = stream
+        self._q: queue.Queue[str | None] = queue.Queue(max_lines)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="journal-echo", daemon=True)
+        self._thread.start()
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._q.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            line = self._q.get()
+            if line is None:
+                return
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                return
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._q.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+        if self.dropped:
+            log.warning("stdout could not keep up: %d journal lines were not echoed (the journal file has them)",
+                        self.dropped)
