@@ -45,13 +45,14 @@ import io
 import json
 import os
 import re
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from datasets.sources._zipcsv import csv_bytes
 
 __all__ = [
     "KLINE_COLUMNS",
@@ -311,16 +312,7 @@ def parse_kline_csv(data: bytes, name: str = "klines") -> pd.DataFrame:
     Raises:
         RankError: not a zip with one CSV, or not 12 kline columns.
     """
-    if data[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [m for m in zf.namelist() if m.lower().endswith(".csv")]
-                if len(members) != 1:
-                    raise RankError(f"{name}: expected one CSV inside the zip; found {zf.namelist()}")
-                data = zf.read(members[0])
-        except zipfile.BadZipFile as exc:
-            raise RankError(f"{name}: corrupt zip ({exc}); fetch it again") from None
-    text = data.decode("utf-8", "replace")
+    text = csv_bytes(data, name, RankError).decode("utf-8", "replace")
     first = text.split("\n", 1)[0].strip()
     header = bool(first) and not first.split(",")[0].strip().lstrip("-").replace(".", "", 1).isdigit()
     if not first:

@@ -31,13 +31,13 @@ import hashlib
 import io
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from datasets.sources._zipcsv import csv_bytes
 from datasets.lake import Lake, content_sha256
 from datasets.schema import normalise_symbol
 from datasets.sources.rest import (
@@ -117,17 +117,7 @@ def parse_binance_funding(data: bytes, name: str = "fundingRate file") -> pd.Dat
     Raises:
         FundingError: not a zip with one CSV, wrong columns, or values that are not numbers.
     """
-    if data[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [m for m in zf.namelist() if m.lower().endswith(".csv")]
-                if len(members) != 1:
-                    raise FundingError(f"{name}: expected one CSV inside the zip; found {zf.namelist()}")
-                text = zf.read(members[0]).decode("utf-8")
-        except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
-            raise FundingError(f"{name}: corrupt zip or not UTF-8 ({exc}); fetch it again") from None
-    else:
-        text = data.decode("utf-8", "replace")
+    text = csv_bytes(data, name, FundingError).decode("utf-8", "replace")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return normalise_funding(pd.DataFrame({"ts_ms": [], "rate": []}))
