@@ -1,0 +1,525 @@
+"""Numba kernels: the incremental whale/feature update and the batch loop over it.
+
+NumPy in, NumPy out, no Python objects. The state is a `StateNb` NamedTuple of arrays
+that the kernels mutate in place; scalars live in the small `iv` (int64) and `fv`
+(float64) arrays at the `IV_*` / `FV_*` positions. Kernels never raise: they return
+status codes (`ST_*`, negative) and leave the state untouched (but for
+`iv[IV_LAST_STATUS]`); the Python wrapper in `signals.kernel` turns them into ring
+growth or into errors.
+
+Trades are numbered by a sequence number `seq` (0 for the first trade this state saw);
+ring slot = `seq & mask`. A window is one row of running sums in `win` plus a tail `seq`
+(its oldest trade): a trade is added when it arrives and subtracted when it leaves.
+Counts are exact differences of running integer counters, and a sum whose window holds
+no contributing trade is reset to an exact 0.0, so "nothing happened" reads as zero,
+not as rounding residue. Otherwise a running sum is off by about 1e-16 times the largest
+value it held since its window was last empty: at most 2.5e-10 relative on the recorded
+BTCUSDT trades (a $2.8M print followed by small ones in the 1 s window), 4e-11 over ten
+synthetic days (tests check 1e-9).
+
+Refcounts: numba increfs each array a function binds or receives (an atomic instruction)
+and decrefs it on exit; LLVM's refcount pruner drops those pairs only when it can match
+them. `update_nb` is written so that it can: every array is bound once at the top and
+used again in the single exit block, no call that is not inlined, no array view, no
+run-time tuple indexing (its bounds check is a raise path). `batch_nb` inlines it.
+Break one of these and each trade pays dozens of atomics, several times the update.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from signals.features import (
+    COL_BURST, COL_DRAWDOWN, COL_DRAWUP, COL_IMB_5S, COL_IMB_30S, COL_NOTIONAL, COL_RET0,
+    COL_RET_Z_1S, COL_RET_Z_5S, COL_RV_30S, COL_WINDOW0, N_FEATURES,
+)
+
+# --- status codes (negative) and event bits ---------------------------------------
+ST_RING_FULL = -1  # the ring cannot hold the retained trades + 1: grow and retry
+ST_OUT_OF_ORDER = -2  # ts_ms below the previous trade's
+ST_BAD_TRADE = -3  # price not finite > 0, qty not finite >= 0, or side not +1/-1
+ST_EVENTS_FULL = -4  # batch only: the event output is full: grow it and resume
+ST_BAD_ARGS = -5  # feat_out or params_arr too short
+EV_NOTIONAL = 1
+EV_FLOW = 2
+
+# --- params_arr layout (float64) ---------------------------------------------------
+P_USE_NOTIONAL = 0
+P_MIN_NOTIONAL_USD = 1
+P_USE_FLOW = 2
+P_WINDOW_S = 3
+P_Q = 4
+P_LOOKBACK_S = 5
+P_MIN_SAMPLES = 6
+P_COOLDOWN_MS = 7
+N_PARAMS = 8
+
+# --- windows -----------------------------------------------------------------------
+WIN_MS = (1000, 5000, 30000, 60000)  # feature windows, blocks 0..3 of `win`
+_MS0, _MS1, _MS2, _MS3 = WIN_MS
+N_FEAT_WIN = 4
+W_1S, W_5S, W_30S, W_60S = 0, 1, 2, 3
+W_FLOW = 4  # block 4 of `win`: the flow rule's window_s (only taker-buy notional is kept)
+N_WIN = 5
+# Columns of a window's block in the flat `win` (block w starts at w * N_K): sums indexed
+# by `si` (0 taker buy, 1 taker sell) + offset.
+K_QTY = 0  # K_QTY + si: buy / sell base qty
+K_NOTIONAL = 2  # K_NOTIONAL + si: buy / sell notional USD
+K_R2 = 4  # squared trade-to-trade log returns (30 s window only)
+N_K = 5
+
+# --- iv (int64 scalars) --------------------------------------------------------------
+IV_HEAD = 0  # seq of the next trade = trades seen so far
+IV_LAST_TS = 1
+IV_TAIL0 = 2  # oldest seq inside window w (blocks 0..4 of `win`) at IV_TAIL0 + w
+IV_TAIL_10S = 7  # the 10 s return reference has a tail but no sums
+IV_MIN_LO = 8  # monotonic deque of 60 s minima: counters into dq_min
+IV_MIN_HI = 9
+IV_MAX_LO = 10  # and of maxima: counters into dq_max
+IV_MAX_HI = 11
+IV_SEC = 12  # flow rule: the open (current) whole second
+IV_HIST_N = 13  # samples in the flow history, <= lookback_s
+IV_HIST_POS = 14  # next slot of hist[1] (the oldest sample once full)
+IV_LAST_EVENT_TS = 15
+IV_HAS_EVENT = 16
+IV_LAST_STATUS = 17  # the last update's return value
+IV_N_BUYS = 18  # taker buys so far
+IV_N_R2NZ = 19  # trades with a nonzero squared log return so far
+N_IV = 20
+
+# --- fv (float64 scalars) ------------------------------------------------------------
+FV_LAST_LOG_PRICE = 0
+FV_BIN_SUM = 1  # taker-buy notional in the last window_s per-second bins
+FV_BIN_N = 2  # taker buys in those bins
+FV_THRESHOLD = 3  # quantile q of the flow history, NaN before min_samples
+FV_FLOW = 4  # the last trade's taker-buy notional over window_s (diagnostic)
+N_FV = 5
+
+_SQRT_1_30 = math.sqrt(1.0 / 30.0)
+_SQRT_5_30 = math.sqrt(5.0 / 30.0)
+
+
+class StateNb(NamedTuple):
+    """All mutable kernel state; arrays only, so numba passes it by reference.
+
+    One-dimensional arrays where the kernel is hot: 2-D indexing costs a multiply by a
+    run-time stride per access.
+    """
+
+    iv: np.ndarray  # int64[N_IV]
+    fv: np.ndarray  # float64[N_FV]
+    win: np.ndarray  # float64[N_WIN * N_K]: running sums, window w's block at w * N_K
+    r_ts: np.ndarray  # trade ring, slot = seq & (cap - 1), cap a power of two: int64[cap]
+    r_price: np.ndarray  # float64[cap]
+    r_qty: np.ndarray  # float64[cap]
+    r_notional: np.ndarray  # float64[cap]
+    r_r2: np.ndarray  # float64[cap]: squared log return against the previous trade
+    r_si: np.ndarray  # uint8[cap]: 0 taker buy, 1 taker sell
+    r_buys: np.ndarray  # int64[cap]: taker buys before this trade (exact counts by difference)
+    r_r2nz: np.ndarray  # int64[cap]: trades before this one with a nonzero squared return
+    dq_min: np.ndarray  # int64[cap]: seqs of the ascending-price deque (60 s minima)
+    dq_max: np.ndarray  # int64[cap]: seqs of the descending-price deque (60 s maxima)
+    bins: np.ndarray  # float64[2, window_s]: taker-buy notional / count per second, slot sec % window_s
+    hist: np.ndarray  # float64[2, lookback_s]: flow history ascending in [0, :n], time order in [1]
+
+
+_RING = ("r_ts", "r_price", "r_qty", "r_notional", "r_r2", "r_si", "r_buys", "r_r2nz")
+_RING_DTYPES = (np.int64, np.float64, np.float64, np.float64, np.float64, np.uint8, np.int64, np.int64)
+
+
+def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
+    """Empty state (plain NumPy, not jitted). `capacity` must be a power of two."""
+    if capacity < 2 or capacity & (capacity - 1):
+        raise ValueError(f"ring capacity must be a power of two >= 2; got {capacity}")
+    fv = np.zeros(N_FV)
+    fv[FV_THRESHOLD] = np.nan
+    fv[FV_FLOW] = np.nan
+    ring = {name: np.zeros(capacity, dt) for name, dt in zip(_RING, _RING_DTYPES)}
+    return StateNb(
+        iv=np.zeros(N_IV, np.int64), fv=fv, win=np.zeros(N_WIN * N_K), **ring,
+        dq_min=np.zeros(capacity, np.int64), dq_max=np.zeros(capacity, np.int64),
+        bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros((2, max(int(lookback_s), 1))),
+    )
+
+
+def grow_state_nb(st: StateNb) -> StateNb:
+    """Copy of `st` with twice the ring capacity, each slot moved to `seq & new_mask`."""
+    cap = st.r_ts.shape[0]
+    new_cap = cap * 2
+    mask, new_mask = cap - 1, new_cap - 1
+    head = int(st.iv[IV_HEAD])
+    seqs = np.arange(max(head - cap, 0), head, dtype=np.int64)
+    moved = {}
+    for name in _RING:
+        old = getattr(st, name)
+        new = np.zeros(new_cap, old.dtype)
+        new[seqs & new_mask] = old[seqs & mask]
+        moved[name] = new
+    for name, lo, hi in (("dq_min", IV_MIN_LO, IV_MIN_HI), ("dq_max", IV_MAX_LO, IV_MAX_HI)):
+        ctr = np.arange(st.iv[lo], st.iv[hi], dtype=np.int64)
+        new = np.zeros(new_cap, np.int64)
+        new[ctr & new_mask] = getattr(st, name)[ctr & mask]
+        moved[name] = new
+    return st._replace(**moved)
+
+
+def copy_state_nb(st: StateNb) -> StateNb:
+    return StateNb(*(a.copy() for a in st))
+
+
+@njit(cache=True, inline="always")
+def slot_nb(seq, umask):
+    """Ring slot of `seq`, unsigned so that numba emits no negative-index wraparound."""
+    return np.uint64(seq) & umask
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
+    """Process one trade: advance the windows, write its feature row, return its event code.
+
+    Slow equivalent: `tests/reference_pipeline.py` (searchsorted windows, np.sum, np.quantile).
+
+    Args:
+        st: `StateNb`, mutated in place (untouched but for IV_LAST_STATUS on a status < 0).
+        params_arr: float64[N_PARAMS] from `signals.kernel.params_to_array`.
+        ts_ms, price, qty, side: the trade (side +1 taker buy, -1 taker sell).
+        feat_out: float64[N_FEATURES], overwritten with the trade's features (status >= 0).
+
+    Returns:
+        0 no event, bits EV_NOTIONAL | EV_FLOW for the rules that fired, or a status ST_* < 0.
+    """
+    # Bound once here, used again at the single exit: see "Refcounts" above.
+    iv, fv, win, bins, hist = st.iv, st.fv, st.win, st.bins, st.hist
+    r_ts, r_price, r_qty, r_notional, r_r2 = st.r_ts, st.r_price, st.r_qty, st.r_notional, st.r_r2
+    r_si, r_buys, r_r2nz, dq_min, dq_max = st.r_si, st.r_buys, st.r_r2nz, st.dq_min, st.dq_max
+
+    head = iv[IV_HEAD]
+    mask = r_ts.shape[0] - 1
+    umask = np.uint64(mask)
+    use_flow = params_arr[P_USE_FLOW] != 0.0
+    # Oldest trade still needed: the 60 s and flow windows, the 30 s return reference.
+    start = max(min(iv[IV_TAIL0 + W_60S], iv[IV_TAIL0 + W_30S] - 1), 0)
+    if use_flow:
+        start = min(start, iv[IV_TAIL0 + W_FLOW])
+    code = 0
+    if feat_out.shape[0] < N_FEATURES or params_arr.shape[0] < N_PARAMS:
+        code = ST_BAD_ARGS
+    elif head > 0 and ts_ms < iv[IV_LAST_TS]:
+        code = ST_OUT_OF_ORDER
+    elif not (price > 0.0 and price < np.inf and qty >= 0.0 and qty < np.inf):
+        code = ST_BAD_TRADE
+    elif side != 1 and side != -1:
+        code = ST_BAD_TRADE
+    elif head - start > mask:
+        code = ST_RING_FULL
+    else:
+        # --- flow rule: close the whole seconds before this trade's ---------------------
+        if use_flow:
+            sec = ts_ms // 1000
+            if head == 0:
+                iv[IV_SEC] = sec
+            elif sec > iv[IV_SEC]:
+                # Each closed second pushes its binned flow (the last window_s bins) to the
+                # history. Runs of empty seconds are capped at lookback_s + window_s: past
+                # that all bins are zero and the history holds only zeros.
+                n_bins = bins.shape[1]
+                lookback = hist.shape[1]
+                cur = iv[IV_SEC]
+                one = np.uint64(1)
+                for k in range(min(sec - cur, lookback + n_bins)):
+                    # Drop the oldest sample once full; keep hist[0, :n] ascending with one
+                    # memmove-like shift between the dropped and the inserted positions.
+                    # (Searches written out: a helper taking an array would bind it.)
+                    x = fv[FV_BIN_SUM]
+                    n = iv[IV_HIST_N]
+                    pos = iv[IV_HIST_POS]
+                    old = hist[1, pos]
+                    if n < lookback or old != x:
+                        # Branch-free lower bound (np.searchsorted side="left"): a fixed
+                        # number of halvings whose data-dependent step is a select.
+                        i_new = 0
+                        if n > 0:
+                            length = n
+                            while length > 1:
+                                half = length >> 1
+                                i_new = i_new + half if hist[0, i_new + half] < x else i_new
+                                length -= half
+                            i_new += 1 if hist[0, i_new] < x else 0
+                        # Unsigned indices let LLVM turn the shifts into memmoves.
+                        if n < lookback:
+                            for m in range(n, i_new, -1):
+                                u = np.uint64(m)
+                                hist[0, u] = hist[0, u - one]
+                            hist[0, i_new] = x
+                            iv[IV_HIST_N] = n + 1
+                        else:
+                            i_old = 0  # n == lookback >= 1 here
+                            length = n
+                            while length > 1:
+                                half = length >> 1
+                                i_old = i_old + half if hist[0, i_old + half] < old else i_old
+                                length -= half
+                            i_old += 1 if hist[0, i_old] < old else 0
+                            if i_new > i_old:
+                                for m in range(i_old, i_new - 1):
+                                    u = np.uint64(m)
+                                    hist[0, u] = hist[0, u + one]
+                                hist[0, i_new - 1] = x
+                            else:
+                                for m in range(i_old, i_new, -1):
+                                    u = np.uint64(m)
+                                    hist[0, u] = hist[0, u - one]
+                                hist[0, i_new] = x
+                    hist[1, pos] = x
+                    iv[IV_HIST_POS] = pos + 1 if pos + 1 < lookback else 0
+                    # Open the next second; its slot held the second now leaving the window.
+                    slot = (cur + k + 1) % n_bins
+                    fv[FV_BIN_SUM] -= bins[0, slot]
+                    fv[FV_BIN_N] -= bins[1, slot]
+                    bins[0, slot] = 0.0
+                    bins[1, slot] = 0.0
+                    if fv[FV_BIN_N] == 0.0:
+                        fv[FV_BIN_SUM] = 0.0
+                iv[IV_SEC] = sec
+                # Threshold = np.quantile(history, q), method "linear", bit for bit (numpy
+                # lerps from the nearer end); NaN before min_samples, which never compares.
+                n = iv[IV_HIST_N]
+                thr = np.nan
+                if n >= np.int64(params_arr[P_MIN_SAMPLES]):
+                    vi = (n - 1) * params_arr[P_Q]
+                    if vi >= n - 1:
+                        thr = hist[0, n - 1]
+                    else:
+                        i = int(math.floor(vi))
+                        g = vi - i
+                        x0 = hist[0, i]
+                        x1 = hist[0, i + 1]
+                        thr = x1 - (x1 - x0) * (1.0 - g) if g >= 0.5 else x0 + (x1 - x0) * g
+                fv[FV_THRESHOLD] = thr
+
+        # --- expire trades that left each window (tails only move forward) --------------
+        for w in range(N_FEAT_WIN):
+            # Not WIN_MS[w]: run-time tuple indexing adds a raise path ("Refcounts").
+            lim = ts_ms - (_MS0 if w == 0 else _MS1 if w == 1 else _MS2 if w == 2 else _MS3)
+            k = iv[IV_TAIL0 + w]
+            if k < head and r_ts[slot_nb(k, umask)] <= lim:
+                while k < head and r_ts[slot_nb(k, umask)] <= lim:
+                    j = slot_nb(k, umask)
+                    si = r_si[j]
+                    win[w * N_K + K_QTY + si] -= r_qty[j]
+                    win[w * N_K + K_NOTIONAL + si] -= r_notional[j]
+                    if w == W_30S:
+                        win[w * N_K + K_R2] -= r_r2[j]
+                    k += 1
+                iv[IV_TAIL0 + w] = k
+                # Window counts are exact differences of the running counts.
+                n_buys = iv[IV_N_BUYS] - r_buys[slot_nb(k, umask)] if k < head else 0
+                if n_buys == 0:
+                    win[w * N_K + K_QTY] = 0.0
+                    win[w * N_K + K_NOTIONAL] = 0.0
+                if n_buys == head - k:
+                    win[w * N_K + K_QTY + 1] = 0.0
+                    win[w * N_K + K_NOTIONAL + 1] = 0.0
+                if w == W_30S:
+                    if k == head or iv[IV_N_R2NZ] == r_r2nz[slot_nb(k, umask)]:
+                        win[w * N_K + K_R2] = 0.0
+        if use_flow:
+            lim = ts_ms - np.int64(params_arr[P_WINDOW_S]) * 1000
+            k = iv[IV_TAIL0 + W_FLOW]
+            if k < head and r_ts[slot_nb(k, umask)] <= lim:
+                while k < head and r_ts[slot_nb(k, umask)] <= lim:
+                    j = slot_nb(k, umask)
+                    if r_si[j] == 0:
+                        win[W_FLOW * N_K + K_NOTIONAL] -= r_notional[j]
+                    k += 1
+                iv[IV_TAIL0 + W_FLOW] = k
+                if k == head or iv[IV_N_BUYS] == r_buys[slot_nb(k, umask)]:
+                    win[W_FLOW * N_K + K_NOTIONAL] = 0.0
+        lim = ts_ms - 10000
+        k = iv[IV_TAIL_10S]
+        while k < head and r_ts[slot_nb(k, umask)] <= lim:
+            k += 1
+        iv[IV_TAIL_10S] = k
+
+        # --- enter the trade ---------------------------------------------------------
+        notional = price * qty
+        log_price = math.log(price)
+        r2 = 0.0
+        if head > 0:
+            lr = log_price - fv[FV_LAST_LOG_PRICE]
+            r2 = lr * lr
+        is_buy = side == 1
+        si = 0 if is_buy else 1
+        j = slot_nb(head, umask)
+        r_ts[j] = ts_ms
+        r_price[j] = price
+        r_qty[j] = qty
+        r_notional[j] = notional
+        r_r2[j] = r2
+        r_si[j] = si
+        r_buys[j] = iv[IV_N_BUYS]
+        r_r2nz[j] = iv[IV_N_R2NZ]
+        iv[IV_N_BUYS] += 1 - si
+        iv[IV_N_R2NZ] += 1 if r2 != 0.0 else 0
+        for w in range(N_FEAT_WIN):
+            win[w * N_K + K_QTY + si] += qty
+            win[w * N_K + K_NOTIONAL + si] += notional
+        win[W_30S * N_K + K_R2] += r2
+        if use_flow and is_buy:
+            win[W_FLOW * N_K + K_NOTIONAL] += notional
+        fv[FV_LAST_LOG_PRICE] = log_price
+        iv[IV_LAST_TS] = ts_ms
+        iv[IV_HEAD] = head + 1
+
+        # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
+        tail60 = iv[IV_TAIL0 + W_60S]
+        lo = iv[IV_MIN_LO]
+        hi = iv[IV_MIN_HI]
+        while lo < hi and dq_min[slot_nb(lo, umask)] < tail60:
+            lo += 1
+        while lo < hi and r_price[slot_nb(dq_min[slot_nb(hi - 1, umask)], umask)] >= price:
+            hi -= 1
+        dq_min[slot_nb(hi, umask)] = head
+        iv[IV_MIN_LO] = lo
+        iv[IV_MIN_HI] = hi + 1
+        p_min = r_price[slot_nb(dq_min[slot_nb(lo, umask)], umask)]
+        lo = iv[IV_MAX_LO]
+        hi = iv[IV_MAX_HI]
+        while lo < hi and dq_max[slot_nb(lo, umask)] < tail60:
+            lo += 1
+        while lo < hi and r_price[slot_nb(dq_max[slot_nb(hi - 1, umask)], umask)] <= price:
+            hi -= 1
+        dq_max[slot_nb(hi, umask)] = head
+        iv[IV_MAX_LO] = lo
+        iv[IV_MAX_HI] = hi + 1
+        p_max = r_price[slot_nb(dq_max[slot_nb(lo, umask)], umask)]
+
+        # --- feature row ---------------------------------------------------------------
+        for w in range(N_FEAT_WIN):
+            c = COL_WINDOW0 + 5 * w
+            feat_out[c] = win[w * N_K + K_QTY]
+            feat_out[c + 1] = win[w * N_K + K_QTY + 1]
+            feat_out[c + 2] = win[w * N_K + K_NOTIONAL]
+            feat_out[c + 3] = win[w * N_K + K_NOTIONAL + 1]
+            feat_out[c + 4] = head + 1 - iv[IV_TAIL0 + w]
+        # ret_k: against the trade just before the k-second window's tail.
+        ref = iv[IV_TAIL0 + W_1S] - 1
+        ret_1 = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
+        ref = iv[IV_TAIL0 + W_5S] - 1
+        ret_5 = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
+        ref = iv[IV_TAIL_10S] - 1
+        feat_out[COL_RET0 + 2] = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
+        ref = iv[IV_TAIL0 + W_30S] - 1
+        feat_out[COL_RET0 + 3] = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
+        feat_out[COL_RET0] = ret_1
+        feat_out[COL_RET0 + 1] = ret_5
+        rv = math.sqrt(max(win[W_30S * N_K + K_R2], 0.0))
+        feat_out[COL_RV_30S] = rv
+        feat_out[COL_RET_Z_1S] = ret_1 / (rv * _SQRT_1_30) if rv > 0.0 else np.nan
+        feat_out[COL_RET_Z_5S] = ret_5 / (rv * _SQRT_5_30) if rv > 0.0 else np.nan
+        qty_60 = win[W_60S * N_K + K_QTY] + win[W_60S * N_K + K_QTY + 1]
+        qty_5 = win[W_5S * N_K + K_QTY] + win[W_5S * N_K + K_QTY + 1]
+        feat_out[COL_BURST] = qty_5 / (qty_60 / 12.0) if qty_60 > 0.0 else np.nan
+        bq = win[W_5S * N_K + K_QTY]
+        sq = win[W_5S * N_K + K_QTY + 1]
+        feat_out[COL_IMB_5S] = (bq - sq) / (bq + sq) if bq + sq > 0.0 else np.nan
+        bq = win[W_30S * N_K + K_QTY]
+        sq = win[W_30S * N_K + K_QTY + 1]
+        feat_out[COL_IMB_30S] = (bq - sq) / (bq + sq) if bq + sq > 0.0 else np.nan
+        feat_out[COL_DRAWUP] = price / p_min - 1.0
+        feat_out[COL_DRAWDOWN] = price / p_max - 1.0
+        feat_out[COL_NOTIONAL] = notional
+
+        # --- whale rules: only taker buys can fire ----------------------------------------
+        if use_flow:
+            if is_buy:
+                slot = iv[IV_SEC] % bins.shape[1]
+                bins[0, slot] += notional
+                bins[1, slot] += 1.0
+                fv[FV_BIN_SUM] += notional
+                fv[FV_BIN_N] += 1.0
+            flow = win[W_FLOW * N_K + K_NOTIONAL]
+            fv[FV_FLOW] = flow
+            # A NaN threshold (fewer than min_samples seconds) compares False.
+            if is_buy and flow > fv[FV_THRESHOLD]:
+                code |= EV_FLOW
+        if is_buy and params_arr[P_USE_NOTIONAL] != 0.0 and notional >= params_arr[P_MIN_NOTIONAL_USD]:
+            code |= EV_NOTIONAL
+        if code != 0:
+            if iv[IV_HAS_EVENT] != 0 and ts_ms < iv[IV_LAST_EVENT_TS] + params_arr[P_COOLDOWN_MS]:
+                code = 0
+            else:
+                iv[IV_HAS_EVENT] = 1
+                iv[IV_LAST_EVENT_TS] = ts_ms
+
+    # --- single exit: every array is used here on every path ("Refcounts") --------------
+    iv[IV_LAST_STATUS] = code
+    n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + win.size + bins.size + hist.size
+               + r_ts.size + r_price.size + r_qty.size + r_notional.size + r_r2.size + r_si.size
+               + r_buys.size + r_r2nz.size + dq_min.size + dq_max.size)
+    return code if n_alive > 0 else ST_BAD_ARGS
+
+
+@njit(cache=True, error_model="numpy")
+def batch_nb(st, params_arr, ts, price, qty, side, start, codes_out, ev_idx_out, ev_feat_out,
+             n_ev, all_feat_out, store_all, row):
+    """Loop `update_nb` over trades `start..n-1`: the batch form of the live update.
+
+    Writes every trade's event code to `codes_out`, and the index and feature row of each
+    event to `ev_idx_out[n_ev:]` / `ev_feat_out[n_ev:]`; with `store_all`, every trade's
+    row to `all_feat_out[i]` as well. `row` (float64[N_FEATURES]) is the scratch row
+    `update_nb` writes; it ends holding the last processed trade's features.
+
+    Returns:
+        (next index, status, n_ev): status 0 when all trades were processed; otherwise the
+        negative status of trade `next index`, which was not applied (the caller grows the
+        ring or the event buffers and resumes from there).
+    """
+    n = ts.shape[0]
+    stop = n
+    status = 0
+    for i in range(start, n):
+        if n_ev >= ev_idx_out.shape[0]:
+            stop = i
+            status = ST_EVENTS_FULL
+            break
+        code = update_nb(st, params_arr, ts[i], price[i], qty[i], side[i], row)
+        if code < 0:
+            stop = i
+            status = code
+            break
+        codes_out[i] = code
+        # Element-wise copies: a slice would be an array view, refcounted per trade.
+        if store_all:
+            for c in range(N_FEATURES):
+                all_feat_out[i, c] = row[c]
+        if code != 0:
+            ev_idx_out[n_ev] = i
+            for c in range(N_FEATURES):
+                ev_feat_out[n_ev, c] = row[c]
+            n_ev += 1
+    return stop, status, n_ev
+
+
+@njit(cache=True, error_model="numpy")
+def check_trades_nb(ts, price, qty, side, last_ts, has_last):
+    """First invalid trade, in one pass: (index, ST_OUT_OF_ORDER or ST_BAD_TRADE), or (-1, 0).
+
+    Same checks as `update_nb`, so a batch that passes never stops on a bad trade.
+    """
+    prev = last_ts
+    check_order = has_last
+    for i in range(ts.shape[0]):
+        if check_order and ts[i] < prev:
+            return i, ST_OUT_OF_ORDER
+        p = price[i]
+        q = qty[i]
+        if not (p > 0.0 and p < np.inf and q >= 0.0 and q < np.inf) or (side[i] != 1 and side[i] != -1):
+            return i, ST_BAD_TRADE
+        prev = ts[i]
+        check_order = True
+    return -1, 0
