@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JournalWriter", "JournalState", "read_journal", "StdoutEcho"]
+__all__ = ["JournalWriter", "JournalState", "read_journal", "StdoutEcho", "AppendBlobSink"]
 
 log = logging.getLogger("whalebt.live")
 
@@ -169,3 +169,82 @@ class StdoutEcho:
         if self.dropped:
             log.warning("stdout could not keep up: %d journal lines were not echoed (the journal file has them)",
                         self.dropped)
+
+
+class AppendBlobSink:
+    """Copies journal lines to an Azure append blob (``az://container/path/journal.jsonl``).
+
+    The local journal file stays the durable record; the blob is a copy for people and jobs that
+    read from storage. Lines are appended from a thread in batches (one ``Append Block`` call per
+    batch, at most 4 MiB), so the event loop never waits on the network. A failed append is
+    retried with back-off; lines still failing are counted and logged, never silently lost.
+    """
+
+    MAX_BLOCK = 4 * 1024 * 1024
+
+    def __init__(self, uri: str, *, max_lines: int = 100_000, retries: int = 5):
+        from datasets.lake._azure import AzureStore, parse_az_uri
+
+        _, container, path = parse_az_uri(uri)
+        if not path or path.endswith("/"):
+            raise ValueError(f"--journal-blob needs a blob path like az://container/live/journal.jsonl; got {uri!r}")
+        folder, _, name = path.rpartition("/")
+        self.uri = uri
+        self._blob = AzureStore(container, folder).append_client(name)
+        self._retries = retries
+        self._q: queue.Queue[str | None] = queue.Queue(max_lines)
+        self.appended = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="journal-blob", daemon=True)
+        self._thread.start()
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._q.put_nowait(line)
+        except queue.Full:
+            self.failed += 1
+
+    def _append(self, lines: list[str]) -> None:
+        import time
+
+        data = "".join(line + "\n" for line in lines).encode()
+        for attempt in range(self._retries + 1):
+            try:
+                self._blob.append_block(data)
+                self.appended += len(lines)
+                return
+            except Exception as exc:  # noqa: BLE001 - any storage error: retry, then count
+                if attempt == self._retries:
+                    self.failed += len(lines)
+                    log.error("journal copy to %s failed for %d line(s): %s", self.uri, len(lines),
+                              type(exc).__name__)
+                    return
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            first = self._q.get()
+            if first is None:
+                return
+            batch, size = [first], len(first) + 1
+            while size < self.MAX_BLOCK // 2:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                batch.append(nxt)
+                size += len(nxt) + 1
+            self._append(batch)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        try:
+            self._q.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+        if self.failed:
+            log.warning("journal copy to %s: %d line(s) not copied (the journal file has them)", self.uri, self.failed)

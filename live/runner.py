@@ -33,7 +33,7 @@ from typing import Any, Callable
 from datasets.sources.frames import BinanceTradeMerger, FrameError, Trade, UnknownContractError
 from live.adapters import Adapter, RestError, make_adapter
 from live.decider import Decider
-from live.journal import JournalState, JournalWriter, StdoutEcho, read_journal
+from live.journal import AppendBlobSink, JournalState, JournalWriter, StdoutEcho, read_journal
 from live.metrics import Metrics
 from live.paper import PaperBook
 from signals import FEATURE_NAMES, new_state, update
@@ -73,10 +73,23 @@ class RunnerOptions:
     metrics_out: str | None = None
     paper: str | None = None  # file of paper-trading outcomes (needs Decider.paper_rules)
     echo: bool = True
+    journal_blob: str | None = None  # az://container/path/journal.jsonl: a copy of the journal
     max_frame_age_s: float = 60.0
     contract_values: dict[str, Any] | None = None
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     seed: int | None = None
+
+
+def _fan_out(sinks: list[Callable[[str], None]]) -> Callable[[str], None]:
+    """One journal-line callback that hands the line to every sink (stdout echo, blob copy)."""
+    if len(sinks) == 1:
+        return sinks[0]
+
+    def send(line: str) -> None:
+        for sink in sinks:
+            sink(line)
+
+    return send
 
 
 class SymbolFeed:
@@ -151,6 +164,7 @@ class Runner:
         self._session = None
         self._stdout = sys.stdout
         self._echo: StdoutEcho | None = None
+        self._blob_sink: AppendBlobSink | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -163,7 +177,9 @@ class Runner:
                 log.info("journal %s holds %d events of config %s; they will not be emitted again",
                          self.opts.journal, self.journal_state.records, self.decider.config_id)
         self._echo = StdoutEcho(self._stdout) if self.opts.echo else None
-        self.journal = JournalWriter(self.opts.journal, echo=self._echo)
+        self._blob_sink = AppendBlobSink(self.opts.journal_blob) if self.opts.journal_blob else None
+        sinks = [s for s in (self._echo, self._blob_sink) if s is not None]
+        self.journal = JournalWriter(self.opts.journal, echo=_fan_out(sinks) if sinks else None)
         if self.opts.paper and self.decider.paper_rules is not None:
             self.paper = PaperBook(self.decider.paper_rules, self.adapter.exchange, self.decider.config_id,
                                    self.opts.paper)
@@ -236,6 +252,8 @@ class Runner:
             self.paper.close()
         if self._echo is not None:
             self._echo.close()
+        if self._blob_sink is not None:
+            self._blob_sink.close()
 
     async def _idle_watchdog(self) -> None:
         while not self._stop.is_set():

@@ -172,6 +172,24 @@ class AzureStore(Store):
     def _blob(self, key: str):
         return self._client.get_blob_client(self._name(key))
 
+    def append_client(self, key: str):
+        """The client of an append blob at ``key``, created (with its container) if absent.
+
+        For append-only logs such as the live journal's copy; not part of the Store contract.
+        """
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+        self._ensure_container()
+        blob = self._blob(key)
+        try:
+            blob.create_append_blob(if_none_match="*")
+        except ResourceExistsError:
+            pass  # appending to the existing journal copy
+        except HttpResponseError as exc:
+            if exc.status_code not in (409, 412):
+                raise self._wrap("create append blob", key, exc) from None
+        return blob
+
     def _ensure_container(self) -> None:
         if self._container_checked:
             return
