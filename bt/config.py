@@ -51,6 +51,7 @@ class DataConfig(_Frozen):
     symbol: str
     start: dt.date
     end: dt.date
+    price_exchange: str | None = None  # evaluate entries/exits on another venue's trades
 
     @field_validator("symbol")
     @classmethod

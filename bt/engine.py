@@ -42,6 +42,7 @@ def event_study(
     take_profit: float | None = None,
     stop_loss: float | None = None,
     funding: "FundingSeries | None" = None,
+    trigger_ts_ms: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Evaluate long signals fired at ``trigger_idx`` (indices into the trade arrays).
 
@@ -51,11 +52,15 @@ def event_study(
     ``funding_return`` (0 without funding data), ``net_return`` (gross − 2 × fee + funding) and
     ``label`` (gross ≥ ``label_threshold``). Dropped signals keep a row with NaN returns and
     ``exit_reason`` ``dropped_*``: metrics skip them, reports can count them.
+
+    Cross-venue study (events on one exchange, prices on another): pass the trigger times in
+    ``trigger_ts_ms`` and, as ``trigger_idx``, each trigger's last trade of this tape at or before
+    it (-1 if none).
     """
     trigger_idx = np.asarray(trigger_idx, dtype=np.int64)
     entry, exit_, reason = entry_exit(
         ts_ms, price, trigger_idx, latency_ms=latency_ms, horizons_ms=horizons_ms,
-        slippage=costs.slippage, take_profit=take_profit, stop_loss=stop_loss,
+        slippage=costs.slippage, take_profit=take_profit, stop_loss=stop_loss, trigger_ts_ms=trigger_ts_ms,
     )
     n, nh = exit_.shape
     rows = []

@@ -129,13 +129,11 @@ def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _load_funding(lake: Lake, config: RunConfig, span: TradeSpan) -> FundingSeries | None:
-    try:
-        from datasets.sources.funding import read_funding
-    except ImportError:
-        return None
-    df = read_funding(lake, config.data.exchange, config.data.symbol, int(span.ts_ms[0]),
-                      int(span.ts_ms[-1]) + 86_400_000)
+def _load_funding(lake: Lake, span: TradeSpan) -> FundingSeries | None:
+    """Funding prints of the venue positions are held on, or None (with no data in the lake)."""
+    from datasets.sources.funding import read_funding
+
+    df = read_funding(lake, span.exchange, span.symbol, int(span.ts_ms[0]), int(span.ts_ms[-1]) + 86_400_000)
     if df is None or df.empty:
         return None
     return FundingSeries(df["ts_ms"].to_numpy(), df["rate"].to_numpy())
@@ -165,16 +163,26 @@ def run_backtest(
     bt = config.backtest
     horizons = bt.all_horizons_ms
     longs = events[events["decision"] == "long"].reset_index(drop=True)
-    funding = _load_funding(lake, config, span) if len(span) else None
+    # Prices: the events' own venue, or another one (cross-exchange view: whales on one venue,
+    # positions on another); triggers then map to that venue's last trade at or before them.
+    price_span, trig_idx, trig_ts = span, longs["trade_idx"].to_numpy(np.int64), None
+    pe = config.data.price_exchange
+    if pe and pe != config.data.exchange:
+        price_span = load_trades(lake, pe, config.data.symbol, config.data.start, config.data.end)
+        trig_ts = longs["ts_ms"].to_numpy(np.int64)
+        trig_idx = np.searchsorted(price_span.ts_ms, trig_ts, side="right").astype(np.int64) - 1
+        _say(f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
+             f"({len(price_span):,} trades)", quiet)
+    funding = _load_funding(lake, price_span) if len(price_span) else None
     if funding is None:
         _say("no funding data in the lake for this symbol: returns exclude funding "
              "(ingest it with `datasets ingest funding`)", quiet)
     t1 = time.perf_counter()
     study = event_study(
-        span.ts_ms, span.price, longs["trade_idx"].to_numpy(np.int64), horizons_ms=horizons,
+        price_span.ts_ms, price_span.price, trig_idx, horizons_ms=horizons,
         latency_ms=bt.entry_latency_ms, costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
         label_threshold=bt.label_threshold, take_profit=bt.take_profit, stop_loss=bt.stop_loss,
-        funding=funding,
+        funding=funding, trigger_ts_ms=trig_ts,
     )
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
@@ -189,13 +197,13 @@ def run_backtest(
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
     end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + day_ms
-    end_ms = min(end_ms, int(span.ts_ms[-1]) + 1) if len(span) else end_ms
-    start_ms = max(start_ms, int(span.ts_ms[0]) // 1000 * 1000) if len(span) else start_ms
+    end_ms = min(end_ms, int(price_span.ts_ms[-1]) + 1) if len(price_span) else end_ms
+    start_ms = max(start_ms, int(price_span.ts_ms[0]) // 1000 * 1000) if len(price_span) else start_ms
     if sig.oos_from_ms is not None:
         start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
     bar_ms = parse_duration_ms(config.portfolio.bar)
     pf = simulate_portfolio(
-        primary, span.ts_ms, span.price, fee=bt.fee_bps / 1e4, init_cash=config.portfolio.init_cash,
+        primary, price_span.ts_ms, price_span.price, fee=bt.fee_bps / 1e4, init_cash=config.portfolio.init_cash,
         max_positions=config.portfolio.max_positions, bar_ms=bar_ms, start_ms=start_ms, end_ms=end_ms,
     )
     timings["portfolio_s"] = time.perf_counter() - t2
@@ -219,6 +227,8 @@ def run_backtest(
             "first_trade_ms": int(span.ts_ms[0]) if len(span) else None,
             "last_trade_ms": int(span.ts_ms[-1]) if len(span) else None,
             "n_trades": len(span), "lake": lake.uri, "partitions": span.sources,
+            "price_exchange": price_span.exchange,
+            **({"price_partitions": price_span.sources} if price_span is not span else {}),
         },
         "by_horizon": by_h,
         "portfolio": portfolio_metrics(

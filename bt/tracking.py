@@ -87,7 +87,7 @@ def log_backtest(config, metrics: dict, run_dir: Path, *, tracking_uri: str | No
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp_id = experiment(mlflow, experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
-    parts = metrics["data"]["partitions"]
+    parts = metrics["data"]["partitions"] + metrics["data"].get("price_partitions", [])
     data_hash = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     numeric = {
         k: float(v) for k, v in flatten({k: v for k, v in metrics.items() if k not in ("data", "costs")}).items()

@@ -64,11 +64,13 @@ def _search_right(ts, value, lo):
 
 
 @njit(cache=True)
-def entry_exit_nb(ts, price, trigger_idx, latency_ms, horizons_ms, slippage, take_profit, stop_loss):
+def entry_exit_nb(ts, price, trigger_idx, trigger_ts, latency_ms, horizons_ms, slippage, take_profit, stop_loss):
     """Entry/exit indices of each trigger for each horizon (one scan per trigger for TP/SL).
 
-    Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, ts[i]+lat))``;
+    Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, trigger_ts+lat))``;
     ``x = searchsorted(ts, ts[e]+h, 'right') - 1`` unless a TP/SL trade comes first.
+    ``trigger_idx`` is the last trade of ``ts`` at or before the trigger (-1 if none): the trigger
+    itself on the same venue, the venue's last trade before it in a cross-venue study.
     ``take_profit``/``stop_loss`` <= 0 mean off. Returns (entry_idx[n], exit_idx[n, H], reason[n, H]).
     """
     n = trigger_idx.shape[0]
@@ -83,7 +85,7 @@ def entry_exit_nb(ts, price, trigger_idx, latency_ms, horizons_ms, slippage, tak
             max_h = horizons_ms[k]
     for j in range(n):
         i = trigger_idx[j]
-        e = _search_left(ts, ts[i] + latency_ms, i + 1)
+        e = _search_left(ts, trigger_ts[j] + latency_ms, i + 1)
         if e >= ts.shape[0]:
             continue
         entry_idx[j] = e
@@ -131,12 +133,21 @@ def entry_exit(
     slippage: float = 0.0,
     take_profit: float | None = None,
     stop_loss: float | None = None,
+    trigger_ts_ms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy-facing wrapper of :func:`entry_exit_nb` (see the module docstring)."""
+    """NumPy-facing wrapper of :func:`entry_exit_nb` (see the module docstring).
+
+    ``trigger_ts_ms`` defaults to ``ts_ms[trigger_idx]`` (triggers are trades of this tape).
+    """
+    ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
+    trigger_idx = np.ascontiguousarray(trigger_idx, dtype=np.int64)
+    if trigger_ts_ms is None:
+        trigger_ts_ms = ts_ms[trigger_idx] if trigger_idx.size else np.empty(0, np.int64)
     return entry_exit_nb(
-        np.ascontiguousarray(ts_ms, dtype=np.int64),
+        ts_ms,
         np.ascontiguousarray(price, dtype=np.float64),
-        np.ascontiguousarray(trigger_idx, dtype=np.int64),
+        trigger_idx,
+        np.ascontiguousarray(trigger_ts_ms, dtype=np.int64),
         np.int64(latency_ms),
         np.asarray(horizons_ms, dtype=np.int64),
         float(slippage),

@@ -134,3 +134,30 @@ def test_datasets_build_caches_gold(lake_cfg, capsys):
     assert "(built)" in capsys.readouterr().err
     assert datasets.cli.main(["build", str(path)]) == 0
     assert "(cached)" in capsys.readouterr().err
+
+
+def test_cross_exchange_view_prices_positions_on_the_other_venue(lake_cfg):
+    """Whales detected on Binance, positions entered and exited on trades of a second venue."""
+    tmp, path, cfg = lake_cfg
+    lake = Lake(cfg["data"]["lake"])
+    other = _market(n=40_000, seed=21)
+    other["exchange"] = "okx_swap"
+    other["price"] = other["price"] * 1.5  # a different tape: returns must come from it
+    lake.write_trades(other)
+    cross = {**cfg, "name": "cross", "data": {**cfg["data"], "price_exchange": "okx_swap"}}
+    path.write_text(yaml.safe_dump(cross))
+    res = run_backtest(load_config(path), results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True)
+    assert res.metrics["data"]["price_exchange"] == "okx_swap" and len(res.metrics["data"]["price_partitions"]) == 2
+    study = res.study[res.study["horizon"] == "5m"]
+    ok = study[study["exit_idx"] >= 0]
+    assert len(ok) > 50
+    o_ts, o_px = np.sort(other["ts_ms"].to_numpy()), other.sort_values(["ts_ms", "trade_id"])["price"].to_numpy()
+    for _, r in ok.head(40).iterrows():
+        trig = r["trigger_ts_ms"]
+        # entry: the first trade of the other venue after the trigger, at or after the trigger time
+        last_before = int(np.searchsorted(o_ts, trig, side="right")) - 1
+        e = max(last_before + 1, int(np.searchsorted(o_ts, trig, side="left")))
+        x = int(np.searchsorted(o_ts, o_ts[e] + 300_000, side="right")) - 1
+        assert (r["entry_idx"], r["exit_idx"]) == (e, x)
+        assert r["entry_price"] == o_px[e] and r["exit_price"] == o_px[x]
+        assert r["gross_return"] == pytest.approx(o_px[x] / o_px[e] - 1)
