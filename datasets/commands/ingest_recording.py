@@ -17,9 +17,9 @@ cryptofeed JSONL records (zstd or plain). By default only perpetual markets go t
 (binance_usdm, bybit_linear, okx_swap); name another with --exchange (e.g. okx_spot).
 
 Example:
-  datasets ingest recording ../shared/data/real/bybit_v5_multi_2026-08-09_frames.jsonl.zst \\
+  datasets ingest recording tests/data/real/bybit_v5_multi_2026-08-09_frames.jsonl.zst \\
       --lake results/lake --symbols BTCUSDT,ETHUSDT
-  datasets ingest recording ../shared/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz
+  datasets ingest recording tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz
 """
 
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UserError(f"recording {path} does not exist or is not a file; give the path of a "
-                        "recorded file such as ../shared/data/real/okx_v5_multi_2022-05-13_frames.txt")
+                        "recorded file such as tests/data/real/okx_v5_multi_2022-05-13_frames.txt")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     err = Console(stderr=True)
     # Parse everything before writing anything, so a bad file leaves the lake untouched.

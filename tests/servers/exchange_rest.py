@@ -2,7 +2,7 @@
 
 Tests point ccxt at it by rewriting ``exchange.urls['api']`` (``--api-url`` on the command line), so
 every request goes through ccxt's real HTTP stack, rate limiter and error mapping. The trades it
-serves come from the real recorded exchange traffic in ``shared/data/real`` (see its README):
+serves come from the real recorded exchange traffic in ``tests/data/real`` (see its LICENSES.md):
 
 * Binance USD-M ``/fapi/v1/aggTrades``: the recorded BTCUSDT and ETHUSDT ``@trade`` frames of
   2024-08-08 23:54..2024-08-09 00:00, merged into aggTrades the way Binance aggregates (consecutive
@@ -36,7 +36,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-REAL_DIR = Path(os.environ.get("WHALEBT_REAL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "real"))
+REAL_DIR = Path(os.environ.get("WHALEBT_REAL_DATA", Path(__file__).resolve().parents[1] / "data" / "real"))
 
 BINANCE_AGG_ID_BASE = {"BTCUSDT": 2_310_000_000, "ETHUSDT": 1_520_000_000}
 OKX_CT_VAL = Decimal("0.01")
