@@ -273,8 +273,11 @@ class Runner:
         while not self._stop.is_set():
             got_data = False
             try:
+                # max_queue: received messages that may wait for `recv` before websockets stops reading
+                # the socket; the default (16) pauses and resumes reading many times per burst at full
+                # speed. Trade frames are ~200 bytes, so 1024 of them is a few hundred kB.
                 async with connect(url, open_timeout=10, ping_interval=20, ping_timeout=20, close_timeout=2,
-                                   max_size=2**23, compression=None) as ws:
+                                   max_size=2**23, compression=None, max_queue=1024) as ws:
                     self._ws = ws
                     self.connected = True
                     log.info("connected to %s", url)

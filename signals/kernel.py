@@ -116,6 +116,10 @@ def _status_error(status: int, where: str, ts_ms, price, qty, side, last_ts) -> 
                       "finite price > 0, finite qty >= 0 and side +1 (taker buy) or -1 (taker sell)")
 
 
+_SIDE_INT8 = {1: np.int8(1), -1: np.int8(-1)}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def update(state: KernelState, ts_ms: int, price: float, qty: float,
            side: int) -> tuple[int, np.ndarray | None]:
     """Process one trade (the live path).
@@ -133,12 +137,14 @@ def update(state: KernelState, ts_ms: int, price: float, qty: float,
     Raises:
         ValueError: out-of-order timestamp or an invalid trade; the state is unchanged.
     """
-    if side != 1 and side != -1:
+    s = _SIDE_INT8.get(side)
+    if s is None:
         raise _status_error(nb.ST_BAD_TRADE, "update", ts_ms, price, qty, side, None)
-    ts = np.int64(ts_ms)
-    p = np.float64(price)
-    q = np.float64(qty)
-    s = np.int8(side)
+    # Plain Python ints and floats reach numba as int64 / float64, the same compiled signature as
+    # NumPy scalars, without the cost of building those scalars on every trade of the live path.
+    ts = ts_ms if type(ts_ms) is int and _INT64_MIN <= ts_ms <= _INT64_MAX else np.int64(ts_ms)
+    p = price if type(price) is float else np.float64(price)
+    q = qty if type(qty) is float else np.float64(qty)
     while True:
         code = nb.update_nb(state.nb, state.params_arr, ts, p, q, s, state._row)
         if code != nb.ST_RING_FULL:
