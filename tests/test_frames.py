@@ -368,3 +368,18 @@ def test_ingest_recording_user_errors(tmp_path, capsys):
     assert err.endswith("Pass skip_bad_frames=True (--skip-bad-frames) to count and skip such frames")
     assert datasets_main(["ingest", "recording", str(tmp_path / "nope.gz"), "--lake", str(lake_dir)]) == 1
     assert "does not exist or is not a file" in capsys.readouterr().err
+
+
+def test_out_of_range_numbers_are_frame_errors_not_crashes():
+    """A regression: an infinite time (`1e999`) raised OverflowError, which the runner does not catch."""
+    frame = ('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":5,"s":"BTCUSDT","p":"1","q":"1",'
+             '"f":1,"l":1,"T":1e999,"m":false}}')
+    with pytest.raises(FrameError):
+        parse_binance(frame)
+    with pytest.raises(FrameError):
+        parse_bybit('{"topic":"publicTrade.BTCUSDT","data":[{"T":1e999,"s":"BTCUSDT","S":"Buy","v":"1","p":"2",'
+                    '"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7"}]}')
+    with pytest.raises(FrameError):
+        parse_okx({"arg": {"channel": "trades", "instId": "BTC-USDT-SWAP"},
+                   "data": [{"instId": "BTC-USDT-SWAP", "tradeId": "5", "px": "1", "sz": "3", "side": "buy",
+                             "ts": 1e999}]})

@@ -136,7 +136,7 @@ def parse_binance(
         try:
             row = Trade(exchange, str(data["s"]).upper(), int(data["a"]), int(data["T"]),
                         float(data["p"]), float(data["q"]), -1 if _flag(data["m"]) else 1)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _bad(exchange, "aggTrade needs s, a, T, p, q, m", msg, exc) from None
         return [row]
     if kind == "trade":
@@ -144,7 +144,7 @@ def parse_binance(
             x = data.get("X", "MARKET")
             row = Trade(exchange, str(data["s"]).upper(), int(data["t"]), int(data["T"]),
                         float(data["p"]), float(data["q"]), -1 if _flag(data["m"]) else 1)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _bad(exchange, "trade needs s, t, T, p, q, m", msg, exc) from None
         if x != "MARKET":
             return []
@@ -254,7 +254,7 @@ def parse_bybit(frame: str | bytes | Mapping[str, Any], *, exchange: str = "bybi
                 raise ValueError(f"side S must be Buy or Sell, got {side!r}")
             out.append(Trade(exchange, str(t["s"]).upper(), _bybit_id(t), int(t["T"]),
                              float(t["p"]), float(t["v"]), 1 if side == "Buy" else -1))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise _bad(exchange, "publicTrade rows need T, s, S, v, p and i", msg, exc) from None
     # The lake orders trades by (ts_ms, trade_id); a frame's fills are fed in that order too.
     out.sort(key=lambda tr: (tr.ts_ms, tr.trade_id))
@@ -383,6 +383,6 @@ def parse_okx(
                              1 if side == "buy" else -1))
     except UnknownContractError:
         raise
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         raise _bad("okx", "trades rows need instId, tradeId, px, sz, side, ts", msg, exc) from None
     return out
