@@ -18,6 +18,8 @@ def _register(tracking: str, name: str) -> str:
     import lightgbm as lgb
     import mlflow
 
+    from bt.tracking import experiment
+
     from bt.registry import connect, log_model_bundle
     from signals import FEATURE_NAMES, feature_spec_hash
 
@@ -29,7 +31,7 @@ def _register(tracking: str, name: str) -> str:
                         lgb.Dataset(X, y), num_boost_round=20)
     cfg = {"whale": dict(BTC_WHALE), "horizon": "1m", "threshold": 0.5, "feature_names": list(FEATURE_NAMES),
            "feature_spec_hash": feature_spec_hash()}
-    mlflow.set_experiment("whalebt-live-test")
+    mlflow.set_experiment(experiment_id=experiment(mlflow, "whalebt-live-test"))  # artifacts beside the db, not ./mlruns
     with mlflow.start_run():
         _, mv = log_model_bundle(booster, cfg, registered_model_name=name)
     return f"models:/{name}/{mv}"

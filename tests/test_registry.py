@@ -54,12 +54,14 @@ def _load_in_fresh_process(uri: str, tracking: str, X: np.ndarray, tmp: Path) ->
 def _log_register_alias_load(tracking: str, tmp: Path, name: str):
     import mlflow
 
+    from bt.tracking import experiment
+
     from bt.registry import connect, list_aliases, load_bundle, log_model_bundle, promote
     from signals.trees_nb import ensemble_from_booster, predict_proba
 
     connect(tracking)
     booster, cfg, X = _bundle_inputs()
-    mlflow.set_experiment("whalebt-registry-test")
+    mlflow.set_experiment(experiment_id=experiment(mlflow, "whalebt-registry-test"))  # artifacts beside the db, not ./mlruns
     t0 = time.perf_counter()
     with mlflow.start_run():
         info, mv = log_model_bundle(booster, cfg, registered_model_name=name,
@@ -104,11 +106,13 @@ def test_gate_lists_every_failed_condition():
 def test_refused_promotion_changes_nothing(tmp_path, capsys):
     import mlflow
 
+    from bt.tracking import experiment
+
     from bt.registry import connect, list_aliases, log_model_bundle, promote
 
     connect(f"sqlite:///{tmp_path}/mlflow.db")
     booster, cfg, _ = _bundle_inputs()
-    mlflow.set_experiment("gate")
+    mlflow.set_experiment(experiment_id=experiment(mlflow, "gate"))  # artifacts beside the db, not ./mlruns
     with mlflow.start_run():
         _, mv = log_model_bundle(booster, cfg, registered_model_name="whale-null",
                                  tags={"test_mean_return": -0.002, "test_n_signals": 50, "dsr": 0.1})
