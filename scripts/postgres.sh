@@ -33,8 +33,11 @@ install() {
   echo "installing Debian's postgresql (once) ..." >&2
   if [[ "$(id -u)" == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
   # Only the binaries: no cluster is created by the package for us to manage.
+  # A fresh machine may have no package lists yet: refresh them once and try again.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends postgresql >&2 || {
-    echo "Error: apt-get install postgresql failed; run 'apt-get update' first" >&2; exit 1; }
+    $SUDO apt-get update >&2 &&
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends postgresql >&2; } || {
+    echo "Error: apt-get install postgresql failed (after apt-get update); install PostgreSQL 13+ yourself" >&2; exit 1; }
 }
 
 # Run a command as the postgres user (initdb and postgres refuse to run as root).
