@@ -98,8 +98,7 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
         )
     frames, sources = [], []
     for p in parts:
-        df = lake.read_partition(p, TRADE_COLUMNS)
-        meta = lake.partition_meta(p)
+        df, meta = lake.read_with_meta(p, TRADE_COLUMNS)
         frames.append(df)
         sources.append({"key": p.key, "sha256": meta.get("content_sha256", ""), "rows": int(meta["rows"])})
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -128,8 +127,9 @@ def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
         silver = Partition("silver", p.exchange, p.symbol, p.date)
         cached = None
         if lake.store.exists(silver.key):
-            if lake.partition_meta(silver).get("source_sha256") == src["sha256"]:
-                cached = lake.read_partition(silver)
+            cached, meta = lake.read_with_meta(silver)
+            if meta.get("source_sha256") != src["sha256"]:
+                cached = None
         if cached is None:
             mask = dates == day
             day_trades = pd.DataFrame(
@@ -200,11 +200,10 @@ def ensure_gold(
     variant = gold_variant(whale, horizons_ms, latency_ms, start)
     fingerprint = hashlib.sha256(json.dumps([s["sha256"] for s in span.sources]).encode()).hexdigest()
     parts = [Partition("gold", p.exchange, p.symbol, p.date, variant) for p in span.partitions]
-    if all(lake.store.exists(g.key) for g in parts) and all(
-        lake.partition_meta(g).get("source_fingerprint") == fingerprint for g in parts
-    ):
-        frames = [lake.read_partition(g) for g in parts]
-        return pd.concat(frames, ignore_index=True), True
+    if all(lake.store.exists(g.key) for g in parts):
+        stored = [lake.read_with_meta(g) for g in parts]
+        if all(meta.get("source_fingerprint") == fingerprint for _, meta in stored):
+            return pd.concat([df for df, _ in stored], ignore_index=True), True
     events = gold_events(span, whale, horizons_ms, latency_ms)
     ev_day = pd.to_datetime(events["ts_ms"], unit="ms", utc=True).dt.date
     for g in parts:

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, lake=args.lake)
     sig = compute_signals(config, quiet=False)
-    lines = [json.dumps(rec) + "\n" for rec in sig.journal()]
+    records = sig.journal()
+    lines = [json.dumps(rec) + "\n" for rec in records]
     if args.out == "-":
         sys.stdout.writelines(lines)
     else:
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as fh:
             fh.writelines(lines)
         os.replace(tmp, args.out)
-        n_long = sum(1 for rec in sig.journal() if rec["decision"] == "long")
+        n_long = sum(1 for rec in records if rec["decision"] == "long")
         print(f"wrote {len(lines)} events ({n_long} long) to {args.out}", file=sys.stderr)
     return 0

@@ -19,7 +19,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,15 @@ class WriteResult:
     rows: int
     sha256: str
     changed: bool
+
+
+def _footer_meta(pf: pq.ParquetFile, nbytes: int) -> dict[str, str]:
+    md = pf.metadata
+    out = {k.decode().removeprefix("whalebt."): v.decode() for k, v in (md.metadata or {}).items()
+           if k.startswith(b"whalebt.")}
+    out["rows"] = str(md.num_rows)
+    out["bytes"] = str(nbytes)
+    return out
 
 
 def content_sha256(df: pd.DataFrame) -> str:
@@ -213,12 +222,13 @@ class Lake:
     def partition_meta(self, p: Partition) -> dict[str, str]:
         """Footer metadata of a partition (``content_sha256``, rows and writer extras)."""
         data = self.store.get(p.key)
-        md = pq.ParquetFile(io.BytesIO(data)).metadata
-        meta = {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if k.startswith(b"whalebt.")}
-        out = {k.removeprefix("whalebt."): v for k, v in meta.items()}
-        out["rows"] = str(md.num_rows)
-        out["bytes"] = str(len(data))
-        return out
+        return _footer_meta(pq.ParquetFile(io.BytesIO(data)), len(data))
+
+    def read_with_meta(self, p: Partition, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """A partition's rows and its footer metadata from one fetch of the object."""
+        data = self.store.get(p.key)
+        pf = pq.ParquetFile(io.BytesIO(data))
+        return pf.read(columns=columns).to_pandas(), _footer_meta(pf, len(data))
 
     def write(
         self,
@@ -242,9 +252,10 @@ class Lake:
         exists = self.store.exists(p.key)
         df = df.reset_index(drop=True)
         sha = content_sha256(df)
-        old_meta = self.partition_meta(p) if exists else {}
-        if exists and mode == "merge" and old_meta.get("content_sha256") != sha:
-            old = self.read_partition(p)
+        old, old_meta = None, {}
+        if exists:
+            old, old_meta = self.read_with_meta(p) if mode == "merge" else (None, self.partition_meta(p))
+        if old is not None and old_meta.get("content_sha256") != sha:
             df = sort_trades(pd.concat([old, df], ignore_index=True))
             sha = content_sha256(df)
         if exists:
@@ -304,10 +315,6 @@ class Lake:
         frames = [self.read_partition(p, columns) for p in parts]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
-    def iter_partitions(self, parts: Iterable[Partition], columns: list[str] | None = None):
-        for p in parts:
-            yield p, self.read_partition(p, columns)
-
     def describe(self, layer: str, exchange: str | None = None, symbol: str | None = None, variant: str = "") -> str:
         """A short human summary of stored partitions: ``binance_usdm/BTCUSDT 2024-03-01..2024-03-10 (10 days)``."""
         parts = self.partitions(layer, exchange, None, variant) if exchange else self.partitions(layer, variant=variant)
@@ -325,7 +332,3 @@ class Lake:
     def delete_partition(self, p: Partition) -> None:
         self.store.delete(p.key)
 
-
-def split_by_date(ts_ms: np.ndarray) -> np.ndarray:
-    """UTC date (as numpy datetime64[D]) of each millisecond timestamp."""
-    return ts_ms.astype("datetime64[ms]").astype("datetime64[D]")
