@@ -92,8 +92,6 @@ def write_tearsheet(pf, metrics: dict, path: Path) -> None:
 
     rets = pf.equity.pct_change().dropna()
     rets.index = rets.index.tz_localize(None)
-    if rets.abs().sum() == 0:
-        rets.iloc[-1] = 1e-12  # quantstats cannot draw an all-zero series (no trades)
     title = f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} " \
             f"{metrics['data']['start']}..{metrics['data']['end']}, horizon {metrics['horizon']}"
     with warnings.catch_warnings():
