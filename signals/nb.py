@@ -17,6 +17,15 @@ value it held since its window was last empty: at most 2.5e-10 relative on the r
 BTCUSDT trades (a $2.8M print followed by small ones in the 1 s window), 4e-11 over ten
 synthetic days (tests check 1e-9).
 
+Flow history: the flow rule's threshold is the q-quantile of the last lookback_s
+per-second samples, which needs the samples of rank floor((n - 1) q) and the next. The
+samples sit in time order in the ring `hist` and, by value, in two heaps sharing `hv`: a
+max-heap of the lower floor((n - 1) q) + 1 samples at `hv[:lookback]` and a max-heap of the
+negated upper samples at `hv[lookback:]` (negation is exact), every lower sample <= every
+upper one. The two tops are the two ranks. A closing second removes the leaving sample from
+its heap (`hpos` says where it is), pushes the new one and moves at most a top or two
+across: O(log lookback_s) per second where a sorted array shifts O(lookback_s) values.
+
 Refcounts: numba increfs each array a function binds or receives (an atomic instruction)
 and decrefs it on exit; LLVM's refcount pruner drops those pairs only when it can match
 them. `update_nb` is written so that it can: every array is bound once at the top and
@@ -83,13 +92,14 @@ IV_MAX_LO = 10  # and of maxima: counters into dq_max
 IV_MAX_HI = 11
 IV_SEC = 12  # flow rule: the open (current) whole second
 IV_HIST_N = 13  # samples in the flow history, <= lookback_s
-IV_HIST_POS = 14  # next slot of hist[1] (the oldest sample once full)
+IV_HIST_POS = 14  # next slot of hist (the oldest sample once full)
 IV_LAST_EVENT_TS = 15
 IV_HAS_EVENT = 16
 IV_LAST_STATUS = 17  # the last update's return value
 IV_N_BUYS = 18  # taker buys so far
 IV_N_R2NZ = 19  # trades with a nonzero squared log return so far
-N_IV = 20
+IV_LO_N = 20  # flow history: samples in the lower heap (the rest are in the upper heap)
+N_IV = 21
 
 # --- fv (float64 scalars) ------------------------------------------------------------
 FV_LAST_LOG_PRICE = 0
@@ -124,7 +134,10 @@ class StateNb(NamedTuple):
     dq_min: np.ndarray  # int64[cap]: seqs of the ascending-price deque (60 s minima)
     dq_max: np.ndarray  # int64[cap]: seqs of the descending-price deque (60 s maxima)
     bins: np.ndarray  # float64[2, window_s]: taker-buy notional / count per second, slot sec % window_s
-    hist: np.ndarray  # float64[2, lookback_s]: flow history ascending in [0, :n], time order in [1]
+    hist: np.ndarray  # float64[lookback_s]: the flow history in time order (a ring, next slot IV_HIST_POS)
+    hv: np.ndarray  # float64[2 * lookback_s]: the history's two heaps, keys (see "Flow history")
+    hs: np.ndarray  # int64[2 * lookback_s]: the `hist` slot of each heap entry
+    hpos: np.ndarray  # int64[lookback_s]: where each `hist` slot sits in `hv`
 
 
 _RING = ("r_ts", "r_price", "r_qty", "r_notional", "r_r2", "r_si", "r_buys", "r_r2nz")
@@ -135,6 +148,7 @@ def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
     """Empty state (plain NumPy, not jitted). `capacity` must be a power of two."""
     if capacity < 2 or capacity & (capacity - 1):
         raise ValueError(f"ring capacity must be a power of two >= 2; got {capacity}")
+    lookback = max(int(lookback_s), 1)
     fv = np.zeros(N_FV)
     fv[FV_THRESHOLD] = np.nan
     fv[FV_FLOW] = np.nan
@@ -142,7 +156,8 @@ def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
     return StateNb(
         iv=np.zeros(N_IV, np.int64), fv=fv, win=np.zeros(N_WIN * N_K), **ring,
         dq_min=np.zeros(capacity, np.int64), dq_max=np.zeros(capacity, np.int64),
-        bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros((2, max(int(lookback_s), 1))),
+        bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros(lookback),
+        hv=np.zeros(2 * lookback), hs=np.zeros(2 * lookback, np.int64), hpos=np.zeros(lookback, np.int64),
     )
 
 
@@ -194,6 +209,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     """
     # Bound once here, used again at the single exit: see "Refcounts" above.
     iv, fv, win, bins, hist = st.iv, st.fv, st.win, st.bins, st.hist
+    hv, hs, hpos = st.hv, st.hs, st.hpos
     r_ts, r_price, r_qty, r_notional, r_r2 = st.r_ts, st.r_price, st.r_qty, st.r_notional, st.r_r2
     r_si, r_buys, r_r2nz, dq_min, dq_max = st.r_si, st.r_buys, st.r_r2nz, st.dq_min, st.dq_max
 
@@ -227,54 +243,121 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                 # history. Runs of empty seconds are capped at lookback_s + window_s: past
                 # that all bins are zero and the history holds only zeros.
                 n_bins = bins.shape[1]
-                lookback = hist.shape[1]
+                lookback = hist.shape[0]
                 cur = iv[IV_SEC]
-                one = np.uint64(1)
+                q = params_arr[P_Q]
                 for k in range(min(sec - cur, lookback + n_bins)):
-                    # Drop the oldest sample once full; keep hist[0, :n] ascending with one
-                    # memmove-like shift between the dropped and the inserted positions.
-                    # (Searches written out: a helper taking an array would bind it.)
+                    # The second's sample replaces the oldest one once the history is full.
                     x = fv[FV_BIN_SUM]
                     n = iv[IV_HIST_N]
                     pos = iv[IV_HIST_POS]
-                    old = hist[1, pos]
-                    if n < lookback or old != x:
-                        # Branch-free lower bound (np.searchsorted side="left"): a fixed
-                        # number of halvings whose data-dependent step is a select.
-                        i_new = 0
-                        if n > 0:
-                            length = n
-                            while length > 1:
-                                half = length >> 1
-                                i_new = i_new + half if hist[0, i_new + half] < x else i_new
-                                length -= half
-                            i_new += 1 if hist[0, i_new] < x else 0
-                        # Unsigned indices let LLVM turn the shifts into memmoves.
-                        if n < lookback:
-                            for m in range(n, i_new, -1):
-                                u = np.uint64(m)
-                                hist[0, u] = hist[0, u - one]
-                            hist[0, i_new] = x
-                            iv[IV_HIST_N] = n + 1
-                        else:
-                            i_old = 0  # n == lookback >= 1 here
-                            length = n
-                            while length > 1:
-                                half = length >> 1
-                                i_old = i_old + half if hist[0, i_old + half] < old else i_old
-                                length -= half
-                            i_old += 1 if hist[0, i_old] < old else 0
-                            if i_new > i_old:
-                                for m in range(i_old, i_new - 1):
-                                    u = np.uint64(m)
-                                    hist[0, u] = hist[0, u + one]
-                                hist[0, i_new - 1] = x
+                    if n < lookback or hist[pos] != x:
+                        # A run of placements, each filling a hole at i of the max-heap
+                        # hv[base : base + size] with (key, sl) and restoring heap order:
+                        # take the leaving sample out, push the new one, move tops across
+                        # until the lower heap holds ranks 0..floor((n - 1) q). One placement
+                        # block serves them all: helpers taking arrays would cost refcounts.
+                        lo_n = iv[IV_LO_N]
+                        hi_n = n - lo_n
+                        n_new = n if n == lookback else n + 1
+                        want = min(int(math.floor((n_new - 1) * q)), n_new - 1) + 1
+                        stage = 0 if n == lookback else 1
+                        carry_v = 0.0
+                        carry_sl = 0
+                        carry_to = -1  # a value taken out, to push onto heap 0 (lower) or 1 (upper)
+                        while True:
+                            base = 0
+                            i = 0
+                            size = 0
+                            key = 0.0
+                            sl = 0
+                            if carry_to >= 0:  # push the carried value at its heap's end
+                                if carry_to == 0:
+                                    i = lo_n
+                                    key = carry_v
+                                    lo_n += 1
+                                    size = lo_n
+                                else:
+                                    base = lookback
+                                    i = hi_n
+                                    key = -carry_v
+                                    hi_n += 1
+                                    size = hi_n
+                                sl = carry_sl
+                                carry_to = -1
+                            elif stage == 0:  # the leaving sample: its heap's last entry fills the hole
+                                stage = 1
+                                at = hpos[pos]
+                                if at < lookback:
+                                    lo_n -= 1
+                                    size = lo_n
+                                else:
+                                    base = lookback
+                                    hi_n -= 1
+                                    size = hi_n
+                                i = at - base
+                                if i == size:
+                                    continue
+                                key = hv[base + size]
+                                sl = hs[base + size]
+                            elif stage == 1:  # the new sample
+                                stage = 2
+                                carry_v = x
+                                carry_sl = pos
+                                carry_to = 0 if lo_n > 0 and x <= hv[0] else 1
+                                continue
+                            elif lo_n > want:  # the lower top moves up; the lower last fills the root
+                                carry_v = hv[0]
+                                carry_sl = hs[0]
+                                carry_to = 1
+                                lo_n -= 1
+                                size = lo_n
+                                if size == 0:
+                                    continue
+                                key = hv[size]
+                                sl = hs[size]
+                            elif lo_n < want:  # the upper top moves down
+                                carry_v = -hv[lookback]
+                                carry_sl = hs[lookback]
+                                carry_to = 0
+                                base = lookback
+                                hi_n -= 1
+                                size = hi_n
+                                if size == 0:
+                                    continue
+                                key = hv[base + size]
+                                sl = hs[base + size]
                             else:
-                                for m in range(i_old, i_new, -1):
-                                    u = np.uint64(m)
-                                    hist[0, u] = hist[0, u - one]
-                                hist[0, i_new] = x
-                    hist[1, pos] = x
+                                break
+                            # place: up past smaller parents, or down past larger children
+                            if i > 0 and hv[base + ((i - 1) >> 1)] < key:
+                                while i > 0:
+                                    up = (i - 1) >> 1
+                                    if hv[base + up] >= key:
+                                        break
+                                    hv[base + i] = hv[base + up]
+                                    hs[base + i] = hs[base + up]
+                                    hpos[hs[base + i]] = base + i
+                                    i = up
+                            else:
+                                while True:
+                                    c = 2 * i + 1
+                                    if c >= size:
+                                        break
+                                    if c + 1 < size and hv[base + c + 1] > hv[base + c]:
+                                        c += 1
+                                    if hv[base + c] <= key:
+                                        break
+                                    hv[base + i] = hv[base + c]
+                                    hs[base + i] = hs[base + c]
+                                    hpos[hs[base + i]] = base + i
+                                    i = c
+                            hv[base + i] = key
+                            hs[base + i] = sl
+                            hpos[sl] = base + i
+                        iv[IV_LO_N] = lo_n
+                        iv[IV_HIST_N] = n_new
+                    hist[pos] = x
                     iv[IV_HIST_POS] = pos + 1 if pos + 1 < lookback else 0
                     # Open the next second; its slot held the second now leaving the window.
                     slot = (cur + k + 1) % n_bins
@@ -286,18 +369,18 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                         fv[FV_BIN_SUM] = 0.0
                 iv[IV_SEC] = sec
                 # Threshold = np.quantile(history, q), method "linear", bit for bit (numpy
-                # lerps from the nearer end); NaN before min_samples, which never compares.
+                # lerps from the nearer end) from ranks floor(vi) (the lower heap's top) and
+                # floor(vi) + 1 (the upper heap's); NaN before min_samples, which never compares.
                 n = iv[IV_HIST_N]
                 thr = np.nan
                 if n >= np.int64(params_arr[P_MIN_SAMPLES]):
                     vi = (n - 1) * params_arr[P_Q]
                     if vi >= n - 1:
-                        thr = hist[0, n - 1]
+                        thr = hv[0]
                     else:
-                        i = int(math.floor(vi))
-                        g = vi - i
-                        x0 = hist[0, i]
-                        x1 = hist[0, i + 1]
+                        g = vi - math.floor(vi)
+                        x0 = hv[0]
+                        x1 = -hv[lookback]
                         thr = x1 - (x1 - x0) * (1.0 - g) if g >= 0.5 else x0 + (x1 - x0) * g
                 fv[FV_THRESHOLD] = thr
 
@@ -459,6 +542,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     # --- single exit: every array is used here on every path ("Refcounts") --------------
     iv[IV_LAST_STATUS] = code
     n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + win.size + bins.size + hist.size
+               + hv.size + hs.size + hpos.size
                + r_ts.size + r_price.size + r_qty.size + r_notional.size + r_r2.size + r_si.size
                + r_buys.size + r_r2nz.size + dq_min.size + dq_max.size)
     return code if n_alive > 0 else ST_BAD_ARGS

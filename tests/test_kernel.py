@@ -182,7 +182,7 @@ def test_features_match_reference_on_generated_streams(stream):
         assert np.array_equal(res.features[:, c], want[:, c], equal_nan=True), FEATURE_NAMES[c]
 
 
-# --- the flow history: sorted array and quantile ------------------------------------------------
+# --- the flow history: two heaps and the quantile ------------------------------------------------
 
 @given(stream=trade_streams(min_size=5, max_size=120), lookback=st.integers(1, 25),
        window_s=st.integers(1, 4), q=st.sampled_from([0.01, 0.5, 0.77, 0.9, 0.99]),
@@ -196,8 +196,19 @@ def test_flow_threshold_is_np_quantile_of_the_history_bit_for_bit(stream, lookba
     for i in range(len(ts)):
         update(state, int(ts[i]), float(price[i]), float(qty[i]), int(side[i]))
         n = int(state.nb.iv[nb.IV_HIST_N])
-        ring = state.nb.hist[1, :n]
-        assert np.array_equal(state.nb.hist[0, :n], np.sort(ring))
+        ring = state.nb.hist[:n]
+        lo_n, L = int(state.nb.iv[nb.IV_LO_N]), state.nb.hist.shape[0]
+        lo, hi = state.nb.hv[:lo_n], -state.nb.hv[L:L + n - lo_n]
+        # the two heaps hold the history, split at rank floor((n - 1) q), each in heap order,
+        # and know where each sample sits
+        assert np.array_equal(np.sort(np.concatenate([lo, hi])), np.sort(ring))
+        if n:
+            assert lo_n == min(math.floor((n - 1) * q), n - 1) + 1
+            assert hi.size == 0 or lo.max() <= hi.min()
+        for base, size in ((0, lo_n), (L, n - lo_n)):
+            keys = state.nb.hv[base:base + size]
+            assert np.all(keys[1:] <= keys[(np.arange(1, size) - 1) // 2])
+            assert np.array_equal(state.nb.hpos[state.nb.hs[base:base + size]], base + np.arange(size))
         if n >= min_samples:
             assert state.flow_threshold_usd == np.quantile(ring, q)  # bit for bit
         else:
