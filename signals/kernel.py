@@ -244,7 +244,9 @@ def run_batch(ts_ms, price, qty, side, params: WhaleParams, state: KernelState |
     _check_batch(ts, price_a, qty_a, side_a, state.last_ts_ms)
 
     codes = np.zeros(n, np.int8)
-    ev_cap = max(min(n, 1 << 16), 1)  # untouched pages of np.empty cost no memory
+    # Room for an event every 8 trades (at most 4M rows) before the buffers have to grow: their
+    # untouched pages cost no memory, while growing copies every row written so far.
+    ev_cap = max(min(n, max(n // 8, 1 << 16), 1 << 22), 1)
     ev_idx = np.empty(ev_cap, np.int64)
     ev_feat = np.empty((ev_cap, N_FEATURES))
     all_feat = np.empty((n if all_features else 0, N_FEATURES))

@@ -8,14 +8,20 @@ status codes (`ST_*`, negative) and leave the state untouched (but for
 growth or into errors.
 
 Trades are numbered by a sequence number `seq` (0 for the first trade this state saw);
-ring slot = `seq & mask`. A window is one row of running sums in `win` plus a tail `seq`
-(its oldest trade): a trade is added when it arrives and subtracted when it leaves.
-Counts are exact differences of running integer counters, and a sum whose window holds
-no contributing trade is reset to an exact 0.0, so "nothing happened" reads as zero,
-not as rounding residue. Otherwise a running sum is off by about 1e-16 times the largest
-value it held since its window was last empty: at most 2.5e-10 relative on the recorded
-BTCUSDT trades (a $2.8M print followed by small ones in the 1 s window), 4e-11 over ten
-synthetic days (tests check 1e-9).
+ring slot = `seq & mask`. Windows are prefix differences: the state keeps running totals
+of five series (taker buy / sell qty, taker buy / sell notional, squared log returns) since
+the first trade, and the ring keeps, per trade, the totals before it (`r_pre`). A window is
+a tail `seq` (its oldest trade), and its sum is total now - total before the tail: no
+subtraction loop as trades leave, and a series with no trade in the window reads an exact
+0.0. The totals are double-double (hi + lo, error-free additions), so they stay exact to
+about 1e-32 of their size however long a state runs, and a window sum is the difference
+rounded once (`dd_diff_nb`): within an ulp or so of the exact sum (7.5e-16 relative at
+most on the recorded BTCUSDT trades; tests check 1e-13). The flow rule's per-second
+samples are differences of the same totals, so a flow and a sample over the same trades
+are equal, and "flow above the threshold" means above in exact arithmetic.
+Tails advance by counting, without branches, how many of the next four trades left the
+window (a fresh trade is in the ring before the tails move, so the count stops there):
+the trip count of a "while it left" loop is what the branch predictor cannot guess.
 
 Flow history: the flow rule's threshold is the q-quantile of the last lookback_s
 per-second samples, which needs the samples of rank floor((n - 1) q) and the next. The
@@ -68,23 +74,24 @@ P_COOLDOWN_MS = 7
 N_PARAMS = 8
 
 # --- windows -----------------------------------------------------------------------
-WIN_MS = (1000, 5000, 30000, 60000)  # feature windows, blocks 0..3 of `win`
+WIN_MS = (1000, 5000, 30000, 60000)  # feature windows 0..3
 _MS0, _MS1, _MS2, _MS3 = WIN_MS
 N_FEAT_WIN = 4
 W_1S, W_5S, W_30S, W_60S = 0, 1, 2, 3
-W_FLOW = 4  # block 4 of `win`: the flow rule's window_s (only taker-buy notional is kept)
-N_WIN = 5
-# Columns of a window's block in the flat `win` (block w starts at w * N_K): sums indexed
-# by `si` (0 taker buy, 1 taker sell) + offset.
-K_QTY = 0  # K_QTY + si: buy / sell base qty
-K_NOTIONAL = 2  # K_NOTIONAL + si: buy / sell notional USD
-K_R2 = 4  # squared trade-to-trade log returns (30 s window only)
-N_K = 5
+W_FLOW = 4  # tail 4: the flow rule's window_s (taker-buy notional only)
+# Prefix series: column c (hi part) and c + 1 (lo part) of a trade's `r_pre` row and of the
+# totals at fv[FV_TOT + c]; buy / sell pairs are 2 apart.
+PRE_BUY_QTY = 0
+PRE_SELL_QTY = 2
+PRE_BUY_NOTIONAL = 4
+PRE_SELL_NOTIONAL = 6
+PRE_R2 = 8  # squared trade-to-trade log returns
+N_PRE = 10
 
 # --- iv (int64 scalars) --------------------------------------------------------------
 IV_HEAD = 0  # seq of the next trade = trades seen so far
 IV_LAST_TS = 1
-IV_TAIL0 = 2  # oldest seq inside window w (blocks 0..4 of `win`) at IV_TAIL0 + w
+IV_TAIL0 = 2  # oldest seq inside window w (0..3 features, 4 flow rule) at IV_TAIL0 + w
 IV_TAIL_10S = 7  # the 10 s return reference has a tail but no sums
 IV_MIN_LO = 8  # monotonic deque of 60 s minima: counters into dq_min
 IV_MIN_HI = 9
@@ -96,18 +103,15 @@ IV_HIST_POS = 14  # next slot of hist (the oldest sample once full)
 IV_LAST_EVENT_TS = 15
 IV_HAS_EVENT = 16
 IV_LAST_STATUS = 17  # the last update's return value
-IV_N_BUYS = 18  # taker buys so far
-IV_N_R2NZ = 19  # trades with a nonzero squared log return so far
-IV_LO_N = 20  # flow history: samples in the lower heap (the rest are in the upper heap)
-N_IV = 21
+IV_LO_N = 18  # flow history: samples in the lower heap (the rest are in the upper heap)
+N_IV = 19
 
 # --- fv (float64 scalars) ------------------------------------------------------------
 FV_LAST_LOG_PRICE = 0
-FV_BIN_SUM = 1  # taker-buy notional in the last window_s per-second bins
-FV_BIN_N = 2  # taker buys in those bins
-FV_THRESHOLD = 3  # quantile q of the flow history, NaN before min_samples
-FV_FLOW = 4  # the last trade's taker-buy notional over window_s (diagnostic)
-N_FV = 5
+FV_THRESHOLD = 1  # quantile q of the flow history, NaN before min_samples
+FV_FLOW = 2  # the last trade's taker-buy notional over window_s (diagnostic)
+FV_TOT = 3  # running totals of the prefix series, FV_TOT + PRE_* (hi) and + 1 (lo)
+N_FV = FV_TOT + N_PRE
 
 _SQRT_1_30 = math.sqrt(1.0 / 30.0)
 _SQRT_5_30 = math.sqrt(5.0 / 30.0)
@@ -122,26 +126,21 @@ class StateNb(NamedTuple):
 
     iv: np.ndarray  # int64[N_IV]
     fv: np.ndarray  # float64[N_FV]
-    win: np.ndarray  # float64[N_WIN * N_K]: running sums, window w's block at w * N_K
     r_ts: np.ndarray  # trade ring, slot = seq & (cap - 1), cap a power of two: int64[cap]
     r_price: np.ndarray  # float64[cap]
-    r_qty: np.ndarray  # float64[cap]
-    r_notional: np.ndarray  # float64[cap]
-    r_r2: np.ndarray  # float64[cap]: squared log return against the previous trade
-    r_si: np.ndarray  # uint8[cap]: 0 taker buy, 1 taker sell
-    r_buys: np.ndarray  # int64[cap]: taker buys before this trade (exact counts by difference)
-    r_r2nz: np.ndarray  # int64[cap]: trades before this one with a nonzero squared return
+    r_pre: np.ndarray  # float64[cap * N_PRE]: the prefix totals before the trade, row = slot
     dq_min: np.ndarray  # int64[cap]: seqs of the ascending-price deque (60 s minima)
     dq_max: np.ndarray  # int64[cap]: seqs of the descending-price deque (60 s maxima)
-    bins: np.ndarray  # float64[2, window_s]: taker-buy notional / count per second, slot sec % window_s
+    bins: np.ndarray  # float64[2, window_s]: taker-buy notional total (hi, lo) as second s opened, slot s % window_s
     hist: np.ndarray  # float64[lookback_s]: the flow history in time order (a ring, next slot IV_HIST_POS)
     hv: np.ndarray  # float64[2 * lookback_s]: the history's two heaps, keys (see "Flow history")
     hs: np.ndarray  # int64[2 * lookback_s]: the `hist` slot of each heap entry
     hpos: np.ndarray  # int64[lookback_s]: where each `hist` slot sits in `hv`
 
 
-_RING = ("r_ts", "r_price", "r_qty", "r_notional", "r_r2", "r_si", "r_buys", "r_r2nz")
-_RING_DTYPES = (np.int64, np.float64, np.float64, np.float64, np.float64, np.uint8, np.int64, np.int64)
+_RING = ("r_ts", "r_price", "r_pre")
+_RING_DTYPES = (np.int64, np.float64, np.float64)
+_RING_WIDTH = (1, 1, N_PRE)
 
 
 def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
@@ -152,9 +151,9 @@ def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
     fv = np.zeros(N_FV)
     fv[FV_THRESHOLD] = np.nan
     fv[FV_FLOW] = np.nan
-    ring = {name: np.zeros(capacity, dt) for name, dt in zip(_RING, _RING_DTYPES)}
+    ring = {name: np.zeros(capacity * w, dt) for name, dt, w in zip(_RING, _RING_DTYPES, _RING_WIDTH)}
     return StateNb(
-        iv=np.zeros(N_IV, np.int64), fv=fv, win=np.zeros(N_WIN * N_K), **ring,
+        iv=np.zeros(N_IV, np.int64), fv=fv, **ring,
         dq_min=np.zeros(capacity, np.int64), dq_max=np.zeros(capacity, np.int64),
         bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros(lookback),
         hv=np.zeros(2 * lookback), hs=np.zeros(2 * lookback, np.int64), hpos=np.zeros(lookback, np.int64),
@@ -169,11 +168,11 @@ def grow_state_nb(st: StateNb) -> StateNb:
     head = int(st.iv[IV_HEAD])
     seqs = np.arange(max(head - cap, 0), head, dtype=np.int64)
     moved = {}
-    for name in _RING:
-        old = getattr(st, name)
-        new = np.zeros(new_cap, old.dtype)
+    for name, width in zip(_RING, _RING_WIDTH):
+        old = getattr(st, name).reshape(cap, width)
+        new = np.zeros((new_cap, width), old.dtype)
         new[seqs & new_mask] = old[seqs & mask]
-        moved[name] = new
+        moved[name] = new.reshape(-1)
     for name, lo, hi in (("dq_min", IV_MIN_LO, IV_MIN_HI), ("dq_max", IV_MAX_LO, IV_MAX_HI)):
         ctr = np.arange(st.iv[lo], st.iv[hi], dtype=np.int64)
         new = np.zeros(new_cap, np.int64)
@@ -192,6 +191,26 @@ def slot_nb(seq, umask):
     return np.uint64(seq) & umask
 
 
+@njit(cache=True, inline="always")
+def dd_add_nb(hi, lo, x):
+    """(hi, lo) + x for a double-double total: an error-free sum, renormalised."""
+    s = hi + x
+    b = s - hi
+    e = (hi - (s - b)) + (x - b) + lo
+    h = s + e
+    return h, e - (h - s)
+
+
+@njit(cache=True, inline="always")
+def dd_diff_nb(hi_a, lo_a, hi_b, lo_b):
+    """(hi_a + lo_a) - (hi_b + lo_b) for totals a >= b, rounded once (the hi difference is split
+    exactly), floored at 0.0: equal totals give an exact 0.0."""
+    s = hi_a - hi_b
+    b = s - hi_a
+    e = (hi_a - (s - b)) + (-hi_b - b)
+    return max(s + (e + (lo_a - lo_b)), 0.0)
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     """Process one trade: advance the windows, write its feature row, return its event code.
@@ -208,10 +227,8 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         0 no event, bits EV_NOTIONAL | EV_FLOW for the rules that fired, or a status ST_* < 0.
     """
     # Bound once here, used again at the single exit: see "Refcounts" above.
-    iv, fv, win, bins, hist = st.iv, st.fv, st.win, st.bins, st.hist
-    hv, hs, hpos = st.hv, st.hs, st.hpos
-    r_ts, r_price, r_qty, r_notional, r_r2 = st.r_ts, st.r_price, st.r_qty, st.r_notional, st.r_r2
-    r_si, r_buys, r_r2nz, dq_min, dq_max = st.r_si, st.r_buys, st.r_r2nz, st.dq_min, st.dq_max
+    iv, fv, bins, hist, hv, hs, hpos = st.iv, st.fv, st.bins, st.hist, st.hv, st.hs, st.hpos
+    r_ts, r_price, r_pre, dq_min, dq_max = st.r_ts, st.r_price, st.r_pre, st.dq_min, st.dq_max
 
     head = iv[IV_HEAD]
     mask = r_ts.shape[0] - 1
@@ -239,16 +256,19 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
             if head == 0:
                 iv[IV_SEC] = sec
             elif sec > iv[IV_SEC]:
-                # Each closed second pushes its binned flow (the last window_s bins) to the
-                # history. Runs of empty seconds are capped at lookback_s + window_s: past
-                # that all bins are zero and the history holds only zeros.
+                # Each closed second c pushes its flow sample, the taker-buy notional of seconds
+                # c - window_s + 1 .. c: total now - total as second c - window_s + 1 opened
+                # (slot (c + 1) % window_s, which then takes the total as c + 1 opens). Runs of
+                # empty seconds are capped at lookback_s + window_s: past that every sample is 0.
                 n_bins = bins.shape[1]
                 lookback = hist.shape[0]
                 cur = iv[IV_SEC]
                 q = params_arr[P_Q]
                 for k in range(min(sec - cur, lookback + n_bins)):
                     # The second's sample replaces the oldest one once the history is full.
-                    x = fv[FV_BIN_SUM]
+                    slot = (cur + k + 1) % n_bins
+                    x = dd_diff_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1],
+                                   bins[0, slot], bins[1, slot])
                     n = iv[IV_HIST_N]
                     pos = iv[IV_HIST_POS]
                     if n < lookback or hist[pos] != x:
@@ -359,14 +379,8 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                         iv[IV_HIST_N] = n_new
                     hist[pos] = x
                     iv[IV_HIST_POS] = pos + 1 if pos + 1 < lookback else 0
-                    # Open the next second; its slot held the second now leaving the window.
-                    slot = (cur + k + 1) % n_bins
-                    fv[FV_BIN_SUM] -= bins[0, slot]
-                    fv[FV_BIN_N] -= bins[1, slot]
-                    bins[0, slot] = 0.0
-                    bins[1, slot] = 0.0
-                    if fv[FV_BIN_N] == 0.0:
-                        fv[FV_BIN_SUM] = 0.0
+                    bins[0, slot] = fv[FV_TOT + PRE_BUY_NOTIONAL]  # second cur + k + 1 opens
+                    bins[1, slot] = fv[FV_TOT + PRE_BUY_NOTIONAL + 1]
                 iv[IV_SEC] = sec
                 # Threshold = np.quantile(history, q), method "linear", bit for bit (numpy
                 # lerps from the nearer end) from ranks floor(vi) (the lower heap's top) and
@@ -384,51 +398,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                         thr = x1 - (x1 - x0) * (1.0 - g) if g >= 0.5 else x0 + (x1 - x0) * g
                 fv[FV_THRESHOLD] = thr
 
-        # --- expire trades that left each window (tails only move forward) --------------
-        for w in range(N_FEAT_WIN):
-            # Not WIN_MS[w]: run-time tuple indexing adds a raise path ("Refcounts").
-            lim = ts_ms - (_MS0 if w == 0 else _MS1 if w == 1 else _MS2 if w == 2 else _MS3)
-            k = iv[IV_TAIL0 + w]
-            if k < head and r_ts[slot_nb(k, umask)] <= lim:
-                while k < head and r_ts[slot_nb(k, umask)] <= lim:
-                    j = slot_nb(k, umask)
-                    si = r_si[j]
-                    win[w * N_K + K_QTY + si] -= r_qty[j]
-                    win[w * N_K + K_NOTIONAL + si] -= r_notional[j]
-                    if w == W_30S:
-                        win[w * N_K + K_R2] -= r_r2[j]
-                    k += 1
-                iv[IV_TAIL0 + w] = k
-                # Window counts are exact differences of the running counts.
-                n_buys = iv[IV_N_BUYS] - r_buys[slot_nb(k, umask)] if k < head else 0
-                if n_buys == 0:
-                    win[w * N_K + K_QTY] = 0.0
-                    win[w * N_K + K_NOTIONAL] = 0.0
-                if n_buys == head - k:
-                    win[w * N_K + K_QTY + 1] = 0.0
-                    win[w * N_K + K_NOTIONAL + 1] = 0.0
-                if w == W_30S:
-                    if k == head or iv[IV_N_R2NZ] == r_r2nz[slot_nb(k, umask)]:
-                        win[w * N_K + K_R2] = 0.0
-        if use_flow:
-            lim = ts_ms - np.int64(params_arr[P_WINDOW_S]) * 1000
-            k = iv[IV_TAIL0 + W_FLOW]
-            if k < head and r_ts[slot_nb(k, umask)] <= lim:
-                while k < head and r_ts[slot_nb(k, umask)] <= lim:
-                    j = slot_nb(k, umask)
-                    if r_si[j] == 0:
-                        win[W_FLOW * N_K + K_NOTIONAL] -= r_notional[j]
-                    k += 1
-                iv[IV_TAIL0 + W_FLOW] = k
-                if k == head or iv[IV_N_BUYS] == r_buys[slot_nb(k, umask)]:
-                    win[W_FLOW * N_K + K_NOTIONAL] = 0.0
-        lim = ts_ms - 10000
-        k = iv[IV_TAIL_10S]
-        while k < head and r_ts[slot_nb(k, umask)] <= lim:
-            k += 1
-        iv[IV_TAIL_10S] = k
-
-        # --- enter the trade ---------------------------------------------------------
+        # --- enter the trade: its ring row (with the totals before it), then the totals --
         notional = price * qty
         log_price = math.log(price)
         r2 = 0.0
@@ -436,59 +406,126 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
             lr = log_price - fv[FV_LAST_LOG_PRICE]
             r2 = lr * lr
         is_buy = side == 1
-        si = 0 if is_buy else 1
         j = slot_nb(head, umask)
         r_ts[j] = ts_ms
         r_price[j] = price
-        r_qty[j] = qty
-        r_notional[j] = notional
-        r_r2[j] = r2
-        r_si[j] = si
-        r_buys[j] = iv[IV_N_BUYS]
-        r_r2nz[j] = iv[IV_N_R2NZ]
-        iv[IV_N_BUYS] += 1 - si
-        iv[IV_N_R2NZ] += 1 if r2 != 0.0 else 0
-        for w in range(N_FEAT_WIN):
-            win[w * N_K + K_QTY + si] += qty
-            win[w * N_K + K_NOTIONAL + si] += notional
-        win[W_30S * N_K + K_R2] += r2
-        if use_flow and is_buy:
-            win[W_FLOW * N_K + K_NOTIONAL] += notional
+        jp = j * np.uint64(N_PRE)
+        for c in range(N_PRE):
+            r_pre[jp + np.uint64(c)] = fv[FV_TOT + c]
+        buy_qty = qty if is_buy else 0.0
+        buy_notional = notional if is_buy else 0.0
+        # (sell = total - buy: the other side adds an exact 0.0, which leaves a total as it is)
+        hi, lo = dd_add_nb(fv[FV_TOT + PRE_BUY_QTY], fv[FV_TOT + PRE_BUY_QTY + 1], buy_qty)
+        fv[FV_TOT + PRE_BUY_QTY] = hi
+        fv[FV_TOT + PRE_BUY_QTY + 1] = lo
+        hi, lo = dd_add_nb(fv[FV_TOT + PRE_SELL_QTY], fv[FV_TOT + PRE_SELL_QTY + 1], qty - buy_qty)
+        fv[FV_TOT + PRE_SELL_QTY] = hi
+        fv[FV_TOT + PRE_SELL_QTY + 1] = lo
+        hi, lo = dd_add_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1], buy_notional)
+        fv[FV_TOT + PRE_BUY_NOTIONAL] = hi
+        fv[FV_TOT + PRE_BUY_NOTIONAL + 1] = lo
+        hi, lo = dd_add_nb(fv[FV_TOT + PRE_SELL_NOTIONAL], fv[FV_TOT + PRE_SELL_NOTIONAL + 1], notional - buy_notional)
+        fv[FV_TOT + PRE_SELL_NOTIONAL] = hi
+        fv[FV_TOT + PRE_SELL_NOTIONAL + 1] = lo
+        hi, lo = dd_add_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1], r2)
+        fv[FV_TOT + PRE_R2] = hi
+        fv[FV_TOT + PRE_R2 + 1] = lo
         fv[FV_LAST_LOG_PRICE] = log_price
         iv[IV_LAST_TS] = ts_ms
         iv[IV_HEAD] = head + 1
 
+        # --- tails: windows 0..3, the flow window (4) and the 10 s return reference (5) ----
+        flow_ms = np.int64(params_arr[P_WINDOW_S]) * 1000
+        for w in range(6):
+            if w == W_FLOW and not use_flow:
+                continue
+            # Not WIN_MS[w]: run-time tuple indexing adds a raise path ("Refcounts").
+            lim = ts_ms - (_MS0 if w == 0 else _MS1 if w == 1 else _MS2 if w == 2 else _MS3 if w == 3
+                           else flow_ms if w == W_FLOW else 10000)
+            k = iv[IV_TAIL0 + w]
+            while True:  # leading run of the next four trades at or before lim; the new one is after it
+                b0 = r_ts[slot_nb(k, umask)] <= lim
+                b1 = b0 & (r_ts[slot_nb(k + 1, umask)] <= lim)
+                b2 = b1 & (r_ts[slot_nb(k + 2, umask)] <= lim)
+                b3 = b2 & (r_ts[slot_nb(k + 3, umask)] <= lim)
+                adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+                k += adv
+                if adv < 4:
+                    break
+            iv[IV_TAIL0 + w] = k
+
+        # --- window sums: totals now minus totals before each tail -------------------------
+        for w in range(N_FEAT_WIN):
+            t = slot_nb(iv[IV_TAIL0 + w], umask) * np.uint64(N_PRE)
+            col = COL_WINDOW0 + 5 * w
+            for m in range(4):  # buy qty, sell qty, buy notional, sell notional: PRE_* = 2 m
+                c = 2 * m
+                feat_out[col + m] = dd_diff_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1],
+                                               r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
+            feat_out[col + 4] = head + 1 - iv[IV_TAIL0 + w]
+        t = slot_nb(iv[IV_TAIL0 + W_30S], umask) * np.uint64(N_PRE)
+        r2_30 = dd_diff_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1],
+                           r_pre[t + np.uint64(PRE_R2)], r_pre[t + np.uint64(PRE_R2 + 1)])
+        flow = 0.0
+        if use_flow:
+            t = slot_nb(iv[IV_TAIL0 + W_FLOW], umask) * np.uint64(N_PRE)
+            c = PRE_BUY_NOTIONAL
+            flow = dd_diff_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
+
         # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
+        # Pops counted four at a time, without branches, like the tails (seqs outside
+        # [lo, hi) are masked out of the runs; reading their slots is harmless).
         tail60 = iv[IV_TAIL0 + W_60S]
         lo = iv[IV_MIN_LO]
         hi = iv[IV_MIN_HI]
-        while lo < hi and dq_min[slot_nb(lo, umask)] < tail60:
-            lo += 1
-        while lo < hi and r_price[slot_nb(dq_min[slot_nb(hi - 1, umask)], umask)] >= price:
-            hi -= 1
+        while True:  # front: seqs that left the 60 s window
+            b0 = (lo < hi) & (dq_min[slot_nb(lo, umask)] < tail60)
+            b1 = b0 & (lo + 1 < hi) & (dq_min[slot_nb(lo + 1, umask)] < tail60)
+            b2 = b1 & (lo + 2 < hi) & (dq_min[slot_nb(lo + 2, umask)] < tail60)
+            b3 = b2 & (lo + 3 < hi) & (dq_min[slot_nb(lo + 3, umask)] < tail60)
+            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+            lo += adv
+            if adv < 4:
+                break
+        while True:  # back: prices not below the new one
+            b0 = (lo < hi) & (r_price[slot_nb(dq_min[slot_nb(hi - 1, umask)], umask)] >= price)
+            b1 = b0 & (lo < hi - 1) & (r_price[slot_nb(dq_min[slot_nb(hi - 2, umask)], umask)] >= price)
+            b2 = b1 & (lo < hi - 2) & (r_price[slot_nb(dq_min[slot_nb(hi - 3, umask)], umask)] >= price)
+            b3 = b2 & (lo < hi - 3) & (r_price[slot_nb(dq_min[slot_nb(hi - 4, umask)], umask)] >= price)
+            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+            hi -= adv
+            if adv < 4:
+                break
         dq_min[slot_nb(hi, umask)] = head
         iv[IV_MIN_LO] = lo
         iv[IV_MIN_HI] = hi + 1
         p_min = r_price[slot_nb(dq_min[slot_nb(lo, umask)], umask)]
         lo = iv[IV_MAX_LO]
         hi = iv[IV_MAX_HI]
-        while lo < hi and dq_max[slot_nb(lo, umask)] < tail60:
-            lo += 1
-        while lo < hi and r_price[slot_nb(dq_max[slot_nb(hi - 1, umask)], umask)] <= price:
-            hi -= 1
+        while True:
+            b0 = (lo < hi) & (dq_max[slot_nb(lo, umask)] < tail60)
+            b1 = b0 & (lo + 1 < hi) & (dq_max[slot_nb(lo + 1, umask)] < tail60)
+            b2 = b1 & (lo + 2 < hi) & (dq_max[slot_nb(lo + 2, umask)] < tail60)
+            b3 = b2 & (lo + 3 < hi) & (dq_max[slot_nb(lo + 3, umask)] < tail60)
+            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+            lo += adv
+            if adv < 4:
+                break
+        while True:  # back: prices not above the new one
+            b0 = (lo < hi) & (r_price[slot_nb(dq_max[slot_nb(hi - 1, umask)], umask)] <= price)
+            b1 = b0 & (lo < hi - 1) & (r_price[slot_nb(dq_max[slot_nb(hi - 2, umask)], umask)] <= price)
+            b2 = b1 & (lo < hi - 2) & (r_price[slot_nb(dq_max[slot_nb(hi - 3, umask)], umask)] <= price)
+            b3 = b2 & (lo < hi - 3) & (r_price[slot_nb(dq_max[slot_nb(hi - 4, umask)], umask)] <= price)
+            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+            hi -= adv
+            if adv < 4:
+                break
         dq_max[slot_nb(hi, umask)] = head
         iv[IV_MAX_LO] = lo
         iv[IV_MAX_HI] = hi + 1
         p_max = r_price[slot_nb(dq_max[slot_nb(lo, umask)], umask)]
 
-        # --- feature row ---------------------------------------------------------------
-        for w in range(N_FEAT_WIN):
-            c = COL_WINDOW0 + 5 * w
-            feat_out[c] = win[w * N_K + K_QTY]
-            feat_out[c + 1] = win[w * N_K + K_QTY + 1]
-            feat_out[c + 2] = win[w * N_K + K_NOTIONAL]
-            feat_out[c + 3] = win[w * N_K + K_NOTIONAL + 1]
-            feat_out[c + 4] = head + 1 - iv[IV_TAIL0 + w]
+        # --- the rest of the feature row (window sums and counts are in it) ---------------
         # ret_k: against the trade just before the k-second window's tail.
         ref = iv[IV_TAIL0 + W_1S] - 1
         ret_1 = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
@@ -500,18 +537,17 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         feat_out[COL_RET0 + 3] = price / r_price[slot_nb(ref, umask)] - 1.0 if ref >= 0 else np.nan
         feat_out[COL_RET0] = ret_1
         feat_out[COL_RET0 + 1] = ret_5
-        rv = math.sqrt(max(win[W_30S * N_K + K_R2], 0.0))
+        rv = math.sqrt(r2_30)
         feat_out[COL_RV_30S] = rv
         feat_out[COL_RET_Z_1S] = ret_1 / (rv * _SQRT_1_30) if rv > 0.0 else np.nan
         feat_out[COL_RET_Z_5S] = ret_5 / (rv * _SQRT_5_30) if rv > 0.0 else np.nan
-        qty_60 = win[W_60S * N_K + K_QTY] + win[W_60S * N_K + K_QTY + 1]
-        qty_5 = win[W_5S * N_K + K_QTY] + win[W_5S * N_K + K_QTY + 1]
-        feat_out[COL_BURST] = qty_5 / (qty_60 / 12.0) if qty_60 > 0.0 else np.nan
-        bq = win[W_5S * N_K + K_QTY]
-        sq = win[W_5S * N_K + K_QTY + 1]
+        qty_60 = feat_out[COL_WINDOW0 + 5 * W_60S] + feat_out[COL_WINDOW0 + 5 * W_60S + 1]
+        bq = feat_out[COL_WINDOW0 + 5 * W_5S]
+        sq = feat_out[COL_WINDOW0 + 5 * W_5S + 1]
+        feat_out[COL_BURST] = (bq + sq) / (qty_60 / 12.0) if qty_60 > 0.0 else np.nan
         feat_out[COL_IMB_5S] = (bq - sq) / (bq + sq) if bq + sq > 0.0 else np.nan
-        bq = win[W_30S * N_K + K_QTY]
-        sq = win[W_30S * N_K + K_QTY + 1]
+        bq = feat_out[COL_WINDOW0 + 5 * W_30S]
+        sq = feat_out[COL_WINDOW0 + 5 * W_30S + 1]
         feat_out[COL_IMB_30S] = (bq - sq) / (bq + sq) if bq + sq > 0.0 else np.nan
         feat_out[COL_DRAWUP] = price / p_min - 1.0
         feat_out[COL_DRAWDOWN] = price / p_max - 1.0
@@ -519,13 +555,6 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
         # --- whale rules: only taker buys can fire ----------------------------------------
         if use_flow:
-            if is_buy:
-                slot = iv[IV_SEC] % bins.shape[1]
-                bins[0, slot] += notional
-                bins[1, slot] += 1.0
-                fv[FV_BIN_SUM] += notional
-                fv[FV_BIN_N] += 1.0
-            flow = win[W_FLOW * N_K + K_NOTIONAL]
             fv[FV_FLOW] = flow
             # A NaN threshold (fewer than min_samples seconds) compares False.
             if is_buy and flow > fv[FV_THRESHOLD]:
@@ -541,10 +570,8 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
     # --- single exit: every array is used here on every path ("Refcounts") --------------
     iv[IV_LAST_STATUS] = code
-    n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + win.size + bins.size + hist.size
-               + hv.size + hs.size + hpos.size
-               + r_ts.size + r_price.size + r_qty.size + r_notional.size + r_r2.size + r_si.size
-               + r_buys.size + r_r2nz.size + dq_min.size + dq_max.size)
+    n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + bins.size + hist.size + hv.size
+               + hs.size + hpos.size + r_ts.size + r_price.size + r_pre.size + dq_min.size + dq_max.size)
     return code if n_alive > 0 else ST_BAD_ARGS
 
 
@@ -595,15 +622,33 @@ def check_trades_nb(ts, price, qty, side, last_ts, has_last):
 
     Same checks as `update_nb`, so a batch that passes never stops on a bad trade.
     """
-    prev = last_ts
-    check_order = has_last
-    for i in range(ts.shape[0]):
-        if check_order and ts[i] < prev:
-            return i, ST_OUT_OF_ORDER
-        p = price[i]
-        q = qty[i]
-        if not (p > 0.0 and p < np.inf and q >= 0.0 and q < np.inf) or (side[i] != 1 and side[i] != -1):
-            return i, ST_BAD_TRADE
-        prev = ts[i]
-        check_order = True
+    # Blocks are screened without branches (vectorised); only a failing block is walked.
+    n = ts.shape[0]
+    for start in range(0, n, 4096):
+        stop = min(start + 4096, n)
+        ok = True
+        if start > 0:
+            ok = ts[start] >= ts[start - 1]
+        elif has_last and n > 0:
+            ok = ts[0] >= last_ts
+        for i in range(start + 1, stop):
+            ok &= ts[i] >= ts[i - 1]
+        for i in range(start, stop):
+            p = price[i]
+            q = qty[i]
+            sd = side[i]
+            ok &= (p > 0.0) & (p < np.inf) & (q >= 0.0) & (q < np.inf) & ((sd == 1) | (sd == -1))
+        if ok:
+            continue
+        prev = ts[start - 1] if start > 0 else last_ts
+        check_order = start > 0 or has_last
+        for i in range(start, stop):
+            if check_order and ts[i] < prev:
+                return i, ST_OUT_OF_ORDER
+            p = price[i]
+            q = qty[i]
+            if not (p > 0.0 and p < np.inf and q >= 0.0 and q < np.inf) or (side[i] != 1 and side[i] != -1):
+                return i, ST_BAD_TRADE
+            prev = ts[i]
+            check_order = True
     return -1, 0
