@@ -436,8 +436,14 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
         # --- tails: windows 0..3, the flow window (4) and the 10 s return reference (5) ----
         flow_ms = np.int64(params_arr[P_WINDOW_S]) * 1000
+        # A flow window of 1, 5, 30 or 60 s is that feature window: same tail, same sum.
+        flow_w = (W_1S if flow_ms == _MS0 else W_5S if flow_ms == _MS1 else W_30S if flow_ms == _MS2
+                  else W_60S if flow_ms == _MS3 else -1)
         for w in range(6):
             if w == W_FLOW and not use_flow:
+                continue
+            if w == W_FLOW and flow_w >= 0:
+                iv[IV_TAIL0 + W_FLOW] = iv[IV_TAIL0 + flow_w]
                 continue
             # Not WIN_MS[w]: run-time tuple indexing adds a raise path ("Refcounts").
             lim = ts_ms - (_MS0 if w == 0 else _MS1 if w == 1 else _MS2 if w == 2 else _MS3 if w == 3
@@ -467,7 +473,9 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         r2_30 = dd_diff_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1],
                            r_pre[t + np.uint64(PRE_R2)], r_pre[t + np.uint64(PRE_R2 + 1)])
         flow = 0.0
-        if use_flow:
+        if use_flow and flow_w >= 0:
+            flow = feat_out[COL_WINDOW0 + 5 * flow_w + 2]  # buy_notional_usd of that window
+        elif use_flow:
             t = slot_nb(iv[IV_TAIL0 + W_FLOW], umask) * np.uint64(N_PRE)
             c = PRE_BUY_NOTIONAL
             flow = dd_diff_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
