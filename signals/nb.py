@@ -15,10 +15,10 @@ a tail `seq` (its oldest trade), and its sum is total now - total before the tai
 subtraction loop as trades leave, and a series with no trade in the window reads an exact
 0.0. The totals are double-double (hi + lo, error-free additions), so they stay exact to
 about 1e-32 of their size however long a state runs, and a window sum is the difference
-rounded once (`dd_diff_nb`): within an ulp or so of the exact sum (7.5e-16 relative at
-most on the recorded BTCUSDT trades; tests check 1e-13). The flow rule's per-second
-samples are differences of the same totals, so a flow and a sample over the same trades
-are equal, and "flow above the threshold" means above in exact arithmetic.
+within a few ulps of the exact sum (`dd_diff_nb`; tests check 1e-13 against np.sum). The
+flow rule's per-second samples and its flow are differences of the same totals rounded
+once (`dd_diff_exact_nb`), so a flow and a sample over the same trades are the same
+double, and "flow above the threshold" means above in exact arithmetic.
 Tails advance by counting, without branches, how many of the next four trades left the
 window (a fresh trade is in the ring before the tails move, so the count stops there):
 the trip count of a "while it left" loop is what the branch predictor cannot guess.
@@ -203,8 +203,18 @@ def dd_add_nb(hi, lo, x):
 
 @njit(cache=True, inline="always")
 def dd_diff_nb(hi_a, lo_a, hi_b, lo_b):
-    """(hi_a + lo_a) - (hi_b + lo_b) for totals a >= b, rounded once (the hi difference is split
-    exactly), floored at 0.0: equal totals give an exact 0.0."""
+    """(hi_a + lo_a) - (hi_b + lo_b) for totals a >= b, floored at 0.0 (equal totals: exact 0.0).
+
+    Within a few ulps: the hi difference is exact unless b < a / 2, and then the result is at
+    least half of a, so its one rounding is small beside the result.
+    """
+    return max((hi_a - hi_b) + (lo_a - lo_b), 0.0)
+
+
+@njit(cache=True, inline="always")
+def dd_diff_exact_nb(hi_a, lo_a, hi_b, lo_b):
+    """`dd_diff_nb` rounded once (the hi difference split exactly): the flow rule compares these,
+    so that a flow and a sample over the same trades are the same double."""
     s = hi_a - hi_b
     b = s - hi_a
     e = (hi_a - (s - b)) + (-hi_b - b)
@@ -267,8 +277,8 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                 for k in range(min(sec - cur, lookback + n_bins)):
                     # The second's sample replaces the oldest one once the history is full.
                     slot = (cur + k + 1) % n_bins
-                    x = dd_diff_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1],
-                                   bins[0, slot], bins[1, slot])
+                    x = dd_diff_exact_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1],
+                                         bins[0, slot], bins[1, slot])
                     n = iv[IV_HIST_N]
                     pos = iv[IV_HIST_POS]
                     if n < lookback or hist[pos] != x:
@@ -436,7 +446,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
         # --- tails: windows 0..3, the flow window (4) and the 10 s return reference (5) ----
         flow_ms = np.int64(params_arr[P_WINDOW_S]) * 1000
-        # A flow window of 1, 5, 30 or 60 s is that feature window: same tail, same sum.
+        # A flow window of 1, 5, 30 or 60 s is that feature window: same tail.
         flow_w = (W_1S if flow_ms == _MS0 else W_5S if flow_ms == _MS1 else W_30S if flow_ms == _MS2
                   else W_60S if flow_ms == _MS3 else -1)
         for w in range(6):
@@ -473,12 +483,10 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         r2_30 = dd_diff_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1],
                            r_pre[t + np.uint64(PRE_R2)], r_pre[t + np.uint64(PRE_R2 + 1)])
         flow = 0.0
-        if use_flow and flow_w >= 0:
-            flow = feat_out[COL_WINDOW0 + 5 * flow_w + 2]  # buy_notional_usd of that window
-        elif use_flow:
+        if use_flow:
             t = slot_nb(iv[IV_TAIL0 + W_FLOW], umask) * np.uint64(N_PRE)
             c = PRE_BUY_NOTIONAL
-            flow = dd_diff_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
+            flow = dd_diff_exact_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
 
         # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
         # Pops counted four at a time, without branches, like the tails (seqs outside
