@@ -14,12 +14,20 @@ trades. Around that core:
 - warm-up (`rest`, `lake` or `none`): history runs through the kernel with signals muted;
 - restart: events already in the journal under the same config are not emitted again;
 - SIGTERM/SIGINT: stop reading, decide what is pending (Binance `@trade` merge), flush, exit.
+
+Latency: the transport is picows, and each message is decided inside its callback, with no
+queue and no task switch; only REST work (a gap's backfill, a reconnect's catch-up) makes the
+frames behind it wait, in order, with the socket not read meanwhile. The start-up heap is
+frozen for the garbage collector. With `busy_poll` the runner spins instead of sleeping and
+rehearses the frame path on scratch state while idle, so that the frame after a quiet spell
+does not find it cold (see `Runner._poll_busily`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import logging
 import math
@@ -28,7 +36,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
+
+import numpy as np
+from picows import (WSCloseCode, WSError, WSFrame, WSInvalidURL, WSListener, WSMsgType, WSProtocolError, WSTransport,
+                    ws_connect)
 
 from datasets.sources.frames import BinanceTradeMerger, FrameError, Trade, UnknownContractError
 from live.adapters import Adapter, RestError, make_adapter
@@ -42,6 +54,12 @@ from signals.journal import journal_record
 __all__ = ["RunnerOptions", "Runner", "SymbolFeed", "backoff_delay"]
 
 log = logging.getLogger("whalebt.live")
+
+OPEN_TIMEOUT_S = 10.0  # TCP connect + WebSocket handshake
+CLOSE_TIMEOUT_S = 2.0  # wait for the server's answer to our close frame
+PING_IDLE_S = 20.0  # ping after this long without a message; drop the connection if no pong within as long
+MAX_MESSAGE_BYTES = 2**23
+REHEARSE_EVERY_S = 0.002  # see Runner._poll_busily
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -73,6 +91,7 @@ class RunnerOptions:
     metrics_out: str | None = None
     paper: str | None = None  # file of paper-trading outcomes (needs Decider.paper_rules)
     echo: bool = True
+    busy_poll: bool = False  # spin and keep the frame path warm while waiting for frames (Runner._poll_busily)
     journal_blob: str | None = None  # az://container/path/journal.jsonl: a copy of the journal
     max_frame_age_s: float = 60.0
     contract_values: dict[str, Any] | None = None
@@ -96,9 +115,8 @@ class SymbolFeed:
     """Per-symbol state: the kernel, the @trade merger, the last id, counters."""
 
     __slots__ = ("symbol", "state", "merger", "last_id", "min_ts", "warm_ts", "first_live", "live", "n_trades",
-                 "n_dups", "n_gaps",
-                 "n_backfilled", "n_unfilled", "n_events", "n_signals", "n_suppressed", "n_rejects",
-                 "last_ts_ms", "last_trade_wall", "recent_ids", "recent_order")
+                 "n_dups", "n_gaps", "n_backfilled", "n_unfilled", "n_events", "n_signals", "n_suppressed",
+                 "n_rejects", "last_ts_ms", "recent_ids", "recent_order")
 
     #: how many recent ids a feed without consecutive ids remembers to drop repeats
     RECENT_IDS = 200_000
@@ -116,7 +134,6 @@ class SymbolFeed:
         self.n_events = self.n_suppressed = self.n_rejects = 0
         self.n_signals: dict[str, int] = {"long": 0, "skip": 0}
         self.last_ts_ms: int | None = None
-        self.last_trade_wall: float | None = None
         self.recent_ids: set[int] = set()
         self.recent_order: collections.deque[int] = collections.deque()
 
@@ -146,6 +163,7 @@ class Runner:
         self.journal_state = JournalState()
         self.journal: JournalWriter | None = None
         self.paper: PaperBook | None = None
+        self._contiguous_ids = self.adapter.contiguous_ids
         self.rng = random.Random(opts.seed)
         self.n_frames = 0
         self._io_ns = 0
@@ -155,11 +173,21 @@ class Runner:
         self.last_stream_ts_ms: int | None = None
         self.connected = False
         self.ready = False
-        self.last_frame_wall: float | None = None
-        self.started_wall = time.time()
+        self.started_ns = time.perf_counter_ns()
+        self.last_frame_ns = 0  # perf_counter_ns of the last message; 0 before the first
         self.http_port: int | None = None
         self._stop = asyncio.Event()
-        self._ws = None
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._transport: WSTransport | None = None
+        # REST work in progress (a gap's backfill, a reconnect's catch-up) and the frames waiting for it
+        self._backlog: collections.deque | None = None
+        self._worker: asyncio.Future | None = None
+        # rehearsals of the frame path while idle (--busy-poll, see _poll_busily)
+        self._sample: bytes | str | None = None  # the last frame with trades
+        self._rehearsal_features = np.zeros(len(FEATURE_NAMES))  # what the model scores when rehearsing
+        self._stand_in: Runner | None = None
+        self._rehearsal_ts_ms = 0
         self._http_runner = None
         self._session = None
         self._stdout = sys.stdout
@@ -192,12 +220,16 @@ class Runner:
         try:
             self._warm_jit()
             await self._warm_up()
+            self._freeze_heap()
             self.ready = True
-            if not self._stop.is_set():
+            if not self._stopping:
                 await self._connect_loop()
         finally:
             if watchdog:
                 watchdog.cancel()
+            if self._worker is not None:
+                await asyncio.wait((self._worker,))  # a backfill in progress finishes its frame
+            gc.unfreeze()
             self._drain()
             if self.opts.metrics_out:
                 from pathlib import Path
@@ -208,6 +240,8 @@ class Runner:
                 await self._session.close()
             if self._http_runner is not None:
                 await self._http_runner.cleanup()
+        if self._failure is not None:
+            raise self._failure
         log.info("stopped: %d frames, %d trades, %d events, %d signals, %d bad frames, %d reconnects",
                  self.n_frames, sum(f.n_trades for f in self.feeds.values()),
                  sum(f.n_events for f in self.feeds.values()),
@@ -216,20 +250,27 @@ class Runner:
 
     def _warm_jit(self) -> None:
         """Compile (or load from cache) the kernel and the model before the first live trade."""
-        import numpy as np
+        update(new_state(self.decider.params), 0, 1.0, 1.0, 1)
+        self.decider.decide(self._rehearsal_features)
 
-        st = new_state(self.decider.params)
-        update(st, 0, 1.0, 1.0, 1)
-        if self.decider.predict is not None:
-            self.decider.predict(np.zeros(len(FEATURE_NAMES)))
+    @staticmethod
+    def _freeze_heap() -> None:
+        """Keep the start-up heap out of the garbage collector's way.
+
+        Imports (numba, pandas, LightGBM, MLflow with a registry model) leave hundreds of
+        thousands of long-lived objects that every full collection would traverse again, for
+        milliseconds, in the middle of some frame. Frozen, they are never scanned; the frame path
+        itself frees what it allocates by reference counting.
+        """
+        gc.collect()
+        gc.freeze()
 
     def stop(self) -> None:
-        """Ask the runner to drain and exit (what SIGTERM does)."""
+        """Ask the runner to drain and exit (what SIGTERM does): frames from now on are not read."""
         if not self._stop.is_set():
             log.info("stopping: draining and flushing the journal")
         self._stop.set()
-        if self._ws is not None:
-            asyncio.ensure_future(self._ws.close())
+        self._stopping = True
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,44 +299,33 @@ class Runner:
     async def _idle_watchdog(self) -> None:
         while not self._stop.is_set():
             await asyncio.sleep(min(0.2, self.opts.idle_exit_s))
-            ref = self.last_frame_wall or self.started_wall
-            if self.ready and time.time() - ref > self.opts.idle_exit_s:
+            ref = self.last_frame_ns or self.started_ns
+            if self.ready and time.perf_counter_ns() - ref > self.opts.idle_exit_s * 1e9:
                 log.info("no frame for %.1f s (--idle-exit-s): stopping", self.opts.idle_exit_s)
                 self.stop()
 
     # ------------------------------------------------------------------ connection
     async def _connect_loop(self) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
         attempt = 0
         url = self.adapter.ws_url(self.symbols, self.opts.ws_url)
-        while not self._stop.is_set():
+        while not self._stopping:
             got_data = False
             try:
-                # max_queue: received messages that may wait for `recv` before websockets stops reading
-                # the socket; the default (16) pauses and resumes reading many times per burst at full
-                # speed. Trade frames are ~200 bytes, so 1024 of them is a few hundred kB.
-                async with connect(url, open_timeout=10, ping_interval=20, ping_timeout=20, close_timeout=2,
-                                   max_size=2**23, compression=None, max_queue=1024) as ws:
-                    self._ws = ws
-                    self.connected = True
-                    log.info("connected to %s", url)
-                    for msg in self.adapter.subscribe_messages(self.symbols, url):
-                        await ws.send(msg)
-                    if self.n_connections:
-                        await self._catch_up()
-                    self.n_connections += 1
-                    got_data = await self._read(ws)
-            except InvalidURI as exc:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    transport, listener = await ws_connect(
+                        lambda: _Listener(self), url, websocket_handshake_timeout=OPEN_TIMEOUT_S,
+                        enable_auto_ping=True, auto_ping_idle_timeout=PING_IDLE_S, auto_ping_reply_timeout=PING_IDLE_S,
+                        max_frame_size=MAX_MESSAGE_BYTES, logger_name="whalebt")
+                got_data = await self._serve_connection(transport, listener, url)
+            except WSInvalidURL as exc:
                 raise ValueError(f"--ws-url {url!r} is not a WebSocket URL ({exc}); expected ws://host:port/path "
                                  "or wss://...") from None
-            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, asyncio.TimeoutError) as exc:
+            except (OSError, WSError, TimeoutError) as exc:
                 log.warning("connection to %s failed or dropped: %s", url, exc or type(exc).__name__)
             finally:
-                self._ws = None
+                self._transport = None
                 self.connected = False
-            if self._stop.is_set():
+            if self._stopping:
                 break
             if got_data:
                 attempt = 0
@@ -308,83 +338,252 @@ class Runner:
             except (asyncio.TimeoutError, TimeoutError):
                 pass
 
-    async def _read(self, ws) -> bool:
-        """Read frames until the connection ends, goes stale or must be renewed; True if any came."""
-        from websockets.exceptions import ConnectionClosed
+    def _on_connected(self, transport: WSTransport) -> None:
+        """The handshake is done and no frame of the new connection has been handled yet."""
+        self._transport = transport
+        if self._backlog is not None:
+            self._pause_reading()
+        if self.n_connections:
+            # what passed while away comes over REST before the new connection's frames
+            self._defer(self._catch_up())
+        self.n_connections += 1
 
+    async def _serve_connection(self, transport: WSTransport, listener: "_Listener", url: str) -> bool:
+        """Subscribe, then watch the connection until it ends, goes stale or must be renewed.
+
+        Frames are handled by the listener as they arrive; this coroutine only wakes every
+        `tick` to check staleness and the renewal deadline. True if any message came.
+        """
         loop = asyncio.get_running_loop()
-        pinger = asyncio.create_task(self._app_pings(ws)) if self.adapter.app_ping_text else None
+        self.connected = True
+        log.info("connected to %s", url)
+        for msg in self.adapter.subscribe_messages(self.symbols, url):
+            transport.send(WSMsgType.TEXT, msg.encode())
+        pinger = asyncio.create_task(self._app_pings(transport)) if self.adapter.app_ping_text else None
+        spinner = asyncio.create_task(self._poll_busily()) if self.opts.busy_poll else None
+        closed = asyncio.ensure_future(transport.wait_disconnected())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        stale_s = self.opts.stale_s
         renew_at = loop.time() + self.adapter.max_connection_s if self.adapter.max_connection_s else math.inf
-        got = False
-        stale = self.opts.stale_s
-        perf = time.perf_counter_ns
-        resched_at = loop.time()
+        opened_ns = time.perf_counter_ns()
+        tick = min(1.0, stale_s / 4)
         try:
-            async with asyncio.timeout(stale) as tm:
-                while not self._stop.is_set():
-                    try:
-                        text = await ws.recv()
-                    except ConnectionClosed as exc:
-                        if not self._stop.is_set():
-                            log.warning("connection closed: %s", exc)
-                        return got
-                    t_recv = perf()
-                    got = True
-                    await self.handle_frame(text, t_recv)
-                    now = loop.time()
-                    if now >= renew_at:
-                        log.info("renewing the connection before the exchange's %d h limit",
-                                 int(self.adapter.max_connection_s // 3600) + 1)
-                        await ws.close()
-                        return got
-                    if now - resched_at > 0.5:  # moving the deadline costs a timer: not on every frame
-                        tm.reschedule(now + stale)
-                        resched_at = now
-        except TimeoutError:
-            log.warning("no frame for %.1f s: treating the connection as dead", stale)
-            await ws.close()
+            while not closed.done():
+                await asyncio.wait((closed, stopped), timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+                if closed.done():
+                    break
+                if stopped.done():
+                    await self._close(transport, closed)
+                    break
+                # silence while REST work holds the reading (see _defer) says nothing about the connection
+                quiet_ns = time.perf_counter_ns() - max(opened_ns, self.last_frame_ns)
+                if self._backlog is None and quiet_ns > stale_s * 1e9:
+                    log.warning("no frame for %.1f s: treating the connection as dead", stale_s)
+                    await self._close(transport, closed)
+                    break
+                if loop.time() >= renew_at:
+                    log.info("renewing the connection before the exchange's %d h limit",
+                             int(self.adapter.max_connection_s // 3600) + 1)
+                    await self._close(transport, closed)
+                    break
+            closed.result()  # raises what a frame callback raised (it ended the connection)
+            peer = transport.close_handshake.recv if transport.close_handshake is not None else None
+            if peer is not None and not self._stopping:
+                log.warning("connection closed by the server: %s %s", peer.code.value, peer.reason)
         finally:
+            stopped.cancel()
             if pinger:
                 pinger.cancel()
-        return got
+            if spinner:
+                spinner.cancel()
+        return listener.n_messages > 0
 
-    async def _app_pings(self, ws) -> None:
+    @staticmethod
+    async def _close(transport: WSTransport, closed: asyncio.Future) -> None:
+        """Close handshake; the connection is cut if the server does not answer in time."""
+        transport.send_close(WSCloseCode.OK)
         try:
-            while True:
-                await asyncio.sleep(self.adapter.app_ping_interval_s)
-                await ws.send(self.adapter.app_ping_text)
-        except Exception:  # the connection ended; the reader handles it
+            await asyncio.wait_for(asyncio.shield(closed), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            transport.disconnect(graceful=False)
+            await asyncio.wait((closed,))
+
+    async def _app_pings(self, transport: WSTransport) -> None:
+        payload = self.adapter.app_ping_text.encode()
+        while not transport.is_disconnected:
+            await asyncio.sleep(self.adapter.app_ping_interval_s)
+            transport.send(WSMsgType.TEXT, payload)
+
+    async def _poll_busily(self) -> None:
+        """`--busy-poll`: poll the socket instead of sleeping, and keep the frame path warm.
+
+        Why (measured at recorded pace on a shared 2-core VM): a runner that sleeps between
+        frames gives its core away, other processes run there, and the next frame finds the
+        caches and TLB cold: frames after a gap of a millisecond or more took ~200 µs instead of
+        ~20 µs, all of parsing, id checks, merging, kernel and model alike. Spinning keeps the
+        core; rehearsing the frame path when no frame came for `REHEARSE_EVERY_S` keeps it warm
+        (either alone did not help much). The price is one core at 100%.
+        """
+        every_ns = int(REHEARSE_EVERY_S * 1e9)
+        rehearsed_ns = 0
+        while True:
+            await asyncio.sleep(0)  # one loop iteration: a non-blocking poll, ready callbacks, timers
+            now = time.perf_counter_ns()
+            if now - max(self.last_frame_ns, rehearsed_ns) >= every_ns:
+                rehearsed_ns = now
+                self._rehearse()
+
+    def _rehearse(self) -> None:
+        """Run the last frame's first trade, renumbered, through a stand-in runner and the model.
+
+        The stand-in shares the adapter and the decider (both stateless here) and has its own
+        feeds, kernel states, merger, metrics and a journal without a file, so that nothing real
+        is touched: the same code runs on other data.
+        """
+        if self._sample is None:
             return
+        if self._stand_in is None:
+            self._stand_in = Runner(RunnerOptions(self.opts.exchange, self.symbols, stream=self.opts.stream,
+                                                  contract_values=self.opts.contract_values, echo=False),
+                                    self.decider, self.adapter)
+            self._stand_in.journal = JournalWriter(None)
+            for feed in self._stand_in.feeds.values():
+                feed.live = True  # its events go through the model and the journal record too
+        stand_in = self._stand_in
+        rows = stand_in._frame_rows(self._sample)
+        feed = stand_in.feeds.get(rows[0].symbol) if rows else None
+        if feed is None:
+            return
+        # a new id, a second later, and a price unlike the last one's, so that the merger emits a row
+        self._rehearsal_ts_ms = max(rows[0].ts_ms, self._rehearsal_ts_ms + 1000)
+        row = rows[0]._replace(trade_id=(feed.last_id or rows[0].trade_id) + 1, ts_ms=self._rehearsal_ts_ms,
+                               price=rows[0].price * (1.0 + 1e-6 * (self._rehearsal_ts_ms // 1000 % 2)))
+        stand_in._io_ns = 0
+        stand_in._take_rows([row], 0)
+        stand_in._frame_done([row], time.perf_counter_ns())
+        self.decider.decide(self._rehearsal_features)
 
     # ------------------------------------------------------------------ frames and trades
-    async def handle_frame(self, text: str | bytes, t_recv_ns: int) -> None:
-        """Parse one frame and process its trades (public for benchmarks and tests)."""
+    def on_message(self, payload: bytes | str, t_recv_ns: int) -> None:
+        """A message from the connection: handled now, or queued behind REST work in progress."""
+        self.last_frame_ns = t_recv_ns
+        if self._backlog is None:
+            self.handle_frame(payload, t_recv_ns)
+        else:
+            self._backlog.append(payload)
+
+    def handle_frame(self, payload: bytes | str, t_recv_ns: int) -> None:
+        """Parse one frame and process its trades (public for benchmarks and tests).
+
+        Synchronous, so that a frame is decided inside the transport's callback without a task
+        switch. A trade that reveals a gap to fetch over REST hands the rest of the frame to
+        `_defer`: later frames wait in order until the gap is filled.
+        """
+        rest = self._process(payload, t_recv_ns)
+        if rest is not None:
+            self._defer(rest)
+
+    def _process(self, payload: bytes | str, t_recv_ns: int) -> Coroutine[Any, Any, None] | None:
+        """Process a frame up to a gap, if any: then the coroutine that fills it and finishes the frame."""
+        rows = self._frame_rows(payload)
+        if not rows:
+            return None
+        self._sample = payload
+        self._io_ns = 0
+        gap_at = self._take_rows(rows, 0)
+        if gap_at is None:
+            self._frame_done(rows, t_recv_ns)
+            return None
+        return self._finish_frame(rows, gap_at, t_recv_ns)
+
+    def _frame_rows(self, payload: bytes | str) -> list[Trade]:
+        """The frame's trades; [] for a control or malformed frame (counted, logged)."""
         self.n_frames += 1
-        self.last_frame_wall = time.time()
         try:
-            rows = self.adapter.parse(text)
+            rows = self.adapter.parse(payload)
         except (FrameError, UnknownContractError) as exc:
             self.n_bad += 1
             if self.n_bad <= 5 or self.n_bad % 1000 == 0:
                 log.warning("skipping malformed frame #%d: %s", self.n_bad, exc)
-            return
-        if not rows:
-            if isinstance(text, str):
-                info = self.adapter.control(text)
-                if info and info.startswith("error"):
-                    log.warning("exchange says: %s", info)
-            return
-        self._io_ns = 0
-        for row in rows:
-            feed = self.feeds.get(row.symbol)
-            if feed is not None:
-                await self._on_row(feed, row, False)
+            return []
+        if not rows and isinstance(payload, str):
+            info = self.adapter.control(payload)
+            if info and info.startswith("error"):
+                log.warning("exchange says: %s", info)
+        return rows
+
+    def _take_rows(self, rows: list[Trade], start: int) -> int | None:
+        """Process ``rows[start:]``; the index of the first row that needs a REST backfill first, or None."""
+        feeds = self.feeds
+        for i in range(start, len(rows)):
+            row = rows[i]
+            feed = feeds.get(row.symbol)
+            if feed is not None and self._on_row(feed, row, False):
+                return i
+        return None
+
+    def _frame_done(self, rows: list[Trade], t_recv_ns: int) -> None:
         self.last_stream_ts_ms = rows[-1].ts_ms
         # decision latency: the journal's write + fsync (timed on its own) and REST backfills are not in it
         self.metrics.receipt_to_decision.observe((time.perf_counter_ns() - t_recv_ns - self._io_ns) * 1e-9)
-        self.metrics.exchange_to_receipt.observe(self.opts.clock_ms() * 1e-3 - rows[-1].ts_ms * 1e-3)
+        self.metrics.exchange_to_receipt.observe((self.opts.clock_ms() - rows[-1].ts_ms) * 1e-3)
 
-    async def _on_row(self, feed: SymbolFeed, row: Trade, from_rest: bool) -> None:
+    async def _finish_frame(self, rows: list[Trade], gap_at: int, t_recv_ns: int) -> None:
+        """Backfill the gap before ``rows[gap_at]``, then the rest of the frame (filling further gaps)."""
+        i: int | None = gap_at
+        while i is not None:
+            row = rows[i]
+            feed = self.feeds[row.symbol]
+            await self._backfill(feed, feed.last_id + 1, row.trade_id - 1)
+            self._on_row(feed, row, True)  # checked again: the backfill may have covered it
+            i = self._take_rows(rows, i + 1)
+        self._frame_done(rows, t_recv_ns)
+
+    def _defer(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run ``job`` (REST work) before any further frame; frames that arrive meanwhile queue in order.
+
+        The socket is not read until the backlog is worked off: frames already received queue,
+        the rest wait in the kernel's buffers (bounded memory, and a server that cannot send
+        holds on, as with a client that does not call `recv()`).
+        """
+        if self._backlog is None:
+            self._pause_reading()
+            self._backlog = collections.deque([job])
+            self._worker = asyncio.ensure_future(self._work_backlog(self._backlog))
+            self._worker.add_done_callback(self._backlog_failed)
+        else:
+            self._backlog.append(job)
+
+    async def _work_backlog(self, backlog: collections.deque) -> None:
+        """Jobs and queued frames in arrival order; the listener hands frames over directly again after."""
+        try:
+            while backlog and not self._stopping:
+                item = backlog.popleft()
+                if isinstance(item, (bytes, str)):
+                    # a queued frame counts as received now, as a message waiting in a client's queue
+                    # does when `recv()` returns it: the REST work it waited for is not decision time
+                    item = self._process(item, time.perf_counter_ns())
+                if item is not None:
+                    await item
+        finally:
+            for item in backlog:  # left behind by a stop
+                if not isinstance(item, (bytes, str)):
+                    item.close()
+            self._backlog = None
+            if self._transport is not None and not self._transport.is_disconnected:
+                self._transport.underlying_transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_disconnected:
+            self._transport.underlying_transport.pause_reading()
+
+    def _backlog_failed(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = task.exception()
+            self.stop()
+
+    def _on_row(self, feed: SymbolFeed, row: Trade, from_rest: bool) -> bool:
+        """Id checks, then merge and decide; True (and nothing done) if a gap must be backfilled first."""
         last = feed.last_id
         if feed.first_live and not from_rest:
             feed.first_live = False
@@ -395,35 +594,32 @@ class Runner:
                 log.warning("%s: first live trade id %d is %+d from the warm-up's last id %d although it is "
                             "newer; continuing from the stream's ids", feed.symbol, row.trade_id, jump, last)
                 feed.last_id = last = None
-        if not self.adapter.contiguous_ids:
+        if not self._contiguous_ids:
             # no id order to lean on: a repeat is a recent id, or a trade older than the warm-up's end
             if feed.seen_recently(row.trade_id) or (feed.min_ts is not None and row.ts_ms < feed.min_ts):
                 feed.n_dups += 1
-                return
+                return False
         elif last is not None:
             if row.trade_id <= last:
                 feed.n_dups += 1
-                return
+                return False
             if row.trade_id > last + 1 and not from_rest:
-                if row.trade_id - last - 1 > self.opts.max_backfill_ids:
-                    feed.n_gaps += 1
-                    feed.n_unfilled += row.trade_id - last - 1
-                    log.error("%s: gap of %d trade ids is more than --max-backfill-ids %d; not backfilled",
-                              feed.symbol, row.trade_id - last - 1, self.opts.max_backfill_ids)
-                else:
-                    await self._backfill(feed, last + 1, row.trade_id - 1)
-                if feed.last_id is not None and row.trade_id <= feed.last_id:
-                    feed.n_dups += 1
-                    return
+                if row.trade_id - last - 1 <= self.opts.max_backfill_ids:
+                    return True
+                feed.n_gaps += 1
+                feed.n_unfilled += row.trade_id - last - 1
+                log.error("%s: gap of %d trade ids is more than --max-backfill-ids %d; not backfilled",
+                          feed.symbol, row.trade_id - last - 1, self.opts.max_backfill_ids)
         elif feed.min_ts is not None and row.ts_ms < feed.min_ts:
             feed.n_dups += 1  # older than the warm-up's end on an exchange without consecutive ids
-            return
+            return False
         feed.last_id = row.trade_id
         if feed.merger is None:
             self._decide(feed, row)
         else:
             for r in feed.merger.push(row):
                 self._decide(feed, r)
+        return False
 
     def _decide(self, feed: SymbolFeed, r: Trade) -> None:
         try:
@@ -434,7 +630,6 @@ class Runner:
             return
         feed.n_trades += 1
         feed.last_ts_ms = r.ts_ms
-        feed.last_trade_wall = time.time()
         paper = self.paper
         if paper is not None:
             paper.on_trade(feed.symbol, r.trade_id, r.ts_ms, r.price)
@@ -503,7 +698,7 @@ class Runner:
             log.error("%s: backfill of %d..%d failed, %d trade(s) missing: %s", feed.symbol, lo, hi, want, exc)
             return
         for r in rows:
-            await self._on_row(feed, r, True)
+            self._on_row(feed, r, True)
         feed.n_backfilled += len(rows)
         if len(rows) < want:
             feed.n_unfilled += want - len(rows)
@@ -534,7 +729,7 @@ class Runner:
                 continue
             n_before = feed.n_trades
             for r in rows:
-                await self._on_row(feed, r, True)
+                self._on_row(feed, r, True)
             if rows:
                 feed.n_gaps += 1
                 feed.n_backfilled += len(rows)
@@ -575,7 +770,7 @@ class Runner:
             else:
                 raise ValueError(f"--warmup-from must be rest, lake or none; got {mode!r}")
             for r in rows:
-                await self._on_row(feed, r, True)
+                self._on_row(feed, r, True)
             raw_last = getattr(self.adapter, "last_raw_ids", {}).get(sym)
             if raw_last is not None:  # Binance @trade: REST gave aggTrades; continue from their last fill id
                 feed.last_id = raw_last
@@ -611,8 +806,7 @@ class Runner:
 
     # ------------------------------------------------------------------ observability
     def health(self) -> tuple[bool, dict[str, Any]]:
-        now = time.time()
-        frame_age = None if self.last_frame_wall is None else now - self.last_frame_wall
+        frame_age = (time.perf_counter_ns() - self.last_frame_ns) * 1e-9 if self.last_frame_ns else None
         fresh = frame_age is not None and frame_age <= self.opts.max_frame_age_s
         ok = self.ready and self.connected and fresh
         wall_ms = self.opts.clock_ms()
@@ -666,3 +860,67 @@ class Runner:
             "signals": sum(sum(f.n_signals.values()) for f in fs), "suppressed": sum(f.n_suppressed for f in fs),
             "rejects": sum(f.n_rejects for f in fs),
         }
+
+
+class _Listener(WSListener):
+    """picows callbacks of one connection: each complete message goes straight to the runner.
+
+    A message is stamped as received when picows hands over its last frame, the equivalent of
+    a client's `recv()` returning it. Text messages go on as `str` and binary ones as `bytes`
+    (as websockets gives them); text that is not UTF-8 goes on as `bytes` for the parser to
+    count as a bad frame. Exchanges do not fragment messages, but a fragmented one is assembled
+    as the protocol requires. Pings are answered by picows; a close frame from the server is
+    answered and ends the connection.
+    """
+
+    def __init__(self, runner: Runner):
+        super().__init__()
+        self._runner = runner
+        self._parts: list[bytes] | None = None  # the frames so far of a fragmented message
+        self._parts_text = False
+        self.n_messages = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._runner._on_connected(transport)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        t_recv_ns = time.perf_counter_ns()
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT and frame.fin:  # nearly every message
+            try:
+                payload = frame.get_payload_as_utf8_text()
+            except UnicodeDecodeError:
+                payload = frame.get_payload_as_bytes()
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+            return
+        else:
+            payload = self._assemble(kind, frame)
+            if payload is None:
+                return
+        self.n_messages += 1
+        if not self._runner._stopping:
+            self._runner.on_message(payload, t_recv_ns)
+
+    def _assemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | str | None:
+        """A binary message, or the last frame of a fragmented one: the whole message; else None."""
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if frame.fin:
+                return frame.get_payload_as_bytes()
+            self._parts, self._parts_text = [frame.get_payload_as_bytes()], kind is WSMsgType.TEXT
+            return None
+        if kind is not WSMsgType.CONTINUATION or self._parts is None:
+            return None  # a pong nobody asked for
+        self._parts.append(frame.get_payload_as_bytes())
+        if sum(map(len, self._parts)) > MAX_MESSAGE_BYTES:
+            raise WSProtocolError(WSCloseCode.MESSAGE_TOO_BIG, f"message over {MAX_MESSAGE_BYTES} bytes")
+        if not frame.fin:
+            return None
+        payload, self._parts = b"".join(self._parts), None
+        if self._parts_text:
+            try:
+                return payload.decode()
+            except UnicodeDecodeError:
+                pass
+        return payload

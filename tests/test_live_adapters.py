@@ -102,3 +102,30 @@ def test_garbage_raises_frame_error(exchange):
 def test_make_adapter_rejects_unknown_exchange():
     with pytest.raises(ValueError, match=r"unknown exchange 'kraken'; expected one of \['binance_usdm'"):
         make_adapter("kraken")
+
+
+@pytest.mark.parametrize("exchange,parse", [("binance_usdm", "parse_binance"), ("bybit_linear", "parse_bybit"),
+                                            ("okx_swap", "parse_okx")])
+def test_fast_decoding_reads_and_refuses_as_the_parsers_do(exchange, parse):
+    """Adapters decode with orjson; what orjson refuses goes to the parser as text, so rows and
+    errors are the parser's own, also for what only `json` reads (NaN, integers beyond 64 bits)."""
+    from datasets.sources import frames
+
+    a = make_adapter(exchange)
+    kw = {"binance_usdm": {}, "bybit_linear": {"exchange": "bybit_linear"}, "okx_swap": {"exchanges": ("okx_swap",)}}
+    parser = getattr(frames, parse)
+    big = ('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":%d,"p":"1.5","q":"2",'
+           '"f":1,"l":1,"T":1627000000000,"m":true}}' % 2**70)
+    texts = ["\x00\x01 this is not JSON", "[1, 2, 3]", '"just a string"', '{"stream":"x","data":NaN}', big,
+             b'{"truncated": ', "pong", *(_recv({"binance_usdm": BINANCE_MULTI, "bybit_linear": BYBIT,
+                                                 "okx_swap": OKX}[exchange])[:40])]
+    for t in texts:
+        try:
+            want = parser(t, **kw[exchange])
+        except FrameError as exc:
+            with pytest.raises(FrameError) as got:
+                a.parse(t)
+            assert str(got.value) == str(exc)
+        else:
+            assert a.parse(t) == want
+    assert BinanceAdapter().parse(big)[0].trade_id == 2**70

@@ -76,3 +76,28 @@ def test_registered_model_parity_with_bt_signals(tmp_path, monkeypatch):
     alone = Decider.from_model(uri, tracking_uri=tracking)
     assert alone.params == decider.params and alone.config_id == decider.config_id
     assert json.dumps(got[0]).startswith('{"exchange": "binance_usdm", "symbol": "BTCUSDT"')
+
+
+@pytest.mark.parametrize("order", ["as computed", "permuted"])
+def test_live_scoring_equals_the_bundles_own(order):
+    """The live scorer calls the row scorer of `bt signals`' path directly: the same value, bit for bit,
+    also for a model whose features are in another order than `FEATURE_NAMES`."""
+    import lightgbm as lgb
+
+    from bt.registry import ModelBundle
+    from live.decider import _predictor
+    from signals import FEATURE_NAMES, feature_spec_hash
+
+    names = list(FEATURE_NAMES) if order == "as computed" else list(reversed(FEATURE_NAMES))
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, len(names)))
+    y = (X[:, 0] + 0.5 * rng.normal(size=500) > 0).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7},
+                        lgb.Dataset(X, y), num_boost_round=15)
+    bundle = ModelBundle(booster.model_to_string(), {"threshold": 0.5, "feature_names": names,
+                                                     "feature_spec_hash": feature_spec_hash()})
+    predict = _predictor(bundle)
+    rows = rng.normal(size=(50, len(FEATURE_NAMES)))
+    rows[::7, 3] = np.nan
+    want = bundle.predict_matrix(rows, tuple(FEATURE_NAMES))
+    assert [predict(r) for r in rows] == want.tolist()

@@ -180,6 +180,17 @@ def test_bybit_linear_parity(tmp_path):
     assert runner.counters()["trades"] == 327  # the spot connection's 20 trades are not served on /linear
 
 
+def test_busy_polling_runner_keeps_parity(tmp_path):
+    """--busy-poll (spin, rehearse while idle) changes when frames are read, not what is decided."""
+    dec = decider_for(SMALL_WHALE)
+    journal = tmp_path / "j.jsonl"
+    syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
+    runner, _ = asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, busy_poll=True,
+                                     faults=FaultPlan(stall_after=40, stall_s=0.3)))
+    assert per_symbol(read_lines(journal)) == batch_journal(BINANCE_MULTI, dec, "binance_usdm")
+    assert runner.counters()["trades"] == 91 and runner._stand_in.counters()["trades"] > 0
+
+
 def test_okx_swap_trades_reach_the_kernel(tmp_path):
     dec = decider_for({"min_notional_usd": 100}, "okx_swap", "UNIUSD")
     journal = tmp_path / "j.jsonl"
@@ -411,3 +422,76 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
         hi = min(30.0, 0.5 * 2**a)
         assert 0 <= min(d) and max(d) <= hi
         assert math.isclose(float(np.mean(d)), hi / 2, rel_tol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- transport
+def test_listener_hands_over_whole_messages_text_as_str():
+    """Fragments are assembled; text arrives as str (bytes if it is not UTF-8), binary as bytes; a
+    close frame is answered; nothing reaches the runner once it stops."""
+    from picows import WSMsgType
+    from picows.picows import _make_test_ws_frame as frame
+
+    from live.runner import _Listener
+
+    class Collect:
+        _stopping = False
+
+        def __init__(self):
+            self.got = []
+
+        def on_message(self, payload, t_recv_ns):
+            self.got.append(payload)
+
+    class Transport:
+        def __init__(self):
+            self.calls = []
+
+        def send_close(self, code, message):
+            self.calls.append(("close", code, message))
+
+        def disconnect(self):
+            self.calls.append(("disconnect",))
+
+    runner, tr = Collect(), Transport()
+    lis = _Listener(runner)
+    T, B, C = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
+    for kind, payload, fin in [(T, b'{"a":1}', True), (T, b'{"b":', False), (C, b'2', False), (C, b"}", True),
+                               (B, b"\x01\x02", True), (T, b"\xff\xfe", True), (WSMsgType.PONG, b"", True),
+                               (B, b"x", False), (C, b"y", True)]:
+        lis.on_ws_frame(tr, frame(kind, payload, fin, False))
+    assert runner.got == ['{"a":1}', '{"b":2}', b"\x01\x02", b"\xff\xfe", b"xy"]
+    assert lis.n_messages == 5
+    close = frame(WSMsgType.CLOSE, (1000).to_bytes(2, "big") + b"bye", True, False)
+    lis.on_ws_frame(tr, close)
+    assert tr.calls[0][0] == "close" and tr.calls[1] == ("disconnect",)
+    runner._stopping = True
+    lis.on_ws_frame(tr, frame(T, b"late", True, False))
+    assert runner.got[-1] == b"xy" and lis.n_messages == 6
+
+
+def test_idle_rehearsal_touches_no_real_state():
+    """Rehearsing the frame path while idle (--busy-poll) leaves every real counter, kernel state,
+    id and metric as it was, and does run trades (and the model) through a stand-in."""
+    dec = decider_for(SMALL_WHALE)
+    texts = [f.text for f in iter_frames(BINANCE_MULTI) if '"ctkusdt@aggTrade"' in f.text][:10]
+
+    async def main():
+        runner = Runner(RunnerOptions(exchange="binance_usdm", symbols=["CTKUSDT"], echo=False), dec)
+        runner.journal = type("NoJournal", (), {"write": lambda self, rec: None})()
+        runner.feeds["CTKUSDT"].live = True
+        for t in texts:
+            runner.handle_frame(t, 0)
+        feed = runner.feeds["CTKUSDT"]
+        before = (runner.counters(), feed.last_id, feed.state.nb.iv.copy(), runner.metrics.render(),
+                  list(runner.recent))
+        for _ in range(30):
+            runner._rehearse()
+        after = (runner.counters(), feed.last_id, feed.state.nb.iv.copy(), runner.metrics.render(),
+                 list(runner.recent))
+        return before, after, runner._stand_in
+
+    before, after, stand_in = asyncio.run(main())
+    assert before[0] == after[0] and before[1] == after[1] and (before[2] == after[2]).all()
+    assert before[3] == after[3] and before[4] == after[4]
+    c = stand_in.counters()
+    assert c["frames"] == 30 and c["trades"] >= 29

@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paper", default=None,
                    help="paper-trading outcomes file (default: next to --journal, *.paper.jsonl; 'none' to skip)")
     p.add_argument("--quiet", action="store_true", help="do not echo journal lines to stdout")
+    p.add_argument("--busy-poll", action="store_true",
+                   help="spin instead of sleeping while waiting for frames, and keep the frame path warm: the lowest "
+                        "latency after quiet spells, for one core kept at 100%% (give the runner a core of its own)")
     p.add_argument("--journal-blob", default=env_default("WHALEBT_JOURNAL_BLOB", ""),
                    help="also append journal lines to an Azure append blob, e.g. az://journals/live/btc.jsonl "
                    "(credentials as for an Azure lake; env WHALEBT_JOURNAL_BLOB)")
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         http_host=args.http_host, http_port=args.http_port, stream=args.stream, stale_s=args.stale_s,
         backoff_base_s=args.backoff_base_s, backoff_cap_s=args.backoff_cap_s, idle_exit_s=args.idle_exit_s,
         metrics_out=args.metrics_out, paper=paper, max_backfill_ids=args.max_backfill_ids,
-        echo=not args.quiet, journal_blob=args.journal_blob or None,
+        echo=not args.quiet, journal_blob=args.journal_blob or None, busy_poll=args.busy_poll,
     )
     if args.exchange == "okx_swap":
         from datasets.sources.frames import UnknownContractError
