@@ -120,8 +120,9 @@ class Metrics:
         self.receipt_to_decision = Histogram(
             self.PREFIX + "receipt_to_decision_seconds",
             "time from a frame's receipt to the decisions on all its trades (journal I/O and REST excluded)")
-        self.journal_write = Histogram(
-            self.PREFIX + "journal_write_seconds", "time to append and fsync one journal record")
+        self.journal_fsync = Histogram(
+            self.PREFIX + "journal_fsync_seconds", "time of one journal fdatasync (a group commit of the records "
+            "decided in one burst of frames)")
         self.exchange_to_receipt = Histogram(
             self.PREFIX + "exchange_to_receipt_seconds",
             "local receipt time minus the exchange's trade time (clock skew included)",
@@ -157,6 +158,6 @@ class Metrics:
                 v = series[key]
                 out.append(f"{full}{_labels(key)} {int(v) if float(v).is_integer() else repr(float(v))}")
         out += self.receipt_to_decision.render()
-        out += self.journal_write.render()
+        out += self.journal_fsync.render()
         out += self.exchange_to_receipt.render()
         return "\n".join(out) + "\n"

@@ -207,7 +207,8 @@ class Runner:
         self._echo = StdoutEcho(self._stdout) if self.opts.echo else None
         self._blob_sink = AppendBlobSink(self.opts.journal_blob) if self.opts.journal_blob else None
         sinks = [s for s in (self._echo, self._blob_sink) if s is not None]
-        self.journal = JournalWriter(self.opts.journal, echo=_fan_out(sinks) if sinks else None)
+        self.journal = JournalWriter(self.opts.journal, echo=_fan_out(sinks) if sinks else None,
+                                     on_sync=self.metrics.journal_fsync.observe)
         if self.opts.paper and self.decider.paper_rules is not None:
             self.paper = PaperBook(self.decider.paper_rules, self.adapter.exchange, self.decider.config_id,
                                    self.opts.paper)
@@ -648,10 +649,8 @@ class Runner:
                              ts_ms=r.ts_ms, price=r.price, notional_usd=r.price * r.qty, prob=prob,
                              decision=decision, config_id=self.decider.config_id, model=self.decider.model_uri)
         t0 = time.perf_counter_ns()
-        self.journal.write(rec)
-        dt = time.perf_counter_ns() - t0
-        self._io_ns += dt
-        self.metrics.journal_write.observe(dt * 1e-9)
+        self.journal.write(rec)  # appended now, fsync'd and echoed when this burst of frames is done
+        self._io_ns += time.perf_counter_ns() - t0
         self.recent.append(rec)
         feed.n_signals[decision] += 1
         if paper is not None and decision == "long":

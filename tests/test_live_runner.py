@@ -298,6 +298,33 @@ def test_restart_resumes_from_the_journal_without_re_emitting(tmp_path):
     assert st.records == len(want) and st.other_configs == 0
 
 
+
+def test_journal_group_commit_syncs_a_burst_once_and_echoes_only_synced_lines(tmp_path, monkeypatch):
+    import live.journal as lj
+
+    syncs, echoed = [], []
+
+    def fake_sync(fd):  # record what the file holds at each fdatasync
+        syncs.append(len((tmp_path / "j.jsonl").read_text().splitlines()))
+
+    monkeypatch.setattr(lj, "_sync", fake_sync)
+    w = lj.JournalWriter(tmp_path / "j.jsonl", echo=echoed.append)
+    w.write({"n": 0})  # no event loop: committed at once
+    assert syncs == [1] and len(echoed) == 1
+
+    async def burst():
+        for n in range(1, 4):
+            w.write({"n": n})
+        assert echoed == ['{"n": 0}'] and syncs == [1]  # appended, not yet synced or announced
+        await asyncio.sleep(0)
+        assert syncs == [1, 4] and echoed == [json.dumps({"n": n}) for n in range(4)]
+
+    asyncio.run(burst())
+    w.write({"n": 4})
+    w.close()
+    assert syncs == [1, 4, 5] and len(echoed) == 5
+
+
 def test_half_written_last_line_is_cut_before_appending(tmp_path):
     dec = decider_for(SMALL_WHALE)
     journal = tmp_path / "j.jsonl"
