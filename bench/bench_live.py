@@ -156,7 +156,7 @@ async def over_websocket(decider, speed: str, pace_s: float | None, tmp: Path,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pace-s", type=float, default=30.0, help="seconds of the recording to play at recorded pace")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="in-process passes and max-speed runs; best kept")
     ap.add_argument("--no-model", action="store_true")
     args = ap.parse_args()
     import logging
@@ -169,10 +169,12 @@ def main() -> int:
     fps, lat, c = asyncio.run(in_process(frames, decider, args.repeat))
     rows = [("in-process (no socket)", fps, lat, c)]
     with tempfile.TemporaryDirectory() as tmp:
-        fps2, lat2, c2 = asyncio.run(over_websocket(decider, "max", None, Path(tmp)))
-        rows.append(("WebSocket, max speed", fps2, lat2, c2))
-        fps4, lat4, c4 = asyncio.run(over_websocket(decider, "max", None, Path(tmp), journal=False))
-        rows.append(("WebSocket, max speed, no journal file", fps4, lat4, c4))
+        # max-speed runs last about half a second: a busy spell on a shared machine can halve one, so
+        # the best of --repeat runs is kept (each with its own latencies)
+        for name, journal in (("WebSocket, max speed", True), ("WebSocket, max speed, no journal file", False)):
+            runs = [asyncio.run(over_websocket(decider, "max", None, Path(tmp), journal=journal))
+                    for _ in range(args.repeat)]
+            rows.append((name, *max(runs, key=lambda run: run[0])))
         _, lat3, c3 = asyncio.run(over_websocket(decider, "1", args.pace_s, Path(tmp)))
         rows.append((f"WebSocket, recorded pace ({args.pace_s:.0f} s)", float("nan"), lat3, c3))
         _, lat5, c5 = asyncio.run(over_websocket(decider, "1", args.pace_s, Path(tmp), busy_poll=False))
