@@ -425,21 +425,13 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         buy_qty = qty if is_buy else 0.0
         buy_notional = notional if is_buy else 0.0
         # (sell = total - buy: the other side adds an exact 0.0, which leaves a total as it is)
-        hi, lo = dd_add_nb(fv[FV_TOT + PRE_BUY_QTY], fv[FV_TOT + PRE_BUY_QTY + 1], buy_qty)
-        fv[FV_TOT + PRE_BUY_QTY] = hi
-        fv[FV_TOT + PRE_BUY_QTY + 1] = lo
-        hi, lo = dd_add_nb(fv[FV_TOT + PRE_SELL_QTY], fv[FV_TOT + PRE_SELL_QTY + 1], qty - buy_qty)
-        fv[FV_TOT + PRE_SELL_QTY] = hi
-        fv[FV_TOT + PRE_SELL_QTY + 1] = lo
-        hi, lo = dd_add_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1], buy_notional)
-        fv[FV_TOT + PRE_BUY_NOTIONAL] = hi
-        fv[FV_TOT + PRE_BUY_NOTIONAL + 1] = lo
-        hi, lo = dd_add_nb(fv[FV_TOT + PRE_SELL_NOTIONAL], fv[FV_TOT + PRE_SELL_NOTIONAL + 1], notional - buy_notional)
-        fv[FV_TOT + PRE_SELL_NOTIONAL] = hi
-        fv[FV_TOT + PRE_SELL_NOTIONAL + 1] = lo
-        hi, lo = dd_add_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1], r2)
-        fv[FV_TOT + PRE_R2] = hi
-        fv[FV_TOT + PRE_R2 + 1] = lo
+        for c in range(0, N_PRE, 2):
+            x = (buy_qty if c == PRE_BUY_QTY else qty - buy_qty if c == PRE_SELL_QTY
+                 else buy_notional if c == PRE_BUY_NOTIONAL else notional - buy_notional if c == PRE_SELL_NOTIONAL
+                 else r2)
+            hi, lo = dd_add_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], x)
+            fv[FV_TOT + c] = hi
+            fv[FV_TOT + c + 1] = lo
         fv[FV_LAST_LOG_PRICE] = log_price
         iv[IV_LAST_TS] = ts_ms
         iv[IV_HEAD] = head + 1
