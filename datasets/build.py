@@ -144,7 +144,7 @@ def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
 
 def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt.date) -> str:
     """Partition variant of a gold build: what the events depend on besides bronze."""
-    from signals import feature_spec_hash
+    from signals import KERNEL_VERSION, feature_spec_hash
 
     spec = {
         "whale": whale,
@@ -152,6 +152,7 @@ def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt
         "entry_latency_ms": int(latency_ms),
         "warmup_from": str(start),
         "features": feature_spec_hash(),
+        "kernel": KERNEL_VERSION,
     }
     return "signal=" + hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:12]
 

@@ -6,7 +6,7 @@ Pure NumPy/numba: no files, clocks, sockets or YAML. `live/` calls `update` per 
 
 from signals.config import WhaleParams
 from signals.features import FEATURE_NAMES, FEATURE_VERSION, N_FEATURES, feature_spec_hash
-from signals.kernel import BatchResult, KernelState, new_state, run_batch, update
+from signals.kernel import KERNEL_VERSION, BatchResult, KernelState, new_state, run_batch, update
 
 __all__ = [
     "WhaleParams",
@@ -17,6 +17,7 @@ __all__ = [
     "run_batch",
     "FEATURE_NAMES",
     "FEATURE_VERSION",
+    "KERNEL_VERSION",
     "N_FEATURES",
     "feature_spec_hash",
 ]

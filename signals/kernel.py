@@ -15,9 +15,13 @@ from signals.config import WhaleParams
 from signals.features import FEATURE_NAMES, N_FEATURES, feature_spec_hash
 
 __all__ = ["KernelState", "BatchResult", "new_state", "update", "run_batch", "params_to_array",
-           "FEATURE_NAMES", "feature_spec_hash", "DEFAULT_CAPACITY"]
+           "FEATURE_NAMES", "feature_spec_hash", "DEFAULT_CAPACITY", "KERNEL_VERSION"]
 
 DEFAULT_CAPACITY = 1 << 16
+#: Bump when the kernel's arithmetic changes what it outputs (not the feature definitions: that is
+#: `FEATURE_VERSION`), so that gold events cached in a lake are rebuilt. 2: double-double prefix
+#: window sums; flow and samples compared as in exact arithmetic.
+KERNEL_VERSION = 2
 
 
 def params_to_array(params: WhaleParams) -> np.ndarray:
