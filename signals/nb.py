@@ -93,10 +93,7 @@ IV_HEAD = 0  # seq of the next trade = trades seen so far
 IV_LAST_TS = 1
 IV_TAIL0 = 2  # oldest seq inside window w (0..3 features, 4 flow rule) at IV_TAIL0 + w
 IV_TAIL_10S = 7  # the 10 s return reference has a tail but no sums
-IV_MIN_LO = 8  # monotonic deque of 60 s minima: counters into dq_min
-IV_MIN_HI = 9
-IV_MAX_LO = 10  # and of maxima: counters into dq_max
-IV_MAX_HI = 11
+IV_DQ = 8  # deque d (0: 60 s minima, 1: maxima) runs over counters IV_DQ + 2 d .. IV_DQ + 2 d + 1
 IV_SEC = 12  # flow rule: the open (current) whole second
 IV_HIST_N = 13  # samples in the flow history, <= lookback_s
 IV_HIST_POS = 14  # next slot of hist (the oldest sample once full)
@@ -129,8 +126,7 @@ class StateNb(NamedTuple):
     r_ts: np.ndarray  # trade ring, slot = seq & (cap - 1), cap a power of two: int64[cap]
     r_price: np.ndarray  # float64[cap]
     r_pre: np.ndarray  # float64[cap * N_PRE]: the prefix totals before the trade, row = slot
-    dq_min: np.ndarray  # int64[cap]: seqs of the ascending-price deque (60 s minima)
-    dq_max: np.ndarray  # int64[cap]: seqs of the descending-price deque (60 s maxima)
+    dq: np.ndarray  # int64[2 * cap]: seqs of the 60 s min deque at [0, cap), of the max deque at [cap, 2 cap)
     bins: np.ndarray  # float64[2, window_s]: taker-buy notional total (hi, lo) as second s opened, slot s % window_s
     hist: np.ndarray  # float64[lookback_s]: the flow history in time order (a ring, next slot IV_HIST_POS)
     hv: np.ndarray  # float64[2 * lookback_s]: the history's two heaps, keys (see "Flow history")
@@ -154,7 +150,7 @@ def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
     ring = {name: np.zeros(capacity * w, dt) for name, dt, w in zip(_RING, _RING_DTYPES, _RING_WIDTH)}
     return StateNb(
         iv=np.zeros(N_IV, np.int64), fv=fv, **ring,
-        dq_min=np.zeros(capacity, np.int64), dq_max=np.zeros(capacity, np.int64),
+        dq=np.zeros(2 * capacity, np.int64),
         bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros(lookback),
         hv=np.zeros(2 * lookback), hs=np.zeros(2 * lookback, np.int64), hpos=np.zeros(lookback, np.int64),
     )
@@ -173,11 +169,11 @@ def grow_state_nb(st: StateNb) -> StateNb:
         new = np.zeros((new_cap, width), old.dtype)
         new[seqs & new_mask] = old[seqs & mask]
         moved[name] = new.reshape(-1)
-    for name, lo, hi in (("dq_min", IV_MIN_LO, IV_MIN_HI), ("dq_max", IV_MAX_LO, IV_MAX_HI)):
-        ctr = np.arange(st.iv[lo], st.iv[hi], dtype=np.int64)
-        new = np.zeros(new_cap, np.int64)
-        new[ctr & new_mask] = getattr(st, name)[ctr & mask]
-        moved[name] = new
+    old, new = st.dq.reshape(2, cap), np.zeros((2, new_cap), np.int64)
+    for d in range(2):
+        ctr = np.arange(st.iv[IV_DQ + 2 * d], st.iv[IV_DQ + 2 * d + 1], dtype=np.int64)
+        new[d, ctr & new_mask] = old[d, ctr & mask]
+    moved["dq"] = new.reshape(-1)
     return st._replace(**moved)
 
 
@@ -238,7 +234,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     """
     # Bound once here, used again at the single exit: see "Refcounts" above.
     iv, fv, bins, hist, hv, hs, hpos = st.iv, st.fv, st.bins, st.hist, st.hv, st.hs, st.hpos
-    r_ts, r_price, r_pre, dq_min, dq_max = st.r_ts, st.r_price, st.r_pre, st.dq_min, st.dq_max
+    r_ts, r_price, r_pre, dq = st.r_ts, st.r_price, st.r_pre, st.dq
 
     head = iv[IV_HEAD]
     mask = r_ts.shape[0] - 1
@@ -481,57 +477,44 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
             flow = dd_diff_exact_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
 
         # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
-        # Pops counted four at a time, without branches, like the tails (seqs outside
-        # [lo, hi) are masked out of the runs; reading their slots is harmless).
+        # Deque 0 keeps prices ascending, deque 1 descending: the same code on sign * price
+        # (a negation is exact). Pops are counted four at a time, without branches, like the
+        # tails (seqs outside [lo, hi) are masked out of the runs; reading their slots is harmless).
         tail60 = iv[IV_TAIL0 + W_60S]
-        lo = iv[IV_MIN_LO]
-        hi = iv[IV_MIN_HI]
-        while True:  # front: seqs that left the 60 s window
-            b0 = (lo < hi) & (dq_min[slot_nb(lo, umask)] < tail60)
-            b1 = b0 & (lo + 1 < hi) & (dq_min[slot_nb(lo + 1, umask)] < tail60)
-            b2 = b1 & (lo + 2 < hi) & (dq_min[slot_nb(lo + 2, umask)] < tail60)
-            b3 = b2 & (lo + 3 < hi) & (dq_min[slot_nb(lo + 3, umask)] < tail60)
-            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-            lo += adv
-            if adv < 4:
-                break
-        while True:  # back: prices not below the new one
-            b0 = (lo < hi) & (r_price[slot_nb(dq_min[slot_nb(hi - 1, umask)], umask)] >= price)
-            b1 = b0 & (lo < hi - 1) & (r_price[slot_nb(dq_min[slot_nb(hi - 2, umask)], umask)] >= price)
-            b2 = b1 & (lo < hi - 2) & (r_price[slot_nb(dq_min[slot_nb(hi - 3, umask)], umask)] >= price)
-            b3 = b2 & (lo < hi - 3) & (r_price[slot_nb(dq_min[slot_nb(hi - 4, umask)], umask)] >= price)
-            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-            hi -= adv
-            if adv < 4:
-                break
-        dq_min[slot_nb(hi, umask)] = head
-        iv[IV_MIN_LO] = lo
-        iv[IV_MIN_HI] = hi + 1
-        p_min = r_price[slot_nb(dq_min[slot_nb(lo, umask)], umask)]
-        lo = iv[IV_MAX_LO]
-        hi = iv[IV_MAX_HI]
-        while True:
-            b0 = (lo < hi) & (dq_max[slot_nb(lo, umask)] < tail60)
-            b1 = b0 & (lo + 1 < hi) & (dq_max[slot_nb(lo + 1, umask)] < tail60)
-            b2 = b1 & (lo + 2 < hi) & (dq_max[slot_nb(lo + 2, umask)] < tail60)
-            b3 = b2 & (lo + 3 < hi) & (dq_max[slot_nb(lo + 3, umask)] < tail60)
-            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-            lo += adv
-            if adv < 4:
-                break
-        while True:  # back: prices not above the new one
-            b0 = (lo < hi) & (r_price[slot_nb(dq_max[slot_nb(hi - 1, umask)], umask)] <= price)
-            b1 = b0 & (lo < hi - 1) & (r_price[slot_nb(dq_max[slot_nb(hi - 2, umask)], umask)] <= price)
-            b2 = b1 & (lo < hi - 2) & (r_price[slot_nb(dq_max[slot_nb(hi - 3, umask)], umask)] <= price)
-            b3 = b2 & (lo < hi - 3) & (r_price[slot_nb(dq_max[slot_nb(hi - 4, umask)], umask)] <= price)
-            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-            hi -= adv
-            if adv < 4:
-                break
-        dq_max[slot_nb(hi, umask)] = head
-        iv[IV_MAX_LO] = lo
-        iv[IV_MAX_HI] = hi + 1
-        p_max = r_price[slot_nb(dq_max[slot_nb(lo, umask)], umask)]
+        p_min = price
+        p_max = price
+        for d in range(2):
+            sgn = 1.0 if d == 0 else -1.0
+            key = sgn * price
+            base = np.uint64(d) * (umask + np.uint64(1))
+            lo = iv[IV_DQ + 2 * d]
+            hi = iv[IV_DQ + 2 * d + 1]
+            while True:  # front: seqs that left the 60 s window
+                b0 = (lo < hi) & (dq[base + slot_nb(lo, umask)] < tail60)
+                b1 = b0 & (lo + 1 < hi) & (dq[base + slot_nb(lo + 1, umask)] < tail60)
+                b2 = b1 & (lo + 2 < hi) & (dq[base + slot_nb(lo + 2, umask)] < tail60)
+                b3 = b2 & (lo + 3 < hi) & (dq[base + slot_nb(lo + 3, umask)] < tail60)
+                adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+                lo += adv
+                if adv < 4:
+                    break
+            while True:  # back: entries the new price makes redundant (sign * price not below its key)
+                b0 = (lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= key)
+                b1 = b0 & (lo < hi - 1) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 2, umask)], umask)] >= key)
+                b2 = b1 & (lo < hi - 2) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 3, umask)], umask)] >= key)
+                b3 = b2 & (lo < hi - 3) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 4, umask)], umask)] >= key)
+                adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+                hi -= adv
+                if adv < 4:
+                    break
+            dq[base + slot_nb(hi, umask)] = head
+            iv[IV_DQ + 2 * d] = lo
+            iv[IV_DQ + 2 * d + 1] = hi + 1
+            ext = r_price[slot_nb(dq[base + slot_nb(lo, umask)], umask)]
+            if d == 0:
+                p_min = ext
+            else:
+                p_max = ext
 
         # --- the rest of the feature row (window sums and counts are in it) ---------------
         # ret_k: against the trade just before the k-second window's tail.
@@ -579,7 +562,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     # --- single exit: every array is used here on every path ("Refcounts") --------------
     iv[IV_LAST_STATUS] = code
     n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + bins.size + hist.size + hv.size
-               + hs.size + hpos.size + r_ts.size + r_price.size + r_pre.size + dq_min.size + dq_max.size)
+               + hs.size + hpos.size + r_ts.size + r_price.size + r_pre.size + dq.size)
     return code if n_alive > 0 else ST_BAD_ARGS
 
 
