@@ -113,16 +113,23 @@ class ModelBundle:
                 "retrain it (bt sweep / bt run) with the current code"
             )
 
+    def feature_columns(self, columns: Sequence[str]) -> list[int]:
+        """Positions in ``columns`` of the model's features, in the model's order.
+
+        Raises:
+            ValueError: naming every feature the model needs that ``columns`` lacks.
+        """
+        columns = list(columns)
+        missing = [n for n in self.feature_names if n not in columns]
+        if missing:
+            raise ValueError(f"the model needs features {missing}; the input has {columns}")
+        return [columns.index(n) for n in self.feature_names]
+
     def predict_matrix(self, X: np.ndarray, columns: Sequence[str]) -> np.ndarray:
         """Probabilities for rows whose columns are named ``columns`` (a superset of the model's)."""
         from signals.trees_nb import predict_proba
 
-        cols = []
-        for n in self.feature_names:
-            if n not in columns:
-                raise ValueError(f"the model needs feature {n!r}; the input has {list(columns)}")
-            cols.append(list(columns).index(n))
-        return predict_proba(self.ensemble, np.asarray(X, dtype=np.float64)[:, cols])
+        return predict_proba(self.ensemble, np.asarray(X, dtype=np.float64)[:, self.feature_columns(columns)])
 
 
 def _pyfunc_class():

@@ -49,15 +49,14 @@ def _predictor(bundle) -> Callable[[np.ndarray], float]:
     """
     from signals.trees_nb import predict_proba_row_nb
 
-    names = list(FEATURE_NAMES)
-    missing = [n for n in bundle.feature_names if n not in names]
-    if missing:
-        raise ModelUnavailable(f"the model needs features {missing}; this code computes {names}")
-    cols = [names.index(n) for n in bundle.feature_names]
+    try:
+        cols = bundle.feature_columns(FEATURE_NAMES)
+    except ValueError as exc:
+        raise ModelUnavailable(str(exc)) from None
     ens = bundle.ensemble
     if len(cols) != ens.n_features:
         raise ModelUnavailable(f"the model's trees use {ens.n_features} features but it names {len(cols)}")
-    pick = None if cols == list(range(len(names))) else np.asarray(cols)
+    pick = None if cols == list(range(len(FEATURE_NAMES))) else np.asarray(cols)
 
     def predict(row: np.ndarray) -> float:
         return float(predict_proba_row_nb(row if pick is None else row[pick], ens))
