@@ -525,7 +525,8 @@ class Runner:
 
     def _frame_done(self, rows: list[Trade], t_recv_ns: int) -> None:
         self.last_stream_ts_ms = rows[-1].ts_ms
-        # decision latency: the journal's write + fsync (timed on its own) and REST backfills are not in it
+        # decision latency: the journal append and REST backfills are not in it (the fdatasync comes after
+        # the burst, timed on its own)
         self.metrics.receipt_to_decision.observe((time.perf_counter_ns() - t_recv_ns - self._io_ns) * 1e-9)
         self.metrics.exchange_to_receipt.observe((self.opts.clock_ms() - rows[-1].ts_ms) * 1e-3)
 

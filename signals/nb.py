@@ -394,7 +394,7 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                 n = iv[IV_HIST_N]
                 thr = np.nan
                 if n >= np.int64(params_arr[P_MIN_SAMPLES]):
-                    vi = (n - 1) * params_arr[P_Q]
+                    vi = (n - 1) * q
                     if vi >= n - 1:
                         thr = hv[0]
                     else:
