@@ -28,9 +28,11 @@ per-second samples, which needs the samples of rank floor((n - 1) q) and the nex
 samples sit in time order in the ring `hist` and, by value, in two heaps sharing `hv`: a
 max-heap of the lower floor((n - 1) q) + 1 samples at `hv[:lookback]` and a max-heap of the
 negated upper samples at `hv[lookback:]` (negation is exact), every lower sample <= every
-upper one. The two tops are the two ranks. A closing second removes the leaving sample from
-its heap (`hpos` says where it is), pushes the new one and moves at most a top or two
-across: O(log lookback_s) per second where a sorted array shifts O(lookback_s) values.
+upper one. The two tops are the two ranks. A closing second puts the new sample in the
+leaving one's place when both belong to the same heap (the common case: one sift);
+otherwise it removes the leaving sample from its heap (`hpos` says where it is), pushes
+the new one and moves at most a top or two across: O(log lookback_s) per second where a
+sorted array shifts O(lookback_s) values.
 
 Refcounts: numba increfs each array a function binds or receives (an atomic instruction)
 and decrefs it on exit; LLVM's refcount pruner drops those pairs only when it can match
@@ -311,6 +313,19 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                                     size = hi_n
                                 sl = carry_sl
                                 carry_to = -1
+                            elif stage == 0 and (hpos[pos] < lookback) == (lo_n > 0 and x <= hv[0]):
+                                # the new sample belongs to the leaving one's heap: it takes its place
+                                stage = 2
+                                at = hpos[pos]
+                                if at < lookback:
+                                    key = x
+                                    size = lo_n
+                                else:
+                                    base = lookback
+                                    key = -x
+                                    size = hi_n
+                                i = at - base
+                                sl = pos
                             elif stage == 0:  # the leaving sample: its heap's last entry fills the hole
                                 stage = 1
                                 at = hpos[pos]
@@ -478,37 +493,48 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
         # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
         # Deque 0 keeps prices ascending, deque 1 descending: the same code on sign * price
-        # (a negation is exact). Pops are counted four at a time, without branches, like the
-        # tails (seqs outside [lo, hi) are masked out of the runs; reading their slots is harmless).
+        # (a negation is exact). The front rarely expires, so its test is a well-predicted
+        # branch. At the back sits the previous trade (unless it left the window), and keys
+        # strictly increase towards it, so the new key pops past it only in the deque it
+        # moved against: the min deque if the price fell, the max deque if it rose. Both take
+        # one branch-free test for the previous trade; the one that may pop further counts its
+        # pops four at a time without branches, like the tails (seqs below lo are masked out;
+        # reading their slots is harmless).
         tail60 = iv[IV_TAIL0 + W_60S]
+        cap = umask + np.uint64(1)
+        for d in range(2):
+            sgn = 1.0 if d == 0 else -1.0
+            base = np.uint64(d) * cap
+            lo = iv[IV_DQ + 2 * d]
+            hi = iv[IV_DQ + 2 * d + 1]
+            while lo < hi and dq[base + slot_nb(lo, umask)] < tail60:  # front: seqs that left the window
+                lo += 1
+            hi -= np.int64((lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= sgn * price))
+            iv[IV_DQ + 2 * d] = lo
+            iv[IV_DQ + 2 * d + 1] = hi
+        dw = np.int64(price > r_price[slot_nb(head - 1, umask)])  # 1: the price rose (any value at head 0)
+        sgn = 1.0 - 2.0 * dw
+        key = sgn * price
+        base = np.uint64(dw) * cap
+        lo = iv[IV_DQ + 2 * dw]
+        hi = iv[IV_DQ + 2 * dw + 1]
+        while True:  # back: entries the new price makes redundant (sign * price not below its key)
+            b0 = (lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= key)
+            b1 = b0 & (lo < hi - 1) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 2, umask)], umask)] >= key)
+            b2 = b1 & (lo < hi - 2) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 3, umask)], umask)] >= key)
+            b3 = b2 & (lo < hi - 3) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 4, umask)], umask)] >= key)
+            adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
+            hi -= adv
+            if adv < 4:
+                break
+        iv[IV_DQ + 2 * dw + 1] = hi
         p_min = price
         p_max = price
         for d in range(2):
-            sgn = 1.0 if d == 0 else -1.0
-            key = sgn * price
-            base = np.uint64(d) * (umask + np.uint64(1))
+            base = np.uint64(d) * cap
             lo = iv[IV_DQ + 2 * d]
             hi = iv[IV_DQ + 2 * d + 1]
-            while True:  # front: seqs that left the 60 s window
-                b0 = (lo < hi) & (dq[base + slot_nb(lo, umask)] < tail60)
-                b1 = b0 & (lo + 1 < hi) & (dq[base + slot_nb(lo + 1, umask)] < tail60)
-                b2 = b1 & (lo + 2 < hi) & (dq[base + slot_nb(lo + 2, umask)] < tail60)
-                b3 = b2 & (lo + 3 < hi) & (dq[base + slot_nb(lo + 3, umask)] < tail60)
-                adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-                lo += adv
-                if adv < 4:
-                    break
-            while True:  # back: entries the new price makes redundant (sign * price not below its key)
-                b0 = (lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= key)
-                b1 = b0 & (lo < hi - 1) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 2, umask)], umask)] >= key)
-                b2 = b1 & (lo < hi - 2) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 3, umask)], umask)] >= key)
-                b3 = b2 & (lo < hi - 3) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 4, umask)], umask)] >= key)
-                adv = np.int64(b0) + np.int64(b1) + np.int64(b2) + np.int64(b3)
-                hi -= adv
-                if adv < 4:
-                    break
             dq[base + slot_nb(hi, umask)] = head
-            iv[IV_DQ + 2 * d] = lo
             iv[IV_DQ + 2 * d + 1] = hi + 1
             ext = r_price[slot_nb(dq[base + slot_nb(lo, umask)], umask)]
             if d == 0:
