@@ -10,9 +10,80 @@ import math
 
 import numpy as np
 
-__all__ = ["event_metrics", "bootstrap_mean_ci", "portfolio_metrics", "PERCENTILES"]
+__all__ = [
+    "event_metrics",
+    "bootstrap_mean_ci",
+    "cluster_bootstrap_mean_ci",
+    "signal_clusters",
+    "n_independent",
+    "portfolio_metrics",
+    "PERCENTILES",
+    "MIN_CLUSTERS_FOR_CI",
+]
 
 PERCENTILES = (10, 25, 50, 75, 90)
+
+#: Below this many independent clusters the bootstrap CI of the mean is not reported: resampling
+#: a handful of clusters gives an interval that mostly reflects which clusters happened to occur.
+MIN_CLUSTERS_FOR_CI = 10
+
+
+def signal_clusters(start_ts_ms: np.ndarray, end_ts_ms: np.ndarray) -> np.ndarray:
+    """Cluster label of each signal: chains of signals whose ``[start, end]`` windows overlap.
+
+    Signals are ordered by start; a signal joins the current cluster when it starts at or before
+    the latest end seen in that cluster, and opens a new one otherwise. Two signals in one cluster
+    share part of their outcome window, so their returns are not independent draws. Labels are
+    0, 1, 2, ... in time order, returned in the input order. Signals without a window (end < 0,
+    e.g. dropped) get -1 and belong to no cluster.
+    """
+    start = np.asarray(start_ts_ms, dtype=np.int64)
+    end = np.asarray(end_ts_ms, dtype=np.int64)
+    if start.shape != end.shape:
+        raise ValueError(f"start and end times must have the same shape; got {start.shape} and {end.shape}")
+    labels = np.full(start.shape, -1, np.int64)
+    ok = np.flatnonzero(end >= 0)
+    if ok.size == 0:
+        return labels
+    order = ok[np.argsort(start[ok], kind="stable")]
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)
+    new = np.r_[True, s[1:] > reach[:-1]]
+    labels[order] = np.cumsum(new) - 1
+    return labels
+
+
+def n_independent(cluster: np.ndarray) -> int:
+    """Number of distinct clusters among labels >= 0."""
+    c = np.asarray(cluster, dtype=np.int64)
+    c = c[c >= 0]
+    return int(np.unique(c).size)
+
+
+def cluster_bootstrap_mean_ci(x: np.ndarray, cluster: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> list[float]:
+    """Percentile CI of the mean of ``x`` resampling whole clusters (block bootstrap).
+
+    Each replicate draws as many clusters as there are, with replacement, and takes the mean of
+    all their signals (sum of returns over number of signals). With one signal per cluster it is
+    the plain iid bootstrap of the mean. [nan, nan] with fewer than 2 clusters.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    _, inv = np.unique(np.asarray(cluster, dtype=np.int64), return_inverse=True)
+    k = int(inv.max()) + 1 if inv.size else 0
+    if k < 2 or n_boot <= 0:
+        return [math.nan, math.nan]
+    sums = np.bincount(inv, weights=x, minlength=k)
+    counts = np.bincount(inv, minlength=k).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, min(n_boot, 20_000_000 // k))
+    for lo in range(0, n_boot, chunk):
+        hi = min(n_boot, lo + chunk)
+        idx = rng.integers(0, k, size=(hi - lo, k))
+        means[lo:hi] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return [float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))]
 
 
 def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:
@@ -41,26 +112,39 @@ def event_metrics(
     net_return: np.ndarray,
     label: np.ndarray,
     *,
+    cluster: np.ndarray | None = None,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
     """Event-study metrics over signals that were not dropped.
 
-    Keys: ``n_signals``, ``mean_return``, ``median_return``, ``win_rate`` (share > 0),
-    ``hit_rate_1pct`` (share ≥ 0.01), ``precision`` (share with label 1), ``p10`` … ``p90``,
-    ``std_return``, ``mean_return_ci95`` ([low, high], bootstrap).
+    Keys: ``n_signals``, ``n_independent`` (clusters of overlapping outcome windows, see
+    :func:`signal_clusters`; without ``cluster`` every signal counts as its own), ``mean_return``,
+    ``median_return``, ``win_rate`` (share > 0), ``hit_rate_1pct`` (share ≥ 0.01), ``precision``
+    (share with label 1), ``p10`` … ``p90``, ``std_return``, ``mean_return_ci95`` ([low, high],
+    bootstrap over clusters; null below :data:`MIN_CLUSTERS_FOR_CI` clusters) and ``ci_note``
+    (why the CI is null, else None).
     """
     r = np.asarray(net_return, dtype=np.float64)
     keep = np.isfinite(r)
     r = r[keep]
     lab = np.asarray(label, dtype=bool)[keep]
+    if cluster is None:
+        cl = np.arange(r.size, dtype=np.int64)
+    else:
+        cl = np.asarray(cluster, dtype=np.int64)
+        if cl.shape != keep.shape:
+            raise ValueError(f"cluster labels must match the returns; got {cl.shape} and {keep.shape}")
+        cl = cl[keep]
     n = int(r.size)
-    out: dict = {"n_signals": n}
+    k = n_independent(cl) if n else 0
+    out: dict = {"n_signals": n, "n_independent": k}
     if n == 0:
         out.update({k: None for k in ("mean_return", "median_return", "win_rate", "hit_rate_1pct",
                                       "precision", "std_return")})
         out.update({f"p{p}": None for p in PERCENTILES})
-        out["mean_return_ci95"] = [None, None]
+        out["mean_return_ci95"] = None
+        out["ci_note"] = "no signals"
         return out
     pct = np.percentile(r, PERCENTILES)
     out.update(
@@ -74,7 +158,16 @@ def event_metrics(
         }
     )
     out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)})
-    out["mean_return_ci95"] = [_f(v) for v in bootstrap_mean_ci(r, n_boot, seed)]
+    if k < MIN_CLUSTERS_FOR_CI:
+        out["mean_return_ci95"] = None
+        out["ci_note"] = (f"{k} independent signal cluster{'s' if k != 1 else ''} (overlapping outcome "
+                          f"windows count once); a CI needs at least {MIN_CLUSTERS_FOR_CI}")
+    elif n_boot <= 0:
+        out["mean_return_ci95"] = None
+        out["ci_note"] = "bootstrap disabled (backtest.bootstrap: 0)"
+    else:
+        out["mean_return_ci95"] = [_f(v) for v in cluster_bootstrap_mean_ci(r, cl, n_boot, seed)]
+        out["ci_note"] = None
     return out
 
 

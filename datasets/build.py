@@ -145,6 +145,7 @@ def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
 def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt.date) -> str:
     """Partition variant of a gold build: what the events depend on besides bronze."""
     from signals import KERNEL_VERSION, feature_spec_hash
+    from signals.outcome import OUTCOME_VERSION
 
     spec = {
         "whale": whale,
@@ -153,6 +154,7 @@ def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt
         "warmup_from": str(start),
         "features": feature_spec_hash(),
         "kernel": KERNEL_VERSION,
+        "outcome": OUTCOME_VERSION,
     }
     return "signal=" + hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:12]
 

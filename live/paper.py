@@ -1,6 +1,6 @@
 """Paper trading of `long` decisions on the live stream, by the SPEC §3 rules of the backtest.
 
-For each `long` signal: entry at the first later trade whose time is at least trigger time +
+For each `long` signal: entry at the first trade in a later millisecond than trigger time +
 `entry_latency_ms`, at its price x (1 + slippage); exit at the last trade at or before
 entry time + horizon, or earlier at the first trade reaching take-profit / stop-loss. The
 outcome is known when the first trade past the horizon arrives (the batch side,
@@ -118,7 +118,7 @@ class PaperBook:
         if pend:
             still = []
             for pos in pend:
-                if ts_ms >= pos.due_ts:  # entries come after the trigger trade (added after its on_trade)
+                if ts_ms > pos.due_ts:  # a later millisecond than trigger + latency
                     pos.entry_id, pos.entry_ts = trade_id, ts_ms
                     pos.entry_px = price * (1.0 + r.slippage)
                     pos.end_ts = ts_ms + r.horizon_ms

@@ -1,6 +1,9 @@
 """Entry and exit of a long signal (SPEC §3), as a numba kernel shared by backtest and live.
 
-* Entry: the first trade after the trigger whose time is at least trigger time + latency.
+* Entry: the first trade in a later millisecond than trigger time + latency
+  (``ts > trigger_ts + entry_latency_ms``). At latency 0 that skips the fills stamped in the
+  trigger's own millisecond: they belong to the whale's own order and nobody reacting to the
+  whale can get them.
 * Exit: the last trade at or before entry time + horizon, or earlier at the first trade whose
   price reaches take-profit / stop-loss (levels relative to the entry price incl. slippage).
 * A signal whose horizon runs past the last trade is dropped (reason ``DROPPED_PAST_DATA``),
@@ -21,7 +24,12 @@ __all__ = [
     "EXIT_REASONS",
     "entry_exit_nb",
     "entry_exit",
+    "OUTCOME_VERSION",
 ]
+
+#: Bumped when the entry/exit rules change, so gold forward returns cached under older rules
+#: are rebuilt (2: entry in a later millisecond than trigger + latency).
+OUTCOME_VERSION = 2
 
 EXIT_HORIZON = 0
 EXIT_TAKE_PROFIT = 1
@@ -67,7 +75,7 @@ def _search_right(ts, value, lo):
 def entry_exit_nb(ts, price, trigger_idx, trigger_ts, latency_ms, horizons_ms, slippage, take_profit, stop_loss):
     """Entry/exit indices of each trigger for each horizon (one scan per trigger for TP/SL).
 
-    Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, trigger_ts+lat))``;
+    Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, trigger_ts+lat, 'right'))``;
     ``x = searchsorted(ts, ts[e]+h, 'right') - 1`` unless a TP/SL trade comes first.
     ``trigger_idx`` is the last trade of ``ts`` at or before the trigger (-1 if none): the trigger
     itself on the same venue, the venue's last trade before it in a cross-venue study.
@@ -85,7 +93,7 @@ def entry_exit_nb(ts, price, trigger_idx, trigger_ts, latency_ms, horizons_ms, s
             max_h = horizons_ms[k]
     for j in range(n):
         i = trigger_idx[j]
-        e = _search_left(ts, trigger_ts[j] + latency_ms, i + 1)
+        e = _search_right(ts, trigger_ts[j] + latency_ms, i + 1)
         if e >= ts.shape[0]:
             continue
         entry_idx[j] = e

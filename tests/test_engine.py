@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bt.engine import Costs, FundingSeries, event_study
-from bt.metrics import bootstrap_mean_ci, event_metrics, portfolio_metrics
+from bt.metrics import (bootstrap_mean_ci, cluster_bootstrap_mean_ci, event_metrics, portfolio_metrics,
+                        signal_clusters)
 from bt.portfolio import simulate_portfolio
 
 # ts (ms) and prices of a tiny hand-made tape
@@ -119,9 +120,49 @@ def test_event_metrics_golden():
     assert m["precision"] == pytest.approx(2 / 5)
     for p in (10, 25, 50, 75, 90):
         assert m[f"p{p}"] == pytest.approx(np.percentile(x, p))
-    lo, hi = m["mean_return_ci95"]
-    assert lo < x.mean() < hi
+    # five signals are five clusters: below the minimum for a CI, which is null with its reason
+    assert m["n_independent"] == 5 and m["mean_return_ci95"] is None
+    assert "5 independent" in m["ci_note"]
     assert event_metrics(np.array([np.nan]), np.array([False]))["n_signals"] == 0
+    twelve = np.resize(x, 12)
+    m = event_metrics(twelve, np.resize(lab[:5], 12), n_boot=500, seed=1)
+    lo, hi = m["mean_return_ci95"]
+    assert lo < twelve.mean() < hi and m["ci_note"] is None
+
+
+def test_signal_clusters_chain_overlapping_windows():
+    #  [0,10] [5,12] [11,20] chain into one cluster; [21,30] alone; [25,26] inside it; dropped -1
+    start = np.array([0, 5, 11, 21, 25, 40])
+    end = np.array([10, 12, 20, 30, 26, -1])
+    assert signal_clusters(start, end).tolist() == [0, 0, 0, 1, 1, -1]
+    # input order does not matter; a window starting exactly at the previous end overlaps it
+    assert signal_clusters(np.array([21, 0, 10]), np.array([30, 10, 20])).tolist() == [1, 0, 0]
+
+
+def test_clustered_signals_get_no_narrow_ci():
+    """158 signals in one burst are one independent observation: no CI, not a 0.35 bps one."""
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.001, 0.002, 158)
+    start = np.sort(rng.integers(0, 8_300, 158))
+    cl = signal_clusters(start, start + 30_000)
+    m = event_metrics(r, r > 0.01, cluster=cl, n_boot=500)
+    assert (m["n_signals"], m["n_independent"]) == (158, 1)
+    assert m["mean_return_ci95"] is None and "1 independent signal cluster " in m["ci_note"]
+
+
+def test_cluster_bootstrap_is_wider_than_iid_on_correlated_chains():
+    rng = np.random.default_rng(5)
+    # 20 chains of 25 signals each; a chain shares its outcome (common shock) plus small noise
+    shock = rng.normal(0.0, 0.01, 20)
+    r = np.repeat(shock, 25) + rng.normal(0, 0.0005, 500)
+    cl = np.repeat(np.arange(20), 25)
+    lo_i, hi_i = bootstrap_mean_ci(r, 1000, seed=0)
+    lo_c, hi_c = cluster_bootstrap_mean_ci(r, cl, 1000, seed=0)
+    assert (hi_c - lo_c) > 3 * (hi_i - lo_i)
+    # one signal per cluster: same distribution as the iid bootstrap
+    lo1, hi1 = cluster_bootstrap_mean_ci(r, np.arange(500), 2000, seed=1)
+    lo2, hi2 = bootstrap_mean_ci(r, 2000, seed=1)
+    assert abs((hi1 - lo1) - (hi2 - lo2)) < 0.15 * (hi2 - lo2)
 
 
 def test_bootstrap_ci_covers_the_mean_at_about_the_stated_rate():
@@ -204,3 +245,15 @@ def test_portfolio_settles_funding_for_each_print_spanned():
                             start_ms=0, end_ms=180_000)
     assert pf.positions["pnl"].iloc[0] == pytest.approx(2.0)  # +$2 on $10,000 at a flat price
     assert pf.equity.iloc[-1] == pytest.approx(10_002.0)
+
+
+def test_entry_is_in_a_later_millisecond_than_the_trigger():
+    """Fills stamped in the whale's own millisecond are its own order's: never an entry."""
+    ts = np.array([0, 1000, 1000, 1000, 1001, 1500, 5000], dtype=np.int64)
+    px = np.array([100.0, 100.0, 100.5, 101.0, 102.0, 103.0, 104.0])
+    study = event_study(ts, px, np.array([1]), horizons_ms=[1000], latency_ms=0, costs=Costs(fee=0))
+    r = _row(study, 0, 1000)
+    assert (r.entry_idx, r.entry_ts_ms, r.entry_price) == (4, 1001, 102.0)
+    # with a latency the entry is the first trade after trigger + latency (1000 + 500 → 1500 is not later)
+    r = _row(event_study(ts, px, np.array([1]), horizons_ms=[1000], latency_ms=500, costs=Costs(fee=0)), 0, 1000)
+    assert (r.entry_idx, r.entry_ts_ms) == (6, 5000)
