@@ -90,6 +90,9 @@ class BacktestConfig(_Frozen):
     stop_loss: float | None = Field(None, gt=0, lt=1, description="fraction, e.g. 0.01")
     bootstrap: int = Field(2000, ge=0)
     seed: int = 0
+    # Funding missing for some holding windows: "optional" charges it as zero with one warning
+    # line, "required" refuses the run.
+    funding: Literal["optional", "required"] = "optional"
 
     @field_validator("horizon")
     @classmethod

@@ -17,7 +17,11 @@ __all__ = [
     "signal_clusters",
     "n_independent",
     "portfolio_metrics",
+    "daily_returns",
     "PERCENTILES",
+    "PERIODS_PER_YEAR",
+    "MIN_DAYS_SHARPE",
+    "MIN_DAYS_CAGR",
     "MIN_CLUSTERS_FOR_CI",
 ]
 
@@ -26,6 +30,13 @@ PERCENTILES = (10, 25, 50, 75, 90)
 #: Below this many independent clusters the bootstrap CI of the mean is not reported: resampling
 #: a handful of clusters gives an interval that mostly reflects which clusters happened to occur.
 MIN_CLUSTERS_FOR_CI = 10
+
+#: Annualised portfolio figures: daily returns, 365 periods a year (crypto trades every day).
+PERIODS_PER_YEAR = 365
+#: Spans shorter than these (days) get null Sharpe/Sortino and CAGR: a few days of returns
+#: raised to a yearly rate say more about the exponent than about the strategy.
+MIN_DAYS_SHARPE = 30
+MIN_DAYS_CAGR = 90
 
 
 def signal_clusters(start_ts_ms: np.ndarray, end_ts_ms: np.ndarray) -> np.ndarray:
@@ -171,38 +182,69 @@ def event_metrics(
     return out
 
 
-def portfolio_metrics(equity: np.ndarray, exposure: np.ndarray, periods_per_year: float, n_trades: int,
-                      trade_returns: np.ndarray) -> dict:
-    """Portfolio statistics of an equity curve sampled on a regular bar grid.
+def daily_returns(equity: "pd.Series") -> "pd.Series":
+    """Simple returns between UTC day closes of an equity curve (the first from its first value).
 
-    Sharpe and Sortino are annualised from per-bar simple returns (risk-free rate 0);
-    ``max_drawdown`` is the worst peak-to-trough loss (a negative fraction); ``exposure`` is the
-    share of bars holding a position.
+    A partial first or last day counts as a day: its return runs from the previous close (or
+    the starting value) to the last value seen that day.
     """
-    eq = np.asarray(equity, dtype=np.float64)
+    import pandas as pd
+
+    eq = equity.astype(np.float64)
+    if eq.empty:
+        return pd.Series(dtype=np.float64)
+    closes = eq.groupby(eq.index.floor("D")).last()
+    base = np.r_[eq.iloc[0], closes.to_numpy()[:-1]]
+    return pd.Series(closes.to_numpy() / base - 1.0, index=closes.index, name="daily_return")
+
+
+def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, trade_returns: np.ndarray) -> dict:
+    """Portfolio statistics of an equity curve indexed by UTC time.
+
+    ``total_return``, ``max_drawdown`` (worst peak-to-trough loss, a negative fraction, on the
+    curve's own bars), ``exposure`` (share of bars holding a position) and ``trade_win_rate``
+    hold for any span. The annualised figures come from daily returns with
+    :data:`PERIODS_PER_YEAR` (365: crypto trades every day), risk-free rate 0: ``sharpe`` and
+    ``sortino`` need :data:`MIN_DAYS_SHARPE` days of span and ``cagr`` :data:`MIN_DAYS_CAGR`;
+    below that they are null and ``annualisation_note`` says why. ``n_days`` is the span in days.
+    """
+    eq = np.asarray(equity.to_numpy(), dtype=np.float64)
     out: dict = {"n_trades": int(n_trades)}
     if eq.size < 2:
-        out.update(total_return=0.0, sharpe=None, sortino=None, max_drawdown=0.0,
-                   exposure=0.0, trade_win_rate=None, cagr=None)
+        out.update(total_return=0.0, sharpe=None, sortino=None, max_drawdown=0.0, exposure=0.0,
+                   trade_win_rate=None, cagr=None, n_days=0.0,
+                   annualisation_note="no equity curve: nothing to annualise")
         return out
-    rets = eq[1:] / eq[:-1] - 1.0
-    mu = rets.mean()
-    sd = rets.std(ddof=1)
-    downside = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2))
+    span_days = (equity.index[-1] - equity.index[0]).total_seconds() / 86_400.0
+    daily = daily_returns(equity).to_numpy()
     peak = np.maximum.accumulate(eq)
     dd = eq / peak - 1.0
-    years = eq.size / periods_per_year
     total = eq[-1] / eq[0] - 1.0
     tr = np.asarray(trade_returns, dtype=np.float64)
+    sharpe = sortino = cagr = None
+    notes = []
+    if span_days >= MIN_DAYS_SHARPE and daily.size > 1:
+        mu, sd = daily.mean(), daily.std(ddof=1)
+        downside = np.sqrt(np.mean(np.minimum(daily, 0.0) ** 2))
+        sharpe = _f(mu / sd * math.sqrt(PERIODS_PER_YEAR)) if sd > 0 else None
+        sortino = _f(mu / downside * math.sqrt(PERIODS_PER_YEAR)) if downside > 0 else None
+    else:
+        notes.append(f"Sharpe and Sortino need {MIN_DAYS_SHARPE} days of daily returns")
+    if span_days >= MIN_DAYS_CAGR:
+        cagr = _f((1.0 + total) ** (PERIODS_PER_YEAR / span_days) - 1.0) if total > -1 else -1.0
+    else:
+        notes.append(f"CAGR needs {MIN_DAYS_CAGR} days")
     out.update(
         {
             "total_return": float(total),
-            "cagr": _f((1.0 + total) ** (1.0 / years) - 1.0) if years > 0 and total > -1 else None,
-            "sharpe": _f(mu / sd * math.sqrt(periods_per_year)) if sd > 0 else None,
-            "sortino": _f(mu / downside * math.sqrt(periods_per_year)) if downside > 0 else None,
+            "cagr": cagr,
+            "sharpe": sharpe,
+            "sortino": sortino,
             "max_drawdown": float(dd.min()),
             "exposure": float(np.asarray(exposure, dtype=np.float64).mean()),
             "trade_win_rate": float((tr > 0).mean()) if tr.size else None,
+            "n_days": round(span_days, 4),
+            "annualisation_note": (f"span of {span_days:.2f} days: " + "; ".join(notes)) if notes else None,
         }
     )
     return out

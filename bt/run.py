@@ -21,8 +21,9 @@ import yaml
 
 from bt.config import RunConfig
 from bt.engine import Costs, FundingSeries, event_study
-from bt.metrics import event_metrics, portfolio_metrics
+from bt.metrics import event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import PortfolioResult, simulate_portfolio
+from datasets._cli import UserError
 from datasets.build import TradeSpan, ensure_gold, ensure_silver, load_trades
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
@@ -139,6 +140,50 @@ def _load_funding(lake: Lake, span: TradeSpan) -> FundingSeries | None:
     return FundingSeries(df["ts_ms"].to_numpy(), df["rate"].to_numpy())
 
 
+def funding_coverage(primary: pd.DataFrame, funding: FundingSeries | None) -> float | None:
+    """Share of the signals with an exit whose holding window the funding history spans.
+
+    A window is covered when no settlement can fall inside it unseen: the stored prints reach
+    from at most one funding interval before the entry to beyond the exit (see
+    :func:`bt.funding.funding_covered`; the interval is the prints' median spacing, 8 h with
+    fewer than two prints). None without signals; 0.0 without any funding data.
+    """
+    from bt.funding import funding_covered
+
+    held = primary[primary["exit_idx"].to_numpy() >= 0]
+    if held.empty:
+        return None
+    if funding is None or not len(funding):
+        return 0.0
+    interval = int(np.median(np.diff(funding.ts_ms))) if len(funding) > 1 else 8 * 3_600_000
+    ok = funding_covered(held["entry_ts_ms"].to_numpy(np.int64), held["exit_ts_ms"].to_numpy(np.int64),
+                         funding.ts_ms, interval_ms=interval)
+    return float(ok.mean())
+
+
+class FundingMissingError(UserError):
+    """``backtest.funding: required`` and the lake lacks funding for some holding windows."""
+
+
+def _check_funding(coverage: float | None, funding: FundingSeries | None, mode: str, span: TradeSpan,
+                   quiet: bool) -> None:
+    """One warning line (or, with ``backtest.funding: required``, an error) when funding is missing."""
+    if coverage is None or coverage >= 1.0:
+        return
+    days = pd.to_datetime([int(span.ts_ms[0]), int(span.ts_ms[-1])], unit="ms", utc=True).date
+    how = (f"`datasets ingest funding --exchange {span.exchange} --symbol {span.symbol} "
+           f"--start {days[0]} --end {days[1]}`")
+    none = funding is None or not len(funding)
+    what = ("no funding data in the lake for this symbol" if none
+            else f"funding prints cover {coverage:.1%} of the signals' holding windows")
+    rest = "returns exclude funding" if none else "the others are charged no funding"
+    if mode == "required":
+        raise FundingMissingError(f"{what}, and backtest.funding is 'required'; ingest it with {how}, "
+                                  "or set backtest.funding: optional to charge missing funding as zero")
+    _say(f"warning: {what}: {rest} (funding_coverage {coverage:.2f} in "
+         f"metrics.json); ingest it with {how}, or set backtest.funding: required to refuse", quiet)
+
+
 def run_backtest(
     config: RunConfig,
     *,
@@ -174,9 +219,6 @@ def run_backtest(
         _say(f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
              f"({len(price_span):,} trades)", quiet)
     funding = _load_funding(lake, price_span) if len(price_span) else None
-    if funding is None:
-        _say("no funding data in the lake for this symbol: returns exclude funding "
-             "(ingest it with `datasets ingest funding`)", quiet)
     t1 = time.perf_counter()
     study = event_study(
         price_span.ts_ms, price_span.price, trig_idx, horizons_ms=horizons,
@@ -187,12 +229,23 @@ def run_backtest(
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
     timings["event_study_s"] = time.perf_counter() - t1
+    # Signals whose [trigger, exit] windows overlap form one cluster (per horizon): they share
+    # their outcome, so they count once in n_independent and are resampled together.
+    study["cluster"] = np.int64(-1)
+    for h in horizons:
+        at = (study["horizon_ms"] == h).to_numpy()
+        rows = study[at]
+        study.loc[at, "cluster"] = signal_clusters(rows["trigger_ts_ms"].to_numpy(np.int64),
+                                                   rows["exit_ts_ms"].to_numpy(np.int64))
     primary = study[study["horizon_ms"] == horizons[0]]
+    coverage = funding_coverage(primary, funding)
+    _check_funding(coverage, funding, bt.funding, price_span, quiet)
     by_h = {}
     for h in horizons:
         rows = study[study["horizon_ms"] == h]
         by_h[format_duration(h)] = event_metrics(rows["net_return"].to_numpy(), rows["label"].to_numpy(),
-                                                 n_boot=bt.bootstrap, seed=bt.seed)
+                                                 cluster=rows["cluster"].to_numpy(), n_boot=bt.bootstrap,
+                                                 seed=bt.seed)
     t2 = time.perf_counter()
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
@@ -217,6 +270,7 @@ def run_backtest(
         "horizon": format_duration(horizons[0]),
         **by_h[format_duration(horizons[0])],
         "mean_funding_return": float(primary["funding_return"].mean()) if len(primary) else 0.0,
+        "funding_coverage": coverage,
         "n_whale_events": int(len(events)),
         "n_dropped": int(dropped.sum()),
         "costs": {"fee_bps": bt.fee_bps, "slippage_bps": bt.slippage_bps,
@@ -232,7 +286,7 @@ def run_backtest(
         },
         "by_horizon": by_h,
         "portfolio": portfolio_metrics(
-            pf.equity.to_numpy(), pf.exposure, pf.periods_per_year, len(pf.positions),
+            pf.equity, pf.exposure, len(pf.positions),
             pf.positions["position_return"].to_numpy(),
         ),
     }

@@ -223,15 +223,37 @@ def test_portfolio_equity_matches_vectorbt():
 
 
 def test_portfolio_metrics_golden():
-    eq = np.array([100.0, 110.0, 99.0, 120.0])
-    m = portfolio_metrics(eq, np.array([0, 1, 1, 0]), periods_per_year=4, n_trades=2,
+    # 40 days of hourly equity: annualised figures come from the 40 daily returns, 365 a year
+    rng = np.random.default_rng(2)
+    idx = pd.date_range("2024-01-01", periods=40 * 24 + 1, freq="1h", tz="UTC")
+    eq = pd.Series(100.0 * np.cumprod(np.r_[1.0, 1 + rng.normal(2e-4, 2e-3, len(idx) - 1)]), index=idx)
+    m = portfolio_metrics(eq, np.r_[np.zeros(10), np.ones(len(idx) - 10)], n_trades=2,
                           trade_returns=np.array([0.1, -0.05]))
-    rets = eq[1:] / eq[:-1] - 1
-    assert m["total_return"] == pytest.approx(0.2)
-    assert m["max_drawdown"] == pytest.approx(99 / 110 - 1)
-    assert m["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * 2)
-    assert m["exposure"] == pytest.approx(0.5)
+    closes = eq.groupby(eq.index.floor("D")).last()
+    daily = closes.to_numpy() / np.r_[eq.iloc[0], closes.to_numpy()[:-1]] - 1
+    assert daily.size == 41  # 40 full days and the closing instant of the 41st
+    assert m["total_return"] == pytest.approx(eq.iloc[-1] / 100 - 1)
+    assert m["max_drawdown"] == pytest.approx((eq / eq.cummax() - 1).min())
+    assert m["sharpe"] == pytest.approx(daily.mean() / daily.std(ddof=1) * np.sqrt(365))
+    assert m["exposure"] == pytest.approx(1 - 10 / len(idx))
     assert m["trade_win_rate"] == pytest.approx(0.5)
+    assert m["n_days"] == pytest.approx(40.0) and m["cagr"] is None and "CAGR needs 90" in m["annualisation_note"]
+
+
+def test_short_spans_are_not_annualised():
+    """Five minutes once gave Sharpe -1154 and CAGR -100 %: now null, with the reason."""
+    idx = pd.date_range("2024-07-19 12:00", periods=6, freq="1min", tz="UTC")
+    eq = pd.Series([10_000.0, 9_990, 9_985, 9_992, 9_980, 9_975], index=idx)
+    m = portfolio_metrics(eq, np.ones(6), n_trades=1, trade_returns=np.array([-0.0025]))
+    assert m["sharpe"] is None and m["sortino"] is None and m["cagr"] is None
+    assert m["total_return"] == pytest.approx(-0.0025)
+    assert "span of 0.00 days" in m["annualisation_note"]
+    # 120 days: every figure is there
+    idx = pd.date_range("2024-01-01", periods=121, freq="1D", tz="UTC")
+    eq = pd.Series(np.linspace(100.0, 110.0, 121) + np.sin(np.arange(121)), index=idx)
+    m = portfolio_metrics(eq, np.ones(121), n_trades=0, trade_returns=np.array([]))
+    assert m["annualisation_note"] is None
+    assert m["cagr"] == pytest.approx((eq.iloc[-1] / eq.iloc[0]) ** (365 / 120) - 1)
 
 
 def test_portfolio_settles_funding_for_each_print_spanned():

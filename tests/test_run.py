@@ -161,3 +161,43 @@ def test_cross_exchange_view_prices_positions_on_the_other_venue(lake_cfg):
         assert (r["entry_idx"], r["exit_idx"]) == (e, x)
         assert r["entry_price"] == o_px[e] and r["exit_price"] == o_px[x]
         assert r["gross_return"] == pytest.approx(o_px[x] / o_px[e] - 1)
+
+
+def test_missing_funding_is_measured_warned_and_can_be_required(lake_cfg, capsys):
+    """Funding for the first day only: coverage is the share of signals held inside it, one
+    warning line says so, and `backtest.funding: required` refuses the run."""
+    from bt.config import parse_config
+    from datasets.sources.funding import write_funding
+
+    tmp, _, cfg = lake_cfg
+    t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
+    hours8 = 8 * 3_600_000
+    write_funding(Lake(tmp / "lake"), "binance_usdm", "TESTUSDT",
+                  pd.DataFrame({"ts_ms": [t0, t0 + hours8, t0 + 2 * hours8], "rate": [1e-4, 1e-4, 1e-4]}),
+                  source="test")
+    res = run_backtest(parse_config(cfg), results_dir=tmp / "results", log_mlflow=False, tearsheet=False)
+    m = res.metrics
+    held = res.study[(res.study["horizon"] == "5m") & (res.study["exit_idx"] >= 0)]
+    covered = (held["exit_ts_ms"] < t0 + 3 * hours8).mean()  # last print 16:00 + one interval
+    assert 0.3 < m["funding_coverage"] < 0.7 and m["funding_coverage"] == pytest.approx(covered)
+    err = capsys.readouterr().err
+    warn = [line for line in err.splitlines() if line.startswith("warning: funding")]
+    assert len(warn) == 1 and "of the signals' holding windows" in warn[0]
+    strict = {**cfg, "backtest": {**cfg["backtest"], "funding": "required"}}
+    from bt.run import FundingMissingError
+
+    with pytest.raises(FundingMissingError, match="backtest.funding is 'required'"):
+        run_backtest(parse_config(strict), results_dir=tmp / "results", log_mlflow=False, tearsheet=False)
+
+
+def test_headline_counts_independent_signals_per_horizon(lake_cfg):
+    from bt.config import parse_config
+
+    tmp, _, cfg = lake_cfg
+    m = run_backtest(parse_config(cfg), results_dir=tmp / "results", log_mlflow=False, tearsheet=False).metrics
+    for h in ("5m", "1m"):
+        b = m["by_horizon"][h]
+        assert 0 < b["n_independent"] < b["n_signals"]
+    # longer windows chain more signals together
+    assert m["by_horizon"]["5m"]["n_independent"] < m["by_horizon"]["1m"]["n_independent"]
+    assert m["n_independent"] == m["by_horizon"]["5m"]["n_independent"]
