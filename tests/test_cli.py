@@ -97,7 +97,7 @@ def test_error_unknown_key(tmp_path, capsys):
     assert _error(capsys, ["run", str(cfg)]) == (
         f"Error: {cfg}: unknown key 'backtest.horizn'; expected one of ['horizon', 'horizons', "
         "'entry_latency_ms', 'fee_bps', 'slippage_bps', 'label_threshold', 'take_profit', 'stop_loss', "
-        "'bootstrap', 'seed']. Did you mean 'horizon'?"
+        "'bootstrap', 'seed', 'funding']. Did you mean 'horizon'?"
     )
 
 

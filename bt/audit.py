@@ -1,0 +1,164 @@
+"""`bt audit CONFIG`: can the figures of this config be trusted? One verdict per check.
+
+Each check returns a :class:`Check` (``pass``, ``warn`` or ``fail`` with the figure behind it);
+:func:`audit` runs them all on a config and its lake. The checks read the same data and run
+the same code as ``bt run``; the backtest runs into a scratch folder that is deleted
+afterwards, without MLflow and without a tearsheet (the lake keeps the silver/gold caches
+``bt run`` would write too).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from bt.config import RunConfig
+from bt.metrics import MIN_CLUSTERS_FOR_CI, MIN_DAYS_CAGR, MIN_DAYS_SHARPE
+from datasets._cli import UserError
+
+__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_clusters", "check_funding", "check_annualisation"]
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the verdict table."""
+
+    name: str
+    verdict: str  # pass | warn | fail
+    figure: str  # what was measured, in words a user can act on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Detector = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def kernel_detector(whale: dict) -> Detector:
+    """The signal kernel as a detector: trades in, (event index, event code, feature rows) out."""
+    from signals import N_FEATURES, WhaleParams, run_batch
+
+    params = WhaleParams.from_dict(whale)
+
+    def detect(ts, px, q, sd):
+        res = run_batch(ts, px, q, sd, params)
+        idx = np.asarray(res.event_idx, np.int64)
+        return idx, np.asarray(res.event_code), np.asarray(res.event_features, np.float64).reshape(idx.size, N_FEATURES)
+
+    return detect
+
+
+def check_causality(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, side: np.ndarray, detect: Detector, *,
+                    samples: int = 12, tail: int = 50_000, seed: int = 0) -> Check:
+    """Scramble the trades after each of ``samples`` events; nothing up to the event may move.
+
+    For an event at trade ``i``, prices, quantities and sides of up to ``tail`` trades after
+    ``i`` are shuffled among themselves, and their quantities multiplied by a random factor up
+    to 50 (so new whales appear in the future). The kernel runs again on the scrambled tape:
+    every event at or before ``i`` must come back at the same trade with the same code and the
+    same features, bit for bit. A rule or feature that looks ahead fails here.
+    """
+    ts = np.ascontiguousarray(ts_ms, np.int64)
+    px = np.ascontiguousarray(price, np.float64)
+    q = np.ascontiguousarray(qty, np.float64)
+    sd = np.ascontiguousarray(side, np.int8)
+    idx, codes, feats = detect(ts, px, q, sd)
+    if idx.size == 0:
+        return Check("causality", WARN, "no whale events in the span: nothing to perturb")
+    rng = np.random.default_rng(seed)
+    # Events with trades after them, spread over the span.
+    candidates = np.flatnonzero(idx < ts.size - 1)
+    if candidates.size == 0:
+        return Check("causality", WARN, "every event is the span's last trade: nothing to perturb")
+    pick = np.unique(candidates[np.linspace(0, candidates.size - 1, min(samples, candidates.size)).astype(np.int64)])
+    moved = []
+    for j in pick:
+        i = int(idx[j])
+        hi = min(ts.size, i + 1 + tail)
+        perm = rng.permutation(hi - i - 1) + i + 1
+        p2, q2, s2 = px[:hi].copy(), q[:hi].copy(), sd[:hi].copy()
+        p2[i + 1:hi], q2[i + 1:hi], s2[i + 1:hi] = px[perm], q[perm] * rng.uniform(1.0, 50.0, perm.size), sd[perm]
+        idx2, codes2, f2 = detect(ts[:hi], p2, q2, s2)
+        before, before2 = idx <= i, idx2 <= i
+        same = (before.sum() == before2.sum() and np.array_equal(idx[before], idx2[before2])
+                and np.array_equal(codes[before], codes2[before2])
+                and np.array_equal(feats[before], f2[before2], equal_nan=True))
+        if not same:
+            moved.append(i)
+    n = len(pick)
+    if moved:
+        return Check("causality", FAIL, f"events or features before the perturbation moved at {len(moved)} of "
+                                        f"{n} sampled events (first at trade #{moved[0]}): the rule looks ahead")
+    return Check("causality", PASS, f"{n} sampled events, future trades scrambled: nothing before them moved")
+
+
+def check_clusters(metrics: dict) -> Check:
+    """Signals vs independent clusters of the primary horizon."""
+    n, k = metrics.get("n_signals", 0), metrics.get("n_independent", 0)
+    fig = f"{n} signals, {k} independent (overlapping {metrics['horizon']} outcome windows count once)"
+    if n == 0:
+        return Check("clusters", FAIL, "no signals to evaluate")
+    if k < MIN_CLUSTERS_FOR_CI:
+        return Check("clusters", FAIL, f"{fig}; fewer than {MIN_CLUSTERS_FOR_CI}: no confidence interval")
+    if k < n / 2:
+        return Check("clusters", WARN, f"{fig}; most signals share their outcome with another")
+    return Check("clusters", PASS, fig)
+
+
+def check_funding(metrics: dict, config: RunConfig) -> Check:
+    """Share of holding windows with funding prints."""
+    cov = metrics.get("funding_coverage")
+    if cov is None:
+        return Check("funding", WARN, "no signal was held: coverage not measurable")
+    fig = f"funding covers {cov:.0%} of the holding windows"
+    if cov >= 1.0:
+        return Check("funding", PASS, fig)
+    if config.backtest.funding == "required":
+        return Check("funding", FAIL, f"{fig}, and backtest.funding is 'required'")
+    return Check("funding", WARN, f"{fig}; the rest are charged no funding (`datasets ingest funding`)")
+
+
+def check_annualisation(metrics: dict) -> Check:
+    """Span length vs the annualised figures it can support."""
+    days = float(metrics["portfolio"].get("n_days") or 0.0)
+    fig = f"span {days:.2f} days"
+    if days < 1.0:
+        return Check("annualisation", FAIL, f"{fig}: under a day, portfolio figures are noise "
+                                            "(Sharpe, Sortino and CAGR are left null)")
+    if days < MIN_DAYS_CAGR:
+        what = "Sharpe/Sortino and CAGR" if days < MIN_DAYS_SHARPE else "CAGR"
+        return Check("annualisation", WARN, f"{fig}: {what} left null (need {MIN_DAYS_SHARPE} / "
+                                            f"{MIN_DAYS_CAGR} days)")
+    return Check("annualisation", PASS, f"{fig}: daily returns, 365 a year")
+
+
+def audit(config: RunConfig, *, samples: int = 12, seed: int = 0) -> list[Check]:
+    """Run every check on ``config``; the backtest runs into a scratch folder, nothing is kept."""
+    from bt.run import run_backtest
+    from datasets.build import load_trades
+    from datasets.lake import Lake
+
+    checks: list[Check] = []
+    lake = Lake(config.data.lake)
+    d = config.data
+    span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
+    checks.append(check_causality(span.ts_ms, span.price, span.qty, span.side,
+                                  kernel_detector(dict(config.signal.whale)), samples=samples, seed=seed))
+    # Measure with missing funding charged as zero; the funding check then judges the config's rule.
+    measured = config.model_copy(update={"backtest": config.backtest.model_copy(update={"funding": "optional"})})
+    with tempfile.TemporaryDirectory(prefix="whalebt-audit-") as tmp:
+        try:
+            result = run_backtest(measured, results_dir=tmp, log_mlflow=False, tearsheet=False, quiet=True)
+        except UserError as exc:
+            checks.append(Check("backtest", FAIL, f"bt run refuses this config: {exc}"))
+            return checks
+    m = result.metrics
+    checks.append(check_clusters(m))
+    checks.append(check_funding(m, config))
+    checks.append(check_annualisation(m))
+    return checks

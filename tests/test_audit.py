@@ -1,0 +1,90 @@
+"""`bt audit`: each check passes on a sound config and fails on one built to trip it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import bt.cli
+from bt.audit import FAIL, PASS, WARN, check_annualisation, check_causality, check_clusters, kernel_detector
+from datasets.lake import Lake
+
+DAY_MS = 86_400_000
+T0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
+
+
+def _market(n=60_000, span_ms=2 * DAY_MS, seed=0):
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, span_ms, n)) + T0
+    return pd.DataFrame({"exchange": "binance_usdm", "symbol": "TESTUSDT", "trade_id": np.arange(n) + 1000,
+                         "ts_ms": ts, "price": 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n))),
+                         "qty": rng.lognormal(0, 1.4, n),
+                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+
+
+def _audit(tmp_path, capsys, *, market=None, **sections):
+    lake = tmp_path / "lake"
+    if not lake.exists():
+        Lake(lake).write_trades(market if market is not None else _market())
+    cfg = {"name": "audit", "data": {"lake": str(lake), "exchange": "binance_usdm", "symbol": "TESTUSDT",
+                                     "start": "2024-03-01", "end": "2024-03-02"},
+           "signal": {"whale": {"min_notional_usd": 2500}}, "backtest": {"horizon": "1m", "bootstrap": 200}}
+    for k, v in sections.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc = bt.cli.main(["audit", str(path), "--json", "--samples", "4"])
+    out = json.loads(capsys.readouterr().out)
+    return rc, {c["name"]: c for c in out["checks"]}
+
+
+def test_the_kernel_is_causal_and_a_look_ahead_rule_is_caught():
+    m = _market(n=40_000)
+    args = (m["ts_ms"].to_numpy(), m["price"].to_numpy(), m["qty"].to_numpy(), m["side"].to_numpy(np.int8))
+    flow = {"window_s": 10, "q": 0.99, "lookback_s": 120, "min_samples": 60}
+    ok = check_causality(*args, kernel_detector(flow), samples=6)
+    assert ok.verdict == PASS, ok
+
+    def peeks(ts, px, q, sd):  # "a whale is a trade followed by a big one": looks one trade ahead
+        idx = np.flatnonzero(q[1:] > 20.0).astype(np.int64)
+        return idx, np.zeros(idx.size, np.int8), px[idx, None].copy()
+
+    bad = check_causality(*args, peeks, samples=6)
+    assert bad.verdict == FAIL and "looks ahead" in bad.figure
+
+
+def test_cluster_and_span_verdicts():
+    assert check_clusters({"n_signals": 158, "n_independent": 1, "horizon": "30s"}).verdict == FAIL
+    assert check_clusters({"n_signals": 100, "n_independent": 30, "horizon": "30s"}).verdict == WARN
+    assert check_clusters({"n_signals": 40, "n_independent": 38, "horizon": "30s"}).verdict == PASS
+    assert check_annualisation({"portfolio": {"n_days": 0.0035}}).verdict == FAIL
+    assert check_annualisation({"portfolio": {"n_days": 10}}).verdict == WARN
+    assert check_annualisation({"portfolio": {"n_days": 120}}).verdict == PASS
+
+
+def test_audit_passes_a_sound_config(tmp_path, capsys):
+    rc, checks = _audit(tmp_path, capsys)
+    assert checks["causality"]["verdict"] == PASS and checks["clusters"]["verdict"] == PASS
+    assert all(c["verdict"] != FAIL for c in checks.values()), checks
+    assert rc == 0
+
+
+def test_audit_fails_chained_signals(tmp_path, capsys):
+    # A 12 h horizon on two days: every window overlaps the next, a handful of clusters
+    rc, checks = _audit(tmp_path, capsys, backtest={"horizon": "12h"})
+    assert rc == 1 and checks["clusters"]["verdict"] == FAIL, checks["clusters"]
+
+
+def test_audit_fails_required_funding_that_is_missing(tmp_path, capsys):
+    rc, checks = _audit(tmp_path, capsys, backtest={"funding": "required"})
+    assert rc == 1 and checks["funding"]["verdict"] == FAIL and "'required'" in checks["funding"]["figure"]
+    assert checks["clusters"]["verdict"] == PASS  # the other checks still ran
+
+
+def test_audit_fails_a_span_of_minutes(tmp_path, capsys):
+    rc, checks = _audit(tmp_path, capsys, market=_market(n=20_000, span_ms=10 * 60_000))
+    assert rc == 1 and checks["annualisation"]["verdict"] == FAIL, checks["annualisation"]
