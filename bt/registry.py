@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +34,7 @@ __all__ = [
     "pip_requirements",
     "GateResult",
     "check_gate",
+    "GATE_KEYS",
     "PromotionRefused",
     "promote",
     "list_aliases",
@@ -235,6 +236,11 @@ class GateResult:
     ok: bool
     reasons: list[str]  # one line per failed condition (empty when ok)
     values: dict
+    notes: list[str] = field(default_factory=list)  # what the gate could not check, or checked on a fall-back
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "verdict": "pass" if self.ok else "fail", "reasons": list(self.reasons),
+                "notes": list(self.notes), "values": dict(self.values)}
 
 
 def _num(v: Any) -> float | None:
@@ -247,34 +253,61 @@ def _num(v: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
+#: Gate inputs, read from version tags (or the source run's metrics as a fall-back).
+GATE_KEYS = ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")
+
+
 def check_gate(values: dict, gate: GateConfig) -> GateResult:
     """Check a model's out-of-sample figures against the gate.
 
     Args:
-        values: ``test_mean_return``, ``test_n_signals`` and ``dsr`` (missing counts as failing).
+        values: ``test_mean_return``, ``test_n_independent`` (independent test signals: clusters
+            of overlapping outcome windows), ``dsr`` and ``pbo`` (missing counts as failing, but a
+            missing ``pbo`` — a model not chosen by a sweep — is only noted). A version registered
+            before independent signals were counted has only ``test_n_signals``: the gate then
+            counts raw signals and says so in its reason and notes.
     """
-    reasons = []
-    mr, ns, dsr = _num(values.get("test_mean_return")), _num(values.get("test_n_signals")), _num(values.get("dsr"))
+    reasons: list[str] = []
+    notes: list[str] = []
+    mr, dsr, pbo = _num(values.get("test_mean_return")), _num(values.get("dsr")), _num(values.get("pbo"))
+    ni, ns = _num(values.get("test_n_independent")), _num(values.get("test_n_signals"))
     if mr is None or not mr > gate.min_mean_return:
         reasons.append(f"out-of-sample mean return {mr if mr is None else f'{mr:.6f}'} is not above "
                        f"{gate.min_mean_return:g}")
-    if ns is None or ns < gate.min_test_signals:
-        reasons.append(f"{'no' if ns is None else int(ns)} test signals; the gate needs at least "
-                       f"{gate.min_test_signals}")
+    if ni is not None:
+        if ni < gate.min_test_signals:
+            reasons.append(f"{int(ni)} independent test signals ({'?' if ns is None else int(ns)} signals; "
+                           f"overlapping outcome windows count once); the gate needs at least "
+                           f"{gate.min_test_signals}")
+    elif ns is not None:
+        note = ("no test_n_independent (registered before independent signals were counted): "
+                "the gate counted raw test signals")
+        notes.append(note)
+        if ns < gate.min_test_signals:
+            reasons.append(f"{int(ns)} test signals (raw count: this version was registered before "
+                           f"independent signals were counted); the gate needs at least "
+                           f"{gate.min_test_signals}")
+    else:
+        reasons.append(f"no test signals; the gate needs at least {gate.min_test_signals}")
     if dsr is None or not dsr >= gate.min_dsr:
         reasons.append(f"deflated Sharpe ratio {dsr if dsr is None else f'{dsr:.3f}'} is below "
                        f"{gate.min_dsr:g}")
-    return GateResult(not reasons, reasons, {"test_mean_return": mr, "test_n_signals": ns, "dsr": dsr})
+    if pbo is None:
+        notes.append("no probability of backtest overfitting (not chosen by a sweep): max_pbo not checked")
+    elif pbo > gate.max_pbo:
+        reasons.append(f"probability of backtest overfitting {pbo:.3f} is above {gate.max_pbo:g}")
+    return GateResult(not reasons, reasons, {"test_mean_return": mr, "test_n_independent": ni,
+                                             "test_n_signals": ns, "dsr": dsr, "pbo": pbo}, notes)
 
 
 def _gate_values(client, name: str, mv) -> dict:
     vals = {k[len(TAG_PREFIX):]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG_PREFIX)}
-    if mv.run_id and not all(k in vals for k in ("test_mean_return", "test_n_signals", "dsr")):
+    if mv.run_id and not all(k in vals for k in GATE_KEYS):
         try:
             run_metrics = client.get_run(mv.run_id).data.metrics
         except Exception:  # the run may live in another workspace; tags are the primary source
             run_metrics = {}
-        for k in ("test_mean_return", "test_n_signals", "dsr"):
+        for k in GATE_KEYS:
             vals.setdefault(k, run_metrics.get(k))
     return vals
 
@@ -299,7 +332,7 @@ def promote(name: str, version: str | int, alias: str, *, gate: GateConfig, reas
     if not res.ok and not force:
         raise PromotionRefused(
             f"refused to set alias {alias!r} on {name} version {version}: " + "; ".join(res.reasons)
-            + ". Lower the bounds with --min-dsr/--min-test-signals/--min-mean-return, or --force"
+            + ". Lower the bounds with --min-dsr/--min-test-signals/--min-mean-return/--max-pbo, or --force"
         )
     who = user or getpass.getuser()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -300,6 +300,10 @@ def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelCon
         for k, v in m.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("period_returns", [round(float(x), 12) for x in val.period_returns])
+        if not val.threshold.feasible:
+            trial.set_user_attr("pruned_reason", f"threshold {val.threshold.threshold:g} keeps "
+                                f"{val.threshold.n_independent} independent validation signals < min_signals")
+            raise optuna.TrialPruned()
         if not math.isfinite(val.value):
             trial.set_user_attr("pruned_reason", "no validation signal")
             raise optuna.TrialPruned()
@@ -640,7 +644,7 @@ def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *,
                 if t.value is not None:
                     m["objective"] = float(t.value)
                 mlflow.log_metrics(m)
-        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_signals", "dsr", "pbo")}
+        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")}
         gate_tags.update(study=summary.study_name, config_id=sig_cfg["config_id"], data_snapshot=data_hash)
         _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags)
     return {"model_uri": f"models:/{name}/{version}", "mlflow_run_id": parent.info.run_id,
