@@ -751,15 +751,17 @@ class ModelVerdict:
     oos_from_ms: int | None
     metrics: dict
     result: ModelResult | None = None
+    lineage: dict | None = None  # a registered model's lineage.json (None: trained here, or older model)
 
 
-def apply_model(config, events, span) -> ModelVerdict:
+def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     """The ``bt run`` hook: train and evaluate (or load) the config's model, score every event.
 
     Args:
         config: a ``bt.config.RunConfig`` with a ``model`` section.
         events: gold events with ``f_<feature>`` columns and ``trade_idx`` into ``span``.
         span: the run's trades (``ts_ms``, ``price`` arrays).
+        bundle: the already loaded :class:`bt.registry.ModelBundle` of ``model.uri`` (else loaded here).
     """
     from signals.features import FEATURE_NAMES
     from signals.trees_nb import ensemble_from_booster, predict_proba
@@ -771,7 +773,7 @@ def apply_model(config, events, span) -> ModelVerdict:
 
         from signals import WhaleParams
 
-        bundle = load_bundle(cfg.uri)
+        bundle = bundle if bundle is not None else load_bundle(cfg.uri)
         trained = bundle.signal_config.get("whale")
         if trained is not None and WhaleParams.from_dict(trained) != WhaleParams.from_dict(dict(config.signal.whale)):
             raise ValueError(
@@ -779,7 +781,8 @@ def apply_model(config, events, span) -> ModelVerdict:
                 f"is {dict(config.signal.whale)}; use the model's rule (see its signal_config.json)")
         prob = bundle.predict_matrix(X_all, FEATURE_NAMES)
         return ModelVerdict(prob, bundle.threshold, cfg.uri, None, {"model_uri": cfg.uri,
-                                                                   "threshold": bundle.threshold})
+                                                                   "threshold": bundle.threshold},
+                            lineage=bundle.lineage)
     if len(span) == 0:
         raise ValueError("no trades in the span; nothing to train on")
     table, _ = events_frame_table(events, span.ts_ms, span.price, config)

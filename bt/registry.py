@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bt.model import GateConfig
+from datasets._cli import UserError
 
 __all__ = [
     "ModelBundle",
@@ -40,6 +41,15 @@ __all__ = [
     "list_aliases",
     "connect",
     "TAG_PREFIX",
+    "LINEAGE_ARTIFACT",
+    "lineage_of",
+    "lineage_tags",
+    "model_lineage",
+    "in_sample_overlap",
+    "in_sample_mask",
+    "InSampleSpan",
+    "in_sample_message",
+    "check_in_sample",
 ]
 
 TAG_PREFIX = "whalebt."
@@ -88,6 +98,7 @@ class ModelBundle:
 
     booster_text: str
     signal_config: dict
+    lineage: dict | None = None  # lineage.json: data and time ranges it was trained on (None: older model)
 
     def __post_init__(self) -> None:
         from signals.trees_nb import ensemble_from_model_string
@@ -143,7 +154,9 @@ def _pyfunc_class():
         def load_context(self, context):
             booster = Path(context.artifacts["booster"]).read_text()
             cfg = json.loads(Path(context.artifacts["signal_config"]).read_text())
-            self.bundle = ModelBundle(booster, cfg)
+            lin = context.artifacts.get("lineage")
+            lineage = json.loads(Path(lin).read_text()) if lin and Path(lin).is_file() else None
+            self.bundle = ModelBundle(booster, cfg, lineage)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
@@ -164,7 +177,8 @@ def _signature(feature_names: Sequence[str]):
 
 
 def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
-                     registered_model_name: str | None = None, tags: dict | None = None):
+                     registered_model_name: str | None = None, tags: dict | None = None,
+                     lineage: dict | None = None):
     """Log the pyfunc into the active MLflow run, optionally registering a new version.
 
     Args:
@@ -174,6 +188,9 @@ def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
         name: the logged model's name in the run (MLflow 3 ``name=``).
         registered_model_name: register under this name (passed through unchanged).
         tags: set on the new model version (metrics the promotion gate reads).
+        lineage: from :func:`lineage_of`; bundled as ``lineage.json`` (read back by
+            :func:`load_bundle` and :func:`model_lineage`) and summarised as ``whalebt.lineage.*``
+            version tags.
 
     Returns:
         ``(model_info, version or None)``.
@@ -188,13 +205,18 @@ def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
         bpath.write_text(booster.model_to_string())
         cpath = Path(tmp) / "signal_config.json"
         cpath.write_text(json.dumps(signal_config, indent=2, sort_keys=True, default=str))
+        lpath = None
+        if lineage is not None:
+            lpath = Path(tmp) / LINEAGE_ARTIFACT
+            lpath.write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         with warnings.catch_warnings():
             # MLflow nags about type hints and input examples; the explicit signature covers both.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
-            info = _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name)
+            info = _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name, lpath)
     mv = None
     if registered_model_name:
         mv = info.registered_model_version
+        tags = {**(tags or {}), **(lineage_tags(lineage) if lineage is not None else {})}
         if tags:
             client = mlflow.MlflowClient()
             for k, v in tags.items():
@@ -203,11 +225,14 @@ def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
     return info, mv
 
 
-def _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name):
+def _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name, lpath=None):
+    artifacts = {"booster": str(bpath), "signal_config": str(cpath)}
+    if lpath is not None:
+        artifacts["lineage"] = str(lpath)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=_pyfunc_class()(),
-        artifacts={"booster": str(bpath), "signal_config": str(cpath)},
+        artifacts=artifacts,
         signature=_signature(signal_config["feature_names"]),
         pip_requirements=pip_requirements(),
         registered_model_name=registered_model_name,
@@ -226,6 +251,148 @@ def load_bundle(uri: str) -> ModelBundle:
     bundle = m.unwrap_python_model().bundle
     bundle.check_features()
     return bundle
+
+
+# --- lineage: what a model was trained on ----------------------------------------------------
+
+LINEAGE_ARTIFACT = "lineage.json"
+#: Parts of a model's data that are in sample for it: a backtest over them is not a test.
+IN_SAMPLE_PARTS = ("train", "validation")
+_PART_NAMES = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def _extent(ts_ms: np.ndarray, end_ts_ms: np.ndarray, idx) -> list[int] | None:
+    idx = np.asarray(idx if idx is not None else [], dtype=np.int64)
+    if idx.size == 0:
+        return None
+    return [int(np.asarray(ts_ms)[idx].min()), int(np.asarray(end_ts_ms)[idx].max())]
+
+
+def lineage_of(result, table, *, exchange: str, symbols: Sequence[str], span_ms: tuple[int, int],
+               sources: Sequence[dict]) -> dict:
+    """The lineage of a trained model (:class:`bt.model.ModelResult` on ``table``).
+
+    ``ranges_ms`` holds, per part, ``[first trigger, last exit]`` in ms UTC (inclusive) of the
+    events that part actually used after purging: ``train`` = the rows the final booster was
+    fitted on (train + validation when walk-forward refits), ``validation`` = the rows the
+    threshold was chosen on, ``test`` = the rows of the one test evaluation; None for an empty
+    part. ``partitions`` is the trade span's ``[{key, sha256, rows}]``.
+    """
+    import hashlib
+
+    val = result.validation
+    train_idx = val.train_idx if val.train_idx is not None else result.splits.train
+    parts = [dict(p) for p in sources]
+    return {
+        "lineage_version": 1,
+        "exchange": exchange,
+        "symbols": [str(s) for s in symbols],
+        "span_ms": [int(span_ms[0]), int(span_ms[1])],
+        "ranges_ms": {
+            "train": _extent(table.ts_ms, table.end_ts_ms, train_idx),
+            "validation": _extent(table.ts_ms, table.end_ts_ms, val.val_idx),
+            "test": _extent(table.ts_ms, table.end_ts_ms, result.splits.test),
+        },
+        "boundaries_ms": {k: int(v) for k, v in result.splits.boundaries_ms.items()},
+        "purge_ms": int(result.splits.purge_ms),
+        "partitions": parts,
+        "partitions_sha256": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(),
+    }
+
+
+def lineage_tags(lineage: dict) -> dict:
+    """Short model-version tags (``whalebt.lineage.*``) summarising a lineage dict."""
+    r = lineage.get("ranges_ms") or {}
+    return {
+        "lineage.exchange": lineage.get("exchange"),
+        "lineage.symbols": ",".join(lineage.get("symbols") or []),
+        **{f"lineage.{k}_ms": json.dumps(r.get(k)) for k in ("train", "validation", "test")},
+        "lineage.n_partitions": str(len(lineage.get("partitions") or [])),
+        "lineage.partitions_sha256": lineage.get("partitions_sha256"),
+    }
+
+
+def model_lineage(uri: str) -> dict | None:
+    """The lineage bundled with a logged or registered model, or None (registered before lineage).
+
+    Reads the model's own ``lineage.json`` artifact (no feature-spec check, so an audit can
+    inspect models this code could not score). Raises ValueError when the model cannot be loaded.
+    """
+    import mlflow.pyfunc
+
+    try:
+        m = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        raise ValueError(f"cannot load model {uri!r}: {exc}. Check the name, version or alias with "
+                         "`bt promote --list`") from None
+    return m.unwrap_python_model().bundle.lineage
+
+
+def in_sample_overlap(lineage: dict | None, start_ms: int, end_ms: int,
+                      parts: Sequence[str] = IN_SAMPLE_PARTS) -> list[dict]:
+    """Parts of the model's data that ``[start_ms, end_ms)`` overlaps.
+
+    Returns ``[{"part": "train"|"validation", "from_ms", "to_ms"}]`` (the part's inclusive
+    range), in ``parts`` order; empty when there is no overlap or no lineage.
+    """
+    if not lineage:
+        return []
+    out = []
+    for part in parts:
+        rng = (lineage.get("ranges_ms") or {}).get(part)
+        if rng is None:
+            continue
+        lo, hi = int(rng[0]), int(rng[1])
+        if lo < int(end_ms) and hi >= int(start_ms):
+            out.append({"part": part, "from_ms": lo, "to_ms": hi})
+    return out
+
+
+def in_sample_mask(lineage: dict | None, ts_ms: np.ndarray, parts: Sequence[str] = IN_SAMPLE_PARTS) -> np.ndarray:
+    """True for each time in ``ts_ms`` inside the model's train or validation range."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    mask = np.zeros(ts.shape, dtype=bool)
+    for part in parts:
+        rng = ((lineage or {}).get("ranges_ms") or {}).get(part)
+        if rng is not None:
+            mask |= (ts >= int(rng[0])) & (ts <= int(rng[1]))
+    return mask
+
+
+class InSampleSpan(UserError):
+    """A backtest span overlaps the data the model was trained or validated on."""
+
+
+def _fmt_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def in_sample_message(uri: str, overlaps: list[dict], span_label: str, flag: str = "--allow-in-sample") -> str:
+    """``span A..B overlaps the training range ... of URI (and validation ...); pick a span after ...``."""
+    first, rest = overlaps[0], overlaps[1:]
+    text = (f"span {span_label} overlaps the {_PART_NAMES[first['part']]} range {_fmt_ms(first['from_ms'])}.."
+            f"{_fmt_ms(first['to_ms'])} of {uri}")
+    if rest:
+        text += " (and " + ", ".join(f"{_PART_NAMES[o['part']]} {_fmt_ms(o['from_ms'])}..{_fmt_ms(o['to_ms'])}"
+                                     for o in rest) + ")"
+    after = max(o["to_ms"] for o in overlaps)
+    return text + f"; pick a span after {_fmt_ms(after)} or pass {flag}"
+
+
+def check_in_sample(uri: str, lineage: dict | None, start_ms: int, end_ms: int, span_label: str, *,
+                    allow: bool = False) -> tuple[list[dict], str | None]:
+    """Refuse (:class:`InSampleSpan`) a span that overlaps the model's train or validation data.
+
+    Returns ``(overlaps, warning)``: overlaps (kept when ``allow``), and a one-line warning when
+    the model has no lineage (its training ranges are unknown; the run goes on).
+    """
+    if lineage is None:
+        return [], (f"warning: {uri} carries no lineage (registered before whalebt recorded it): its "
+                    "training ranges are unknown, so in-sample signals cannot be told apart")
+    overlaps = in_sample_overlap(lineage, start_ms, end_ms)
+    if overlaps and not allow:
+        raise InSampleSpan(in_sample_message(uri, overlaps, span_label))
+    return overlaps, None
 
 
 # --- gate and promotion -----------------------------------------------------------------------
