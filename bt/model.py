@@ -34,6 +34,7 @@ __all__ = [
     "train_booster",
     "ThresholdChoice",
     "choose_threshold",
+    "independent_counts",
     "ValidationResult",
     "fit_validate",
     "evaluate_test",
@@ -91,7 +92,7 @@ class ThresholdConfig(_Frozen):
 
     policy: Literal["precision_target", "max_mean_return", "top_fraction", "fixed"] = "precision_target"
     precision_target: float = Field(0.55, gt=0, le=1)
-    min_signals: int = Field(20, ge=1)
+    min_signals: int = Field(20, ge=1)  # independent signals (every policy, fixed included)
     fraction: float = Field(0.2, gt=0, le=1)  # top_fraction
     value: float = Field(0.5, ge=0, le=1)  # fixed
     step: float = Field(0.01, gt=0, lt=0.5)  # candidate grid step
@@ -105,11 +106,12 @@ class ImbalanceConfig(_Frozen):
 
 
 class GateConfig(_Frozen):
-    """Promotion gate (``bt promote``): every condition must hold."""
+    """Promotion gate (``bt promote``, and ``bt sweep`` before registering): every condition must hold."""
 
     min_mean_return: float = 0.0  # out-of-sample mean net return must be above this
-    min_test_signals: int = Field(30, ge=0)
+    min_test_signals: int = Field(30, ge=0)  # independent test signals (clusters of overlapping windows)
     min_dsr: float = Field(0.5, ge=0, le=1)
+    max_pbo: float = Field(0.5, ge=0, le=1)  # probability of backtest overfitting (sweeps) at most this
 
 
 class ModelConfig(_Frozen):
@@ -382,6 +384,8 @@ class ThresholdChoice:
     n_signals: int
     precision: float | None
     mean_return: float | None
+    n_independent: int = 0  # clusters of overlapping outcome windows among the selected events
+    feasible: bool = True  # False: a ``fixed`` threshold keeps fewer than ``min_signals`` independent
 
 
 def _candidate_stats(prob: np.ndarray, ret: np.ndarray, label: np.ndarray, grid: np.ndarray):
@@ -397,43 +401,108 @@ def _candidate_stats(prob: np.ndarray, ret: np.ndarray, label: np.ndarray, grid:
     return counts, mean, prec
 
 
+def _windows(n: int, ts_ms, end_ts_ms, window_ms) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(start, end)`` outcome windows of the events, or None (every event counts as its own)."""
+    if ts_ms is None:
+        if end_ts_ms is not None or window_ms is not None:
+            raise ValueError("outcome windows need the events' trigger times (ts_ms)")
+        return None
+    start = np.asarray(ts_ms, dtype=np.int64)
+    if end_ts_ms is not None:
+        end = np.asarray(end_ts_ms, dtype=np.int64)
+    elif window_ms is not None:
+        if int(window_ms) < 0:
+            raise ValueError(f"window_ms must be >= 0 (entry latency + horizon); got {window_ms}")
+        end = start + int(window_ms)
+    else:
+        raise ValueError("pass end_ts_ms (the exit times) or window_ms (entry latency + horizon) with ts_ms")
+    if start.shape != (n,) or end.shape != (n,):
+        raise ValueError(f"ts_ms and end_ts_ms need one value per event ({n}); got {start.shape} and {end.shape}")
+    return start, end
+
+
+def independent_counts(prob: np.ndarray, start_ts_ms: np.ndarray, end_ts_ms: np.ndarray,
+                       grid: np.ndarray) -> np.ndarray:
+    """Independent signals (clusters of overlapping ``[start, end]`` windows) kept by each threshold.
+
+    For each candidate ``t`` of ``grid`` the events with ``prob >= t`` are clustered as
+    :func:`bt.metrics.signal_clusters` does (a signal joins the running cluster when it starts at
+    or before the latest end so far). Events are ordered by start once; each candidate is one
+    linear pass, so the whole grid costs O(n log n + n * len(grid)).
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    order = np.argsort(np.asarray(start_ts_ms, dtype=np.int64), kind="stable")
+    s = np.asarray(start_ts_ms, dtype=np.int64)[order]
+    e = np.asarray(end_ts_ms, dtype=np.int64)[order]
+    p = prob[order]
+    out = np.zeros(len(grid), dtype=np.int64)
+    for j, t in enumerate(grid):
+        m = p >= t
+        if not m.any():
+            continue
+        ss, ee = s[m], e[m]
+        reach = np.maximum.accumulate(ee)
+        out[j] = 1 + int(np.count_nonzero(ss[1:] > reach[:-1]))
+    return out
+
+
 def choose_threshold(prob: np.ndarray, net_return: np.ndarray, label: np.ndarray,
-                     cfg: ThresholdConfig) -> ThresholdChoice:
+                     cfg: ThresholdConfig, *, ts_ms: np.ndarray | None = None,
+                     end_ts_ms: np.ndarray | None = None, window_ms: int | None = None) -> ThresholdChoice:
     """Pick the decision threshold from validation predictions only.
 
-    Candidates are the grid ``step, 2 * step, ... < 1``. Policies:
+    Candidates are the grid ``step, 2 * step, ... < 1``. ``min_signals`` counts **independent**
+    signals: the selected events are clustered by their outcome windows ``[ts_ms, end_ts_ms]``
+    (the real exit times) or ``[ts_ms, ts_ms + window_ms]`` (entry latency + horizon), and a
+    chain of overlapping windows counts once. Without ``ts_ms`` every event counts as its own.
+    Policies:
 
     * ``precision_target`` (the seed system's): the highest mean return among candidates whose
-      precision reaches ``precision_target`` with at least ``min_signals`` signals. Fall-backs,
-      in order: (1) ``max_mean_return`` when no candidate reaches the target;
+      precision reaches ``precision_target`` with at least ``min_signals`` independent signals.
+      Fall-backs, in order: (1) ``max_mean_return`` when no candidate reaches the target;
       (2) ``take_all`` (threshold 0: every whale event) when no candidate has ``min_signals``.
-    * ``max_mean_return``: the highest mean return with at least ``min_signals`` signals
-      (fall-back ``take_all``).
-    * ``top_fraction``: the largest candidate that lets at least ``fraction`` of the events through.
-    * ``fixed``: ``value``.
+    * ``max_mean_return``: the highest mean return with at least ``min_signals`` independent
+      signals (fall-back ``take_all``).
+    * ``top_fraction``: the largest candidate that lets at least ``fraction`` of the events
+      through and keeps at least ``min_signals`` independent signals (fall-back ``take_all``).
+    * ``fixed``: ``value``, always; when it keeps fewer than ``min_signals`` independent signals
+      the rule is ``fixed:below_min_signals`` and ``feasible`` is False (a sweep prunes the trial).
 
     Ties go to the lower threshold (more signals). ``rule`` records which branch decided.
     """
     prob = np.asarray(prob, dtype=np.float64)
     ret = np.asarray(net_return, dtype=np.float64)
     lab = np.asarray(label, dtype=bool)
+    if ret.shape != prob.shape or lab.shape != prob.shape:
+        raise ValueError(f"prob, net_return and label need the same length; got {prob.shape}, {ret.shape}, {lab.shape}")
+    win = _windows(prob.shape[0], ts_ms, end_ts_ms, window_ms)
     grid = np.round(np.arange(cfg.step, 1.0 - 1e-12, cfg.step), 10)
 
-    def result(t: float, rule: str) -> ThresholdChoice:
+    def n_ind(t: float) -> int:
+        sel = prob >= t
+        if win is None:
+            return int(sel.sum())
+        return int(independent_counts(prob, win[0], win[1], np.array([t]))[0])
+
+    def result(t: float, rule: str, feasible: bool = True) -> ThresholdChoice:
         sel = prob >= t
         n = int(sel.sum())
         return ThresholdChoice(float(t), rule, n, float(lab[sel].mean()) if n else None,
-                               float(ret[sel].mean()) if n else None)
+                               float(ret[sel].mean()) if n else None, n_ind(t), feasible)
 
     if cfg.policy == "fixed":
-        return result(cfg.value, "fixed")
+        ok = n_ind(cfg.value) >= cfg.min_signals
+        return result(cfg.value, "fixed" if ok else "fixed:below_min_signals", ok)
     if prob.size == 0:
         return result(0.0, "take_all:no_validation_events")
     counts, mean, prec = _candidate_stats(prob, ret, lab, grid)
+    ind = counts if win is None else independent_counts(prob, win[0], win[1], grid)
+    enough = ind >= cfg.min_signals
     if cfg.policy == "top_fraction":
-        ok = counts >= math.ceil(cfg.fraction * prob.size)
-        return result(grid[np.flatnonzero(ok)[-1]] if ok.any() else 0.0, "top_fraction")
-    enough = counts >= cfg.min_signals
+        ok = enough & (counts >= math.ceil(cfg.fraction * prob.size))
+        if ok.any():
+            return result(grid[np.flatnonzero(ok)[-1]], "top_fraction")
+        return result(0.0, "top_fraction:fallback:take_all")
     if cfg.policy == "precision_target":
         ok = enough & (prec >= cfg.precision_target)
         if ok.any():
@@ -478,6 +547,7 @@ class ValidationResult:
     value: float  # objective on the pooled validation signals
     val_span_ms: tuple[int, int]
     period_returns: np.ndarray  # per-period returns of the selected validation signals
+    train_idx: np.ndarray | None = None  # rows the final booster was fitted on (lineage)
 
     def metrics(self, table: EventTable) -> dict:
         sel = self.val_prob >= self.threshold.threshold
@@ -485,6 +555,7 @@ class ValidationResult:
         return {
             "val_n_events": int(self.val_idx.size),
             "val_n_signals": int(sel.sum()),
+            "val_n_independent": int(self.threshold.n_independent),
             "val_mean_return": float(r.mean()) if r.size else None,
             "val_precision": float(table.label[self.val_idx][sel].mean()) if r.size else None,
             "val_objective": None if math.isnan(self.value) else self.value,
@@ -518,7 +589,8 @@ def fit_validate(table: EventTable, splits: Splits, cfg: ModelConfig, *, refit: 
         idxs.append(va)
         if on_fold is not None and len(splits.folds) > 1:
             pooled_p, pooled_i = np.concatenate(probs), np.concatenate(idxs)
-            ch = choose_threshold(pooled_p, table.net_return[pooled_i], table.label[pooled_i], cfg.threshold)
+            ch = choose_threshold(pooled_p, table.net_return[pooled_i], table.label[pooled_i], cfg.threshold,
+                                  ts_ms=table.ts_ms[pooled_i], end_ts_ms=table.end_ts_ms[pooled_i])
             sel = pooled_i[pooled_p >= ch.threshold]
             v = objective_value(table.net_return[sel], table.ts_ms[sel], cfg.objective,
                                 span_ms=(splits.boundaries_ms["validation"], splits.boundaries_ms["test"]),
@@ -529,21 +601,24 @@ def fit_validate(table: EventTable, splits: Splits, cfg: ModelConfig, *, refit: 
     val_idx = np.concatenate(idxs) if idxs else np.empty(0, np.int64)
     order = np.argsort(val_idx, kind="stable")
     val_prob, val_idx = val_prob[order], val_idx[order]
-    choice = choose_threshold(val_prob, table.net_return[val_idx], table.label[val_idx], cfg.threshold)
+    choice = choose_threshold(val_prob, table.net_return[val_idx], table.label[val_idx], cfg.threshold,
+                              ts_ms=table.ts_ms[val_idx], end_ts_ms=table.end_ts_ms[val_idx])
     sel = val_idx[val_prob >= choice.threshold]
     span = (splits.boundaries_ms["validation"], splits.boundaries_ms["test"])
     value = objective_value(table.net_return[sel], table.ts_ms[sel], cfg.objective, span_ms=span,
                             period_ms=cfg.period_ms)
     if refit is None:
         refit = len(splits.folds) > 1
+    train_idx = splits.folds[-1][0] if splits.folds else np.empty(0, np.int64)
     if refit:
         both = np.union1d(splits.train, splits.validation)
         # Keep the purge before test: only events whose outcome is known before it.
         both = both[(table.end_ts_ms[both] < splits.boundaries_ms["test"])
                     & (table.ts_ms[both] < splits.boundaries_ms["test"] - splits.purge_ms)]
         booster = train_booster(table.X[both], table.label[both], cfg)
+        train_idx = both
     pr = per_period_returns(table.ts_ms[sel], table.net_return[sel], span[0], span[1], cfg.period_ms)
-    return ValidationResult(booster, choice, val_idx, val_prob, fold_values, value, span, pr)
+    return ValidationResult(booster, choice, val_idx, val_prob, fold_values, value, span, pr, train_idx)
 
 
 @dataclass
@@ -586,7 +661,11 @@ def evaluate_test(table: EventTable, splits: Splits, cfg: ModelConfig, val: Vali
     sig = prob >= val.threshold.threshold
     r, lab, ts = table.net_return[te], table.label[te], table.ts_ms[te]
     span = (splits.boundaries_ms["test"], splits.boundaries_ms["end"])
-    m = {f"test_{k}": v for k, v in event_metrics(r[sig], lab[sig], n_boot=n_boot, seed=cfg.seed).items()}
+    from bt.metrics import signal_clusters
+
+    cl = signal_clusters(ts[sig], table.end_ts_ms[te][sig])
+    m = {f"test_{k}": v for k, v in event_metrics(r[sig], lab[sig], cluster=cl, n_boot=n_boot,
+                                                  seed=cfg.seed).items()}
     m.update({f"baseline_{k}": v for k, v in event_metrics(r, lab, n_boot=0).items()
               if k in ("n_signals", "mean_return", "precision", "win_rate")})
     pr = per_period_returns(ts[sig], r[sig], span[0], span[1], cfg.period_ms)
@@ -672,15 +751,17 @@ class ModelVerdict:
     oos_from_ms: int | None
     metrics: dict
     result: ModelResult | None = None
+    lineage: dict | None = None  # a registered model's lineage.json (None: trained here, or older model)
 
 
-def apply_model(config, events, span) -> ModelVerdict:
+def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     """The ``bt run`` hook: train and evaluate (or load) the config's model, score every event.
 
     Args:
         config: a ``bt.config.RunConfig`` with a ``model`` section.
         events: gold events with ``f_<feature>`` columns and ``trade_idx`` into ``span``.
         span: the run's trades (``ts_ms``, ``price`` arrays).
+        bundle: the already loaded :class:`bt.registry.ModelBundle` of ``model.uri`` (else loaded here).
     """
     from signals.features import FEATURE_NAMES
     from signals.trees_nb import ensemble_from_booster, predict_proba
@@ -692,7 +773,7 @@ def apply_model(config, events, span) -> ModelVerdict:
 
         from signals import WhaleParams
 
-        bundle = load_bundle(cfg.uri)
+        bundle = bundle if bundle is not None else load_bundle(cfg.uri)
         trained = bundle.signal_config.get("whale")
         if trained is not None and WhaleParams.from_dict(trained) != WhaleParams.from_dict(dict(config.signal.whale)):
             raise ValueError(
@@ -700,7 +781,8 @@ def apply_model(config, events, span) -> ModelVerdict:
                 f"is {dict(config.signal.whale)}; use the model's rule (see its signal_config.json)")
         prob = bundle.predict_matrix(X_all, FEATURE_NAMES)
         return ModelVerdict(prob, bundle.threshold, cfg.uri, None, {"model_uri": cfg.uri,
-                                                                   "threshold": bundle.threshold})
+                                                                   "threshold": bundle.threshold},
+                            lineage=bundle.lineage)
     if len(span) == 0:
         raise ValueError("no trades in the span; nothing to train on")
     table, _ = events_frame_table(events, span.ts_ms, span.price, config)

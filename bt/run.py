@@ -46,6 +46,7 @@ class SignalSet:
     gold_cached: bool
     model_metrics: dict | None = None  # validation/test figures of a model trained by the run
     oos_from_ms: int | None = None  # a trained model's test boundary: events before it were dropped
+    model_lineage: dict | None = None  # a registered model's lineage (train/validation/test ranges)
 
     def journal(self) -> list[dict]:
         ev = self.events
@@ -79,8 +80,12 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True) -> SignalSet:
-    """Load trades, build (or reuse) silver and gold, and decide each whale event."""
+def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True,
+                    bundle=None) -> SignalSet:
+    """Load trades, build (or reuse) silver and gold, and decide each whale event.
+
+    ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
+    """
     lake = lake or Lake(config.data.lake)
     d = config.data
     span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
@@ -97,10 +102,12 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     model_uri = None
     model_metrics = None
     oos_from_ms = None
+    lineage = None
     if config.model is not None:
         from bt.model import apply_model
 
-        verdict = apply_model(config, events, span)
+        verdict = apply_model(config, events, span, bundle=bundle)
+        lineage = verdict.lineage
         prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri
         model_metrics, oos_from_ms = verdict.metrics, verdict.oos_from_ms
         if oos_from_ms is not None:
@@ -111,7 +118,47 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
             events, prob = events[keep].reset_index(drop=True), prob[keep]
     events["prob"] = prob
     events["decision"] = [decide(None if np.isnan(p) else p, threshold) for p in prob]
-    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms)
+    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms,
+                     lineage)
+
+
+def _span_ms(config: RunConfig) -> tuple[int, int]:
+    """``[start 00:00, end + 1 day)`` of the config's data span, in ms UTC."""
+    start = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
+    return start, int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + 86_400_000
+
+
+def in_sample_guard(config: RunConfig, *, allow_in_sample: bool = False, quiet: bool = False,
+                    tracking_uri: str | None = None):
+    """Load ``model.uri`` and refuse a span overlapping its train or validation data.
+
+    Returns ``(bundle, overlaps)``; ``(None, [])`` without a registered model. Raises
+    :class:`bt.registry.InSampleSpan` (one ``Error:`` line) on an overlap unless
+    ``allow_in_sample``. A model without lineage gets a one-line warning and runs.
+    """
+    from bt.model import parse_model_config
+
+    if config.model is None:
+        return None, []
+    uri = parse_model_config(config.model).uri
+    if not uri:
+        return None, []
+    from bt.registry import check_in_sample, load_bundle
+
+    if tracking_uri:
+        from bt.registry import connect
+
+        connect(tracking_uri)
+    bundle = load_bundle(uri)
+    lo, hi = _span_ms(config)
+    overlaps, warning = check_in_sample(uri, bundle.lineage, lo, hi, f"{config.data.start}..{config.data.end}",
+                                        allow=allow_in_sample)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    if overlaps:
+        _say(f"warning: --allow-in-sample: signals inside {uri}'s " + " and ".join(o["part"] for o in overlaps)
+             + " ranges are reported apart (metrics.json in_sample); the headline is out of sample", quiet)
+    return bundle, overlaps
 
 
 def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
@@ -192,17 +239,26 @@ def run_backtest(
     log_mlflow: bool = True,
     tearsheet: bool = True,
     quiet: bool = False,
+    allow_in_sample: bool = False,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
     Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (SPEC §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
     and ``tearsheet.html`` (quantstats).
+
+    With a registered model (``model.uri``) whose train or validation range the span overlaps,
+    the run is refused (:class:`bt.registry.InSampleSpan`) unless ``allow_in_sample``; then the
+    signals inside those ranges go to ``metrics["in_sample"]``, the rest to
+    ``metrics["out_of_sample"]``, and every headline figure (top level, ``by_horizon``,
+    portfolio) is out of sample.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     lake = Lake(config.data.lake)
-    sig = compute_signals(config, lake=lake, quiet=quiet)
+    bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet,
+                                       tracking_uri=tracking_uri)
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
     bt = config.backtest
@@ -237,12 +293,31 @@ def run_backtest(
         rows = study[at]
         study.loc[at, "cluster"] = signal_clusters(rows["trigger_ts_ms"].to_numpy(np.int64),
                                                    rows["exit_ts_ms"].to_numpy(np.int64))
-    primary = study[study["horizon_ms"] == horizons[0]]
+    split_metrics = None
+    if overlaps:
+        from bt.registry import in_sample_mask
+
+        study["in_sample"] = in_sample_mask(sig.model_lineage, study["trigger_ts_ms"].to_numpy(np.int64))
+        split_metrics = {}
+        for name, want in (("in_sample", True), ("out_of_sample", False)):
+            part = study[study["in_sample"] == want]
+            prim = part[part["horizon_ms"] == horizons[0]]
+            split_metrics[name] = {
+                **event_metrics(prim["net_return"].to_numpy(), prim["label"].to_numpy(), cluster=prim["cluster"].to_numpy(),
+                                n_boot=bt.bootstrap, seed=bt.seed),
+                "by_horizon": {format_duration(h): event_metrics(
+                    part.loc[part["horizon_ms"] == h, "net_return"].to_numpy(),
+                    part.loc[part["horizon_ms"] == h, "label"].to_numpy(),
+                    cluster=part.loc[part["horizon_ms"] == h, "cluster"].to_numpy(), n_boot=0) for h in horizons},
+            }
+        split_metrics["in_sample"]["ranges_ms"] = {o["part"]: [o["from_ms"], o["to_ms"]] for o in overlaps}
+    headline = study if split_metrics is None else study[~study["in_sample"]]
+    primary = headline[headline["horizon_ms"] == horizons[0]]
     coverage = funding_coverage(primary, funding)
     _check_funding(coverage, funding, bt.funding, price_span, quiet)
     by_h = {}
     for h in horizons:
-        rows = study[study["horizon_ms"] == h]
+        rows = headline[headline["horizon_ms"] == h]
         by_h[format_duration(h)] = event_metrics(rows["net_return"].to_numpy(), rows["label"].to_numpy(),
                                                  cluster=rows["cluster"].to_numpy(), n_boot=bt.bootstrap,
                                                  seed=bt.seed)
@@ -292,6 +367,12 @@ def run_backtest(
     }
     metrics["portfolio"].update(max_positions=config.portfolio.max_positions, bar=config.portfolio.bar,
                                 init_cash=config.portfolio.init_cash)
+    if split_metrics is not None:
+        metrics.update(split_metrics)
+        metrics["headline"] = "out_of_sample"
+    if sig.model_uri is not None:
+        metrics["model_lineage"] = None if sig.model_lineage is None else {
+            k: sig.model_lineage.get(k) for k in ("exchange", "symbols", "ranges_ms", "partitions_sha256")}
     if sig.model_metrics is not None:
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")

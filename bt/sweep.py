@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datasets._cli import UserError
 from bt.model import (EventTable, ModelConfig, event_table, evaluate_test, fit_validate, parse_model_config,
                       purged_splits)
 
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+#: ``bt sweep --register``: register the winner always, only if it passes ``model.gate``, or never.
+REGISTER_MODES = ("passing", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,10 @@ def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelCon
         for k, v in m.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("period_returns", [round(float(x), 12) for x in val.period_returns])
+        if not val.threshold.feasible:
+            trial.set_user_attr("pruned_reason", f"threshold {val.threshold.threshold:g} keeps "
+                                f"{val.threshold.n_independent} independent validation signals < min_signals")
+            raise optuna.TrialPruned()
         if not math.isfinite(val.value):
             trial.set_user_attr("pruned_reason", "no validation signal")
             raise optuna.TrialPruned()
@@ -513,13 +520,22 @@ def _period_equity(ts_ms: np.ndarray, returns: np.ndarray):
 
 def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name: str | None = None,
                   n_jobs: int = 1, worker: int = 0, results_dir: str = "results", tracking_uri: str | None = None,
-                  registry_uri: str | None = None, register_as: str | None = None, register: bool = True,
-                  summary_only: bool = False) -> dict:
-    """``bt sweep``: load trades, run the study, write ``results/<study>/``, log and register.
+                  registry_uri: str | None = None, register_as: str | None = None,
+                  register: bool | str = "passing", summary_only: bool = False,
+                  allow_in_sample: bool = False) -> dict:
+    """``bt sweep``: load trades, run the study, write ``results/<study>/``, check the gate, log, register.
 
-    Files: ``sweep.json`` (summary), ``best.yaml`` (the winner as a run config), ``trials.parquet``,
-    ``metrics.json`` (the winner's test metrics with ``dsr`` and ``pbo``), ``trades.parquet`` (test
-    events with prob and decision) and ``equity.parquet`` (cumulative test signal returns).
+    Files: ``sweep.json`` (summary, with ``gate`` and ``registration``), ``best.yaml`` (the winner
+    as a run config), ``trials.parquet``, ``metrics.json`` (the winner's test metrics with ``dsr``,
+    ``pbo`` and ``gate``), ``lineage.json`` (what the winner was trained on), ``trades.parquet``
+    (test events with prob and decision) and ``equity.parquet`` (cumulative test signal returns).
+
+    Args:
+        register: ``"passing"`` (default: register the winner only if it passes ``model.gate``),
+            ``"always"`` (register it anyway; the failed verdict is tagged on the version) or
+            ``"never"`` (no MLflow logging at all). ``True``/``False`` mean always/never.
+        allow_in_sample: with ``model.uri``, do not refuse a span overlapping that model's
+            train or validation range.
     """
     import json
     import shutil
@@ -532,6 +548,13 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     from datasets.build import load_trades
     from datasets.lake import Lake
 
+    from bt.registry import check_gate, lineage_of
+    from bt.run import in_sample_guard
+
+    mode = {True: "always", False: "never"}.get(register, register) if isinstance(register, bool) else register
+    if mode not in REGISTER_MODES:
+        raise UserError(f"--register must be one of {', '.join(REGISTER_MODES)}; got {register!r}")
+    in_sample_guard(run_config, allow_in_sample=allow_in_sample, tracking_uri=tracking_uri)
     d = run_config.data
     if storage and storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -545,6 +568,21 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     sig_cfg = signal_config_of(run_config, summary.spec, res.threshold)
     table = cache.full_table(summary.spec.whale, summary.spec.horizon_ms)
     te = res.splits.test
+    lineage = lineage_of(res, table, exchange=d.exchange, symbols=[d.symbol], span_ms=cache.span_ms,
+                         sources=span.sources)
+    gate_cfg = parse_model_config(run_config.model).gate
+    verdict = check_gate(res.metrics, gate_cfg)
+    gate_doc = {**verdict.to_dict(), "config": gate_cfg.model_dump()}
+    if mode == "never":
+        decision = "not registered: --register never"
+    elif mode == "passing" and not verdict.ok:
+        decision = "not registered: the winner fails its gate (--register always registers it anyway)"
+    elif not verdict.ok:
+        decision = "registered although the winner fails its gate (--register always)"
+    else:
+        decision = "registered: the winner passes its gate"
+    will_register = decision.startswith("registered")
+    registration = {"mode": mode, "registered": will_register, "decision": decision}
     trades_df = pd.DataFrame({"ts_ms": table.ts_ms[te], "end_ts_ms": table.end_ts_ms[te],
                               "net_return": table.net_return[te], "label": table.label[te],
                               "prob": res.test_prob, "signal": res.test_signal,
@@ -555,7 +593,7 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
         "horizon": sig_cfg["horizon"], "n_trials": summary.n_trials,
         **{k[len("test_"):]: v for k, v in res.metrics.items() if k.startswith("test_") and k != "test_dsr"},
         "dsr": res.metrics.get("dsr"), "test_dsr": res.metrics.get("test_dsr"), "pbo": res.metrics.get("pbo"),
-        "model_metrics": res.metrics,
+        "model_metrics": res.metrics, "gate": gate_doc, "registration": registration,
         "costs": {"fee_bps": b.fee_bps, "slippage_bps": b.slippage_bps, "entry_latency_ms": b.entry_latency_ms},
     }
     out_dir = Path(results_dir) / summary.study_name
@@ -564,11 +602,13 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     sweep_doc = {"study": summary.study_name, "storage": storage, "n_trials": summary.n_trials,
                  "n_complete": summary.n_complete, "best_trial": summary.best_number,
                  "best_value": summary.best_value, "best_params": summary.best_params, "dsr": summary.dsr,
-                 "pbo": summary.pbo, "test": res.metrics, "signal_config": sig_cfg,
+                 "pbo": summary.pbo, "test": res.metrics, "signal_config": sig_cfg, "gate": gate_doc,
+                 "registration": registration, "lineage": lineage,
                  "cache": {"hits": cache.hits, "misses": cache.misses}}
     try:
         (tmp / "sweep.json").write_text(json.dumps(sweep_doc, indent=2, default=_jsonable))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, default=_jsonable))
         (tmp / "best.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         (tmp / "config.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         study.trials_dataframe().drop(columns=["user_attrs_period_returns"], errors="ignore").to_parquet(
@@ -585,12 +625,17 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     result = {"study": summary.study_name, "n_trials": summary.n_trials, "best_value": summary.best_value,
               "dsr": res.metrics.get("dsr"), "pbo": res.metrics.get("pbo"),
               "test_n_signals": res.metrics.get("test_n_signals"),
+              "test_n_independent": res.metrics.get("test_n_independent"),
               "test_mean_return": res.metrics.get("test_mean_return"),
               "baseline_mean_return": res.metrics.get("baseline_mean_return"),
-              "threshold": res.threshold, "results": str(out_dir), "model_uri": None}
-    if register:
+              "threshold": res.threshold, "results": str(out_dir), "model_uri": None,
+              "gate": gate_doc["verdict"], "gate_reasons": verdict.reasons, "gate_notes": verdict.notes,
+              "register": mode, "registered": False, "registration": decision}
+    if mode != "never":
         result.update(_log_sweep(run_config, study, summary, sig_cfg, span, worker=worker, out_dir=out_dir,
-                                 tracking_uri=tracking_uri, registry_uri=registry_uri, register_as=register_as))
+                                 tracking_uri=tracking_uri, registry_uri=registry_uri, register_as=register_as,
+                                 register_model=will_register, gate=verdict, lineage=lineage))
+        result["registered"] = result.get("model_uri") is not None
     return result
 
 
@@ -605,8 +650,13 @@ def _jsonable(o):
 
 
 def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *, worker: int, out_dir,
-               tracking_uri, registry_uri, register_as) -> dict:
-    """Parent MLflow run with one nested run per trial this call ran; register the winner."""
+               tracking_uri, registry_uri, register_as, register_model: bool = True, gate=None,
+               lineage: dict | None = None) -> dict:
+    """Parent MLflow run with one nested run per trial this call ran; register the winner if asked.
+
+    The parent run gets the tags ``whalebt.gate`` (pass/fail) and ``whalebt.gate_reasons``; so does
+    a registered version, with its lineage (``lineage.json`` and ``whalebt.lineage.*`` tags).
+    """
     import hashlib
     import json
 
@@ -623,7 +673,9 @@ def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *,
     numeric = {k: float(v) for k, v in res.metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"sweep {summary.study_name}") as parent:
-        mlflow.set_tags(tags)
+        gate_info = {} if gate is None else {"whalebt.gate": "pass" if gate.ok else "fail",
+                                             "whalebt.gate_reasons": "; ".join(gate.reasons)[:5000]}
+        mlflow.set_tags({**tags, **gate_info})
         mlflow.log_params({k: str(v)[:500] for k, v in summary.best_params.items()})
         mlflow.log_metrics(numeric)
         mlflow.log_artifacts(str(out_dir))
@@ -640,8 +692,13 @@ def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *,
                 if t.value is not None:
                     m["objective"] = float(t.value)
                 mlflow.log_metrics(m)
-        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_signals", "dsr", "pbo")}
-        gate_tags.update(study=summary.study_name, config_id=sig_cfg["config_id"], data_snapshot=data_hash)
-        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags)
+        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")}
+        gate_tags.update(study=summary.study_name, config_id=sig_cfg["config_id"], data_snapshot=data_hash,
+                         **{k[len("whalebt."):]: v for k, v in gate_info.items()})
+        if not register_model:
+            return {"model_uri": None, "mlflow_run_id": parent.info.run_id, "registered_model": None,
+                    "version": None}
+        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags,
+                                      lineage=lineage)
     return {"model_uri": f"models:/{name}/{version}", "mlflow_run_id": parent.info.run_id,
             "registered_model": name, "version": str(version)}

@@ -134,9 +134,82 @@ def test_top_fraction_and_fixed():
     prob = np.linspace(0.05, 0.95, 10)
     ret = np.zeros(10)
     lab = np.zeros(10, bool)
-    got = choose_threshold(prob, ret, lab, ThresholdConfig(policy="top_fraction", fraction=0.3, step=0.05))
+    got = choose_threshold(prob, ret, lab, ThresholdConfig(policy="top_fraction", fraction=0.3, step=0.05,
+                                                           min_signals=3))
     assert got.n_signals == 3 and got.threshold == pytest.approx(0.75)
     assert choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.42)).threshold == 0.42
+
+
+def _burst_and_spread():
+    """25 high-prob events inside one hour (windows overlap: one cluster) and 15 spread a day apart."""
+    burst_ts = np.arange(25, dtype=np.int64) * 60_000  # one a minute, 1 h windows
+    spread_ts = 2 * DAY + np.arange(15, dtype=np.int64) * DAY
+    ts = np.concatenate([burst_ts, spread_ts])
+    prob = np.concatenate([np.full(25, 0.9), np.full(15, 0.3)])
+    ret = np.concatenate([np.full(25, 0.02), np.full(15, 0.001)])
+    lab = np.concatenate([np.ones(25, bool), np.zeros(15, bool)])
+    return ts, prob, ret, lab
+
+
+def test_min_signals_counts_independent_signals_not_raw_ones():
+    ts, prob, ret, lab = _burst_and_spread()
+    c = ThresholdConfig(policy="max_mean_return", min_signals=10, step=0.1)
+    # Raw counting (no windows): the burst's 25 signals pass min_signals and win.
+    raw = choose_threshold(prob, ret, lab, c)
+    assert raw.threshold == pytest.approx(0.4) and raw.n_independent == 25
+    # With outcome windows the burst is one independent signal: only the lower thresholds (the
+    # burst + 15 spread events = 16 clusters) keep 10.
+    got = choose_threshold(prob, ret, lab, c, ts_ms=ts, end_ts_ms=ts + H)
+    assert got.threshold == pytest.approx(0.1) and got.rule == "max_mean_return"
+    assert got.n_signals == 40 and got.n_independent == 16
+    # The window may be given as entry latency + horizon instead of exit times.
+    assert choose_threshold(prob, ret, lab, c, ts_ms=ts, window_ms=H) == got
+    pt = choose_threshold(prob, ret, lab, ThresholdConfig(precision_target=0.7, min_signals=10, step=0.1),
+                          ts_ms=ts, end_ts_ms=ts + H)
+    assert pt.rule == "fallback:max_mean_return" and pt.threshold == pytest.approx(0.1)
+
+
+def test_top_fraction_and_fixed_enforce_min_signals():
+    ts, prob, ret, lab = _burst_and_spread()
+    # top_fraction 0.5 alone would take the burst (25 of 40 events >= 50 %): one cluster.
+    c = ThresholdConfig(policy="top_fraction", fraction=0.5, min_signals=10, step=0.1)
+    got = choose_threshold(prob, ret, lab, c, ts_ms=ts, end_ts_ms=ts + H)
+    assert got.threshold == pytest.approx(0.3) and got.n_independent == 16 and got.rule == "top_fraction"
+    # Two validation events can never make a top_fraction winner with min_signals 20.
+    two = choose_threshold(np.array([0.9, 0.2]), np.array([0.05, -0.01]), np.array([True, False]),
+                           ThresholdConfig(policy="top_fraction", fraction=0.2), ts_ms=np.array([0, DAY]),
+                           end_ts_ms=np.array([H, DAY + H]))
+    assert two.threshold == 0.0 and two.rule == "top_fraction:fallback:take_all"
+    # fixed keeps its value but says it is below the minimum (a sweep prunes such a trial).
+    f = choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.5, min_signals=10),
+                         ts_ms=ts, end_ts_ms=ts + H)
+    assert f.threshold == 0.5 and f.rule == "fixed:below_min_signals" and not f.feasible
+    assert f.n_signals == 25 and f.n_independent == 1
+    ok = choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.2, min_signals=10),
+                          ts_ms=ts, end_ts_ms=ts + H)
+    assert ok.rule == "fixed" and ok.feasible and ok.n_independent == 16
+
+
+def test_independent_counts_match_signal_clusters():
+    from bt.metrics import n_independent, signal_clusters
+    from bt.model import independent_counts
+
+    rng = np.random.default_rng(5)
+    ts = np.sort(rng.integers(0, 10 * DAY, 500)).astype(np.int64)
+    end = ts + rng.integers(0, 3 * H, 500)
+    prob = rng.random(500)
+    grid = np.round(np.arange(0.05, 1.0, 0.05), 10)
+    got = independent_counts(prob, ts, end, grid)
+    want = [n_independent(signal_clusters(ts[prob >= t], end[prob >= t])) for t in grid]
+    assert got.tolist() == want
+
+
+def test_window_arguments_are_checked():
+    ts, prob, ret, lab = _burst_and_spread()
+    with pytest.raises(ValueError, match="pass end_ts_ms"):
+        choose_threshold(prob, ret, lab, ThresholdConfig(), ts_ms=ts)
+    with pytest.raises(ValueError, match="one value per event"):
+        choose_threshold(prob, ret, lab, ThresholdConfig(), ts_ms=ts[:3], window_ms=H)
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -171,6 +244,9 @@ def test_planted_effect_beats_the_plain_whale_rule_out_of_sample():
     assert m["test_mean_return"] > m["baseline_mean_return"] + 0.005
     assert m["threshold_rule"] == "precision_target"
     assert res.test_signal.sum() == m["test_n_signals"]
+    # Test metrics count independent signals (1 h windows overlap) and so does validation.
+    assert 0 < m["test_n_independent"] < m["test_n_signals"]
+    assert 0 < m["val_n_independent"] <= m["val_n_signals"]
 
 
 def test_walk_forward_reports_each_fold_and_refits():

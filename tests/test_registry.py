@@ -91,16 +91,47 @@ def test_sqlite_log_register_alias_load_fresh_process(tmp_path):
 
 def test_gate_lists_every_failed_condition():
     g = GateConfig(min_mean_return=0.0, min_test_signals=30, min_dsr=0.95)
-    res = check_gate({"test_mean_return": -0.001, "test_n_signals": 12, "dsr": 0.4}, g)
+    res = check_gate({"test_mean_return": -0.001, "test_n_independent": 12, "test_n_signals": 12,
+                      "dsr": 0.4}, g)
     assert not res.ok
     assert res.reasons == [
         "out-of-sample mean return -0.001000 is not above 0",
-        "12 test signals; the gate needs at least 30",
+        "12 independent test signals (12 signals; overlapping outcome windows count once); "
+        "the gate needs at least 30",
         "deflated Sharpe ratio 0.400 is below 0.95",
     ]
-    assert check_gate({"test_mean_return": "0.002", "test_n_signals": "31", "dsr": "0.96"}, g).ok
+    assert check_gate({"test_mean_return": "0.002", "test_n_independent": "31", "dsr": "0.96"}, g).ok
     missing = check_gate({}, g)
     assert missing.reasons[1] == "no test signals; the gate needs at least 30"
+
+
+def test_gate_counts_independent_test_signals_and_says_when_it_cannot():
+    g = GateConfig(min_mean_return=0.0, min_test_signals=30, min_dsr=0.5)
+    # 40 test signals but only 3 independent ones (overlapping outcome windows): refused.
+    res = check_gate({"test_mean_return": 0.01, "test_n_independent": 3, "test_n_signals": 40, "dsr": 0.9}, g)
+    assert not res.ok
+    assert res.reasons == ["3 independent test signals (40 signals; overlapping outcome windows count once); "
+                           "the gate needs at least 30"]
+    assert check_gate({"test_mean_return": 0.01, "test_n_independent": 31, "test_n_signals": 40,
+                       "dsr": 0.9}, g).ok
+    # A version registered before this change has only test_n_signals: used, and said.
+    old = check_gate({"test_mean_return": 0.01, "test_n_signals": 12, "dsr": 0.9}, g)
+    assert old.reasons == ["12 test signals (raw count: this version was registered before independent "
+                           "signals were counted); the gate needs at least 30"]
+    assert any("raw test signals" in n for n in old.notes)
+    passed_old = check_gate({"test_mean_return": 0.01, "test_n_signals": 40, "dsr": 0.9}, g)
+    assert passed_old.ok and any("raw test signals" in n for n in passed_old.notes)
+
+
+def test_gate_checks_pbo_when_there_is_one():
+    g = GateConfig(min_test_signals=10)
+    vals = {"test_mean_return": 0.01, "test_n_independent": 20, "test_n_signals": 20, "dsr": 0.9}
+    assert check_gate({**vals, "pbo": 0.3}, g).ok
+    bad = check_gate({**vals, "pbo": 0.71}, g)
+    assert bad.reasons == ["probability of backtest overfitting 0.710 is above 0.5"]
+    assert check_gate({**vals, "pbo": 0.71}, GateConfig(min_test_signals=10, max_pbo=0.8)).ok
+    none = check_gate(vals, g)
+    assert none.ok and any("max_pbo not checked" in n for n in none.notes)
 
 
 def test_refused_promotion_changes_nothing(tmp_path, capsys):
@@ -131,7 +162,7 @@ def test_refused_promotion_changes_nothing(tmp_path, capsys):
     assert rc == 1
     assert err == ("Error: refused to set alias 'live' on whale-null version 1: out-of-sample mean return "
                    "-0.002000 is not above 0. Lower the bounds with --min-dsr/--min-test-signals/"
-                   "--min-mean-return, or --force")
+                   "--min-mean-return/--max-pbo, or --force")
     tags = mlflow.MlflowClient().get_model_version("whale-null", "1").tags
     assert "whalebt.promoted_by" not in tags
     # Forcing records why.

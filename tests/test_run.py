@@ -201,3 +201,81 @@ def test_headline_counts_independent_signals_per_horizon(lake_cfg):
     # longer windows chain more signals together
     assert m["by_horizon"]["5m"]["n_independent"] < m["by_horizon"]["1m"]["n_independent"]
     assert m["n_independent"] == m["by_horizon"]["5m"]["n_independent"]
+
+
+def _register_with_lineage(tracking: str, name: str, lineage: dict | None) -> str:
+    """A registered model whose bundled rule is the fixture's; ``lineage`` as a sweep would bundle it."""
+    import lightgbm as lgb
+    import mlflow
+
+    from bt.registry import connect, log_model_bundle
+    from bt.tracking import experiment
+    from signals import FEATURE_NAMES, feature_spec_hash
+
+    connect(tracking)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, len(FEATURE_NAMES)))
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 4},
+                        lgb.Dataset(X, (X[:, 0] > 0).astype(int)), num_boost_round=5)
+    cfg = {"whale": {"min_notional_usd": 2500}, "horizon": "5m", "threshold": 0.0,
+           "feature_names": list(FEATURE_NAMES), "feature_spec_hash": feature_spec_hash()}
+    mlflow.set_experiment(experiment_id=experiment(mlflow, "in-sample-test"))
+    with mlflow.start_run():
+        _, mv = log_model_bundle(booster, cfg, registered_model_name=name, lineage=lineage)
+    return f"models:/{name}/{mv}"
+
+
+def _ms(text: str) -> int:
+    return int(pd.Timestamp(text, tz="UTC").value // 1_000_000)
+
+
+def test_registered_model_over_its_own_training_span_is_refused_or_split(lake_cfg, capsys, monkeypatch):
+    tmp, path, cfg = lake_cfg
+    tracking = f"sqlite:///{tmp}/mlflow.db"
+    lineage = {"lineage_version": 1, "exchange": "binance_usdm", "symbols": ["TESTUSDT"],
+               "ranges_ms": {"train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
+                             "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
+                             "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")]},
+               "partitions": [{"key": "bronze/x", "sha256": "0" * 64, "rows": 1}]}
+    uri = _register_with_lineage(tracking, "whale-testusdt", lineage)
+    from bt.registry import in_sample_overlap, model_lineage
+
+    got = model_lineage(uri)
+    assert got["ranges_ms"] == lineage["ranges_ms"]
+    assert [o["part"] for o in in_sample_overlap(got, _ms("2024-03-01"), _ms("2024-03-03"))] == ["train", "validation"]
+    assert in_sample_overlap(got, _ms("2024-03-02"), _ms("2024-03-03")) == []
+    path.write_text(yaml.safe_dump({**cfg, "model": {"uri": uri}}))
+    base = ["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", tracking, "--no-mlflow",
+            "--no-tearsheet"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    capsys.readouterr()
+    assert bt.cli.main(base) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"Error: span 2024-03-01..2024-03-02 overlaps the training range 2024-03-01 00:00.."
+                       f"2024-03-01 12:00 of {uri} (and validation 2024-03-01 12:30..2024-03-01 18:00); "
+                       "pick a span after 2024-03-01 18:00 or pass --allow-in-sample")
+    assert bt.cli.main(base + ["--allow-in-sample"]) == 0
+    out = capsys.readouterr().out
+    assert "out of sample (the figures above):" in out and "in sample (inside the model's" in out
+    config = load_config(path)
+    m = json.loads((tmp / "results" / config.run_id / "metrics.json").read_text())
+    i, o = m["in_sample"], m["out_of_sample"]
+    assert i["n_signals"] > 0 and o["n_signals"] > 0
+    # Headline = out of sample; the two parts add up to every signal.
+    assert m["n_signals"] == o["n_signals"] and m["mean_return"] == pytest.approx(o["mean_return"])
+    assert m["headline"] == "out_of_sample"
+    trades = pd.read_parquet(tmp / "results" / config.run_id / "trades.parquet")
+    primary = trades[trades["horizon"] == "5m"]
+    ok = primary[np.isfinite(primary["net_return"])]
+    assert int(ok["in_sample"].sum()) == i["n_signals"] and int((~ok["in_sample"]).sum()) == o["n_signals"]
+    ts = primary["trigger_ts_ms"]
+    inside = ((ts <= _ms("2024-03-01 12:00")) | ((ts >= _ms("2024-03-01 12:30")) & (ts <= _ms("2024-03-01 18:00"))))
+    assert (primary["in_sample"] == inside).all()
+    assert i["n_independent"] <= i["n_signals"]
+    # A model without lineage: one warning line, and the run goes on.
+    old = _register_with_lineage(tracking, "whale-old", None)
+    path.write_text(yaml.safe_dump({**cfg, "model": {"uri": old}}))
+    assert bt.cli.main(base) == 0
+    warn = [x for x in capsys.readouterr().err.splitlines() if "lineage" in x]
+    assert warn == [f"warning: {old} carries no lineage (registered before whalebt recorded it): its training "
+                    "ranges are unknown, so in-sample signals cannot be told apart"]

@@ -178,3 +178,62 @@ def test_two_workers_on_postgres_run_distinct_trials(tmp_path):
         assert len(set(params)) == len(params)  # the workers explored different points
     finally:
         subprocess.run(["bash", str(script), "stop"], check=False, env=env, timeout=120)
+
+
+def test_sweep_registers_only_a_winner_that_passes_its_gate(tmp_path, capsys, monkeypatch):
+    """Null market: the winner fails the gate, so `bt sweep` (default --register passing) reports
+    why, records the verdict and registers nothing; --register always registers it, tagged."""
+    import json
+
+    import mlflow
+
+    from bt.cli import main as bt_main
+    from bt.registry import in_sample_overlap, model_lineage
+
+    write_lake(tmp_path / "lake", null=True)
+    raw = raw_config()
+    raw["data"]["lake"] = str(tmp_path / "lake")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    common = [str(cfg_path), "--trials", "4", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--results",
+              str(tmp_path / "res"), "--tracking-uri", tracking]
+    assert bt_main(["sweep", *common]) == 0
+    out = capsys.readouterr().out
+    assert "gate                   fail" in out
+    assert "not registered: the winner fails its gate (--register always registers it anyway)" in out
+    study_dir = next((tmp_path / "res").iterdir())
+    doc = json.loads((study_dir / "sweep.json").read_text())
+    assert doc["gate"]["verdict"] == "fail" and doc["gate"]["reasons"]
+    assert all(f"- {r}" in out for r in doc["gate"]["reasons"])
+    assert doc["registration"] == {"mode": "passing", "registered": False, "decision": doc["registration"]["decision"]}
+    assert json.loads((study_dir / "metrics.json").read_text())["gate"]["verdict"] == "fail"
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    assert client.search_registered_models() == []
+    # The parent run is still logged, with the verdict.
+    runs = mlflow.search_runs(experiment_names=["whalebt"], output_format="list",
+                              filter_string="tags.`whalebt.kind` = 'sweep'")
+    assert [r.data.tags["whalebt.gate"] for r in runs] == ["fail"]
+
+    # --register always: registered anyway, the failed verdict and the lineage on the version.
+    assert bt_main(["sweep", *common, "--summary-only", "--register", "always", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["registered"] and res["gate"] == "fail" and res["model_uri"].endswith("/1")
+    tags = client.get_model_version(res["model_uri"].split("/")[1], "1").tags
+    assert tags["whalebt.gate"] == "fail" and "whalebt.test_n_independent" in tags
+    lin = model_lineage(res["model_uri"])
+    assert lin["symbols"] == ["PLANTUSDT"] and lin["partitions"] and len(lin["partitions"][0]["sha256"]) == 64
+    tr, va = lin["ranges_ms"]["train"], lin["ranges_ms"]["validation"]
+    assert tr[0] < tr[1] < va[0] < va[1] < lin["ranges_ms"]["test"][0]
+    assert json.loads(tags["whalebt.lineage.train_ms"]) == tr
+    assert [o["part"] for o in in_sample_overlap(lin, *lin["span_ms"])] == ["train", "validation"]
+    # Backtesting that model over the sweep's own span is refused before any data is loaded.
+    run_cfg = {k: v for k, v in raw.items() if k != "model"}
+    run_cfg["model"] = {"uri": res["model_uri"]}
+    cfg2 = tmp_path / "run.yaml"
+    cfg2.write_text(yaml.safe_dump(run_cfg))
+    assert bt_main(["run", str(cfg2), "--results", str(tmp_path / "r"), "--no-mlflow"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"Error: span 2024-03-01..2024-03-08 overlaps the training range 2024-03-01 ")
+    assert err.endswith("or pass --allow-in-sample") and "(and validation " in err

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "promote",
         help="point an alias (e.g. live) at a registered model version, if it passes the gate",
         description="Promote a registered model version: the gate checks its out-of-sample mean "
-        "return, number of test signals and deflated Sharpe ratio; on success the alias is set and "
+        "return, number of independent test signals, deflated Sharpe ratio and (for sweep winners) the probability of backtest overfitting; on success the alias is set and "
         "who/when/why are recorded as version tags. --list shows which version holds which alias.",
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
@@ -28,8 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alias", default="live", help="alias to set")
     p.add_argument("--reason", default="", help="why (recorded as a tag)")
     p.add_argument("--min-mean-return", type=float, default=None, help="gate: OOS mean return must exceed (default 0)")
-    p.add_argument("--min-test-signals", type=int, default=None, help="gate: at least this many test signals (default 30)")
+    p.add_argument("--min-test-signals", type=int, default=None,
+                   help="gate: at least this many independent test signals (overlapping outcome windows "
+                   "count once; default 30)")
     p.add_argument("--min-dsr", type=float, default=None, help="gate: deflated Sharpe ratio at least (default 0.5)")
+    p.add_argument("--max-pbo", type=float, default=None,
+                   help="gate: probability of backtest overfitting at most (default 0.5; sweeps only)")
     p.add_argument("--config", default=None, help="take the gate bounds from this config's model.gate")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded)")
     p.add_argument("--list", action="store_true", help="list aliases and the versions they point to")
@@ -62,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
         if cfg.model is not None:
             gate = parse_model_config(cfg.model).gate
     upd = {k: v for k, v in {"min_mean_return": args.min_mean_return, "min_test_signals": args.min_test_signals,
-                             "min_dsr": args.min_dsr}.items() if v is not None}
+                             "min_dsr": args.min_dsr, "max_pbo": args.max_pbo}.items() if v is not None}
     if upd:
         gate = GateConfig.model_validate({**gate.model_dump(), **upd})
     res = promote(args.name, args.version, args.alias, gate=gate, reason=args.reason, force=args.force)
     state = "passed" if res.ok else "FORCED past"
+    for note in res.notes:
+        print(f"note: {note}")
     print(f"{args.name} version {args.version} is now @{args.alias} (gate {state}: "
           + ", ".join(f"{k}={v}" for k, v in res.values.items()) + ")")
     return 0

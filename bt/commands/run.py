@@ -9,6 +9,10 @@ from datasets._cli import HelpFormatter, env_default
 EXAMPLE = """Example:
   bt run configs/demo.yaml
   bt run configs/demo.yaml --lake az://lake/whale --tracking-uri http://127.0.0.1:5000
+  bt run configs/registered.yaml --allow-in-sample   # model.uri over its own training span
+
+With model.uri, a span that overlaps the model's train or validation range is refused (the
+model has seen those outcomes); --allow-in-sample runs anyway and reports those signals apart.
 """
 
 
@@ -30,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tearsheet")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of the table")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="with model.uri: run over the model's own train/validation span anyway; those "
+                   "signals go to metrics.json in_sample and the headline is out of sample")
     p.set_defaults(func=run)
 
 
@@ -43,10 +50,17 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, lake=args.lake)
     result = run_backtest(
         config, results_dir=args.results, tracking_uri=args.tracking_uri,
-        log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet,
+        log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet, allow_in_sample=args.allow_in_sample,
     )
     if args.json:
         print((result.run_dir / "metrics.json").read_text())
     else:
         print_metrics(result.metrics, result.run_dir)
+        m = result.metrics
+        if "in_sample" in m:
+            i, o = m["in_sample"], m["out_of_sample"]
+            mean = (lambda x: "n/a" if x is None else f"{100 * x:+.3f} %")
+            print(f"out of sample (the figures above): {o['n_signals']} signals, mean {mean(o['mean_return'])}; "
+                  f"in sample (inside the model's train/validation ranges, not a test): {i['n_signals']} "
+                  f"signals, mean {mean(i['mean_return'])}")
     return 0

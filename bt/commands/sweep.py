@@ -13,16 +13,23 @@ EXAMPLE = """Example:
 
 Re-running the same command resumes the study (Ctrl-C is safe). Several processes or machines
 given the same --storage and config share one study; give each a different --worker.
+
+The winner is checked against the config's model.gate (mean test return, independent test
+signals, deflated Sharpe ratio, PBO) and, by default (--register passing), registered only if it
+passes. A winner that fails is reported with every reason and not registered; that is a valid
+outcome, so the command still exits 0. --register always registers it anyway (tagged
+whalebt.gate=fail); --register never skips MLflow.
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep",
-        help="tune whale rule, horizon, model and threshold with Optuna; register the winner",
+        help="tune whale rule, horizon, model and threshold with Optuna; register a winner that passes the gate",
         description="Optuna sweep over the config's model.sweep search space. The objective is "
         "computed on validation only; the winner is evaluated once on test, reported with its "
-        "deflated Sharpe ratio and PBO, written to results/<study>/ and registered in MLflow.",
+        "deflated Sharpe ratio, PBO and gate verdict, written to results/<study>/ and, if it passes "
+        "the gate, registered in MLflow.",
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
@@ -41,7 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "e.g. databricks-uc with a catalog.schema.model name")
     p.add_argument("--register-as", default=None, help="registered model name (default model.registry_name "
                    "or whale-<symbol>)")
-    p.add_argument("--no-register", action="store_true", help="do not log to MLflow nor register")
+    p.add_argument("--register", choices=("passing", "always", "never"), default="passing",
+                   help="register the winner only if it passes model.gate, always, or never (never: no "
+                   "MLflow logging at all)")
+    p.add_argument("--no-register", action="store_true", help="same as --register never")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="with model.uri: do not refuse a span overlapping that model's train/validation range")
     p.add_argument("--summary-only", action="store_true", help="run no new trial; summarise the study")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -59,14 +71,22 @@ def run(args: argparse.Namespace) -> int:
     out = sweep_command(
         config, n_trials=args.trials, storage=args.storage or None, study_name=args.study, n_jobs=args.jobs,
         worker=args.worker, results_dir=args.results, tracking_uri=args.tracking_uri,
-        registry_uri=args.registry_uri, register_as=args.register_as, register=not args.no_register,
-        summary_only=args.summary_only,
+        registry_uri=args.registry_uri, register_as=args.register_as,
+        register="never" if args.no_register else args.register, summary_only=args.summary_only,
+        allow_in_sample=args.allow_in_sample,
     )
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
-        for k in ("study", "n_trials", "best_value", "dsr", "pbo", "test_n_signals", "test_mean_return",
-                  "baseline_mean_return", "threshold", "results", "model_uri"):
+        for k in ("study", "n_trials", "best_value", "dsr", "pbo", "test_n_signals", "test_n_independent",
+                  "test_mean_return", "baseline_mean_return", "threshold", "results"):
             print(f"{k:22s} {out.get(k)}")
+        print(f"{'gate':22s} {out['gate']}")
+        for r in out["gate_reasons"]:
+            print(f"{'':22s} - {r}")
+        for n in out["gate_notes"]:
+            print(f"{'':22s} note: {n}")
+        print(f"{'model_uri':22s} {out.get('model_uri')}")
+        print(f"{'registration':22s} {out['registration']}")
     print(f"sweep summary written to {out['results']}", file=sys.stderr)
     return 0
