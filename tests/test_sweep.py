@@ -77,12 +77,14 @@ def test_planted_market_sweep_beats_the_plain_whale_rule_and_passes_the_gate():
     study, s, cache = sweep(cfg, n_trials=10, n_boot=200)
     t = s.test
     assert s.n_trials == 10 and cache.misses <= 2  # kernel run once per whale rule, not per trial
-    assert t["test_n_signals"] >= 10
+    # Counted as independent signals (overlapping 30 min windows once), thresholds are chosen
+    # with at least 10 independent validation signals and leave ~8 on the 1.6 test days.
+    assert t["test_n_independent"] >= 7 and t["test_n_signals"] >= t["test_n_independent"]
     assert t["test_mean_return"] > t["baseline_mean_return"] + 0.001
     assert t["test_mean_return"] > 0
     assert s.dsr["n_trials"] == 10 and 0.0 <= s.dsr["dsr"] <= 1.0
     assert s.pbo is not None and 0.0 <= s.pbo["pbo"] <= 1.0
-    gate = check_gate(t, GateConfig(min_mean_return=0.0, min_test_signals=10, min_dsr=0.5))
+    gate = check_gate(t, GateConfig(min_mean_return=0.0, min_test_signals=7, min_dsr=0.5))
     assert gate.ok, gate.reasons
 
 
