@@ -19,7 +19,7 @@ from bt.config import RunConfig
 from bt.metrics import MIN_CLUSTERS_FOR_CI, MIN_DAYS_CAGR, MIN_DAYS_SHARPE
 from datasets._cli import UserError
 
-__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_clusters", "check_funding", "check_annualisation"]
+__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_in_sample", "check_clusters", "check_funding", "check_annualisation"]
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -137,7 +137,29 @@ def check_annualisation(metrics: dict) -> Check:
     return Check("annualisation", PASS, f"{fig}: daily returns, 365 a year")
 
 
-def audit(config: RunConfig, *, samples: int = 12, seed: int = 0) -> list[Check]:
+def check_in_sample(config: RunConfig, tracking_uri: str | None = None) -> Check:
+    """The span against the train/validation ranges of ``model.uri`` (from the model's lineage)."""
+    from bt.model import parse_model_config
+    from bt.registry import in_sample_message, in_sample_overlap
+    from bt.run import in_sample_guard, span_ms
+
+    uri = parse_model_config(config.model).uri if config.model is not None else None
+    if not uri:
+        return Check("in-sample", PASS, "no registered model (model.uri not set): a model trained by the run "
+                                        "is scored on its test part only")
+    bundle, _ = in_sample_guard(config, allow_in_sample=True, quiet=True, tracking_uri=tracking_uri)
+    lineage = getattr(bundle, "lineage", None)
+    if lineage is None:
+        return Check("in-sample", WARN, f"{uri} carries no lineage: its training ranges are unknown")
+    lo, hi = span_ms(config)
+    overlaps = in_sample_overlap(lineage, lo, hi)
+    if overlaps:
+        label = f"{config.data.start}..{config.data.end}"
+        return Check("in-sample", FAIL, in_sample_message(uri, overlaps, label))
+    return Check("in-sample", PASS, f"span is outside the train and validation ranges of {uri}")
+
+
+def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: str | None = None) -> list[Check]:
     """Run every check on ``config``; the backtest runs into a scratch folder, nothing is kept."""
     from bt.run import run_backtest
     from datasets.build import load_trades
@@ -149,11 +171,14 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0) -> list[Check]
     span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
     checks.append(check_causality(span.ts_ms, span.price, span.qty, span.side,
                                   kernel_detector(dict(config.signal.whale)), samples=samples, seed=seed))
-    # Measure with missing funding charged as zero; the funding check then judges the config's rule.
+    checks.append(check_in_sample(config, tracking_uri))
+    # Measure with missing funding charged as zero and in-sample signals split off; the checks
+    # then judge the config's own rules.
     measured = config.model_copy(update={"backtest": config.backtest.model_copy(update={"funding": "optional"})})
     with tempfile.TemporaryDirectory(prefix="whalebt-audit-") as tmp:
         try:
-            result = run_backtest(measured, results_dir=tmp, log_mlflow=False, tearsheet=False, quiet=True)
+            result = run_backtest(measured, results_dir=tmp, log_mlflow=False, tearsheet=False, quiet=True,
+                                  allow_in_sample=True, tracking_uri=tracking_uri)
         except UserError as exc:
             checks.append(Check("backtest", FAIL, f"bt run refuses this config: {exc}"))
             return checks

@@ -122,7 +122,7 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
                      lineage)
 
 
-def _span_ms(config: RunConfig) -> tuple[int, int]:
+def span_ms(config: RunConfig) -> tuple[int, int]:
     """``[start 00:00, end + 1 day)`` of the config's data span, in ms UTC."""
     start = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
     return start, int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + 86_400_000
@@ -150,7 +150,7 @@ def in_sample_guard(config: RunConfig, *, allow_in_sample: bool = False, quiet: 
 
         connect(tracking_uri)
     bundle = load_bundle(uri)
-    lo, hi = _span_ms(config)
+    lo, hi = span_ms(config)
     overlaps, warning = check_in_sample(uri, bundle.lineage, lo, hi, f"{config.data.start}..{config.data.end}",
                                         allow=allow_in_sample)
     if warning:

@@ -88,3 +88,20 @@ def test_audit_fails_required_funding_that_is_missing(tmp_path, capsys):
 def test_audit_fails_a_span_of_minutes(tmp_path, capsys):
     rc, checks = _audit(tmp_path, capsys, market=_market(n=20_000, span_ms=10 * 60_000))
     assert rc == 1 and checks["annualisation"]["verdict"] == FAIL, checks["annualisation"]
+
+
+def test_audit_fails_a_span_inside_the_models_training_data(tmp_path, capsys, monkeypatch):
+    from test_run import _ms, _register_with_lineage
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    lineage = {"lineage_version": 1, "exchange": "binance_usdm", "symbols": ["TESTUSDT"],
+               "ranges_ms": {"train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
+                             "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
+                             "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")]},
+               "partitions": []}
+    uri = _register_with_lineage(tracking, "whale-testusdt", lineage)
+    rc, checks = _audit(tmp_path, capsys, model={"uri": uri})
+    assert rc == 1 and checks["in-sample"]["verdict"] == FAIL
+    assert "overlaps the training range" in checks["in-sample"]["figure"]
+    assert checks["causality"]["verdict"] == PASS  # the rest was still measured

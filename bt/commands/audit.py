@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI of model.uri (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)")
     p.add_argument("--samples", type=int, default=12, help="events perturbed by the causality check")
     p.add_argument("--seed", type=int, default=0, help="seed of the causality perturbations")
     p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1; got {args.samples}")
     config = load_config(args.config, lake=args.lake)
-    checks = audit(config, samples=args.samples, seed=args.seed)
+    checks = audit(config, samples=args.samples, seed=args.seed, tracking_uri=args.tracking_uri)
     failed = any(c.verdict == FAIL for c in checks)
     if args.json:
         print(json.dumps({"config": args.config, "run_id": config.run_id, "passed": not failed,
