@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tearsheet")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of the table")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
+                        "instead of running with a warning")
     p.set_defaults(func=run)
 
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, lake=args.lake)
     result = run_backtest(
         config, results_dir=args.results, tracking_uri=args.tracking_uri,
-        log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet,
+        log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet, strict=args.strict,
     )
     if args.json:
         print((result.run_dir / "metrics.json").read_text())
