@@ -15,6 +15,8 @@ import pandas as pd
 from datasets.durations import format_duration
 from signals.outcome import EXIT_REASONS, entry_exit
 
+_CODES = sorted(EXIT_REASONS)  # -3 (dropped_gap) .. 2 (stop_loss)
+
 __all__ = ["Costs", "event_study"]
 
 
@@ -43,6 +45,7 @@ def event_study(
     stop_loss: float | None = None,
     funding: "FundingSeries | None" = None,
     trigger_ts_ms: np.ndarray | None = None,
+    coverage: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Evaluate long signals fired at ``trigger_idx`` (indices into the trade arrays).
 
@@ -56,11 +59,17 @@ def event_study(
     Cross-venue study (events on one exchange, prices on another): pass the trigger times in
     ``trigger_ts_ms`` and, as ``trigger_idx``, each trigger's last trade of this tape at or before
     it (-1 if none).
+
+    ``coverage``: the tape's covered intervals, a (k, 2) int64 array of ``[from_ms, to_ms)``
+    (``TradeSpan.coverage``). A signal whose window (trigger to entry + horizon) is not inside one
+    of them is dropped as ``dropped_past_data`` (runs past the last covered time) or
+    ``dropped_gap`` (runs into a hole). Default: covered up to the last trade.
     """
     trigger_idx = np.asarray(trigger_idx, dtype=np.int64)
     entry, exit_, reason = entry_exit(
         ts_ms, price, trigger_idx, latency_ms=latency_ms, horizons_ms=horizons_ms,
         slippage=costs.slippage, take_profit=take_profit, stop_loss=stop_loss, trigger_ts_ms=trigger_ts_ms,
+        coverage=coverage,
     )
     n, nh = exit_.shape
     rows = []
@@ -92,7 +101,7 @@ def event_study(
                     "exit_ts_ms": exit_ts,
                     "exit_price": np.where(ok, exit_px, np.nan),
                     "exit_reason": pd.Categorical.from_codes(
-                        reason[:, k].astype(np.int64) + 2, [EXIT_REASONS[c] for c in range(-2, 3)]
+                        reason[:, k].astype(np.int64) - _CODES[0], [EXIT_REASONS[c] for c in _CODES]
                     ),
                     "gross_return": gross,
                     "funding_return": fund,

@@ -48,7 +48,7 @@ def metrics_table(metrics: dict):
         ("share ≥ +1 %", _num(metrics.get("hit_rate_1pct"), "{:.1%}")),
         ("precision", _num(metrics.get("precision"), "{:.1%}")),
         ("p10 / p90", f"{_pct(metrics.get('p10'))} / {_pct(metrics.get('p90'))}"),
-        ("dropped (past data)", str(metrics.get("n_dropped", 0))),
+        ("dropped", _dropped(metrics)),
     ]
     right = [
         ("trades", str(p["n_trades"])),
@@ -133,3 +133,12 @@ def write_tearsheet(pf, metrics: dict, path: Path) -> None:
         at = page.find("<body>")
         page = page[: at + 6] + banner + page[at + 6:] if at >= 0 else banner + page
         path.write_text(page)
+
+
+def _dropped(metrics: dict) -> str:
+    """``12 (end of data 3, gap 9, no entry 0)``: signals left out, by reason."""
+    n = str(metrics.get("n_dropped", 0))
+    by = metrics.get("dropped")
+    if not by:
+        return n
+    return n + " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in by.items()) + ")"

@@ -24,10 +24,11 @@ from bt.engine import Costs, FundingSeries, event_study
 from bt.metrics import event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import PortfolioResult, simulate_portfolio
 from datasets._cli import UserError
-from datasets.build import TradeSpan, ensure_gold, ensure_silver, load_trades
+from datasets.build import DataHolesError, TradeSpan, ensure_gold, ensure_silver, holes_line, load_trades, span_holes
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
 from signals.journal import decide, journal_record
+from signals.outcome import DROP_KINDS, EXIT_REASONS
 
 __all__ = ["RunResult", "SignalSet", "compute_signals", "run_backtest", "DEFAULT_RESULTS"]
 
@@ -240,8 +241,15 @@ def run_backtest(
     tearsheet: bool = True,
     quiet: bool = False,
     allow_in_sample: bool = False,
+    strict: bool = False,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
+
+    Data with holes (requested days without a partition, or stored days their sources did not
+    cover for a minute or more; :func:`datasets.build.span_holes`) still runs, with one warning
+    line on stderr; ``strict`` refuses it (:class:`~datasets.build.DataHolesError`) before
+    anything is written. Signals whose outcome window crosses uncovered time are dropped and
+    counted in ``metrics["dropped"]``.
 
     Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (SPEC §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
@@ -274,13 +282,14 @@ def run_backtest(
         trig_idx = np.searchsorted(price_span.ts_ms, trig_ts, side="right").astype(np.int64) - 1
         _say(f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
              f"({len(price_span):,} trades)", quiet)
+    holes = _check_holes(config, span, price_span, strict)
     funding = _load_funding(lake, price_span) if len(price_span) else None
     t1 = time.perf_counter()
     study = event_study(
         price_span.ts_ms, price_span.price, trig_idx, horizons_ms=horizons,
         latency_ms=bt.entry_latency_ms, costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
         label_threshold=bt.label_threshold, take_profit=bt.take_profit, stop_loss=bt.stop_loss,
-        funding=funding, trigger_ts_ms=trig_ts,
+        funding=funding, trigger_ts_ms=trig_ts, coverage=price_span.coverage,
     )
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
@@ -321,6 +330,9 @@ def run_backtest(
         by_h[format_duration(h)] = event_metrics(rows["net_return"].to_numpy(), rows["label"].to_numpy(),
                                                  cluster=rows["cluster"].to_numpy(), n_boot=bt.bootstrap,
                                                  seed=bt.seed)
+        reasons = rows["exit_reason"].astype(str).value_counts()
+        by_h[format_duration(h)]["dropped"] = {name: int(reasons.get(EXIT_REASONS[code], 0))
+                                               for code, name in DROP_KINDS.items()}
     t2 = time.perf_counter()
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
@@ -358,6 +370,8 @@ def run_backtest(
             "n_trades": len(span), "lake": lake.uri, "partitions": span.sources,
             "price_exchange": price_span.exchange,
             **({"price_partitions": price_span.sources} if price_span is not span else {}),
+            "coverage": _coverage_summary(price_span),
+            "holes": holes,
         },
         "by_horizon": by_h,
         "portfolio": portfolio_metrics(
@@ -384,6 +398,39 @@ def run_backtest(
 
         result.mlflow_run_id = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri)
     return result
+
+
+def _check_holes(config: RunConfig, span: TradeSpan, price_span: TradeSpan, strict: bool) -> list[dict]:
+    """Holes of the event span (and of the price venue's span): one warning line, or refusal."""
+    holes = [{**h, "exchange": span.exchange} for h in span_holes(span)]
+    if price_span is not span:
+        holes += [{**h, "exchange": price_span.exchange} for h in span_holes(price_span)]
+    if not holes:
+        return holes
+    cross = price_span is not span
+    label_of = (lambda h: f"{h['exchange']} {h['text']}") if cross else (lambda h: h["text"])
+    line = holes_line([{**h, "text": label_of(h)} for h in holes])
+    what = f"{config.data.symbol} {config.data.start}..{config.data.end}"
+    if strict:
+        raise DataHolesError(
+            f"data for {what} has holes and --strict refuses them: {line}. Ingest the missing days or "
+            "recordings (`datasets status --detail` lists what is stored), or run without --strict; signals "
+            "whose windows cross a hole are then dropped and counted as gaps")
+    print(f"warning: data has holes: {line}", file=sys.stderr, flush=True)
+    return holes
+
+
+def _coverage_summary(span: TradeSpan, limit: int = 100) -> dict:
+    """Covered time of the price tape for metrics.json: the intervals (up to ``limit``) and totals."""
+    cov = np.asarray(span.coverage if span.coverage is not None else
+                     ([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []),
+                     dtype=np.int64).reshape(-1, 2)
+    out = {"n_intervals": int(cov.shape[0]), "covered_s": float((cov[:, 1] - cov[:, 0]).sum() / 1000),
+           "first_ms": int(cov[0, 0]) if len(cov) else None, "last_ms": int(cov[-1, 1]) if len(cov) else None,
+           "sources": sorted({s.get("coverage_source", "") for s in span.sources})}
+    if len(cov) <= limit:
+        out["intervals"] = cov.tolist()
+    return out
 
 
 def _write_run(config: RunConfig, metrics: dict, sig: SignalSet, study: pd.DataFrame, pf: PortfolioResult,

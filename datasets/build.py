@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datasets.lake import Lake, NoDataError, Partition
+from datasets.lake import Lake, LakeError, NoDataError, Partition, merge_intervals, partition_coverage
 from datasets.durations import format_duration
 from signals.journal import canonical_json
 
@@ -27,9 +27,24 @@ __all__ = [
     "ensure_gold",
     "load_trades",
     "TradeSpan",
+    "span_holes",
+    "holes_line",
+    "DataHolesError",
+    "HOLE_MIN_MS",
 ]
 
 TRADE_COLUMNS = ["trade_id", "ts_ms", "price", "qty", "side"]
+DAY_MS = 86_400_000
+
+#: Uncovered stretches shorter than this are not reported as holes (warnings, ``--strict``,
+#: ``metrics.json``): a recording that starts a few seconds after midnight is not "missing data"
+#: worth a warning. Outcome windows are still judged against the exact coverage, so a signal whose
+#: window crosses even a short uncovered stretch is dropped as a gap.
+HOLE_MIN_MS = 60_000
+
+
+class DataHolesError(LakeError):
+    """A span has holes and the caller asked for complete data (``bt run --strict``)."""
 
 
 def bars_1s(trades: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +91,18 @@ class TradeSpan:
     qty: np.ndarray
     side: np.ndarray
     partitions: list[Partition]
-    sources: list[dict]  # [{key, sha256, rows}] — lineage
+    sources: list[dict]  # [{key, sha256, rows, coverage_source}] — lineage
+    #: Covered time of the span: (k, 2) int64 ``[from_ms, to_ms)`` intervals, sorted, with
+    #: overlapping and touching ones merged (see ``docs/datasets.md``, "Coverage").
+    #: None (a span made by hand): covered from the first to the last trade.
+    coverage: np.ndarray | None = None
+    start: dt.date | None = None  # the requested dates (inclusive), for :func:`span_holes`
+    end: dt.date | None = None
+
+    @property
+    def holes(self) -> list[dict]:
+        """Holes inside the requested dates (see :func:`span_holes`)."""
+        return span_holes(self)
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -96,11 +122,16 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
             f"stored: {lake.describe('bronze', exchange, symbol)}. "
             "Ingest them first, e.g. `datasets ingest binance-archive ...`"
         )
-    frames, sources = [], []
+    frames, sources, covered = [], [], []
     for p in parts:
         df, meta = lake.read_with_meta(p, TRADE_COLUMNS)
         frames.append(df)
-        sources.append({"key": p.key, "sha256": meta.get("content_sha256", ""), "rows": int(meta["rows"])})
+        # Partitions written before coverage was recorded count as covering first to last trade.
+        cov, how = partition_coverage(meta, df["ts_ms"].to_numpy(np.int64))
+        day0 = (p.date - dt.date(1970, 1, 1)).days * DAY_MS
+        covered += [[max(a, day0), min(b, day0 + DAY_MS)] for a, b in cov]
+        sources.append({"key": p.key, "sha256": meta.get("content_sha256", ""), "rows": int(meta["rows"]),
+                        "coverage_source": how or "unknown"})
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     order_ok = bool((np.diff(df["ts_ms"].to_numpy()) >= 0).all())
     if not order_ok:  # partitions are written sorted; guard against hand-made ones
@@ -115,7 +146,95 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
         df["side"].to_numpy(np.int8),
         parts,
         sources,
+        np.asarray(merge_intervals(covered), dtype=np.int64).reshape(-1, 2),
+        _as_date(start),
+        _as_date(end),
     )
+
+
+def _as_date(x) -> dt.date:
+    if isinstance(x, dt.datetime):
+        return x.date()
+    return x if isinstance(x, dt.date) else dt.date.fromisoformat(str(x))
+
+
+def _day_ms(d: dt.date) -> int:
+    return (d - dt.date(1970, 1, 1)).days * DAY_MS
+
+
+def _clock(ms: int, day: dt.date) -> str:
+    """Time of day of ``ms`` on ``day``: ``23:41:07``, ``06:00`` when on the minute, ``24:00`` at its end."""
+    off = ms - _day_ms(day)
+    if off >= DAY_MS:
+        return "24:00"
+    h, m, sec = off // 3_600_000, off // 60_000 % 60, off // 1000 % 60
+    return f"{h:02d}:{m:02d}" if off % 60_000 == 0 else f"{h:02d}:{m:02d}:{sec:02d}"
+
+
+def _hole_text(lo: int, hi: int, kind: str) -> str:
+    d0 = dt.date(1970, 1, 1) + dt.timedelta(days=lo // DAY_MS)
+    d1 = dt.date(1970, 1, 1) + dt.timedelta(days=(hi - 1) // DAY_MS)
+    if kind == "no_partition":
+        return (f"{d0}" if d0 == d1 else f"{d0}..{d1}") + " (no partition)"
+    if d0 == d1:
+        return f"{d0} {_clock(lo, d0)}–{_clock(hi, d0)} (not covered)"
+    return f"{d0} {_clock(lo, d0)}–{d1} {_clock(hi, d1)} (not covered)"
+
+
+def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_MS) -> list[dict]:
+    """Holes in a span's coverage inside the dates ``start..end`` (default: the span's request).
+
+    A hole is a stretch of at least ``min_ms`` that no source covered. It is split where its kind
+    changes: ``no_partition`` (whole requested days with no bronze partition) or ``not_covered``
+    (time inside a stored day that its sources did not record, e.g. before a recording started).
+    Returns dicts ``{"from_ms", "to_ms", "seconds", "kind", "text"}`` in time order, ``text``
+    reading like ``2023-04-06 (no partition)`` or ``2023-04-05 23:41:07–24:00 (not covered)``.
+    Pure: reads nothing but the span.
+    """
+    start = _as_date(start) if start is not None else (span.start or (span.partitions[0].date if span.partitions else None))
+    end = _as_date(end) if end is not None else (span.end or (span.partitions[-1].date if span.partitions else None))
+    if start is None or end is None or end < start:
+        return []
+    lo_all, hi_all = _day_ms(start), _day_ms(end) + DAY_MS
+    stored = {p.date for p in span.partitions}
+    gaps, cur = [], lo_all
+    cov = span.coverage
+    if cov is None:
+        cov = [[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []
+    for a, b in np.asarray(cov, dtype=np.int64).reshape(-1, 2).tolist():
+        if b <= lo_all or a >= hi_all:
+            continue
+        if a > cur:
+            gaps.append((cur, a))
+        cur = max(cur, b)
+    if cur < hi_all:
+        gaps.append((cur, hi_all))
+    out: list[dict] = []
+    for a, b in gaps:
+        if b - a < min_ms:
+            continue
+        pieces: list[list] = []  # split at midnights, label by the day's partition, join equal labels
+        t = a
+        while t < b:
+            day = dt.date(1970, 1, 1) + dt.timedelta(days=t // DAY_MS)
+            u = min(b, _day_ms(day) + DAY_MS)
+            kind = "not_covered" if day in stored else "no_partition"
+            if pieces and pieces[-1][2] == kind:
+                pieces[-1][1] = u
+            else:
+                pieces.append([t, u, kind])
+            t = u
+        for x, y, kind in pieces:
+            out.append({"from_ms": int(x), "to_ms": int(y), "seconds": (y - x) / 1000, "kind": kind,
+                        "text": _hole_text(x, y, kind)})
+    return out
+
+
+def holes_line(holes: list[dict], *, label: str = "", limit: int = 8) -> str:
+    """One line listing holes: ``2023-04-06 (no partition), 2023-04-05 23:41:07–24:00 (not covered)``."""
+    shown = ", ".join(h["text"] for h in holes[:limit])
+    more = f" (+{len(holes) - limit} more)" if len(holes) > limit else ""
+    return (f"{label}: " if label else "") + shown + more
 
 
 def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
@@ -163,7 +282,7 @@ def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms
     """Run the kernel over the span: one row per whale event with features and gross forward returns.
 
     Forward returns follow SPEC §3 entry/exit rules without costs (``fwd_ret_<h>``; NaN when the
-    horizon runs past the data).
+    outcome window is not inside the span's covered time: past the end of the data or into a hole).
     """
     from signals import FEATURE_NAMES, WhaleParams, run_batch
     from signals.outcome import entry_exit
@@ -182,7 +301,8 @@ def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms
     feats = np.asarray(res.event_features, dtype=np.float64).reshape(len(idx), len(FEATURE_NAMES))
     for j, name in enumerate(FEATURE_NAMES):
         out[f"f_{name}"] = feats[:, j]
-    entry, exit_, reason = entry_exit(span.ts_ms, span.price, idx, latency_ms=latency_ms, horizons_ms=horizons_ms)
+    entry, exit_, reason = entry_exit(span.ts_ms, span.price, idx, latency_ms=latency_ms, horizons_ms=horizons_ms,
+                                      coverage=span.coverage)
     ok = exit_ >= 0
     safe_entry = np.where(entry >= 0, entry, 0)
     for k, h in enumerate(horizons_ms):
@@ -201,7 +321,10 @@ def ensure_gold(
     Returns (events, cached).
     """
     variant = gold_variant(whale, horizons_ms, latency_ms, start)
-    fingerprint = hashlib.sha256(json.dumps([s["sha256"] for s in span.sources]).encode()).hexdigest()
+    # Forward returns depend on the coverage too (a window crossing a hole is dropped).
+    fingerprint = hashlib.sha256(json.dumps([[s["sha256"] for s in span.sources],
+                                             None if span.coverage is None else np.asarray(span.coverage).tolist()]
+                                            ).encode()).hexdigest()
     parts = [Partition("gold", p.exchange, p.symbol, p.date, variant) for p in span.partitions]
     if all(lake.store.exists(g.key) for g in parts):
         stored = [lake.read_with_meta(g) for g in parts]

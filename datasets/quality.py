@@ -31,19 +31,46 @@ __all__ = [
     "refresh_quality",
     "lake_status",
     "lineage",
+    "span_id_report",
+    "cross_source_duplicates",
     "ISSUE_CHECKS",
+    "SEQUENTIAL_IDS",
 ]
 
-QUALITY_VERSION = 1
+#: 2: id spaces (``id_space``, ``missing_ids`` only where ids are consecutive) and
+#: ``cross_source_duplicates``.
+QUALITY_VERSION = 2
 DAY_S = 86_400
 
-#: Exchanges whose trade ids count up by one per row, so holes in them mean missing trades.
-#: Bybit ids are derived from UUIDs or sequence numbers (see the sources) and are not checked.
-SEQUENTIAL_IDS = {"binance_usdm": True, "okx_swap": True, "bybit_linear": False}
+#: Id spaces (footer ``id_space``, see :data:`datasets.lake.ID_SPACES`) whose ids count up by one
+#: per row, so holes in them mean missing trades. Fill ids of recordings (merged fills keep their
+#: first id), Bybit's UUID-derived ids and OKX WebSocket ids (the channel may aggregate fills) have
+#: holes by design and are not checked. Partitions of unknown id space (written before id spaces
+#: were recorded) are checked when their ids nearly fill their range, except on Bybit.
+SEQUENTIAL_IDS = {
+    "binance_agg_trade": True,
+    "okx_trade_id": True,
+    "binance_fill": False,
+    "bybit_match_uuid": False,
+    "bybit_trade_id": False,
+    "okx_ws_trade_id": False,
+}
+
+#: Cross-source duplicates: rows with the same ts_ms, price, qty and side as an earlier row but
+#: another trade id. A source that aggregates fills (Binance aggTrades, merged @trade fills)
+#: rarely prints two such rows (0.03 % of a recorded BTCUSDT hour), one that prints single fills
+#: (Bybit, OKX) often does (a taker order filling several makers at one price: about 10 % on the
+#: recorded Bybit minutes). A day stored twice from two sources shows about 50 %. The check flags
+#: a partition when the share of such rows reaches the threshold of its kind and at least
+#: ``DUPLICATE_MIN_ROWS`` rows are involved.
+DUPLICATE_SHARE_AGGREGATED = 0.01
+DUPLICATE_SHARE_FILLS = 0.25
+DUPLICATE_MIN_ROWS = 10
 
 #: Report fields that flag a problem when non-zero.
 ISSUE_CHECKS = (
     "duplicate_ids",
+    "cross_source_duplicates",
     "missing_ids",
     "non_positive_prices",
     "non_positive_qty",
@@ -78,18 +105,47 @@ def _longest_quiet_s(ts_ms: np.ndarray, day: dt.date) -> float:
     return float(np.diff(edges).max()) / 1000.0
 
 
-def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = None) -> dict[str, Any]:
+def cross_source_duplicates(df: pd.DataFrame) -> int:
+    """Rows with the ts_ms, price, qty (to 1e-8) and side of an earlier row but another trade id."""
+    if len(df) < 2:
+        return 0
+    key = pd.DataFrame({
+        "ts": df["ts_ms"].to_numpy(np.int64),
+        "px": df["price"].to_numpy(np.float64),
+        "q": np.round(df["qty"].to_numpy(np.float64) * 1e8),
+        "s": df["side"].to_numpy(np.int64),
+    })
+    same = key.duplicated(keep="first").to_numpy()
+    if not same.any():
+        return 0
+    # The same id twice is a duplicate_ids problem, not two sources.
+    with_id = key.assign(id=df["trade_id"].to_numpy(np.int64)).duplicated(keep="first").to_numpy()
+    return int((same & ~with_id).sum())
+
+
+def _aggregated(id_space: str | None, exchange: str) -> bool:
+    if id_space in ("binance_agg_trade", "binance_fill"):
+        return True
+    return id_space in (None, "unknown") and exchange.startswith("binance")
+
+
+def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = None,
+                      id_space: str | None = None) -> dict[str, Any]:
     """Checks of one bronze partition's trades (stored order), as a JSON-able dict.
 
     Args:
         df: the partition's rows as stored (bronze columns).
         p: which partition (its date bounds the coverage checks).
         sha256: the partition's ``content_sha256`` to record (ties the report to the data).
+        id_space: the partition's id space (footer ``id_space``); None: unknown.
 
     Returns:
         ``rows``, ``first_ts_ms``/``last_ts_ms``, ``seconds_without_trades`` (whole UTC seconds of
-        the day with no trade), ``longest_quiet_s``, ``id_gaps``/``missing_ids`` (sequential-id
-        exchanges only, else None), ``duplicate_ids`` (rows whose id occurs before), counts of
+        the day with no trade), ``longest_quiet_s``, ``id_space`` (``"unknown"`` when not
+        recorded), ``id_gaps``/``missing_ids`` (id spaces of consecutive ids only, see
+        :data:`SEQUENTIAL_IDS`, else None), ``duplicate_ids`` (rows whose id occurs before),
+        ``cross_source_duplicates`` (see :func:`cross_source_duplicates`) with its share
+        ``cross_source_share`` and the threshold it is judged by, counts of
         ``non_positive_prices``, ``non_positive_qty``, ``out_of_order_ts`` (rows earlier than
         the row before), ``ts_outside_date``, ``bad_sides``, and ``issues``: names of failed checks.
     """
@@ -102,9 +158,10 @@ def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = No
     day_start_s = int(dt.datetime.combine(p.date, dt.time(), dt.timezone.utc).timestamp())
 
     uniq = _sorted_unique(ids)
-    sequential = SEQUENTIAL_IDS.get(p.exchange)
-    if sequential is None:  # unknown exchange: ids that nearly fill their range look sequential
-        sequential = bool(uniq.size) and (int(uniq[-1]) - int(uniq[0]) + 1) <= 2 * uniq.size
+    sequential = SEQUENTIAL_IDS.get(id_space) if id_space else None
+    if sequential is None:  # unknown id space: ids that nearly fill their range look sequential
+        sequential = not p.exchange.startswith("bybit") and bool(uniq.size) and (
+            int(uniq[-1]) - int(uniq[0]) + 1) <= 2 * uniq.size
     if sequential and uniq.size:
         steps = np.diff(uniq)
         id_gaps: int | None = int((steps > 1).sum())
@@ -131,13 +188,20 @@ def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = No
         "id_gaps": id_gaps,
         "missing_ids": missing,
         "duplicate_ids": int(n - uniq.size),
+        "id_space": id_space or "unknown",
         "non_positive_prices": int((~(price > 0)).sum()),  # NaN counts as bad too
         "non_positive_qty": int((~(qty > 0)).sum()),
         "out_of_order_ts": int((np.diff(ts) < 0).sum()) if n > 1 else 0,
         "ts_outside_date": int(((secs < 0) | (secs >= DAY_S)).sum()),
         "bad_sides": int((~np.isin(side, (-1, 1))).sum()),
     }
-    report["issues"] = [c for c in ISSUE_CHECKS if report.get(c)]
+    xdup = cross_source_duplicates(df) if n else 0
+    limit = DUPLICATE_SHARE_AGGREGATED if _aggregated(id_space, p.exchange) else DUPLICATE_SHARE_FILLS
+    report["cross_source_duplicates"] = xdup
+    report["cross_source_share"] = round(xdup / n, 6) if n else 0.0
+    report["cross_source_threshold"] = limit
+    flagged = xdup >= DUPLICATE_MIN_ROWS and xdup >= limit * n
+    report["issues"] = [c for c in ISSUE_CHECKS if report.get(c) and (c != "cross_source_duplicates" or flagged)]
     return report
 
 
@@ -152,21 +216,26 @@ def read_quality(lake: Lake, p: Partition) -> dict[str, Any] | None:
 
 
 def write_quality(
-    lake: Lake, p: Partition, df: pd.DataFrame | None = None, *, sha256: str | None = None
+    lake: Lake, p: Partition, df: pd.DataFrame | None = None, *, sha256: str | None = None,
+    meta: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compute and store the report of ``p``.
 
     Args:
-        df, sha256: the partition's rows as stored and its ``content_sha256``, when the caller
-            has them (a writer that just wrote them); otherwise both are read from the lake.
+        df, sha256, meta: the partition's rows as stored, its ``content_sha256`` and its footer
+            extras (``id_space``), when the caller has them (a writer that just wrote them);
+            otherwise they are read from the lake.
     """
-    if df is None or sha256 is None:
-        meta = lake.partition_meta(p)
-        df = lake.read_partition(p)
+    if df is None or sha256 is None or meta is None:
+        df, meta = lake.read_with_meta(p)
         sha256, size = meta.get("content_sha256"), int(meta.get("bytes", 0))
     else:
         size = lake.store.size(p.key)
-    report = partition_quality(df, p, sha256=sha256)
+    report = partition_quality(df, p, sha256=sha256, id_space=meta.get("id_space"))
+    from datasets.lake import partition_coverage
+
+    cov, src = partition_coverage(meta, df["ts_ms"].to_numpy(np.int64) if len(df) else None)
+    report["coverage"], report["coverage_source"] = cov, src
     report["bytes"] = size
     lake.store.put(quality_key(p), json.dumps(report, indent=1, sort_keys=True).encode())
     return report
@@ -277,6 +346,40 @@ def _gold_partitions(lake: Lake) -> list[Partition]:
         if p is not None and p.layer == "gold":
             out.append(p)
     return sorted(out)
+
+
+def span_id_report(lake: Lake, partitions: Iterable[Partition]) -> list[dict[str, Any]]:
+    """Per bronze partition: what its ids are and whether it looks stored twice (for `bt audit`).
+
+    Reads each partition's stored quality report when it is current (same ``content_sha256`` and
+    :data:`QUALITY_VERSION`), else computes it in memory (nothing is written). Returns one dict
+    per partition, in partition order: ``key``, ``exchange``, ``symbol``, ``date``, ``id_space``
+    (``"unknown"`` for partitions written before id spaces were recorded), ``ids_sequential``,
+    ``missing_ids`` (None where ids are not meant to be consecutive), ``duplicate_ids``,
+    ``cross_source_duplicates``, ``cross_source_share``, ``coverage_source`` and ``issues``.
+    """
+    out = []
+    for p in sorted(set(partitions)):
+        q = read_quality(lake, p)
+        df = meta = None
+        if q is None or q.get("version") != QUALITY_VERSION:
+            df, meta = lake.read_with_meta(p)
+        else:
+            meta = lake.partition_meta(p)
+            if q.get("content_sha256") != meta.get("content_sha256"):
+                df = lake.read_partition(p)
+        if df is not None:
+            q = partition_quality(df, p, sha256=meta.get("content_sha256"), id_space=meta.get("id_space"))
+        out.append({
+            "key": p.key, "exchange": p.exchange, "symbol": p.symbol, "date": p.date.isoformat(),
+            "rows": q["rows"], "id_space": q["id_space"], "ids_sequential": q["ids_sequential"],
+            "missing_ids": q["missing_ids"], "duplicate_ids": q["duplicate_ids"],
+            "cross_source_duplicates": q["cross_source_duplicates"],
+            "cross_source_share": q["cross_source_share"],
+            "coverage_source": meta.get("coverage_source") or "trades",
+            "issues": list(q["issues"]),
+        })
+    return out
 
 
 def lineage(lake: Lake, parts: Iterable[Partition]) -> list[dict[str, Any]]:

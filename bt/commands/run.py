@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-in-sample", action="store_true",
                    help="with model.uri: run over the model's own train/validation span anyway; those "
                    "signals go to metrics.json in_sample and the headline is out of sample")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
+                        "instead of running with a warning")
     p.set_defaults(func=run)
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_backtest(
         config, results_dir=args.results, tracking_uri=args.tracking_uri,
         log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet, allow_in_sample=args.allow_in_sample,
+        strict=args.strict,
     )
     if args.json:
         print((result.run_dir / "metrics.json").read_text())

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=4, help="concurrent downloads")
     p.add_argument("--retries", type=int, default=4, help="extra attempts per file after a network error")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite the days' bronze partitions with the archive's trades (and coverage), e.g. "
+                        "when they hold trades of another id space (a recording's fill ids), which a merge refuses")
     p.set_defaults(func=run)
 
 
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             retries=max(0, args.retries),
             progress=not args.no_progress and sys.stderr.isatty(),
             warn=lambda msg: err.print(f"Warning: {msg}", markup=False),
+            replace=args.replace,
         )
     except FetchError as exc:
         raise UserError(str(exc)) from None

@@ -35,6 +35,9 @@ def add_archive_args(p: argparse.ArgumentParser, default_base: str, symbol_help:
     p.add_argument("--workers", type=int, default=4, help="downloads in flight at once")
     p.add_argument("--force", action="store_true",
                    help="re-read files already ingested (bronze is merged, so nothing doubles)")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite the span's bronze days with this archive's trades (and coverage), e.g. when "
+                        "they hold trades of another id space, which a merge refuses")
 
 
 def parse_span(start: str, end: str):
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     base = args.root or args.base_url or BYBIT_BASE_URL
     lake = Lake(args.lake)
     try:
-        rep = ingest_bybit_archive(base, args.symbol, lo, hi, lake, workers=args.workers, force=args.force)
+        rep = ingest_bybit_archive(base, args.symbol, lo, hi, lake, workers=args.workers, force=args.force,
+                                   replace=args.replace)
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None
     print_report(rep, f"bybit {args.symbol.upper()} {lo}..{hi}", lake.uri)

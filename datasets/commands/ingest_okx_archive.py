@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     lake = Lake(args.lake)
     try:
         rep = ingest_okx_archive(base, inst, lo, hi, lake, contract_values=overrides,
-                                 workers=args.workers, force=args.force)
+                                 workers=args.workers, force=args.force, replace=args.replace)
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None
     except UnknownContractError as exc:

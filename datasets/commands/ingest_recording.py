@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbols", default=None, help="comma-separated symbols to keep, e.g. BTCUSDT,ETHUSDT")
     p.add_argument("--skip-bad-frames", action="store_true",
                    help="count and skip malformed frames instead of stopping")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite the bronze days the recording touches with its trades (and coverage) "
+                        "instead of merging, e.g. when they hold another id space (an aggTrades archive), "
+                        "which a merge refuses")
     p.set_defaults(func=run)
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from datasets.lake import Lake
     from datasets.sources.frames import FrameError, UnknownContractError
-    from datasets.sources.recordings import iter_frames, trades_from_frames
+    from datasets.sources.recordings import recording_bronze
 
     path = Path(args.file)
     if not path.is_file():
@@ -63,23 +67,25 @@ def run(args: argparse.Namespace) -> int:
         try:
             import pandas as pd
 
-            from datasets.schema import sort_trades, validate_bronze
-            from datasets.sources.frames import Trade
-
-            rows, bad = trades_from_frames(iter_frames(path), exchange=args.exchange, symbols=symbols,
-                                           skip_bad_frames=args.skip_bad_frames, what=path.name)
-            df = sort_trades(validate_bronze(pd.DataFrame.from_records(rows, columns=list(Trade._fields)),
-                                             what=path.name))
+            rec = recording_bronze(path, args.exchange, symbols, skip_bad_frames=args.skip_bad_frames)
+            df, bad = rec.trades, rec.bad_frames
         except (FrameError, UnknownContractError) as exc:
             raise UserError(str(exc)) from None
+    for note in rec.notes:
+        print(f"warning: {note}", file=sys.stderr)
     if df.empty:
         kept = args.exchange or "binance_usdm, bybit_linear, okx_swap"
         raise UserError(f"{path.name} holds no trades for {kept}"
                         + (f" and symbols {','.join(symbols)}" if symbols else "")
                         + "; check --exchange/--symbols (nothing was written)")
     lake = Lake(args.lake)
+    if not args.replace:  # refuse another id space before anything (raw included) is stored
+        days = pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.date
+        for (ex, sym, day) in sorted(set(zip(df["exchange"], df["symbol"], days))):
+            lake.check_id_space(ex, sym, [day], rec.id_spaces.get((ex, sym)))
     raw_new = lake.put_raw("recordings", path.name, path.read_bytes())
-    results = lake.write_trades(df, mode="merge", what=path.name)
+    results = lake.write_trades(df, mode="replace" if args.replace else "merge", what=path.name,
+                                coverage=rec.coverage, coverage_source="recording", id_space=rec.id_spaces)
 
     table = Table(title=f"{path.name} → {lake.uri}")
     for col in ("exchange", "symbol", "date", "rows in file", "rows stored", "changed"):

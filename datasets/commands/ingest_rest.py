@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
     p.add_argument("--restart", action="store_true",
                    help="refetch the whole span instead of continuing after the newest stored trade")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite the span's bronze days with the fetched trades (and coverage) instead of "
+                        "merging, e.g. when they hold another id space (a recording's fill ids); implies --restart")
     p.add_argument("--batch-rows", type=int, default=200_000,
                    help="write to the lake after this many trades (and after each UTC day)")
     p.add_argument("--page-limit", type=int, default=None,
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             page_limit=args.page_limit, window_ms=int(args.window_min * 60_000),
             rate_limit_ms=args.rate_limit_ms,
             backoff=Backoff(max_retries=args.max_retries, max_wait_s=args.max_wait_s),
-            progress=not args.quiet,
+            progress=not args.quiet, replace=args.replace,
         )
     except RestError as exc:
         raise UserError(str(exc)) from None

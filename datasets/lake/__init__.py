@@ -1,7 +1,9 @@
 """The medallion lake: a fixed partition scheme (``Lake``) over byte stores (``Store``)."""
 
 from datasets.lake._lake import (
+    ID_SPACES,
     LAYERS,
+    IdSpaceConflictError,
     Lake,
     LakeConflictError,
     LakeError,
@@ -9,10 +11,16 @@ from datasets.lake._lake import (
     Partition,
     WriteResult,
     content_sha256,
+    merge_intervals,
+    partition_coverage,
 )
 from datasets.lake._store import LocalStore, MemoryStore, Store, StoreError, open_store
 
 __all__ = [
+    "ID_SPACES",
+    "IdSpaceConflictError",
+    "merge_intervals",
+    "partition_coverage",
     "LAYERS",
     "Lake",
     "LakeConflictError",

@@ -9,6 +9,18 @@ Layout (Hive partitions, one Parquet object per partition so that a write is one
 
 Every Parquet object carries the SHA-256 of its content in its footer metadata, so an
 identical re-write is detected without rewriting and lineage can name exactly what a run read.
+
+Bronze footers also say what the trades are worth as evidence (see ``docs/datasets.md``):
+
+- ``coverage``: JSON list of ``[from_ms, to_ms)`` intervals of the day that the sources recorded
+  in full (an archive: the whole day; a recording: its first to last frame; a REST pull: the
+  range it paged through). Merging two writes unions them. ``coverage_source`` names the kinds
+  of source (``archive``, ``recording``, ``rest``; ``trades`` for the first-to-last-trade span
+  assumed for partitions written before coverage was recorded).
+- ``id_space``: what the ``trade_id`` numbers are (``binance_agg_trade``, ``binance_fill``, ...;
+  :data:`ID_SPACES`). Two id spaces number the same trades differently, so merging them would
+  store every trade twice: such a write is refused (:class:`IdSpaceConflictError`) unless it
+  replaces the partition. Partitions without it (older writes) are of unknown id space.
 """
 
 from __future__ import annotations
@@ -36,8 +48,12 @@ __all__ = [
     "LakeError",
     "LakeConflictError",
     "NoDataError",
+    "IdSpaceConflictError",
     "LAYERS",
+    "ID_SPACES",
     "content_sha256",
+    "merge_intervals",
+    "partition_coverage",
 ]
 
 LAYERS = ("raw", "bronze", "silver", "gold")
@@ -56,6 +72,51 @@ class LakeConflictError(LakeError):
 
 class NoDataError(LakeError):
     """A read found no partition for the requested span."""
+
+
+class IdSpaceConflictError(LakeConflictError):
+    """A bronze write whose trade ids are of another id space than the partition's."""
+
+
+#: Id spaces of bronze ``trade_id`` (footer key ``id_space``) → what the ids are.
+ID_SPACES = {
+    "binance_agg_trade": "Binance aggregate-trade id `a` (archive aggTrades, REST aggTrades, @aggTrade stream); "
+                         "consecutive",
+    "binance_fill": "Binance raw fill id `t` of the @trade stream; fills merged into aggregate-like rows keep "
+                    "their first fill's id, so ids have holes by design",
+    "bybit_match_uuid": "Bybit match UUID (archive trdMatchID, REST execId, WebSocket i) → its top 63 bits; "
+                        "not ordered",
+    "bybit_trade_id": "Bybit numeric trade id (spot WebSocket i)",
+    "okx_trade_id": "OKX tradeId of single trades (daily archive, REST history-trades); counts up per instrument",
+    "okx_ws_trade_id": "OKX tradeId of the WebSocket trades channel, which may aggregate fills under one id",
+}
+COVERAGE_KEY = "coverage"
+DAY_MS = 86_400_000
+
+
+def merge_intervals(intervals) -> list[list[int]]:
+    """Sorted ``[from, to)`` intervals with overlapping or touching ones merged; empty ones dropped."""
+    iv = sorted((int(a), int(b)) for a, b in intervals if int(b) > int(a))
+    out: list[list[int]] = []
+    for a, b in iv:
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def partition_coverage(meta: dict[str, str], ts_ms: np.ndarray | None = None) -> tuple[list[list[int]], str]:
+    """(covered intervals, coverage source) of a bronze partition from its footer metadata.
+
+    Partitions written before coverage was recorded count as covering their first to last trade
+    (source ``"trades"``); pass their ``ts_ms`` (sorted or not) for that.
+    """
+    if meta.get(COVERAGE_KEY):
+        return merge_intervals(json.loads(meta[COVERAGE_KEY])), meta.get("coverage_source", "")
+    if ts_ms is None or len(ts_ms) == 0:
+        return [], "trades"
+    return [[int(np.min(ts_ms)), int(np.max(ts_ms)) + 1]], "trades"
 
 
 @dataclass(frozen=True, order=True)
@@ -96,6 +157,7 @@ class WriteResult:
     rows: int
     sha256: str
     changed: bool
+    meta: dict[str, str] | None = None  # the writer's footer extras (bronze: coverage, id_space)
 
 
 def _footer_meta(pf: pq.ParquetFile, nbytes: int) -> dict[str, str]:
@@ -136,6 +198,39 @@ def _to_parquet_bytes(df: pd.DataFrame, sha: str, extra_meta: dict[str, str] | N
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
+
+
+def _bronze_meta(p: Partition, merged: pd.DataFrame, new_rows: pd.DataFrame, sha: str, old: pd.DataFrame | None,
+                 old_meta: dict[str, str], coverage, coverage_source: str | None,
+                 id_space: str | None) -> dict[str, str]:
+    """Footer extras of a bronze write: unioned coverage and the id space (see the module doc)."""
+    out: dict[str, str] = {}
+    intervals: list = []
+    sources: set[str] = set()
+    if old_meta:
+        if old is None and not old_meta.get(COVERAGE_KEY):
+            old_cov, old_src = [], ""  # not merging the rows: nothing to infer coverage from
+        else:
+            old_ts = old["ts_ms"].to_numpy(np.int64) if old is not None else None
+            old_cov, old_src = partition_coverage(old_meta, old_ts)
+        intervals += old_cov
+        sources |= {s for s in old_src.split(",") if s}
+    if coverage is not None:
+        intervals += [list(iv) for iv in coverage]
+        sources.add(coverage_source or "unknown")
+    elif len(new_rows):  # a writer that does not say: its trades' own span
+        ts = new_rows["ts_ms"].to_numpy(np.int64)
+        intervals.append([int(ts.min()), int(ts.max()) + 1])
+        sources.add("trades")
+    out[COVERAGE_KEY] = json.dumps(merge_intervals(intervals), separators=(",", ":"))
+    out["coverage_source"] = ",".join(sorted(sources))
+    have = old_meta.get("id_space")
+    if have:
+        out["id_space"] = have
+    elif id_space and (not old_meta or old is None or sha == content_sha256(new_rows)):
+        # A new partition, a replaced one, or one whose stored rows all came back in this write.
+        out["id_space"] = id_space
+    return out
 
 
 def _as_date(x: str | dt.date | dt.datetime) -> dt.date:
@@ -241,27 +336,44 @@ class Lake:
         variant: str = "",
         mode: WriteMode = "error",
         meta: dict[str, str] | None = None,
+        coverage: list | None = None,
+        coverage_source: str | None = None,
+        id_space: str | None = None,
     ) -> WriteResult:
         """Write one partition atomically and idempotently.
 
         ``mode``: ``"error"`` refuses to change a partition that holds other data;
         ``"merge"`` (bronze) unions with what is stored, deduplicated by trade id;
-        ``"replace"`` overwrites (derived layers, which are rebuilt from bronze).
+        ``"replace"`` overwrites (derived layers, which are rebuilt from bronze; a bronze
+        partition then holds only the new rows, coverage and id space).
+
+        Bronze only: ``coverage`` (``[from_ms, to_ms)`` intervals this write's source recorded in
+        full, inside the partition's day), ``coverage_source`` (``archive``, ``recording``,
+        ``rest``) and ``id_space`` (a key of :data:`ID_SPACES`) go to the footer; a merge unions
+        the coverage and refuses another id space (:class:`IdSpaceConflictError`).
         """
         p = Partition(layer, exchange, symbol, _as_date(date), variant)
         exists = self.store.exists(p.key)
         df = df.reset_index(drop=True)
+        new_rows = df
         sha = content_sha256(df)
         old, old_meta = None, {}
         if exists:
             old, old_meta = self.read_with_meta(p) if mode == "merge" else (None, self.partition_meta(p))
+        if layer == "bronze" and exists and mode != "replace":
+            self._refuse_other_id_space(p, old_meta, id_space)
         if old is not None and old_meta.get("content_sha256") != sha:
             df = sort_trades(pd.concat([old, df], ignore_index=True))
             sha = content_sha256(df)
+        if layer == "bronze":
+            meta = {**(meta or {}), **_bronze_meta(p, df, new_rows, sha, old if mode == "merge" else None,
+                                                   old_meta if exists and mode != "replace" else {},
+                                                   coverage, coverage_source, id_space)}
         if exists:
-            if old_meta.get("content_sha256") == sha:
-                return WriteResult(p, len(df), sha, changed=False)
-            if mode == "error":
+            same_meta = layer != "bronze" or all(old_meta.get(k) == v for k, v in (meta or {}).items())
+            if old_meta.get("content_sha256") == sha and same_meta:
+                return WriteResult(p, len(df), sha, changed=False, meta=meta)
+            if mode == "error" and old_meta.get("content_sha256") != sha:
                 raise LakeConflictError(
                     f"partition {p.key} already holds {old_meta['rows']} rows with other content; "
                     f"stored partitions for {exchange}/{symbol}: {self.describe(layer, exchange, symbol, variant)}. "
@@ -272,23 +384,76 @@ class Lake:
             # Every bronze write leaves its data-quality report beside it (`datasets status`).
             from datasets.quality import write_quality
 
-            write_quality(self, p, df, sha256=sha)
-        return WriteResult(p, len(df), sha, changed=True)
+            write_quality(self, p, df, sha256=sha, meta=meta)
+        return WriteResult(p, len(df), sha, changed=True, meta=meta)
 
-    def write_trades(self, df: pd.DataFrame, *, mode: WriteMode = "merge", what: str = "trades") -> list[WriteResult]:
-        """Validate bronze trades and write them, one partition per (exchange, symbol, UTC date)."""
+    def _refuse_other_id_space(self, p: Partition, old_meta: dict[str, str], id_space: str | None) -> None:
+        have = old_meta.get("id_space")
+        if have and id_space and have != id_space:
+            raise IdSpaceConflictError(
+                f"partition {p.key} holds {old_meta.get('rows', '?')} trades whose ids are {have} "
+                f"({ID_SPACES.get(have, 'unknown id space')}); the new trades' ids are {id_space} "
+                f"({ID_SPACES.get(id_space, 'unknown id space')}). The two number the same trades differently, so "
+                "merging them would store each trade twice. Nothing was written. Ingest this source into "
+                "another lake, or re-run with --replace to overwrite the partition with the new source's "
+                "trades and coverage"
+            )
+
+    def check_id_space(self, exchange: str, symbol: str, dates, id_space: str | None) -> None:
+        """Refuse up front (before any write) if a stored bronze day of ``dates`` has another id space.
+
+        Ingests that write several partitions call it first, so that a refused day leaves no
+        other day half-ingested.
+        """
+        if not id_space:
+            return
+        for d in sorted({_as_date(x) for x in dates}):
+            p = Partition("bronze", exchange, symbol, d)
+            if self.store.exists(p.key):
+                self._refuse_other_id_space(p, self.partition_meta(p), id_space)
+
+    def write_trades(
+        self,
+        df: pd.DataFrame,
+        *,
+        mode: WriteMode = "merge",
+        what: str = "trades",
+        coverage: list | None = None,
+        coverage_source: str | None = None,
+        id_space: str | dict | None = None,
+    ) -> list[WriteResult]:
+        """Validate bronze trades and write them, one partition per (exchange, symbol, UTC date).
+
+        ``coverage``: ``[from_ms, to_ms)`` intervals the source recorded in full (any span; each
+        partition keeps the part inside its day), or a dict ``exchange → intervals``.
+        ``id_space``: the trades' id space, or a dict ``(exchange, symbol) → id space``. Every
+        partition is checked for an id-space conflict before the first one is written.
+        """
         df = sort_trades(validate_bronze(df, what=what))
         if df.empty:
             return []
-        day = df["ts_ms"].to_numpy(np.int64) // 86_400_000
-        results = []
+        day = df["ts_ms"].to_numpy(np.int64) // DAY_MS
+        slices = []
         for (ex, sym), group in df.groupby(["exchange", "symbol"], sort=True):
             gday = day[group.index.to_numpy()]
             # Rows are time-ordered, so each UTC day is one contiguous slice.
             cuts = np.flatnonzero(np.diff(gday)) + 1
+            space = id_space.get((ex, sym)) if isinstance(id_space, dict) else id_space
+            cov = coverage.get(ex) if isinstance(coverage, dict) else coverage
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(group)]):
-                date = dt.date(1970, 1, 1) + dt.timedelta(days=int(gday[lo]))
-                results.append(self.write("bronze", group.iloc[lo:hi], ex, sym, date, mode=mode))
+                slices.append((ex, sym, int(gday[lo]), group.iloc[lo:hi], space, cov))
+        if mode != "replace":
+            for ex, sym, d, _, space, _ in slices:
+                self.check_id_space(ex, sym, [dt.date(1970, 1, 1) + dt.timedelta(days=d)], space)
+        results = []
+        for ex, sym, d, rows, space, cov in slices:
+            date = dt.date(1970, 1, 1) + dt.timedelta(days=d)
+            day_cov = None
+            if cov is not None:
+                lo_ms, hi_ms = d * DAY_MS, (d + 1) * DAY_MS
+                day_cov = [[max(int(a), lo_ms), min(int(b), hi_ms)] for a, b in cov]
+            results.append(self.write("bronze", rows, ex, sym, date, mode=mode, coverage=day_cov,
+                                      coverage_source=coverage_source, id_space=space))
         return results
 
     def read(

@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 EXCHANGE = "binance_usdm"
+ID_SPACE = "binance_agg_trade"  # bronze footer id_space: aggregate-trade ids `a`, consecutive
 RAW_SOURCE = "binance_usdm"
 COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker")
 _DAY_MS = 86_400_000
@@ -302,6 +303,7 @@ def ingest_binance_archive(
     block_bytes: int = 16 << 20,
     progress: bool = False,
     warn: Callable[[str], None] | None = None,
+    replace: bool = False,
 ) -> IngestReport:
     """Ingest Binance USD-M aggTrades for ``start..end`` (inclusive, UTC days) into a lake.
 
@@ -318,6 +320,12 @@ def ingest_binance_archive(
         block_bytes: CSV block size; bounds memory per file.
         progress: show a progress bar per file on stderr.
         warn: receives one line per gap (default: the module logger).
+        replace: overwrite each day's bronze partition with the archive's rows instead of merging
+            (needed when a day holds trades of another id space, e.g. a recording's fill ids).
+
+    Each day's partition records the whole UTC day as covered and ``id_space``
+    ``binance_agg_trade``. A stored day of another id space is refused before anything is written
+    (:class:`~datasets.lake.IdSpaceConflictError`), unless ``replace``.
 
     Raises:
         ArchiveError: a checksum mismatch, a damaged zip, wrong columns or values (naming the
@@ -409,6 +417,8 @@ def ingest_binance_archive(
         for gap in _ranges(report.gaps):
             warn(f"gap: no aggTrades for {sym} on {gap} in {source} (no daily file, and no monthly file "
                  "for a whole month inside the span)")
+        if not replace:  # refuse another id space before the first write
+            lake.check_id_space(EXCHANGE, sym, day_src, ID_SPACE)
         # Phase 2: write, one day at a time (raw first, then bronze; each atomic).
         stored_raw: set[str] = set()
         for day in sorted(day_src):
@@ -424,7 +434,10 @@ def ingest_binance_archive(
             df = spool.read(day)
             df.insert(0, "exchange", EXCHANGE)
             df.insert(1, "symbol", sym)
-            results_w = lake.write_trades(df, mode="merge", what=relpath)
+            day_ms = (day - _EPOCH).days * _DAY_MS
+            results_w = lake.write_trades(df, mode="replace" if replace else "merge", what=relpath,
+                                          coverage=[[day_ms, day_ms + _DAY_MS]], coverage_source="archive",
+                                          id_space=ID_SPACE)
             report.days.append(DayReport(day, relpath, len(df), size, unit, any(r.changed for r in results_w)))
             del df
     return report

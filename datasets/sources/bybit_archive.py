@@ -214,6 +214,8 @@ class DailyArchive:
         file_dates: UTC span (start, end) → the file dates whose rows cover it.
         parse: (bytes, native symbol, file name) → bronze frame (ts_us kept if known).
         corrupt: exception types that mean "damaged download" (fetched again once).
+        id_space: what the files' trade ids are (bronze footer ``id_space``).
+        covers: file date → ``[from_ms, to_ms)`` of UTC time the file holds in full.
     """
 
     source: str
@@ -221,6 +223,16 @@ class DailyArchive:
     file_dates: Callable[[dt.date, dt.date], list[dt.date]]
     parse: Callable[[bytes, str, str], pd.DataFrame]
     corrupt: tuple[type[BaseException], ...] = (CorruptFile,)
+    id_space: str | None = None
+    covers: Callable[[dt.date], tuple[int, int]] | None = None
+    exchange: str = ""
+    symbol_of: Callable[[str], str] | None = None  # native symbol → bronze symbol
+
+
+def utc_day_ms(day: dt.date) -> tuple[int, int]:
+    """``[from_ms, to_ms)`` of a whole UTC day."""
+    lo = (day - dt.date(1970, 1, 1)).days * DAY_MS
+    return lo, lo + DAY_MS
 
 
 @dataclass
@@ -266,6 +278,7 @@ def ingest_daily_archive(
     force: bool = False,
     progress: bool = True,
     fetcher: Callable[[str, str], bytes] = fetch,
+    replace: bool = False,
 ) -> IngestReport:
     """Bring the archive's files for ``symbol`` covering UTC days ``start..end`` into the lake.
 
@@ -275,11 +288,21 @@ def ingest_daily_archive(
     bytes, merge the rows of ``start..end`` into bronze, refresh those partitions' quality
     reports, and write the manifest last. A crash at any point loses nothing stored and the
     next run picks up where it stopped. A 404 is recorded as a gap.
+
+    Each partition records the UTC time the files cover (``archive.covers``) and the files' id
+    space. A stored day of another id space is refused before anything is written, unless
+    ``replace``: then each day of the span is overwritten by this archive's rows (the first file
+    that holds it replaces it, later files of the run merge) and every file is read again.
     """
     from datasets.quality import write_quality
 
     t0 = time.perf_counter()
     rep = IngestReport()
+    force = force or replace
+    if not replace and archive.id_space and archive.exchange:
+        lake.check_id_space(archive.exchange, archive.symbol_of(symbol) if archive.symbol_of else symbol,
+                            date_range(start, end), archive.id_space)
+    replaced: set[int] = set()  # UTC day numbers already overwritten by this run
     lo, hi = np.datetime64(start, "D"), np.datetime64(end, "D")
     todo: list[tuple[dt.date, str, dict | None]] = []
     for day in archive.file_dates(start, end):
@@ -354,13 +377,20 @@ def ingest_daily_archive(
                 written = dict((man or {}).get("partitions", {}))
                 if keep.any():
                     part = df if keep.all() else df.loc[keep]
-                    for r in lake.write_trades(part, mode="merge", what=name):
-                        written[r.partition.date.isoformat()] = r.partition.key
-                        _refresh_report(lake, r, part, day_idx[keep], write_quality)
-                        if r.changed:
-                            rep.partitions_changed += 1
-                        else:
-                            rep.partitions_unchanged += 1
+                    cov = [list(archive.covers(day))] if archive.covers else None
+                    kept_days = day_idx[keep]
+                    for d in np.unique(kept_days):
+                        one = part if len(np.unique(kept_days)) == 1 else part.loc[kept_days == d]
+                        mode = "replace" if replace and int(d) not in replaced else "merge"
+                        replaced.add(int(d))
+                        for r in lake.write_trades(one, mode=mode, what=name, coverage=cov,
+                                                   coverage_source="archive", id_space=archive.id_space):
+                            written[r.partition.date.isoformat()] = r.partition.key
+                            _refresh_report(lake, r, part, day_idx[keep], write_quality)
+                            if r.changed:
+                                rep.partitions_changed += 1
+                            else:
+                                rep.partitions_unchanged += 1
                 rep.rows += int(keep.sum())
                 manifest = {
                     "source": archive.source, "relpath": rel, "symbol": symbol,
@@ -395,7 +425,7 @@ def _refresh_report(lake: Lake, r, part: pd.DataFrame, day_idx: np.ndarray, writ
     ts = part["ts_ms"].to_numpy(np.int64)[mask][last]
     order = last[np.lexsort((ids[last], ts))]
     cols = {c: part[c].to_numpy()[mask][order] for c in ("trade_id", "ts_ms", "price", "qty", "side")}
-    write_quality(lake, p, pd.DataFrame(cols), sha256=r.sha256)
+    write_quality(lake, p, pd.DataFrame(cols), sha256=r.sha256, meta=r.meta)
 
 
 # ---------------------------------------------------------------------------- Bybit entry point
@@ -408,6 +438,9 @@ BYBIT_ARCHIVE = DailyArchive(
     relpath=bybit_relpath,
     file_dates=date_range,
     parse=_bybit_parse,
+    id_space="bybit_match_uuid",
+    covers=utc_day_ms,
+    exchange="bybit_linear",
 )
 
 

@@ -158,7 +158,17 @@ def okx_archive(contract_values: Mapping[str, Any] | None = None) -> DailyArchiv
         relpath=okx_relpath,
         file_dates=okx_file_dates,
         parse=lambda data, inst, name: parse_okx_zip(data, inst, name=name, contract_values=contract_values),
+        id_space="okx_trade_id",
+        covers=okx_file_covers,
+        exchange="okx_swap",
+        symbol_of=okx_symbol,
     )
+
+
+def okx_file_covers(day: dt.date) -> tuple[int, int]:
+    """UTC time a file dated ``day`` holds: OKX's day in UTC+8, ``day-1 16:00`` to ``day 16:00``."""
+    lo = (day - dt.date(1970, 1, 1)).days * 86_400_000 - 8 * 3_600_000
+    return lo, lo + 86_400_000
 
 
 def check_inst_id(inst_id: str) -> str:

@@ -49,7 +49,10 @@ __all__ = [
     "iter_frames",
     "exchange_for_url",
     "recording_trades",
+    "recording_bronze",
+    "RecordingBronze",
     "trades_from_frames",
+    "frame_id_space",
 ]
 
 FORMATS = {
@@ -280,6 +283,7 @@ def trades_from_frames(
     contract_values: Mapping[str, Any] | None = None,
     skip_bad_frames: bool = False,
     what: str = "recording",
+    info: dict | None = None,
 ) -> tuple[list[Trade], int]:
     """Parse received frames into trade rows (unsorted, not deduplicated).
 
@@ -291,10 +295,15 @@ def trades_from_frames(
         contract_values: OKX instId → ctVal overrides.
         skip_bad_frames: count and skip malformed frames instead of raising.
         what: how to name the input in errors.
+        info: when given, filled with ``frames_ms`` (connection family → [first, last] receive
+            time in ms of its frames: what the recording covers) and ``row_id_space`` (one id
+            space per returned row, see :func:`frame_id_space`).
 
     Returns:
         (rows, number of malformed frames skipped).
     """
+    spans: dict[str, list[int]] = {}
+    row_space: list[str] = []
     keep = {exchange} if exchange else set(PERP_EXCHANGES)
     want = {normalise_symbol(s) for s in symbols} if symbols else None
     merger = BinanceTradeMerger()
@@ -328,12 +337,107 @@ def trades_from_frames(
                                  "(--skip-bad-frames) to count and skip such frames") from None
             bad += 1
             continue
+        ms = fr.recv_ns // 1_000_000
+        span = spans.get(family)
+        if span is None:
+            spans[family] = [ms, ms]
+        else:
+            span[0], span[1] = min(span[0], ms), max(span[1], ms)
         if want is not None:
             rows = [r for r in rows if r.symbol in want]
         out.extend(rows)
+        if info is not None and rows:
+            space = frame_id_space(family, fr.text)
+            row_space.extend([space] * len(rows))
     tail = merger.flush()
-    out.extend(r for r in tail if want is None or r.symbol in want)
+    tail = [r for r in tail if want is None or r.symbol in want]
+    out.extend(tail)
+    if info is not None:
+        row_space.extend(["binance_fill"] * len(tail))  # only @trade fills wait in the merger
+        info["frames_ms"] = spans
+        info["row_id_space"] = row_space
     return out, bad
+
+
+def frame_id_space(family: str, text: str) -> str:
+    """Id space of the trade ids a frame of ``family`` gives (bronze footer ``id_space``).
+
+    Binance ``@aggTrade`` frames carry aggregate-trade ids (``a``), ``@trade`` frames raw fill ids
+    (``t``; merged fills keep their first id). Bybit linear ids are the match UUID's top bits (as
+    in the archive), other Bybit markets' numeric ids; OKX's WebSocket ``trades`` channel may
+    aggregate fills under one ``tradeId``, so its ids are their own space.
+    """
+    if family.startswith("binance"):
+        return "binance_agg_trade" if '"aggTrade"' in text else "binance_fill"
+    if family == "bybit_linear":
+        return "bybit_match_uuid"
+    if family.startswith("bybit"):
+        return "bybit_trade_id"
+    return "okx_ws_trade_id"
+
+
+def _family(exchange: str) -> str:
+    return "okx" if exchange.startswith("okx") else exchange
+
+
+class RecordingBronze(NamedTuple):
+    """A recording's bronze trades with what the lake records about them."""
+
+    trades: pd.DataFrame  # validated, ordered, deduplicated
+    id_spaces: dict  # (exchange, symbol) -> id space
+    coverage: dict  # exchange -> [[first frame ms, last frame ms + 1]]
+    bad_frames: int
+    notes: list  # what was left out and why (printed as warnings)
+
+
+def recording_bronze(
+    path: str | os.PathLike[str],
+    exchange: str | None = None,
+    symbols: Iterable[str] | None = None,
+    *,
+    contract_values: Mapping[str, Any] | None = None,
+    skip_bad_frames: bool = False,
+) -> RecordingBronze:
+    """:func:`recording_trades` plus each market's id space and the time the recording covers.
+
+    The recording covers, per connection family (exchange), its first to last received frame.
+    A symbol that arrives both as Binance ``@aggTrade`` (aggregate ids) and ``@trade`` (fill ids)
+    keeps only its aggregate trades, which the contract names (a note says so), so that one
+    partition never mixes the two numberings.
+    """
+    p = Path(path)
+    info: dict = {}
+    rows, bad = trades_from_frames(iter_frames(p), exchange=exchange, symbols=symbols,
+                                   contract_values=contract_values, skip_bad_frames=skip_bad_frames,
+                                   what=p.name, info=info)
+    df = pd.DataFrame.from_records(rows, columns=list(Trade._fields))
+    space = pd.Series(info["row_id_space"], index=df.index, dtype=object)
+    notes: list[str] = []
+    spaces: dict = {}
+    if len(df):
+        keep = pd.Series(True, index=df.index)
+        for (ex, sym), idx in df.groupby(["exchange", "symbol"]).groups.items():
+            kinds = set(space[idx])
+            if len(kinds) > 1 and "binance_agg_trade" in kinds:
+                fills = idx[(space[idx] != "binance_agg_trade").to_numpy()]
+                keep[fills] = False
+                notes.append(f"{p.name}: {ex}/{sym} arrives as both @aggTrade and @trade streams; kept the "
+                             f"aggregate trades, left out {len(fills)} fill rows")
+                kinds = {"binance_agg_trade"}
+            spaces[(ex, sym)] = sorted(kinds)[0]
+        df = df[keep.to_numpy()]
+    trades = sort_trades(validate_bronze(df, what=p.name))
+    coverage = {}
+    for ex in (trades["exchange"].unique() if len(trades) else []):
+        # First to last frame of the connection; its own trades' times too, in case the
+        # recorder's clock ran behind the exchange's.
+        ts = trades["ts_ms"].to_numpy()[(trades["exchange"] == ex).to_numpy()]
+        lo, hi = int(ts.min()), int(ts.max())
+        span = info["frames_ms"].get(_family(ex))
+        if span is not None:
+            lo, hi = min(lo, int(span[0])), max(hi, int(span[1]))
+        coverage[ex] = [[lo, hi + 1]]
+    return RecordingBronze(trades, spaces, coverage, bad, notes)
 
 
 def recording_trades(

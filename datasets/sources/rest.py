@@ -78,6 +78,8 @@ __all__ = [
 
 #: whalebt exchange name → ccxt class name.
 REST_EXCHANGES = {"binance_usdm": "binanceusdm", "bybit_linear": "bybit", "okx_swap": "okx"}
+#: What each endpoint's trade ids are (bronze footer ``id_space``): the same as the exchange's archive.
+REST_ID_SPACES = {"binance_usdm": "binance_agg_trade", "bybit_linear": "bybit_match_uuid", "okx_swap": "okx_trade_id"}
 
 #: Largest page each endpoint serves (the default page size).
 PAGE_MAX = {"binance_usdm": 1000, "bybit_linear": 1000, "okx_swap": 100}
@@ -403,11 +405,19 @@ class RestIngestReport:
 class _Batcher:
     """Buffers trades in time order; writes a batch per ``batch_rows`` trades or completed UTC day."""
 
-    def __init__(self, lake: Lake, report: RestIngestReport, batch_rows: int, bar: Any) -> None:
+    def __init__(self, lake: Lake, report: RestIngestReport, batch_rows: int, bar: Any, *,
+                 cover_from: int | None = None, replace: bool = False) -> None:
         self.lake, self.report, self.batch_rows, self.bar = lake, report, max(1, int(batch_rows)), bar
         self.frames: list[pd.DataFrame] = []
         self.rows = 0
         self.first_day: int | None = None
+        # Coverage: the paged range. Each batch covers from where the last one stopped to its own
+        # last millisecond (exclusive: more trades of it may follow); the final batch of a run that
+        # got to the end covers up to `done_until`.
+        self.cover_from = cover_from
+        self.done_until: int | None = None
+        self.replace = replace
+        self.replaced: set[int] = set()
 
     def add(self, df: pd.DataFrame) -> None:
         if df.empty:
@@ -428,7 +438,20 @@ class _Batcher:
         if not self.frames:
             return
         batch = pd.concat(self.frames, ignore_index=True)
-        self.report.written += self.lake.write_trades(batch, mode="merge", what=f"{self.report.exchange} REST trades")
+        ts = batch["ts_ms"].to_numpy(np.int64)
+        last = int(ts.max())
+        lo = int(ts.min()) if self.cover_from is None else min(int(self.cover_from), int(ts.min()))
+        hi = max(int(self.done_until), last + 1) if self.done_until is not None else last
+        what = f"{self.report.exchange} REST trades"
+        space = REST_ID_SPACES.get(self.report.exchange)
+        days = ts // DAY_MS
+        for d in np.unique(days):
+            one = batch if days[0] == days[-1] else batch[days == d]
+            mode = "replace" if self.replace and int(d) not in self.replaced else "merge"
+            self.replaced.add(int(d))
+            self.report.written += self.lake.write_trades(one, mode=mode, what=what, coverage=[[lo, hi]],
+                                                          coverage_source="rest", id_space=space)
+        self.cover_from = last
         self.frames, self.rows, self.first_day = [], 0, None
 
 
@@ -470,6 +493,7 @@ def ingest_rest(
     rate_limit_ms: float | None = None,
     backoff: Backoff | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> RestIngestReport:
     """Fetch the trades of ``[since_ms, until_ms)`` from an exchange's REST API into bronze.
 
@@ -489,6 +513,12 @@ def ingest_rest(
         rate_limit_ms: ccxt's spacing per unit of request weight (default: ccxt's).
         backoff: waits after rate-limit and network errors.
         progress: show a progress bar on stderr.
+        replace: overwrite the span's bronze days with the fetched trades instead of merging
+            (implies ``resume=False``); without it a stored day of another id space is refused
+            before the first request.
+
+    Each partition records the time range the run paged through as covered (``coverage_source``
+    ``rest``) and the endpoint's id space (:data:`REST_ID_SPACES`).
 
     Returns:
         A :class:`RestIngestReport`; ``gaps`` lists parts of the span the API could not serve.
@@ -517,6 +547,13 @@ def ingest_rest(
         bronze_symbol = normalise_symbol(symbol)
     report = RestIngestReport(exchange, bronze_symbol, int(since_ms), until_ms)
     start_ms = int(since_ms)
+    if replace:
+        resume = False
+    else:
+        lake.check_id_space(exchange, bronze_symbol,
+                            [_day(since_ms) + dt.timedelta(days=i)
+                             for i in range((_day(until_ms - 1) - _day(since_ms)).days + 1)],
+                            REST_ID_SPACES[exchange])
     if resume:
         report.resumed_from = resume_point(lake, exchange, bronze_symbol, since_ms, until_ms)
         if report.resumed_from:
@@ -532,7 +569,7 @@ def ingest_rest(
                                  what=f"{exchange} {bronze_symbol}")
 
     bar = _Bar(start_ms, until_ms, f"{exchange} {bronze_symbol}", progress)
-    batcher = _Batcher(lake, report, batch_rows, bar)
+    batcher = _Batcher(lake, report, batch_rows, bar, cover_from=start_ms, replace=replace)
     try:
         if exchange == "binance_usdm":
             _run_binance(call, bronze_symbol, start_ms, until_ms, report.resumed_from, limit, window_ms, batcher, bar)
@@ -541,6 +578,8 @@ def ingest_rest(
         else:
             _run_bybit(call, bronze_symbol, int(since_ms), start_ms, until_ms, limit, batcher, report)
         bar.at(until_ms)
+        # Paged to the end: the span is covered up to --until (or now, if that is later than now).
+        batcher.done_until = min(until_ms, int(time.time() * 1000))
     finally:
         # Pages already received are complete and in order: keep them even when the run fails.
         try:
@@ -622,6 +661,7 @@ def _run_bybit(call, symbol: str, since: int, start: int, hi: int, limit: int, b
     if len(rows) >= limit and len(df):
         oldest = int(df["ts_ms"].min())
         if oldest > start:
+            batcher.cover_from = oldest  # what came before is not served: not covered
             report.gaps.append(
                 f"bybit_linear {symbol}: trades from {format_ms(start)} to {format_ms(min(oldest, hi))} UTC are not "
                 f"available: Bybit's REST API serves only the latest {limit} trades. Take them from the archive "
