@@ -19,7 +19,8 @@ from bt.config import RunConfig
 from bt.metrics import MIN_CLUSTERS_FOR_CI, MIN_DAYS_CAGR, MIN_DAYS_SHARPE
 from datasets._cli import UserError
 
-__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_in_sample", "check_clusters", "check_funding", "check_annualisation"]
+__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_in_sample", "check_clusters",
+           "check_coverage", "check_id_spaces", "check_funding", "check_annualisation"]
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -110,6 +111,51 @@ def check_clusters(metrics: dict) -> Check:
     return Check("clusters", PASS, fig)
 
 
+def check_coverage(holes: list[dict], metrics: dict) -> Check:
+    """Holes in the span and the signals they cost.
+
+    ``holes`` as from :func:`datasets.build.span_holes`. Requested days the lake has no partition
+    for fail (the span is not what the config says); stretches of stored days that no source
+    covered (a recording of minutes, a feed that dropped) warn: the run drops the signals whose
+    windows cross them and counts them as gaps.
+    """
+    dropped = metrics.get("dropped") or {}
+    cost = f"{dropped.get('gap', 0)} signals dropped at gaps, {dropped.get('end_of_data', 0)} at the end of the data"
+    missing = [h for h in holes if h["kind"] == "no_partition"]
+    if missing:
+        days = ", ".join(h["text"].replace(" (no partition)", "") for h in missing)
+        return Check("coverage", FAIL, f"no data for {days}; {cost} (ingest the days or shorten data.start..end)")
+    if holes:
+        hours = sum(h["seconds"] for h in holes) / 3600
+        return Check("coverage", WARN, f"{len(holes)} uncovered stretch{'es' if len(holes) > 1 else ''} "
+                                       f"({hours:.1f} h) inside stored days; {cost}")
+    return Check("coverage", PASS, f"every requested day is covered; {cost}")
+
+
+def check_id_spaces(report: list[dict]) -> Check:
+    """Id spaces and duplicates of the span's bronze partitions (:func:`datasets.quality.span_id_report`)."""
+    if not report:
+        return Check("id spaces", FAIL, "no bronze partitions in the span")
+    spaces = sorted({r["id_space"] for r in report})
+    fig = f"{len(report)} partition{'s' if len(report) > 1 else ''}, id space {'/'.join(spaces)}"
+    doubled = [r for r in report if "cross_source_duplicates" in r["issues"] or r["duplicate_ids"]]
+    if doubled:
+        worst = max(doubled, key=lambda r: r["cross_source_duplicates"] + r["duplicate_ids"])
+        return Check("id spaces", FAIL, f"{fig}; {len(doubled)} look stored twice, e.g. {worst['date']}: "
+                                        f"{worst['cross_source_duplicates']:,} rows repeat another row's time, "
+                                        f"price, size and side ({worst['cross_source_share']:.0%}), "
+                                        f"{worst['duplicate_ids']:,} repeat an id. Re-ingest that day from one "
+                                        "source with `--replace`")
+    missing = sum(r["missing_ids"] or 0 for r in report)
+    if missing:
+        return Check("id spaces", WARN, f"{fig}; {missing:,} ids missing where ids count up by one "
+                                        "(`datasets quality` lists the days)")
+    if "unknown" in spaces:
+        return Check("id spaces", WARN, f"{fig}; partitions written before id spaces were recorded: "
+                                        "re-ingest them to record theirs")
+    return Check("id spaces", PASS, f"{fig}; no cross-source duplicates")
+
+
 def check_funding(metrics: dict, config: RunConfig) -> Check:
     """Share of holding windows with funding prints."""
     cov = metrics.get("funding_coverage")
@@ -162,8 +208,9 @@ def check_in_sample(config: RunConfig, tracking_uri: str | None = None) -> Check
 def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: str | None = None) -> list[Check]:
     """Run every check on ``config``; the backtest runs into a scratch folder, nothing is kept."""
     from bt.run import run_backtest
-    from datasets.build import load_trades
+    from datasets.build import load_trades, span_holes
     from datasets.lake import Lake
+    from datasets.quality import span_id_report
 
     checks: list[Check] = []
     lake = Lake(config.data.lake)
@@ -172,6 +219,7 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
     checks.append(check_causality(span.ts_ms, span.price, span.qty, span.side,
                                   kernel_detector(dict(config.signal.whale)), samples=samples, seed=seed))
     checks.append(check_in_sample(config, tracking_uri))
+    checks.append(check_id_spaces(span_id_report(lake, span.partitions)))
     # Measure with missing funding charged as zero and in-sample signals split off; the checks
     # then judge the config's own rules.
     measured = config.model_copy(update={"backtest": config.backtest.model_copy(update={"funding": "optional"})})
@@ -184,6 +232,7 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
             return checks
     m = result.metrics
     checks.append(check_clusters(m))
+    checks.append(check_coverage(span_holes(span), m))
     checks.append(check_funding(m, config))
     checks.append(check_annualisation(m))
     return checks

@@ -105,3 +105,55 @@ def test_audit_fails_a_span_inside_the_models_training_data(tmp_path, capsys, mo
     assert rc == 1 and checks["in-sample"]["verdict"] == FAIL
     assert "overlaps the training range" in checks["in-sample"]["figure"]
     assert checks["causality"]["verdict"] == PASS  # the rest was still measured
+
+
+def test_audit_fails_a_span_with_a_missing_day(tmp_path, capsys):
+    # The lake holds 2024-03-01 only; the config asks for 2024-03-01..2024-03-02.
+    rc, checks = _audit(tmp_path, capsys, market=_market(n=30_000, span_ms=DAY_MS))
+    assert rc == 1 and checks["coverage"]["verdict"] == FAIL, checks["coverage"]
+    assert "2024-03-02" in checks["coverage"]["figure"]
+    assert checks["id spaces"]["verdict"] != FAIL
+
+
+def test_audit_warns_on_a_recording_that_covers_part_of_a_day(tmp_path, capsys):
+    m = _market()
+    lake = Lake(tmp_path / "lake")
+    day0, day1 = m[m.ts_ms < T0 + DAY_MS], m[m.ts_ms >= T0 + DAY_MS]
+    lake.write_trades(day0, coverage=[[T0, T0 + DAY_MS]], coverage_source="archive", id_space="binance_agg_trade")
+    rec = day1[day1.ts_ms < T0 + DAY_MS + 6 * 3_600_000]  # a 6 h recording of the second day
+    lake.write_trades(rec, coverage=[[int(rec.ts_ms.min()), int(rec.ts_ms.max()) + 1]], coverage_source="recording",
+                      id_space="binance_agg_trade")
+    rc, checks = _audit(tmp_path, capsys)
+    assert checks["coverage"]["verdict"] == WARN and "inside stored days" in checks["coverage"]["figure"]
+    assert checks["id spaces"]["verdict"] == PASS, checks["id spaces"]
+
+
+def test_audit_fails_a_day_stored_from_two_sources(tmp_path, capsys):
+    """A lake written before id spaces were recorded: the same trades under aggregate and fill ids."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datasets.lake import Partition
+
+    m = _market()
+    lake = Lake(tmp_path / "lake")
+    lake.write_trades(m[m.ts_ms >= T0 + DAY_MS])
+    day0 = m[m.ts_ms < T0 + DAY_MS]
+    fills = day0.assign(trade_id=day0["trade_id"] * 3 + 7_000_000_000)  # the recording's fill ids
+    both = pd.concat([day0, fills]).sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(both, preserve_index=False), buf)
+    lake.store.put(Partition("bronze", "binance_usdm", "TESTUSDT", pd.Timestamp("2024-03-01").date()).key,
+                   buf.getvalue())
+    rc, checks = _audit(tmp_path, capsys)
+    assert rc == 1 and checks["id spaces"]["verdict"] == FAIL, checks["id spaces"]
+    assert "2024-03-01" in checks["id spaces"]["figure"] and "stored twice" in checks["id spaces"]["figure"]
+
+
+def test_audit_warns_on_partitions_of_unknown_id_space(tmp_path, capsys):
+    # write_trades without an id space: the lake cannot say what the ids are
+    rc, checks = _audit(tmp_path, capsys)
+    assert checks["coverage"]["verdict"] == PASS, checks["coverage"]
+    assert checks["id spaces"]["verdict"] == WARN and "unknown" in checks["id spaces"]["figure"]
