@@ -150,7 +150,7 @@ def run_backtest(
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
-    Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (SPEC §5 journal),
+    Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (docs/spec.md §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
     and ``tearsheet.html`` (quantstats).
     """
