@@ -48,7 +48,7 @@ demo-live: venv
 	    --ws-url ws://127.0.0.1:9001/stream --stream trade --journal results/demo-live/journal.jsonl \
 	    --idle-exit-s 3 --metrics-out results/demo-live/metrics.prom --quiet 2> results/demo-live/live.log; \
 	  wait
-	@echo "== first journal lines (SPEC §5) =="; head -n 5 results/demo-live/journal.jsonl
+	@echo "== first journal lines (docs/spec.md §5) =="; head -n 5 results/demo-live/journal.jsonl
 	@echo "== /metrics at exit =="; grep -v '^#' results/demo-live/metrics.prom | grep -v '_bucket' | head -n 30
 	@cmp results/demo-live/journal.jsonl results/demo-live/bt-signals.jsonl && \
 	  echo "== live journal == bt signals journal: $$(wc -l < results/demo-live/journal.jsonl) events, byte for byte =="

@@ -1,4 +1,4 @@
-"""Run configs: frozen models that reject unknown keys, loaded from YAML (SPEC §7).
+"""Run configs: frozen models that reject unknown keys, loaded from YAML (docs/spec.md §7).
 
 A config's ``run_id`` is its name plus a hash of the canonical resolved config, so the same
 config always writes to the same ``results/<run_id>/`` and any change gets a new one.

@@ -1,4 +1,4 @@
-"""Event study of long signals (SPEC §3): entry, exit, costs and labels for every signal.
+"""Event study of long signals (docs/spec.md §3): entry, exit, costs and labels for every signal.
 
 One pass evaluates every horizon of the config; the result is a long table with one row per
 (signal, horizon), from which :mod:`bt.metrics` computes statistics and :mod:`bt.portfolio`

@@ -1,4 +1,4 @@
-"""Statistics of a backtest (SPEC §4) as pure functions with readable keys.
+"""Statistics of a backtest (docs/spec.md §4) as pure functions with readable keys.
 
 All returns are fractions (0.01 = 1 %). Functions take arrays and return plain dicts, so the
 same numbers go to ``metrics.json``, MLflow, the console table and the compare report.

@@ -1,6 +1,6 @@
 """The whale-event model: config, purged time splits, training, threshold choice, evaluation.
 
-A model sits between whale events and signals (SPEC §3): the event's features go to a LightGBM
+A model sits between whale events and signals (docs/spec.md §3): the event's features go to a LightGBM
 binary classifier and the signal is ``prob >= threshold``. Everything here is a pure function of
 arrays (an :class:`EventTable`); the lake, MLflow and Optuna live in other modules.
 
@@ -213,7 +213,7 @@ class EventTable:
         ts_ms: trigger time of each event.
         end_ts_ms: end of its outcome window (the exit trade's time).
         X: ``(n, k)`` features in the order of ``feature_names``.
-        net_return: return after costs (SPEC §3).
+        net_return: return after costs (docs/spec.md §3).
         label: gross return >= the label threshold.
         feature_names: column names of ``X``.
     """
@@ -646,7 +646,7 @@ def evaluate_test(table: EventTable, splits: Splits, cfg: ModelConfig, val: Vali
                   n_boot: int = 2000) -> ModelResult:
     """Score the test events once with the chosen model and threshold.
 
-    Metrics (``test_*``) follow SPEC §4 via :func:`bt.metrics.event_metrics`, plus the plain
+    Metrics (``test_*``) follow docs/spec.md §4 via :func:`bt.metrics.event_metrics`, plus the plain
     whale rule on the same test events (``baseline_*``: every event is a signal) and the
     deflated Sharpe ratio of the test per-period returns given ``n_trials``.
     """
@@ -702,7 +702,7 @@ def event_table(ts_ms: np.ndarray, price: np.ndarray, trigger_idx: np.ndarray, X
                 stop_loss: float | None = None) -> tuple[EventTable, np.ndarray]:
     """Outcomes of whale events fired at ``trigger_idx`` of a trade series, as an EventTable.
 
-    Entry, exit, costs and label follow SPEC §3 (``bt.engine.event_study``). Events whose
+    Entry, exit, costs and label follow docs/spec.md §3 (``bt.engine.event_study``). Events whose
     horizon runs past the data have no outcome and are left out; the returned mask says which
     of the input events are in the table.
     """

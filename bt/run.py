@@ -251,7 +251,7 @@ def run_backtest(
     anything is written. Signals whose outcome window crosses uncovered time are dropped and
     counted in ``metrics["dropped"]``.
 
-    Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (SPEC §5 journal),
+    Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (docs/spec.md §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
     and ``tearsheet.html`` (quantstats).
 

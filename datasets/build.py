@@ -48,7 +48,7 @@ class DataHolesError(LakeError):
 
 
 def bars_1s(trades: pd.DataFrame) -> pd.DataFrame:
-    """1 s bars of trades sorted by time (SPEC §2 silver).
+    """1 s bars of trades sorted by time (docs/spec.md §2 silver).
 
     Same as ``trades.resample('1s', on=ts)`` with last price, summed base/quote volume, count
     and taker buy/sell qty, keeping only seconds that have trades.
@@ -281,7 +281,7 @@ def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt
 def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
     """Run the kernel over the span: one row per whale event with features and gross forward returns.
 
-    Forward returns follow SPEC §3 entry/exit rules without costs (``fwd_ret_<h>``; NaN when the
+    Forward returns follow docs/spec.md §3 entry/exit rules without costs (``fwd_ret_<h>``; NaN when the
     outcome window is not inside the span's covered time: past the end of the data or into a hole).
     """
     from signals import FEATURE_NAMES, WhaleParams, run_batch

@@ -1,4 +1,4 @@
-"""Column contracts of the lake layers (SPEC §2).
+"""Column contracts of the lake layers (docs/spec.md §2).
 
 Every source normalises into the bronze trade frame defined here; the lake refuses
 frames that do not match it, with a message that says what arrived and what was expected.

@@ -1,7 +1,7 @@
 """A seeded synthetic perpetual-futures market, calibrated to real recorded trades.
 
 The market is a sequence of aggTrade rows made of four parts, each fitted by
-:func:`calibrate` to the recorded Binance USD-M ``@trade`` minutes in ``shared/data/real``:
+:func:`calibrate` to the recorded Binance USD-M ``@trade`` minutes in ``tests/data/real``:
 
 * **Arrivals.** Taker orders arrive as a self-exciting (Hawkes) process with an
   exponential kernel, simulated as a cluster process (immigrants at rate ``mu``, each
@@ -303,7 +303,7 @@ def calibrate(paths: Sequence[str | os.PathLike[str]]) -> dict:
     """Fit the generator's parameters to recorded ``@trade`` streams, one profile per symbol.
 
     Args:
-        paths: hftbacktest-format recordings (see ``shared/data/real/README.md``).
+        paths: hftbacktest-format recordings (see ``tests/data/real/LICENSES.md``).
 
     Returns:
         ``{"version", "sources": [{"file", "sha256"}], "profiles": {SYMBOL: {...}}}``; a profile
@@ -609,7 +609,7 @@ class ForwardReturns:
     """Forward returns after chosen trades, fed one day at a time (memory: one day).
 
     For a trigger trade: entry is the next trade, exit is the last trade at or before
-    entry time + ``horizon_s`` (SPEC §3 with zero latency, slippage and fees). A trigger
+    entry time + ``horizon_s`` (docs/spec.md §3 with zero latency, slippage and fees). A trigger
     whose horizon runs past the data is dropped.
     """
 

@@ -1,6 +1,6 @@
 """What turns a whale event into a journal decision: the whale rule, its config id, the model.
 
-Built from a run config (SPEC §7) so that `live run` hashes and decides exactly as
+Built from a run config (docs/spec.md §7) so that `live run` hashes and decides exactly as
 `bt signals` does for the same config.
 """
 
@@ -83,8 +83,8 @@ class Decider:
 
     Attributes:
         params: the whale rules for the kernel.
-        config_id: SPEC §5 `config_id` (same hash as `bt signals` for the same config).
-        model_uri: SPEC §5 `model`, or None.
+        config_id: docs/spec.md §5 `config_id` (same hash as `bt signals` for the same config).
+        model_uri: docs/spec.md §5 `model`, or None.
         threshold: the model's decision threshold, or None without a model.
         predict: feature row (order `FEATURE_NAMES`) → probability, or None without a model.
     """

@@ -1,4 +1,4 @@
-"""The live signal journal: JSONL lines (SPEC §5), fsync'd before announced, readable on restart.
+"""The live signal journal: JSONL lines (docs/spec.md §5), fsync'd before announced, readable on restart.
 
 A restart reads the journal back to learn which whale events it already emitted under the
 same config, so that re-processing history (warm-up, a replay) does not emit them twice.
@@ -85,7 +85,7 @@ def read_journal(path: str | os.PathLike[str], *, exchange: str, config_id: str)
                 rec = json.loads(line)
                 sym, tid, ts = str(rec["symbol"]), int(rec["trade_id"]), int(rec["ts_ms"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"journal {p} line {n} is not a journal record (expected the SPEC §5 keys); "
+                raise ValueError(f"journal {p} line {n} is not a journal record (expected the docs/spec.md §5 keys); "
                                  f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file") from None
             if rec.get("config_id") != config_id or rec.get("exchange") != exchange:
                 st.other_configs += 1

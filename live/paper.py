@@ -1,4 +1,4 @@
-"""Paper trading of `long` decisions on the live stream, by the SPEC §3 rules of the backtest.
+"""Paper trading of `long` decisions on the live stream, by the docs/spec.md §3 rules of the backtest.
 
 For each `long` signal: entry at the first trade in a later millisecond than trigger time +
 `entry_latency_ms`, at its price x (1 + slippage); exit at the last trade at or before

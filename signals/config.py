@@ -23,7 +23,7 @@ def _is_real(x: Any) -> bool:
 
 @dataclass(frozen=True)
 class WhaleParams:
-    """Which trades are whale events (SPEC section 3).
+    """Which trades are whale events (docs/spec.md §3).
 
     Attributes:
         min_notional_usd: notional rule, fires when one trade's price * qty >= this.

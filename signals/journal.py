@@ -1,4 +1,4 @@
-"""The signal journal record (SPEC §5) and the decision, shared by `bt` and `live`.
+"""The signal journal record (docs/spec.md §5) and the decision, shared by `bt` and `live`.
 
 Both sides build every record with :func:`journal_record`, so the keys, their order and
 their rounding are the same by construction.
@@ -57,7 +57,7 @@ def journal_record(
     config_id: str,
     model: str | None,
 ) -> dict[str, Any]:
-    """One journal line as a dict with the SPEC §5 keys in order."""
+    """One journal line as a dict with the docs/spec.md §5 keys in order."""
     if decision not in ("long", "skip"):
         raise ValueError(f"decision must be 'long' or 'skip', got {decision!r}")
     p = None if prob is None or (isinstance(prob, float) and math.isnan(prob)) else float(prob)

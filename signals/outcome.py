@@ -1,4 +1,4 @@
-"""Entry and exit of a long signal (SPEC §3), as a numba kernel shared by backtest and live.
+"""Entry and exit of a long signal (docs/spec.md §3), as a numba kernel shared by backtest and live.
 
 * Entry: the first trade in a later millisecond than trigger time + latency
   (``ts > trigger_ts + entry_latency_ms``). At latency 0 that skips the fills stamped in the

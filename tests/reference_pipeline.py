@@ -1,7 +1,7 @@
 """Slow, obviously-correct references for the `signals` kernels (tests only).
 
 Every quantity is recomputed from scratch for every trade from the definitions in
-SPEC section 3 / `signals.features`: window bounds by `np.searchsorted`, sums by `np.sum`
+docs/spec.md §3 / `signals.features`: window bounds by `np.searchsorted`, sums by `np.sum`
 over slices, extremes by `min`/`max`, quantiles by `np.quantile`. No state is carried
 between trades, so nothing here can drift or leak the future by accident.
 """

@@ -1,6 +1,6 @@
 """Bybit and OKX archive sources on files in each exchange's format, built from real recorded trades.
 
-The trades come from the real recordings in ``tests/data/real`` (copies of ``shared/data/real``):
+The trades come from the real recordings in ``tests/data/real`` (origin in its LICENSES.md):
 Bybit v5 ``publicTrade`` frames and OKX v5 ``trades`` frames. The expected bronze rows are
 derived here straight from those frames, independently of the parsers under test. Files are
 served by a real HTTP server on 127.0.0.1 that can answer 404, 429, 503, cut a body short or

@@ -40,7 +40,7 @@ BYBIT = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"
 OKX = REAL / "okx_v5_multi_2022-05-13_frames.txt"
 
 # (rows, taker buys, first id, last id, first ts_ms, last ts_ms, sum qty) per (exchange, symbol),
-# read off the recordings; the counts match /work/shared/data/real/README.md.
+# read off the recordings in tests/data/real (their origin: tests/data/real/LICENSES.md).
 GOLDEN = {
     ("binance_usdm", "AKROUSDT"): (8, 3, 14888302, 14888309, 1626992742134, 1626992769315, 154408.0),
     ("binance_usdm", "CTKUSDT"): (38, 29, 16599292, 16599329, 1626992741421, 1626992770366, 16983.0),

@@ -33,7 +33,7 @@ REAL_FILES = ("binance_usdm_btcusdt_2024-08-08_stream.txt.gz", "binance_usdm_eth
 
 
 def real_file(name: str) -> Path:
-    """A recording from shared/data/real (or $WHALEBT_REAL_DATA, or tests/data/real)."""
+    """A recording from $WHALEBT_REAL_DATA or tests/data/real (last: a shared/ folder beside the checkout)."""
     dirs = [os.environ.get("WHALEBT_REAL_DATA"), REPO / "tests" / "data" / "real", REPO.parent / "shared" / "data" / "real"]
     for d in dirs:
         if d and (Path(d) / name).is_file():

@@ -1,4 +1,4 @@
-"""`bt signals CONFIG --out FILE.jsonl`: the signal journal (SPEC §5) of a config's data."""
+"""`bt signals CONFIG --out FILE.jsonl`: the signal journal (docs/spec.md §5) of a config's data."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Layout (Hive partitions, one Parquet object per partition so that a write is one atomic put)::
 
     raw/<source>/<path as received>                                  bytes, byte for byte
-    bronze/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         trades (SPEC §2)
+    bronze/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         trades (docs/spec.md §2)
     silver/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         1 s bars
     gold/signal=<config_id>/exchange=E/symbol=S/date=.../part-0.parquet  whale events
 

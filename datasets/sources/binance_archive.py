@@ -1,6 +1,6 @@
 """Binance USD-M aggTrades from the public data archive layout (a local copy or a base URL).
 
-Files (SPEC §2)::
+Files (docs/spec.md §2)::
 
     data/futures/um/daily/aggTrades/SYM/SYM-aggTrades-YYYY-MM-DD.zip   (+ .zip.CHECKSUM)
     data/futures/um/monthly/aggTrades/SYM/SYM-aggTrades-YYYY-MM.zip     (+ .zip.CHECKSUM)

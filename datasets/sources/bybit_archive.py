@@ -6,7 +6,7 @@ Layout (``https://public.bybit.com`` or a local mirror)::
 
 one gzip CSV per symbol and UTC day, with the header
 ``timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional``
-(newer files may add columns; only the named ones are read). Normalisation (SPEC §2):
+(newer files may add columns; only the named ones are read). Normalisation (docs/spec.md §2):
 
 - ``exchange`` = ``bybit_linear``; ``symbol`` normalised (``BTCUSDT``).
 - ``ts_us`` = ``round(timestamp * 1e6)`` (``timestamp`` is seconds with a fraction), ``ts_ms`` = ``ts_us // 1000``.

@@ -1,4 +1,4 @@
-"""Exchange WebSocket frames → bronze trade rows (SPEC §2).
+"""Exchange WebSocket frames → bronze trade rows (docs/spec.md §2).
 
 One pure parser per exchange turns the text (or decoded dict) of one frame into a list of
 :class:`Trade` rows; no exchange JSON leaves this module. Frames that carry no trades
@@ -56,7 +56,7 @@ PERP_EXCHANGES = ("binance_usdm", "bybit_linear", "okx_swap")
 
 
 class Trade(NamedTuple):
-    """One bronze row: the SPEC §2 columns in order."""
+    """One bronze row: the docs/spec.md §2 columns in order."""
 
     exchange: str
     symbol: str

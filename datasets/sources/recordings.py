@@ -11,7 +11,7 @@ Three recording layouts are read, each plain or compressed (gzip / zstd, told by
   URL of their ``connect`` record.
 
 :func:`iter_frames` yields every record as a :class:`RecordedFrame`; :func:`recording_trades`
-turns the received frames into the bronze frame of SPEC §2 with the parsers of
+turns the received frames into the bronze frame of docs/spec.md §2 with the parsers of
 :mod:`datasets.sources.frames`. By default only perpetual markets reach bronze
 (``binance_usdm``, ``bybit_linear``, ``okx_swap``); spot, dated futures, options and
 coin-margined Binance streams in the same file are left out.

@@ -8,7 +8,7 @@ from datasets._cli import HelpFormatter, UserError, env_default
 
 EXAMPLE = """\
 One kernel state per symbol; each whale event is decided as `bt signals` decides it and
-written as one JSON line (SPEC §5) to stdout and to --journal (fsync'd). SIGTERM drains and
+written as one JSON line (docs/spec.md §5) to stdout and to --journal (fsync'd). SIGTERM drains and
 flushes. A restart with the same --journal does not emit old events again. Each `long` is
 paper-traded by the config's backtest rules into --paper (see `live report`).
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run whale signals live: WebSocket trades → kernel → decision → journal.",
                        epilog=EXAMPLE, formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML run config (SPEC §7): its signal section decides")
+    src.add_argument("--config", help="YAML run config (docs/spec.md §7): its signal section decides")
     src.add_argument("--model", help="registered model URI, e.g. models:/whale-btcusdt@live")
     p.add_argument("--exchange", required=True, choices=["binance_usdm", "bybit_linear", "okx_swap"])
     p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
