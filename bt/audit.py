@@ -149,7 +149,7 @@ def check_id_spaces(report: list[dict]) -> Check:
     missing = sum(r["missing_ids"] or 0 for r in report)
     if missing:
         return Check("id spaces", WARN, f"{fig}; {missing:,} ids missing where ids count up by one "
-                                        "(`datasets quality` lists the days)")
+                                        "(`datasets status --detail --refresh` lists the days)")
     if "unknown" in spaces:
         return Check("id spaces", WARN, f"{fig}; partitions written before id spaces were recorded: "
                                         "re-ingest them to record theirs")
