@@ -19,15 +19,14 @@ A key is protected if it is listed in any run's ``keys`` or starts with one of i
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from datasets.lake import Lake, LakeError, Partition, Store, open_store
+from datasets.lake import Lake, LakeError, Store, open_store
+from datasets.lake._keys import key_date, quality_key
 
 __all__ = [
     "PROTECTED_KEY",
@@ -121,36 +120,6 @@ def unprotect(lake: Lake, run_id: str) -> bool:
     return True
 
 
-_DAY = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
-_COMPACT_DAY = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?!\d)")
-_MONTH = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?![\d-])")
-
-
-def key_date(key: str) -> dt.date | None:
-    """The day a stored key is about: a partition's ``date=``, else a date in the file name.
-
-    ``...-2024-03.zip`` (a monthly file) counts as the month's last day; a name with no date
-    gives None (such files are never deleted by age).
-    """
-    p = Partition.from_key(key)
-    if p is not None:
-        return p.date
-    name = key.rsplit("/", 1)[-1]
-    for text in (name, key):
-        for rx, kind in ((_DAY, "day"), (_COMPACT_DAY, "day"), (_MONTH, "month")):
-            m = list(rx.finditer(text))
-            if not m:
-                continue
-            y, mo = int(m[-1].group(1)), int(m[-1].group(2))
-            try:
-                if kind == "day":
-                    return dt.date(y, mo, int(m[-1].group(3)))
-                return dt.date(y, mo, calendar.monthrange(y, mo)[1])
-            except ValueError:
-                continue
-    return None
-
-
 @dataclass(frozen=True)
 class RetainAction:
     key: str
@@ -176,7 +145,6 @@ def plan_retention(
     Keys dated on or after ``today - older_than_days`` are not listed. ``force`` turns
     ``keep-protected`` into ``delete``/``archive``.
     """
-    from datasets.quality import quality_key
 
     if layer not in ("raw", "bronze"):
         raise LakeError(f"retention works on the raw and bronze layers; got {layer!r} "

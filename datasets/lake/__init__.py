@@ -14,7 +14,8 @@ from datasets.lake._lake import (
     merge_intervals,
     partition_coverage,
 )
-from datasets.lake._store import LocalStore, MemoryStore, Store, StoreError, open_store
+from datasets.lake._open import open_store
+from datasets.lake._store import LocalStore, MemoryStore, Store, StoreError
 
 __all__ = [
     "ID_SPACES",

@@ -31,14 +31,17 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.lake._store import Store, open_store
+from datasets.lake._keys import Partition, quality_key
+from datasets.lake._open import open_store
+from datasets.lake._quality import partition_quality
+from datasets.lake._store import Store
 from datasets.schema import sort_trades, validate_bronze
 
 __all__ = [
@@ -54,11 +57,11 @@ __all__ = [
     "content_sha256",
     "merge_intervals",
     "partition_coverage",
+    "write_quality",
 ]
 
 LAYERS = ("raw", "bronze", "silver", "gold")
 HASH_KEY = b"whalebt.content_sha256"
-PART_FILE = "part-0.parquet"
 WriteMode = Literal["error", "merge", "replace"]
 
 
@@ -117,38 +120,6 @@ def partition_coverage(meta: dict[str, str], ts_ms: np.ndarray | None = None) ->
     if ts_ms is None or len(ts_ms) == 0:
         return [], "trades"
     return [[int(np.min(ts_ms)), int(np.max(ts_ms)) + 1]], "trades"
-
-
-@dataclass(frozen=True, order=True)
-class Partition:
-    """One partition of a tabular layer."""
-
-    layer: str
-    exchange: str
-    symbol: str
-    date: dt.date
-    variant: str = ""  # e.g. "signal=<config_id>" in gold
-
-    @property
-    def key(self) -> str:
-        parts = [self.layer]
-        if self.variant:
-            parts.append(self.variant)
-        parts += [f"exchange={self.exchange}", f"symbol={self.symbol}", f"date={self.date.isoformat()}"]
-        return "/".join(parts) + "/" + PART_FILE
-
-    @classmethod
-    def from_key(cls, key: str) -> "Partition | None":
-        bits = key.split("/")
-        if len(bits) < 5 or bits[-1] != PART_FILE:
-            return None
-        try:
-            ex = bits[-4].removeprefix("exchange=")
-            sym = bits[-3].removeprefix("symbol=")
-            date = dt.date.fromisoformat(bits[-2].removeprefix("date="))
-        except ValueError:
-            return None
-        return cls(bits[0], ex, sym, date, "/".join(bits[1:-4]))
 
 
 @dataclass(frozen=True)
@@ -382,8 +353,6 @@ class Lake:
         self.store.put(p.key, _to_parquet_bytes(df, sha, meta))
         if layer == "bronze":
             # Every bronze write leaves its data-quality report beside it (`datasets status`).
-            from datasets.quality import write_quality
-
             write_quality(self, p, df, sha256=sha, meta=meta)
         return WriteResult(p, len(df), sha, changed=True, meta=meta)
 
@@ -497,3 +466,26 @@ class Lake:
     def delete_partition(self, p: Partition) -> None:
         self.store.delete(p.key)
 
+
+def write_quality(
+    lake: Lake, p: Partition, df: pd.DataFrame | None = None, *, sha256: str | None = None,
+    meta: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Compute and store the report of ``p``.
+
+    Args:
+        df, sha256, meta: the partition's rows as stored, its ``content_sha256`` and its footer
+            extras (``id_space``), when the caller has them (a writer that just wrote them);
+            otherwise they are read from the lake.
+    """
+    if df is None or sha256 is None or meta is None:
+        df, meta = lake.read_with_meta(p)
+        sha256, size = meta.get("content_sha256"), int(meta.get("bytes", 0))
+    else:
+        size = lake.store.size(p.key)
+    report = partition_quality(df, p, sha256=sha256, id_space=meta.get("id_space"))
+    cov, src = partition_coverage(meta, df["ts_ms"].to_numpy(np.int64) if len(df) else None)
+    report["coverage"], report["coverage_source"] = cov, src
+    report["bytes"] = size
+    lake.store.put(quality_key(p), json.dumps(report, indent=1, sort_keys=True).encode())
+    return report

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["Store", "LocalStore", "MemoryStore", "open_store", "StoreError"]
+__all__ = ["Store", "LocalStore", "MemoryStore", "StoreError"]
 
 
 class StoreError(RuntimeError):
@@ -155,26 +155,3 @@ class MemoryStore(Store):
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
-
-
-def open_store(uri: str | os.PathLike[str]) -> Store:
-    """Open a store from a URI.
-
-    ``results/lake`` or ``file:///abs/path`` → :class:`LocalStore`; ``memory://name`` →
-    :class:`MemoryStore`; ``az://container/prefix`` → the Azure Blob backend.
-    """
-    text = os.fspath(uri)
-    if text.startswith("memory://"):
-        return MemoryStore(text[len("memory://"):])
-    if text.startswith("az://") or text.startswith("abfs://") or text.startswith("abfss://"):
-        from datasets.lake._azure import AzureStore  # lazy: azure SDK only when used
-
-        return AzureStore.from_uri(text)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    if "://" in text:
-        raise StoreError(
-            f"unsupported lake URI {text!r}: use a local path, file://, memory://NAME or "
-            "az://container/prefix"
-        )
-    return LocalStore(text)
