@@ -46,7 +46,6 @@ __all__ = [
     "events_frame_table",
     "ModelVerdict",
     "apply_model",
-    "score_events",
 ]
 
 #: LightGBM defaults for whale events: small trees (a few thousand events), one thread each,
@@ -155,7 +154,7 @@ class ModelConfig(_Frozen):
     @classmethod
     def _sweep(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            from bt.sweep import parse_space
+            from bt.space import parse_space
 
             parse_space(v)  # ValueError naming the bad key or range
         return v
@@ -761,7 +760,8 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
         config: a ``bt.config.RunConfig`` with a ``model`` section.
         events: gold events with ``f_<feature>`` columns and ``trade_idx`` into ``span``.
         span: the run's trades (``ts_ms``, ``price`` arrays).
-        bundle: the already loaded :class:`bt.registry.ModelBundle` of ``model.uri`` (else loaded here).
+        bundle: the loaded :class:`bt.registry.ModelBundle` of ``model.uri`` (required when the
+            config names one; this module trains and scores, loading is the caller's).
     """
     from signals.features import FEATURE_NAMES
     from signals.trees_nb import ensemble_from_booster, predict_proba
@@ -769,11 +769,10 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     cfg = parse_model_config(config.model)
     X_all = events[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy(np.float64)
     if cfg.uri:
-        from bt.registry import load_bundle
-
         from signals import WhaleParams
 
-        bundle = bundle if bundle is not None else load_bundle(cfg.uri)
+        if bundle is None:
+            raise ValueError(f"model {cfg.uri}: pass its bundle (bt.registry.load_bundle) to apply_model")
         trained = bundle.signal_config.get("whale")
         if trained is not None and WhaleParams.from_dict(trained) != WhaleParams.from_dict(dict(config.signal.whale)):
             raise ValueError(
@@ -794,9 +793,3 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res)
 
 
-def score_events(config, events, span=None) -> tuple[np.ndarray, float, str | None]:
-    """``(prob, threshold, model_uri)`` for every event (see :func:`apply_model`)."""
-    if span is None and not parse_model_config(config.model).uri:
-        raise ValueError("training a model needs the run's trades; call apply_model(config, events, span)")
-    v = apply_model(config, events, span)
-    return v.prob, v.threshold, v.model_uri

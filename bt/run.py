@@ -105,8 +105,13 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     oos_from_ms = None
     lineage = None
     if config.model is not None:
-        from bt.model import apply_model
+        from bt.model import apply_model, parse_model_config
 
+        uri = parse_model_config(config.model).uri
+        if uri and bundle is None:
+            from bt.registry import load_bundle
+
+            bundle = load_bundle(uri)
         verdict = apply_model(config, events, span, bundle=bundle)
         lineage = verdict.lineage
         prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri

@@ -21,6 +21,7 @@ import numpy as np
 from datasets._cli import UserError
 from bt.model import (EventTable, ModelConfig, event_table, evaluate_test, fit_validate, parse_model_config,
                       purged_splits)
+from bt.space import Dist, SearchSpace, parse_space
 
 __all__ = [
     "Dist",
@@ -45,91 +46,6 @@ __all__ = [
 DEFAULT_STORAGE = "sqlite:///results/optuna.db"
 #: ``bt sweep --register``: register the winner always, only if it passes ``model.gate``, or never.
 REGISTER_MODES = ("passing", "always", "never")
-
-
-@dataclass(frozen=True)
-class Dist:
-    """One searched parameter: ``choices``, or a range ``low..high`` (int when both are ints)."""
-
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    is_int: bool = False
-
-    @classmethod
-    def parse(cls, key: str, raw: Any) -> "Dist":
-        if isinstance(raw, list):
-            if not raw:
-                raise ValueError(f"sweep {key}: empty list of choices")
-            return cls(choices=tuple(raw))
-        if isinstance(raw, dict):
-            unknown = set(raw) - {"low", "high", "log"}
-            if unknown or "low" not in raw or "high" not in raw:
-                raise ValueError(f"sweep {key}: expected a list of choices or {{low, high, log}}; got {raw!r}")
-            lo, hi = raw["low"], raw["high"]
-            if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
-                raise ValueError(f"sweep {key}: need numbers with low < high; got {lo!r}..{hi!r}")
-            is_int = isinstance(lo, int) and isinstance(hi, int)
-            return cls(low=lo, high=hi, log=bool(raw.get("log", False)), is_int=is_int)
-        return cls(choices=(raw,))  # a fixed value
-
-    def sample(self, trial, name: str):
-        if self.choices is not None:
-            if len(self.choices) == 1:
-                return self.choices[0]
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.is_int:
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
-
-
-_SECTIONS = ("whale", "lgbm", "threshold", "imbalance")
-_SETTINGS = {"horizon", "sampler", "pruner", "seed", "cscv_blocks", "min_train_events"}
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What a sweep searches; sections map parameter names to :class:`Dist`."""
-
-    whale: dict[str, Dist] = field(default_factory=dict)
-    horizon: Dist | None = None
-    lgbm: dict[str, Dist] = field(default_factory=dict)
-    threshold: dict[str, Dist] = field(default_factory=dict)
-    imbalance: dict[str, Dist] = field(default_factory=dict)
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    cscv_blocks: int = 16
-    min_train_events: int = 50
-
-
-def parse_space(raw: dict | None) -> SearchSpace:
-    """Parse ``model.sweep``; a list is a set of choices, ``{low, high, log}`` a range."""
-    raw = dict(raw or {})
-    unknown = set(raw) - set(_SECTIONS) - _SETTINGS
-    if unknown:
-        raise ValueError(f"unknown model.sweep key(s) {sorted(unknown)}; expected {sorted(set(_SECTIONS) | _SETTINGS)}")
-    kw: dict[str, Any] = {}
-    for sec in _SECTIONS:
-        block = raw.get(sec) or {}
-        if not isinstance(block, dict):
-            raise ValueError(f"model.sweep.{sec} must be a mapping of parameter -> choices or range")
-        kw[sec] = {k: Dist.parse(f"{sec}.{k}", v) for k, v in block.items()}
-    if "horizon" in raw:
-        h = raw["horizon"]
-        kw["horizon"] = Dist.parse("horizon", h if isinstance(h, list) else [h])
-    for k in ("sampler", "pruner"):
-        if k in raw:
-            kw[k] = str(raw[k])
-    for k in ("seed", "cscv_blocks", "min_train_events"):
-        if k in raw:
-            kw[k] = int(raw[k])
-    if kw.get("sampler", "tpe") not in ("tpe", "random"):
-        raise ValueError(f"model.sweep.sampler must be 'tpe' or 'random'; got {kw['sampler']!r}")
-    if kw.get("pruner", "median") not in ("median", "none"):
-        raise ValueError(f"model.sweep.pruner must be 'median' or 'none'; got {kw['pruner']!r}")
-    return SearchSpace(**kw)
 
 
 @dataclass(frozen=True)
