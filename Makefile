@@ -14,7 +14,8 @@ DEMO_START := 2024-03-01
 DEMO_END := 2024-03-10
 DEMO_ARCHIVE := results/demo-archive
 
-.PHONY: venv demo demo-live test test-fast test-slow bench demo-live wheel lock clean
+.PHONY: venv demo demo-live test test-fast test-slow lint bench demo-live wheel lock clean
+LINTED := signals datasets bt live
 
 venv: $(STAMP)
 
@@ -55,8 +56,14 @@ demo-live: venv
 	$(BIN)/bt run configs/demo_live.yaml --no-tearsheet > /dev/null
 	$(BIN)/live report --config configs/demo_live.yaml --paper results/demo-live/journal.paper.jsonl
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format check) and mypy, configured in pyproject.toml; part of `make test`.
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy $(LINTED)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow and not services"

@@ -19,8 +19,18 @@ from bt.config import RunConfig
 from bt.metrics import MIN_CLUSTERS_FOR_CI, MIN_DAYS_CAGR, MIN_DAYS_SHARPE
 from datasets._cli import UserError
 
-__all__ = ["Check", "audit", "kernel_detector", "check_causality", "check_in_sample", "check_clusters",
-           "check_coverage", "check_id_spaces", "check_funding", "check_annualisation"]
+__all__ = [
+    "Check",
+    "audit",
+    "kernel_detector",
+    "check_causality",
+    "check_in_sample",
+    "check_clusters",
+    "check_coverage",
+    "check_id_spaces",
+    "check_funding",
+    "check_annualisation",
+]
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -54,8 +64,17 @@ def kernel_detector(whale: dict) -> Detector:
     return detect
 
 
-def check_causality(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, side: np.ndarray, detect: Detector, *,
-                    samples: int = 12, tail: int = 50_000, seed: int = 0) -> Check:
+def check_causality(
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    qty: np.ndarray,
+    side: np.ndarray,
+    detect: Detector,
+    *,
+    samples: int = 12,
+    tail: int = 50_000,
+    seed: int = 0,
+) -> Check:
     """Scramble the trades after each of ``samples`` events; nothing up to the event may move.
 
     For an event at trade ``i``, prices, quantities and sides of up to ``tail`` trades after
@@ -83,18 +102,25 @@ def check_causality(ts_ms: np.ndarray, price: np.ndarray, qty: np.ndarray, side:
         hi = min(ts.size, i + 1 + tail)
         perm = rng.permutation(hi - i - 1) + i + 1
         p2, q2, s2 = px[:hi].copy(), q[:hi].copy(), sd[:hi].copy()
-        p2[i + 1:hi], q2[i + 1:hi], s2[i + 1:hi] = px[perm], q[perm] * rng.uniform(1.0, 50.0, perm.size), sd[perm]
+        p2[i + 1 : hi], q2[i + 1 : hi], s2[i + 1 : hi] = px[perm], q[perm] * rng.uniform(1.0, 50.0, perm.size), sd[perm]
         idx2, codes2, f2 = detect(ts[:hi], p2, q2, s2)
         before, before2 = idx <= i, idx2 <= i
-        same = (before.sum() == before2.sum() and np.array_equal(idx[before], idx2[before2])
-                and np.array_equal(codes[before], codes2[before2])
-                and np.array_equal(feats[before], f2[before2], equal_nan=True))
+        same = (
+            before.sum() == before2.sum()
+            and np.array_equal(idx[before], idx2[before2])
+            and np.array_equal(codes[before], codes2[before2])
+            and np.array_equal(feats[before], f2[before2], equal_nan=True)
+        )
         if not same:
             moved.append(i)
     n = len(pick)
     if moved:
-        return Check("causality", FAIL, f"events or features before the perturbation moved at {len(moved)} of "
-                                        f"{n} sampled events (first at trade #{moved[0]}): the rule looks ahead")
+        return Check(
+            "causality",
+            FAIL,
+            f"events or features before the perturbation moved at {len(moved)} of "
+            f"{n} sampled events (first at trade #{moved[0]}): the rule looks ahead",
+        )
     return Check("causality", PASS, f"{n} sampled events, future trades scrambled: nothing before them moved")
 
 
@@ -127,8 +153,12 @@ def check_coverage(holes: list[dict], metrics: dict) -> Check:
         return Check("coverage", FAIL, f"no data for {days}; {cost} (ingest the days or shorten data.start..end)")
     if holes:
         hours = sum(h["seconds"] for h in holes) / 3600
-        return Check("coverage", WARN, f"{len(holes)} uncovered stretch{'es' if len(holes) > 1 else ''} "
-                                       f"({hours:.1f} h) inside stored days; {cost}")
+        return Check(
+            "coverage",
+            WARN,
+            f"{len(holes)} uncovered stretch{'es' if len(holes) > 1 else ''} "
+            f"({hours:.1f} h) inside stored days; {cost}",
+        )
     return Check("coverage", PASS, f"every requested day is covered; {cost}")
 
 
@@ -141,18 +171,29 @@ def check_id_spaces(report: list[dict]) -> Check:
     doubled = [r for r in report if "cross_source_duplicates" in r["issues"] or r["duplicate_ids"]]
     if doubled:
         worst = max(doubled, key=lambda r: r["cross_source_duplicates"] + r["duplicate_ids"])
-        return Check("id spaces", FAIL, f"{fig}; {len(doubled)} look stored twice, e.g. {worst['date']}: "
-                                        f"{worst['cross_source_duplicates']:,} rows repeat another row's time, "
-                                        f"price, size and side ({worst['cross_source_share']:.0%}), "
-                                        f"{worst['duplicate_ids']:,} repeat an id. Re-ingest that day from one "
-                                        "source with `--replace`")
+        return Check(
+            "id spaces",
+            FAIL,
+            f"{fig}; {len(doubled)} look stored twice, e.g. {worst['date']}: "
+            f"{worst['cross_source_duplicates']:,} rows repeat another row's time, "
+            f"price, size and side ({worst['cross_source_share']:.0%}), "
+            f"{worst['duplicate_ids']:,} repeat an id. Re-ingest that day from one "
+            "source with `--replace`",
+        )
     missing = sum(r["missing_ids"] or 0 for r in report)
     if missing:
-        return Check("id spaces", WARN, f"{fig}; {missing:,} ids missing where ids count up by one "
-                                        "(`datasets status --detail --refresh` lists the days)")
+        return Check(
+            "id spaces",
+            WARN,
+            f"{fig}; {missing:,} ids missing where ids count up by one "
+            "(`datasets status --detail --refresh` lists the days)",
+        )
     if "unknown" in spaces:
-        return Check("id spaces", WARN, f"{fig}; partitions written before id spaces were recorded: "
-                                        "re-ingest them to record theirs")
+        return Check(
+            "id spaces",
+            WARN,
+            f"{fig}; partitions written before id spaces were recorded: re-ingest them to record theirs",
+        )
     return Check("id spaces", PASS, f"{fig}; no cross-source duplicates")
 
 
@@ -174,12 +215,14 @@ def check_annualisation(metrics: dict) -> Check:
     days = float(metrics["portfolio"].get("n_days") or 0.0)
     fig = f"span {days:.2f} days"
     if days < 1.0:
-        return Check("annualisation", FAIL, f"{fig}: under a day, portfolio figures are noise "
-                                            "(Sharpe, Sortino and CAGR are left null)")
+        return Check(
+            "annualisation",
+            FAIL,
+            f"{fig}: under a day, portfolio figures are noise (Sharpe, Sortino and CAGR are left null)",
+        )
     if days < MIN_DAYS_CAGR:
         what = "Sharpe/Sortino and CAGR" if days < MIN_DAYS_SHARPE else "CAGR"
-        return Check("annualisation", WARN, f"{fig}: {what} left null (need {MIN_DAYS_SHARPE} / "
-                                            f"{MIN_DAYS_CAGR} days)")
+        return Check("annualisation", WARN, f"{fig}: {what} left null (need {MIN_DAYS_SHARPE} / {MIN_DAYS_CAGR} days)")
     return Check("annualisation", PASS, f"{fig}: daily returns, 365 a year")
 
 
@@ -191,8 +234,11 @@ def check_in_sample(config: RunConfig, tracking_uri: str | None = None) -> Check
 
     uri = parse_model_config(config.model).uri if config.model is not None else None
     if not uri:
-        return Check("in-sample", PASS, "no registered model (model.uri not set): a model trained by the run "
-                                        "is scored on its test part only")
+        return Check(
+            "in-sample",
+            PASS,
+            "no registered model (model.uri not set): a model trained by the run is scored on its test part only",
+        )
     bundle, _ = in_sample_guard(config, allow_in_sample=True, quiet=True, tracking_uri=tracking_uri)
     lineage = getattr(bundle, "lineage", None)
     if lineage is None:
@@ -216,8 +262,17 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
     lake = Lake(config.data.lake)
     d = config.data
     span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
-    checks.append(check_causality(span.ts_ms, span.price, span.qty, span.side,
-                                  kernel_detector(dict(config.signal.whale)), samples=samples, seed=seed))
+    checks.append(
+        check_causality(
+            span.ts_ms,
+            span.price,
+            span.qty,
+            span.side,
+            kernel_detector(dict(config.signal.whale)),
+            samples=samples,
+            seed=seed,
+        )
+    )
     checks.append(check_in_sample(config, tracking_uri))
     checks.append(check_id_spaces(span_id_report(lake, span.partitions)))
     # Measure with missing funding charged as zero and in-sample signals split off; the checks
@@ -225,8 +280,15 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
     measured = config.model_copy(update={"backtest": config.backtest.model_copy(update={"funding": "optional"})})
     with tempfile.TemporaryDirectory(prefix="whalebt-audit-") as tmp:
         try:
-            result = run_backtest(measured, results_dir=tmp, log_mlflow=False, tearsheet=False, quiet=True,
-                                  allow_in_sample=True, tracking_uri=tracking_uri)
+            result = run_backtest(
+                measured,
+                results_dir=tmp,
+                log_mlflow=False,
+                tearsheet=False,
+                quiet=True,
+                allow_in_sample=True,
+                tracking_uri=tracking_uri,
+            )
         except UserError as exc:
             checks.append(Check("backtest", FAIL, f"bt run refuses this config: {exc}"))
             return checks

@@ -63,14 +63,20 @@ def resolve_run(ref: str, results_dir: str | os.PathLike[str] = "results") -> Pa
     q = Path(results_dir) / ref
     if (q / "metrics.json").is_file():
         return q
-    known = sorted(d.name for d in Path(results_dir).glob("*") if (d / "metrics.json").is_file()) \
-        if Path(results_dir).is_dir() else []
+    known = (
+        sorted(d.name for d in Path(results_dir).glob("*") if (d / "metrics.json").is_file())
+        if Path(results_dir).is_dir()
+        else []
+    )
     import difflib
 
     close = difflib.get_close_matches(ref, known, n=1)
     raise FileNotFoundError(
-        2, f"no run {ref!r}: expected a folder with metrics.json or a run id under {results_dir}/"
-        + (f" (did you mean {close[0]!r}?)" if close else f"; runs there: {known[:10]}"), ref)
+        2,
+        f"no run {ref!r}: expected a folder with metrics.json or a run id under {results_dir}/"
+        + (f" (did you mean {close[0]!r}?)" if close else f"; runs there: {known[:10]}"),
+        ref,
+    )
 
 
 def load_run(path: Path) -> RunView:
@@ -96,8 +102,15 @@ def load_run(path: Path) -> RunView:
             r = tr["net_return"].to_numpy(np.float64)
             returns = r[np.isfinite(r)]
     tear = path / "tearsheet.html"
-    return RunView(str(metrics.get("run_id") or path.name), path, metrics, config or {}, equity, returns,
-                   tear if tear.is_file() else None)
+    return RunView(
+        str(metrics.get("run_id") or path.name),
+        path,
+        metrics,
+        config or {},
+        equity,
+        returns,
+        tear if tear.is_file() else None,
+    )
 
 
 def _get(d: Any, path: Sequence[str]) -> Any:
@@ -156,8 +169,9 @@ def config_diff(runs: Sequence[RunView]) -> list[dict]:
     for k in keys:
         vals = [f.get(k, "–") for f in flat]
         if len({json.dumps(v, sort_keys=True, default=str) for v in vals}) > 1:
-            rows.append({"key": k, "values": [json.dumps(v, default=str) if not isinstance(v, str) else v
-                                              for v in vals]})
+            rows.append(
+                {"key": k, "values": [json.dumps(v, default=str) if not isinstance(v, str) else v for v in vals]}
+            )
     return rows
 
 
@@ -173,13 +187,19 @@ def _figures(runs: Sequence[RunView]) -> tuple[str, str]:
     dist = go.Figure()
     for r in runs:
         if r.returns is not None and r.returns.size:
-            dist.add_trace(go.Histogram(x=(100 * r.returns).tolist(), name=r.run_id, opacity=0.55,
-                                        histnorm="probability", nbinsx=60))
-    dist.update_layout(barmode="overlay", title="Net return per signal (%)", height=380,
-                       margin=dict(l=40, r=20, t=50, b=40))
+            dist.add_trace(
+                go.Histogram(
+                    x=(100 * r.returns).tolist(), name=r.run_id, opacity=0.55, histnorm="probability", nbinsx=60
+                )
+            )
+    dist.update_layout(
+        barmode="overlay", title="Net return per signal (%)", height=380, margin=dict(l=40, r=20, t=50, b=40)
+    )
     cfg = {"displaylogo": False, "responsive": True}
-    return (eq.to_html(full_html=False, include_plotlyjs=False, config=cfg),
-            dist.to_html(full_html=False, include_plotlyjs=False, config=cfg))
+    return (
+        eq.to_html(full_html=False, include_plotlyjs=False, config=cfg),
+        dist.to_html(full_html=False, include_plotlyjs=False, config=cfg),
+    )
 
 
 def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
@@ -191,7 +211,7 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     if len(runs) < 1:
         raise ValueError("give at least one run to compare")
     eq_html, dist_html = _figures(runs)
-    links = []
+    links: list[dict[str, str | None]] = []
     for r in runs:
         if r.tearsheet is not None:
             rel = os.path.relpath(r.tearsheet.resolve(), out_path.resolve().parent)
@@ -201,10 +221,20 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     tpl = env.from_string(TEMPLATE.read_text())
     return tpl.render(
-        runs=[{"id": r.run_id, "path": str(r.path), "name": r.metrics.get("name", ""),
-               "kind": r.metrics.get("kind", "backtest")} for r in runs],
-        metric_rows=metric_rows(runs), config_rows=config_diff(runs), links=links,
-        equity_html=Markup(eq_html), dist_html=Markup(dist_html),
+        runs=[
+            {
+                "id": r.run_id,
+                "path": str(r.path),
+                "name": r.metrics.get("name", ""),
+                "kind": r.metrics.get("kind", "backtest"),
+            }
+            for r in runs
+        ],
+        metric_rows=metric_rows(runs),
+        config_rows=config_diff(runs),
+        links=links,
+        equity_html=Markup(eq_html),
+        dist_html=Markup(dist_html),
         plotly_js=Markup(get_plotlyjs()),
     )
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -174,7 +174,7 @@ class RunConfig(_Frozen):
         return config_id(self.signal_config())
 
 
-def _loc(err: dict[str, Any]) -> str:
+def _loc(err: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in err["loc"]) or "(top level)"
 
 
@@ -209,7 +209,9 @@ def _format_errors(exc: ValidationError, source: str) -> str:
 def parse_config(raw: Any, source: str = "config") -> RunConfig:
     """Validate already-loaded YAML data into a :class:`RunConfig` (raises ConfigError)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with keys name, data, signal, backtest; got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping with keys name, data, signal, backtest; got {type(raw).__name__}"
+        )
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

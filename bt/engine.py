@@ -67,8 +67,15 @@ def event_study(
     """
     trigger_idx = np.asarray(trigger_idx, dtype=np.int64)
     entry, exit_, reason = entry_exit(
-        ts_ms, price, trigger_idx, latency_ms=latency_ms, horizons_ms=horizons_ms,
-        slippage=costs.slippage, take_profit=take_profit, stop_loss=stop_loss, trigger_ts_ms=trigger_ts_ms,
+        ts_ms,
+        price,
+        trigger_idx,
+        latency_ms=latency_ms,
+        horizons_ms=horizons_ms,
+        slippage=costs.slippage,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
+        trigger_ts_ms=trigger_ts_ms,
         coverage=coverage,
     )
     n, nh = exit_.shape

@@ -28,11 +28,15 @@ def _prepare(entry_ts_ms, exit_ts_ms, funding_ts_ms) -> tuple[np.ndarray, np.nda
     if ts.ndim != 1:
         raise ValueError(f"funding times must be one-dimensional; got shape {ts.shape}")
     if len(ts) > 1 and (np.diff(ts) <= 0).any():
-        raise ValueError("funding times must be strictly increasing; sort and deduplicate them "
-                         "(datasets.sources.funding.read_funding returns them so)")
+        raise ValueError(
+            "funding times must be strictly increasing; sort and deduplicate them "
+            "(datasets.sources.funding.read_funding returns them so)"
+        )
     if (exit_ < entry).any():
         i = int(np.argmax(exit_ < entry))
-        raise ValueError(f"a position exits before it enters: entry {int(entry.flat[i])} > exit {int(exit_.flat[i])} ms")
+        raise ValueError(
+            f"a position exits before it enters: entry {int(entry.flat[i])} > exit {int(exit_.flat[i])} ms"
+        )
     return entry, exit_, ts
 
 

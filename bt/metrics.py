@@ -7,8 +7,12 @@ same numbers go to ``metrics.json``, MLflow, the console table and the compare r
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "event_metrics",
@@ -71,8 +75,9 @@ def n_independent(cluster: np.ndarray) -> int:
     return int(np.unique(c).size)
 
 
-def cluster_bootstrap_mean_ci(x: np.ndarray, cluster: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                              level: float = 0.95) -> list[float]:
+def cluster_bootstrap_mean_ci(
+    x: np.ndarray, cluster: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> list[float]:
     """Percentile CI of the mean of ``x`` resampling whole clusters (block bootstrap).
 
     Each replicate draws as many clusters as there are, with replacement, and takes the mean of
@@ -151,8 +156,9 @@ def event_metrics(
     k = n_independent(cl) if n else 0
     out: dict = {"n_signals": n, "n_independent": k}
     if n == 0:
-        out.update({k: None for k in ("mean_return", "median_return", "win_rate", "hit_rate_1pct",
-                                      "precision", "std_return")})
+        out.update(
+            {k: None for k in ("mean_return", "median_return", "win_rate", "hit_rate_1pct", "precision", "std_return")}
+        )
         out.update({f"p{p}": None for p in PERCENTILES})
         out["mean_return_ci95"] = None
         out["ci_note"] = "no signals"
@@ -171,8 +177,10 @@ def event_metrics(
     out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)})
     if k < MIN_CLUSTERS_FOR_CI:
         out["mean_return_ci95"] = None
-        out["ci_note"] = (f"{k} independent signal cluster{'s' if k != 1 else ''} (overlapping outcome "
-                          f"windows count once); a CI needs at least {MIN_CLUSTERS_FOR_CI}")
+        out["ci_note"] = (
+            f"{k} independent signal cluster{'s' if k != 1 else ''} (overlapping outcome "
+            f"windows count once); a CI needs at least {MIN_CLUSTERS_FOR_CI}"
+        )
     elif n_boot <= 0:
         out["mean_return_ci95"] = None
         out["ci_note"] = "bootstrap disabled (backtest.bootstrap: 0)"
@@ -211,9 +219,17 @@ def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, 
     eq = np.asarray(equity.to_numpy(), dtype=np.float64)
     out: dict = {"n_trades": int(n_trades)}
     if eq.size < 2:
-        out.update(total_return=0.0, sharpe=None, sortino=None, max_drawdown=0.0, exposure=0.0,
-                   trade_win_rate=None, cagr=None, n_days=0.0,
-                   annualisation_note="no equity curve: nothing to annualise")
+        out.update(
+            total_return=0.0,
+            sharpe=None,
+            sortino=None,
+            max_drawdown=0.0,
+            exposure=0.0,
+            trade_win_rate=None,
+            cagr=None,
+            n_days=0.0,
+            annualisation_note="no equity curve: nothing to annualise",
+        )
         return out
     span_days = (equity.index[-1] - equity.index[0]).total_seconds() / 86_400.0
     daily = daily_returns(equity).to_numpy()

@@ -240,8 +240,9 @@ class EventTable:
         return int(self.ts_ms.shape[0])
 
     def take(self, idx: np.ndarray) -> "EventTable":
-        return EventTable(self.ts_ms[idx], self.end_ts_ms[idx], self.X[idx], self.net_return[idx],
-                          self.label[idx], self.feature_names)
+        return EventTable(
+            self.ts_ms[idx], self.end_ts_ms[idx], self.X[idx], self.net_return[idx], self.label[idx], self.feature_names
+        )
 
     def select_features(self, names: Sequence[str]) -> "EventTable":
         if tuple(names) == self.feature_names:
@@ -251,8 +252,9 @@ class EventTable:
             if n not in self.feature_names:
                 raise ValueError(f"feature {n!r} is not in the event table; have {list(self.feature_names)}")
             cols.append(self.feature_names.index(n))
-        return EventTable(self.ts_ms, self.end_ts_ms, np.ascontiguousarray(self.X[:, cols]),
-                          self.net_return, self.label, tuple(names))
+        return EventTable(
+            self.ts_ms, self.end_ts_ms, np.ascontiguousarray(self.X[:, cols]), self.net_return, self.label, tuple(names)
+        )
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -281,8 +283,9 @@ def _purged(ts: np.ndarray, end: np.ndarray, lo: int, hi: int, purge_ms: int) ->
     return np.flatnonzero((ts >= lo) & (ts < hi) & (end < hi) & (ts < hi - purge_ms))
 
 
-def purged_splits(ts_ms: np.ndarray, end_ts_ms: np.ndarray, split: SplitConfig, *, span_ms: tuple[int, int],
-                  horizon_ms: int) -> Splits:
+def purged_splits(
+    ts_ms: np.ndarray, end_ts_ms: np.ndarray, split: SplitConfig, *, span_ms: tuple[int, int], horizon_ms: int
+) -> Splits:
     """Time-ordered train / validation / test indices with purge gaps.
 
     Args:
@@ -337,8 +340,7 @@ def purged_splits(ts_ms: np.ndarray, end_ts_ms: np.ndarray, split: SplitConfig, 
 # --- training ---------------------------------------------------------------------------------
 
 
-def train_booster(X: np.ndarray, y: np.ndarray, cfg: ModelConfig, *, seed: int | None = None,
-                  num_threads: int = 1):
+def train_booster(X: np.ndarray, y: np.ndarray, cfg: ModelConfig, *, seed: int | None = None, num_threads: int = 1):
     """Train a LightGBM binary classifier on ``X, y`` with the config's params and imbalance rule.
 
     ``downsample`` keeps each negative with probability ``neg_keep`` (seeded): the probabilities
@@ -362,11 +364,14 @@ def train_booster(X: np.ndarray, y: np.ndarray, cfg: ModelConfig, *, seed: int |
             weight = np.where(y > 0, y.shape[0] / (2 * n_pos), y.shape[0] / (2 * n_neg))
     params = cfg.lgbm_params()
     rounds = int(params.pop("num_boost_round"))
-    params.update(objective="binary", verbose=-1, seed=seed, num_threads=num_threads,
-                  deterministic=True, force_row_wise=True)
+    params.update(
+        objective="binary", verbose=-1, seed=seed, num_threads=num_threads, deterministic=True, force_row_wise=True
+    )
     if y.size == 0:
-        raise ValueError("no training events left (after purging and down-sampling); widen the "
-                         "data span, loosen the whale rule or raise imbalance.neg_keep")
+        raise ValueError(
+            "no training events left (after purging and down-sampling); widen the "
+            "data span, loosen the whale rule or raise imbalance.neg_keep"
+        )
     ds = lgb.Dataset(X, y, weight=weight, free_raw_data=True, params={"verbose": -1})
     return lgb.train(params, ds, num_boost_round=rounds)
 
@@ -420,8 +425,9 @@ def _windows(n: int, ts_ms, end_ts_ms, window_ms) -> tuple[np.ndarray, np.ndarra
     return start, end
 
 
-def independent_counts(prob: np.ndarray, start_ts_ms: np.ndarray, end_ts_ms: np.ndarray,
-                       grid: np.ndarray) -> np.ndarray:
+def independent_counts(
+    prob: np.ndarray, start_ts_ms: np.ndarray, end_ts_ms: np.ndarray, grid: np.ndarray
+) -> np.ndarray:
     """Independent signals (clusters of overlapping ``[start, end]`` windows) kept by each threshold.
 
     For each candidate ``t`` of ``grid`` the events with ``prob >= t`` are clustered as
@@ -445,9 +451,16 @@ def independent_counts(prob: np.ndarray, start_ts_ms: np.ndarray, end_ts_ms: np.
     return out
 
 
-def choose_threshold(prob: np.ndarray, net_return: np.ndarray, label: np.ndarray,
-                     cfg: ThresholdConfig, *, ts_ms: np.ndarray | None = None,
-                     end_ts_ms: np.ndarray | None = None, window_ms: int | None = None) -> ThresholdChoice:
+def choose_threshold(
+    prob: np.ndarray,
+    net_return: np.ndarray,
+    label: np.ndarray,
+    cfg: ThresholdConfig,
+    *,
+    ts_ms: np.ndarray | None = None,
+    end_ts_ms: np.ndarray | None = None,
+    window_ms: int | None = None,
+) -> ThresholdChoice:
     """Pick the decision threshold from validation predictions only.
 
     Candidates are the grid ``step, 2 * step, ... < 1``. ``min_signals`` counts **independent**
@@ -486,8 +499,15 @@ def choose_threshold(prob: np.ndarray, net_return: np.ndarray, label: np.ndarray
     def result(t: float, rule: str, feasible: bool = True) -> ThresholdChoice:
         sel = prob >= t
         n = int(sel.sum())
-        return ThresholdChoice(float(t), rule, n, float(lab[sel].mean()) if n else None,
-                               float(ret[sel].mean()) if n else None, n_ind(t), feasible)
+        return ThresholdChoice(
+            float(t),
+            rule,
+            n,
+            float(lab[sel].mean()) if n else None,
+            float(ret[sel].mean()) if n else None,
+            n_ind(t),
+            feasible,
+        )
 
     if cfg.policy == "fixed":
         ok = n_ind(cfg.value) >= cfg.min_signals
@@ -519,8 +539,9 @@ def choose_threshold(prob: np.ndarray, net_return: np.ndarray, label: np.ndarray
 # --- validation and test ----------------------------------------------------------------------
 
 
-def objective_value(returns: np.ndarray, ts_ms: np.ndarray, kind: str, *, span_ms: tuple[int, int],
-                    period_ms: int) -> float:
+def objective_value(
+    returns: np.ndarray, ts_ms: np.ndarray, kind: str, *, span_ms: tuple[int, int], period_ms: int
+) -> float:
     """The sweep's objective over the selected validation signals (NaN when there are none)."""
     from bt.overfit import per_period_returns, sharpe_ratio
 
@@ -563,8 +584,9 @@ class ValidationResult:
         }
 
 
-def fit_validate(table: EventTable, splits: Splits, cfg: ModelConfig, *, refit: bool | None = None,
-                 on_fold=None) -> ValidationResult:
+def fit_validate(
+    table: EventTable, splits: Splits, cfg: ModelConfig, *, refit: bool | None = None, on_fold=None
+) -> ValidationResult:
     """Train on each fold, pool the out-of-fold validation predictions, choose the threshold.
 
     Args:
@@ -588,32 +610,51 @@ def fit_validate(table: EventTable, splits: Splits, cfg: ModelConfig, *, refit: 
         idxs.append(va)
         if on_fold is not None and len(splits.folds) > 1:
             pooled_p, pooled_i = np.concatenate(probs), np.concatenate(idxs)
-            ch = choose_threshold(pooled_p, table.net_return[pooled_i], table.label[pooled_i], cfg.threshold,
-                                  ts_ms=table.ts_ms[pooled_i], end_ts_ms=table.end_ts_ms[pooled_i])
+            ch = choose_threshold(
+                pooled_p,
+                table.net_return[pooled_i],
+                table.label[pooled_i],
+                cfg.threshold,
+                ts_ms=table.ts_ms[pooled_i],
+                end_ts_ms=table.end_ts_ms[pooled_i],
+            )
             sel = pooled_i[pooled_p >= ch.threshold]
-            v = objective_value(table.net_return[sel], table.ts_ms[sel], cfg.objective,
-                                span_ms=(splits.boundaries_ms["validation"], splits.boundaries_ms["test"]),
-                                period_ms=cfg.period_ms)
+            v = objective_value(
+                table.net_return[sel],
+                table.ts_ms[sel],
+                cfg.objective,
+                span_ms=(splits.boundaries_ms["validation"], splits.boundaries_ms["test"]),
+                period_ms=cfg.period_ms,
+            )
             fold_values.append(v)
             on_fold(j, v)
     val_prob = np.concatenate(probs) if probs else np.empty(0)
     val_idx = np.concatenate(idxs) if idxs else np.empty(0, np.int64)
     order = np.argsort(val_idx, kind="stable")
     val_prob, val_idx = val_prob[order], val_idx[order]
-    choice = choose_threshold(val_prob, table.net_return[val_idx], table.label[val_idx], cfg.threshold,
-                              ts_ms=table.ts_ms[val_idx], end_ts_ms=table.end_ts_ms[val_idx])
+    choice = choose_threshold(
+        val_prob,
+        table.net_return[val_idx],
+        table.label[val_idx],
+        cfg.threshold,
+        ts_ms=table.ts_ms[val_idx],
+        end_ts_ms=table.end_ts_ms[val_idx],
+    )
     sel = val_idx[val_prob >= choice.threshold]
     span = (splits.boundaries_ms["validation"], splits.boundaries_ms["test"])
-    value = objective_value(table.net_return[sel], table.ts_ms[sel], cfg.objective, span_ms=span,
-                            period_ms=cfg.period_ms)
+    value = objective_value(
+        table.net_return[sel], table.ts_ms[sel], cfg.objective, span_ms=span, period_ms=cfg.period_ms
+    )
     if refit is None:
         refit = len(splits.folds) > 1
     train_idx = splits.folds[-1][0] if splits.folds else np.empty(0, np.int64)
     if refit:
         both = np.union1d(splits.train, splits.validation)
         # Keep the purge before test: only events whose outcome is known before it.
-        both = both[(table.end_ts_ms[both] < splits.boundaries_ms["test"])
-                    & (table.ts_ms[both] < splits.boundaries_ms["test"] - splits.purge_ms)]
+        both = both[
+            (table.end_ts_ms[both] < splits.boundaries_ms["test"])
+            & (table.ts_ms[both] < splits.boundaries_ms["test"] - splits.purge_ms)
+        ]
         booster = train_booster(table.X[both], table.label[both], cfg)
         train_idx = both
     pr = per_period_returns(table.ts_ms[sel], table.net_return[sel], span[0], span[1], cfg.period_ms)
@@ -640,9 +681,16 @@ class ModelResult:
         return self.validation.threshold.threshold
 
 
-def evaluate_test(table: EventTable, splits: Splits, cfg: ModelConfig, val: ValidationResult,
-                  *, n_trials: int = 1, trial_sharpes: np.ndarray | None = None,
-                  n_boot: int = 2000) -> ModelResult:
+def evaluate_test(
+    table: EventTable,
+    splits: Splits,
+    cfg: ModelConfig,
+    val: ValidationResult,
+    *,
+    n_trials: int = 1,
+    trial_sharpes: np.ndarray | None = None,
+    n_boot: int = 2000,
+) -> ModelResult:
     """Score the test events once with the chosen model and threshold.
 
     Metrics (``test_*``) follow docs/spec.md §4 via :func:`bt.metrics.event_metrics`, plus the plain
@@ -663,24 +711,36 @@ def evaluate_test(table: EventTable, splits: Splits, cfg: ModelConfig, val: Vali
     from bt.metrics import signal_clusters
 
     cl = signal_clusters(ts[sig], table.end_ts_ms[te][sig])
-    m = {f"test_{k}": v for k, v in event_metrics(r[sig], lab[sig], cluster=cl, n_boot=n_boot,
-                                                  seed=cfg.seed).items()}
-    m.update({f"baseline_{k}": v for k, v in event_metrics(r, lab, n_boot=0).items()
-              if k in ("n_signals", "mean_return", "precision", "win_rate")})
+    m = {f"test_{k}": v for k, v in event_metrics(r[sig], lab[sig], cluster=cl, n_boot=n_boot, seed=cfg.seed).items()}
+    m.update(
+        {
+            f"baseline_{k}": v
+            for k, v in event_metrics(r, lab, n_boot=0).items()
+            if k in ("n_signals", "mean_return", "precision", "win_rate")
+        }
+    )
     pr = per_period_returns(ts[sig], r[sig], span[0], span[1], cfg.period_ms)
     if trial_sharpes is None:
         trial_sharpes = np.array([sharpe_ratio(pr)])
     dsr = deflated_sharpe_ratio(pr, n_trials, trial_sharpes=trial_sharpes)
-    m.update({"test_sharpe_per_period": None if math.isnan(dsr.sharpe) else dsr.sharpe,
-              "dsr": None if math.isnan(dsr.dsr) else dsr.dsr, "n_trials": int(n_trials),
-              "test_n_events": int(te.size), "n_purged": splits.n_purged, "purge_ms": splits.purge_ms,
-              "boundaries_ms": dict(splits.boundaries_ms)})
+    m.update(
+        {
+            "test_sharpe_per_period": None if math.isnan(dsr.sharpe) else dsr.sharpe,
+            "dsr": None if math.isnan(dsr.dsr) else dsr.dsr,
+            "n_trials": int(n_trials),
+            "test_n_events": int(te.size),
+            "n_purged": splits.n_purged,
+            "purge_ms": splits.purge_ms,
+            "boundaries_ms": dict(splits.boundaries_ms),
+        }
+    )
     m.update(val.metrics(table))
     return ModelResult(cfg, splits, val, prob, sig, m)
 
 
-def train_and_evaluate(table: EventTable, cfg: ModelConfig, *, span_ms: tuple[int, int], horizon_ms: int,
-                       n_boot: int = 2000) -> ModelResult:
+def train_and_evaluate(
+    table: EventTable, cfg: ModelConfig, *, span_ms: tuple[int, int], horizon_ms: int, n_boot: int = 2000
+) -> ModelResult:
     """Split, train, choose the threshold on validation, evaluate test once (``bt run``)."""
     splits = purged_splits(table.ts_ms, table.end_ts_ms, cfg.split, span_ms=span_ms, horizon_ms=horizon_ms)
     if splits.train.size == 0:
@@ -695,10 +755,21 @@ def train_and_evaluate(table: EventTable, cfg: ModelConfig, *, span_ms: tuple[in
 # --- from trades and gold events --------------------------------------------------------------
 
 
-def event_table(ts_ms: np.ndarray, price: np.ndarray, trigger_idx: np.ndarray, X: np.ndarray,
-                feature_names: Sequence[str], *, horizon_ms: int, latency_ms: int = 0, fee: float = 0.0005,
-                slippage: float = 0.0, label_threshold: float = 0.01, take_profit: float | None = None,
-                stop_loss: float | None = None) -> tuple[EventTable, np.ndarray]:
+def event_table(
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    trigger_idx: np.ndarray,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    *,
+    horizon_ms: int,
+    latency_ms: int = 0,
+    fee: float = 0.0005,
+    slippage: float = 0.0,
+    label_threshold: float = 0.01,
+    take_profit: float | None = None,
+    stop_loss: float | None = None,
+) -> tuple[EventTable, np.ndarray]:
     """Outcomes of whale events fired at ``trigger_idx`` of a trade series, as an EventTable.
 
     Entry, exit, costs and label follow docs/spec.md §3 (``bt.engine.event_study``). Events whose
@@ -708,15 +779,28 @@ def event_table(ts_ms: np.ndarray, price: np.ndarray, trigger_idx: np.ndarray, X
     from bt.engine import Costs, event_study
 
     idx = np.asarray(trigger_idx, dtype=np.int64)
-    study = event_study(ts_ms, price, idx, horizons_ms=[int(horizon_ms)], latency_ms=int(latency_ms),
-                        costs=Costs(fee, slippage), label_threshold=label_threshold,
-                        take_profit=take_profit, stop_loss=stop_loss)
+    study = event_study(
+        ts_ms,
+        price,
+        idx,
+        horizons_ms=[int(horizon_ms)],
+        latency_ms=int(latency_ms),
+        costs=Costs(fee, slippage),
+        label_threshold=label_threshold,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
+    )
     net = study["net_return"].to_numpy(np.float64)
     keep = np.isfinite(net)
     trig_ts = np.asarray(ts_ms, dtype=np.int64)[idx]
-    table = EventTable(trig_ts[keep], study["exit_ts_ms"].to_numpy(np.int64)[keep],
-                       np.ascontiguousarray(np.asarray(X, dtype=np.float64)[keep]), net[keep],
-                       study["label"].to_numpy(bool)[keep], tuple(feature_names))
+    table = EventTable(
+        trig_ts[keep],
+        study["exit_ts_ms"].to_numpy(np.int64)[keep],
+        np.ascontiguousarray(np.asarray(X, dtype=np.float64)[keep]),
+        net[keep],
+        study["label"].to_numpy(bool)[keep],
+        tuple(feature_names),
+    )
     return table, keep
 
 
@@ -726,14 +810,23 @@ def events_frame_table(events, ts_ms: np.ndarray, price: np.ndarray, config) -> 
 
     missing = [f"f_{n}" for n in FEATURE_NAMES if f"f_{n}" not in events.columns]
     if missing:
-        raise ValueError(f"gold events lack feature columns {missing[:3]}...; rebuild gold "
-                         "(the feature spec changed)")
+        raise ValueError(f"gold events lack feature columns {missing[:3]}...; rebuild gold (the feature spec changed)")
     X = events[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy(np.float64)
     b = config.backtest
-    return event_table(ts_ms, price, events["trade_idx"].to_numpy(np.int64), X, FEATURE_NAMES,
-                       horizon_ms=b.horizon_ms, latency_ms=b.entry_latency_ms, fee=b.fee_bps / 1e4,
-                       slippage=b.slippage_bps / 1e4, label_threshold=b.label_threshold,
-                       take_profit=b.take_profit, stop_loss=b.stop_loss)
+    return event_table(
+        ts_ms,
+        price,
+        events["trade_idx"].to_numpy(np.int64),
+        X,
+        FEATURE_NAMES,
+        horizon_ms=b.horizon_ms,
+        latency_ms=b.entry_latency_ms,
+        fee=b.fee_bps / 1e4,
+        slippage=b.slippage_bps / 1e4,
+        label_threshold=b.label_threshold,
+        take_profit=b.take_profit,
+        stop_loss=b.stop_loss,
+    )
 
 
 @dataclass
@@ -777,19 +870,24 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
         if trained is not None and WhaleParams.from_dict(trained) != WhaleParams.from_dict(dict(config.signal.whale)):
             raise ValueError(
                 f"model {cfg.uri} was trained on whale events of {trained}, but the config's signal.whale "
-                f"is {dict(config.signal.whale)}; use the model's rule (see its signal_config.json)")
+                f"is {dict(config.signal.whale)}; use the model's rule (see its signal_config.json)"
+            )
         prob = bundle.predict_matrix(X_all, FEATURE_NAMES)
-        return ModelVerdict(prob, bundle.threshold, cfg.uri, None, {"model_uri": cfg.uri,
-                                                                   "threshold": bundle.threshold},
-                            lineage=bundle.lineage)
+        return ModelVerdict(
+            prob,
+            bundle.threshold,
+            cfg.uri,
+            None,
+            {"model_uri": cfg.uri, "threshold": bundle.threshold},
+            lineage=bundle.lineage,
+        )
     if len(span) == 0:
         raise ValueError("no trades in the span; nothing to train on")
     table, _ = events_frame_table(events, span.ts_ms, span.price, config)
     span_ms = (int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1)
-    res = train_and_evaluate(table, cfg, span_ms=span_ms, horizon_ms=config.backtest.horizon_ms,
-                             n_boot=config.backtest.bootstrap)
+    res = train_and_evaluate(
+        table, cfg, span_ms=span_ms, horizon_ms=config.backtest.horizon_ms, n_boot=config.backtest.bootstrap
+    )
     cols = [FEATURE_NAMES.index(n) for n in cfg.feature_names]
     prob = predict_proba(ensemble_from_booster(res.booster), X_all[:, cols]) if len(events) else np.empty(0)
     return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res)
-
-

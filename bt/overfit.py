@@ -70,8 +70,7 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
     return math.sqrt(sharpe_variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2)
 
 
-def probabilistic_sharpe_ratio(sharpe: float, benchmark: float, n_obs: int, skew: float,
-                               kurtosis: float) -> float:
+def probabilistic_sharpe_ratio(sharpe: float, benchmark: float, n_obs: int, skew: float, kurtosis: float) -> float:
     """P(true Sharpe > ``benchmark``) given an observed per-period ``sharpe`` over ``n_obs``
     periods; ``kurtosis`` is the plain (non-excess) fourth standardised moment."""
     if n_obs < 2 or not math.isfinite(sharpe):
@@ -96,12 +95,12 @@ class DSRResult:
     sharpe_variance: float
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
-def deflated_sharpe_ratio(returns: np.ndarray, n_trials: int, *, sharpe_variance: float | None = None,
-                          trial_sharpes: np.ndarray | None = None) -> DSRResult:
+def deflated_sharpe_ratio(
+    returns: np.ndarray, n_trials: int, *, sharpe_variance: float | None = None, trial_sharpes: np.ndarray | None = None
+) -> DSRResult:
     """Deflated Sharpe ratio of the selected trial's per-period returns.
 
     Args:
@@ -127,13 +126,21 @@ def deflated_sharpe_ratio(returns: np.ndarray, n_trials: int, *, sharpe_variance
     sr = sharpe_ratio(r)
     if r.size > 2 and r.std() > 0:
         z = (r - r.mean()) / r.std()
-        skew, kurt = float(np.mean(z ** 3)), float(np.mean(z ** 4))
+        skew, kurt = float(np.mean(z**3)), float(np.mean(z**4))
     else:
         skew, kurt = 0.0, 3.0
     sr0 = expected_max_sharpe(int(n_trials), float(sharpe_variance))
     dsr = probabilistic_sharpe_ratio(sr, sr0, int(r.size), skew, kurt)
-    return DSRResult(dsr=dsr, sharpe=sr, sharpe_benchmark=sr0, n_trials=int(n_trials), n_obs=int(r.size),
-                     skew=skew, kurtosis=kurt, sharpe_variance=float(sharpe_variance))
+    return DSRResult(
+        dsr=dsr,
+        sharpe=sr,
+        sharpe_benchmark=sr0,
+        n_trials=int(n_trials),
+        n_obs=int(r.size),
+        skew=skew,
+        kurtosis=kurt,
+        sharpe_variance=float(sharpe_variance),
+    )
 
 
 @dataclass(frozen=True)
@@ -147,9 +154,13 @@ class PBOResult:
     logits: np.ndarray  # one relative-rank logit per split (<= 0: below the median)
 
     def to_dict(self) -> dict:
-        return {"pbo": self.pbo, "n_splits": self.n_splits, "n_blocks": self.n_blocks,
-                "n_trials": self.n_trials, "logit_median": float(np.median(self.logits))
-                if self.logits.size else None}
+        return {
+            "pbo": self.pbo,
+            "n_splits": self.n_splits,
+            "n_blocks": self.n_blocks,
+            "n_trials": self.n_trials,
+            "logit_median": float(np.median(self.logits)) if self.logits.size else None,
+        }
 
 
 def _block_sharpe(s1: np.ndarray, s2: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -161,8 +172,7 @@ def _block_sharpe(s1: np.ndarray, s2: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.where(sd > 1e-15, mean / sd, np.sign(mean) * 1e12)
 
 
-def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, *, max_splits: int | None = None,
-             seed: int = 0) -> PBOResult:
+def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, *, max_splits: int | None = None, seed: int = 0) -> PBOResult:
     """Probability of backtest overfitting by CSCV.
 
     The rows (periods) are cut into ``n_blocks`` contiguous blocks of equal size (leftover rows
@@ -187,8 +197,7 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, *, max_splits: int | None 
         raise ValueError(f"n_blocks must be an even number >= 2; got {n_blocks}")
     t, n_trials = m.shape
     if t < n_blocks:
-        raise ValueError(f"{t} periods cannot be cut into {n_blocks} blocks; use shorter periods "
-                         "or fewer blocks")
+        raise ValueError(f"{t} periods cannot be cut into {n_blocks} blocks; use shorter periods or fewer blocks")
     size = t // n_blocks
     blocks = m[: size * n_blocks].reshape(n_blocks, size, n_trials)
     s1 = blocks.sum(axis=1)  # (S, N)
@@ -214,12 +223,14 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, *, max_splits: int | None 
     rank = below + (equal + 1) / 2.0
     w = rank / (n_trials + 1.0)
     logits = np.log(w / (1.0 - w))
-    return PBOResult(pbo=float(np.mean(logits <= 0.0)), n_splits=len(combos), n_blocks=n_blocks,
-                     n_trials=n_trials, logits=logits)
+    return PBOResult(
+        pbo=float(np.mean(logits <= 0.0)), n_splits=len(combos), n_blocks=n_blocks, n_trials=n_trials, logits=logits
+    )
 
 
-def per_period_returns(ts_ms: np.ndarray, returns: np.ndarray, start_ms: int, end_ms: int,
-                       period_ms: int) -> np.ndarray:
+def per_period_returns(
+    ts_ms: np.ndarray, returns: np.ndarray, start_ms: int, end_ms: int, period_ms: int
+) -> np.ndarray:
     """Sum of signal returns per period on a fixed grid ``[start_ms, end_ms)``.
 
     Each signal counts in the period of its timestamp with an equal stake; periods with no

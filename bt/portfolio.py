@@ -130,9 +130,16 @@ def simulate_portfolio(
         first = np.flatnonzero(~np.isnan(bar_px))
         bar_px[: first[0] if first.size else bar_px.size] = price[0] if price.size else np.nan
     units, pnl, alloc, equity, exposure = _simulate_nb(
-        pos["entry_ts_ms"].to_numpy(np.int64), pos["exit_ts_ms"].to_numpy(np.int64),
-        pos["entry_price"].to_numpy(np.float64), pos["exit_price"].to_numpy(np.float64),
-        np.nan_to_num(pos["funding_return"].to_numpy(np.float64)), float(fee), float(init_cash), int(max_positions), bar_end, bar_px,
+        pos["entry_ts_ms"].to_numpy(np.int64),
+        pos["exit_ts_ms"].to_numpy(np.int64),
+        pos["entry_price"].to_numpy(np.float64),
+        pos["exit_price"].to_numpy(np.float64),
+        np.nan_to_num(pos["funding_return"].to_numpy(np.float64)),
+        float(fee),
+        float(init_cash),
+        int(max_positions),
+        bar_end,
+        bar_px,
     )
     pos["units"] = units
     pos["allocation"] = alloc
@@ -140,7 +147,9 @@ def simulate_portfolio(
     pos["position_return"] = np.where(alloc > 0, pnl / np.where(alloc > 0, alloc, 1.0), np.nan)
     index = pd.to_datetime(bar_end, unit="ms", utc=True)
     # Prepend the starting point so the first bar's return is measured from init_cash.
-    eq = pd.Series(np.r_[init_cash, equity], index=index.insert(0, pd.Timestamp(start_ms, unit="ms", tz="UTC")),
-                   name="equity")
-    return PortfolioResult(eq, np.r_[0.0, exposure], pos.reset_index(drop=True),
-                           periods_per_year=365.0 * 86_400_000 / bar_ms)
+    eq = pd.Series(
+        np.r_[init_cash, equity], index=index.insert(0, pd.Timestamp(start_ms, unit="ms", tz="UTC")), name="equity"
+    )
+    return PortfolioResult(
+        eq, np.r_[0.0, exposure], pos.reset_index(drop=True), periods_per_year=365.0 * 86_400_000 / bar_ms
+    )

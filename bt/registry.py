@@ -81,7 +81,7 @@ def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     reg = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
     if reg:
@@ -172,13 +172,20 @@ def _signature(feature_names: Sequence[str]):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("double", n) for n in feature_names]),
-                          outputs=Schema([ColSpec("double", "prob")]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("double", n) for n in feature_names]), outputs=Schema([ColSpec("double", "prob")])
+    )
 
 
-def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
-                     registered_model_name: str | None = None, tags: dict | None = None,
-                     lineage: dict | None = None):
+def log_model_bundle(
+    booster: Any,
+    signal_config: dict,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    tags: dict | None = None,
+    lineage: dict | None = None,
+):
     """Log the pyfunc into the active MLflow run, optionally registering a new version.
 
     Args:
@@ -220,8 +227,9 @@ def log_model_bundle(booster: Any, signal_config: dict, *, name: str = "model",
         if tags:
             client = mlflow.MlflowClient()
             for k, v in tags.items():
-                client.set_model_version_tag(registered_model_name, str(mv), TAG_PREFIX + k,
-                                             json.dumps(v) if not isinstance(v, str) else v)
+                client.set_model_version_tag(
+                    registered_model_name, str(mv), TAG_PREFIX + k, json.dumps(v) if not isinstance(v, str) else v
+                )
     return info, mv
 
 
@@ -246,8 +254,9 @@ def load_bundle(uri: str) -> ModelBundle:
     try:
         m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
-        raise ValueError(f"cannot load model {uri!r}: {exc}. Check the name, version or alias with "
-                         "`bt promote --list`") from None
+        raise ValueError(
+            f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"
+        ) from None
     bundle = m.unwrap_python_model().bundle
     bundle.check_features()
     return bundle
@@ -268,8 +277,9 @@ def _extent(ts_ms: np.ndarray, end_ts_ms: np.ndarray, idx) -> list[int] | None:
     return [int(np.asarray(ts_ms)[idx].min()), int(np.asarray(end_ts_ms)[idx].max())]
 
 
-def lineage_of(result, table, *, exchange: str, symbols: Sequence[str], span_ms: tuple[int, int],
-               sources: Sequence[dict]) -> dict:
+def lineage_of(
+    result, table, *, exchange: str, symbols: Sequence[str], span_ms: tuple[int, int], sources: Sequence[dict]
+) -> dict:
     """The lineage of a trained model (:class:`bt.model.ModelResult` on ``table``).
 
     ``ranges_ms`` holds, per part, ``[first trigger, last exit]`` in ms UTC (inclusive) of the
@@ -323,13 +333,15 @@ def model_lineage(uri: str) -> dict | None:
     try:
         m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
-        raise ValueError(f"cannot load model {uri!r}: {exc}. Check the name, version or alias with "
-                         "`bt promote --list`") from None
+        raise ValueError(
+            f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"
+        ) from None
     return m.unwrap_python_model().bundle.lineage
 
 
-def in_sample_overlap(lineage: dict | None, start_ms: int, end_ms: int,
-                      parts: Sequence[str] = IN_SAMPLE_PARTS) -> list[dict]:
+def in_sample_overlap(
+    lineage: dict | None, start_ms: int, end_ms: int, parts: Sequence[str] = IN_SAMPLE_PARTS
+) -> list[dict]:
     """Parts of the model's data that ``[start_ms, end_ms)`` overlaps.
 
     Returns ``[{"part": "train"|"validation", "from_ms", "to_ms"}]`` (the part's inclusive
@@ -370,25 +382,33 @@ def _fmt_ms(ms: int) -> str:
 def in_sample_message(uri: str, overlaps: list[dict], span_label: str, flag: str = "--allow-in-sample") -> str:
     """``span A..B overlaps the training range ... of URI (and validation ...); pick a span after ...``."""
     first, rest = overlaps[0], overlaps[1:]
-    text = (f"span {span_label} overlaps the {_PART_NAMES[first['part']]} range {_fmt_ms(first['from_ms'])}.."
-            f"{_fmt_ms(first['to_ms'])} of {uri}")
+    text = (
+        f"span {span_label} overlaps the {_PART_NAMES[first['part']]} range {_fmt_ms(first['from_ms'])}.."
+        f"{_fmt_ms(first['to_ms'])} of {uri}"
+    )
     if rest:
-        text += " (and " + ", ".join(f"{_PART_NAMES[o['part']]} {_fmt_ms(o['from_ms'])}..{_fmt_ms(o['to_ms'])}"
-                                     for o in rest) + ")"
+        text += (
+            " (and "
+            + ", ".join(f"{_PART_NAMES[o['part']]} {_fmt_ms(o['from_ms'])}..{_fmt_ms(o['to_ms'])}" for o in rest)
+            + ")"
+        )
     after = max(o["to_ms"] for o in overlaps)
     return text + f"; pick a span after {_fmt_ms(after)} or pass {flag}"
 
 
-def check_in_sample(uri: str, lineage: dict | None, start_ms: int, end_ms: int, span_label: str, *,
-                    allow: bool = False) -> tuple[list[dict], str | None]:
+def check_in_sample(
+    uri: str, lineage: dict | None, start_ms: int, end_ms: int, span_label: str, *, allow: bool = False
+) -> tuple[list[dict], str | None]:
     """Refuse (:class:`InSampleSpan`) a span that overlaps the model's train or validation data.
 
     Returns ``(overlaps, warning)``: overlaps (kept when ``allow``), and a one-line warning when
     the model has no lineage (its training ranges are unknown; the run goes on).
     """
     if lineage is None:
-        return [], (f"warning: {uri} carries no lineage (registered before whalebt recorded it): its "
-                    "training ranges are unknown, so in-sample signals cannot be told apart")
+        return [], (
+            f"warning: {uri} carries no lineage (registered before whalebt recorded it): its "
+            "training ranges are unknown, so in-sample signals cannot be told apart"
+        )
     overlaps = in_sample_overlap(lineage, start_ms, end_ms)
     if overlaps and not allow:
         raise InSampleSpan(in_sample_message(uri, overlaps, span_label))
@@ -406,8 +426,13 @@ class GateResult:
     notes: list[str] = field(default_factory=list)  # what the gate could not check, or checked on a fall-back
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "verdict": "pass" if self.ok else "fail", "reasons": list(self.reasons),
-                "notes": list(self.notes), "values": dict(self.values)}
+        return {
+            "ok": self.ok,
+            "verdict": "pass" if self.ok else "fail",
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "values": dict(self.values),
+        }
 
 
 def _num(v: Any) -> float | None:
@@ -439,36 +464,46 @@ def check_gate(values: dict, gate: GateConfig) -> GateResult:
     mr, dsr, pbo = _num(values.get("test_mean_return")), _num(values.get("dsr")), _num(values.get("pbo"))
     ni, ns = _num(values.get("test_n_independent")), _num(values.get("test_n_signals"))
     if mr is None or not mr > gate.min_mean_return:
-        reasons.append(f"out-of-sample mean return {mr if mr is None else f'{mr:.6f}'} is not above "
-                       f"{gate.min_mean_return:g}")
+        reasons.append(
+            f"out-of-sample mean return {mr if mr is None else f'{mr:.6f}'} is not above {gate.min_mean_return:g}"
+        )
     if ni is not None:
         if ni < gate.min_test_signals:
-            reasons.append(f"{int(ni)} independent test signals ({'?' if ns is None else int(ns)} signals; "
-                           f"overlapping outcome windows count once); the gate needs at least "
-                           f"{gate.min_test_signals}")
+            reasons.append(
+                f"{int(ni)} independent test signals ({'?' if ns is None else int(ns)} signals; "
+                f"overlapping outcome windows count once); the gate needs at least "
+                f"{gate.min_test_signals}"
+            )
     elif ns is not None:
-        note = ("no test_n_independent (registered before independent signals were counted): "
-                "the gate counted raw test signals")
+        note = (
+            "no test_n_independent (registered before independent signals were counted): "
+            "the gate counted raw test signals"
+        )
         notes.append(note)
         if ns < gate.min_test_signals:
-            reasons.append(f"{int(ns)} test signals (raw count: this version was registered before "
-                           f"independent signals were counted); the gate needs at least "
-                           f"{gate.min_test_signals}")
+            reasons.append(
+                f"{int(ns)} test signals (raw count: this version was registered before "
+                f"independent signals were counted); the gate needs at least "
+                f"{gate.min_test_signals}"
+            )
     else:
         reasons.append(f"no test signals; the gate needs at least {gate.min_test_signals}")
     if dsr is None or not dsr >= gate.min_dsr:
-        reasons.append(f"deflated Sharpe ratio {dsr if dsr is None else f'{dsr:.3f}'} is below "
-                       f"{gate.min_dsr:g}")
+        reasons.append(f"deflated Sharpe ratio {dsr if dsr is None else f'{dsr:.3f}'} is below {gate.min_dsr:g}")
     if pbo is None:
         notes.append("no probability of backtest overfitting (not chosen by a sweep): max_pbo not checked")
     elif pbo > gate.max_pbo:
         reasons.append(f"probability of backtest overfitting {pbo:.3f} is above {gate.max_pbo:g}")
-    return GateResult(not reasons, reasons, {"test_mean_return": mr, "test_n_independent": ni,
-                                             "test_n_signals": ns, "dsr": dsr, "pbo": pbo}, notes)
+    return GateResult(
+        not reasons,
+        reasons,
+        {"test_mean_return": mr, "test_n_independent": ni, "test_n_signals": ns, "dsr": dsr, "pbo": pbo},
+        notes,
+    )
 
 
 def _gate_values(client, name: str, mv) -> dict:
-    vals = {k[len(TAG_PREFIX):]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG_PREFIX)}
+    vals = {k[len(TAG_PREFIX) :]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG_PREFIX)}
     if mv.run_id and not all(k in vals for k in GATE_KEYS):
         try:
             run_metrics = client.get_run(mv.run_id).data.metrics
@@ -479,8 +514,16 @@ def _gate_values(client, name: str, mv) -> dict:
     return vals
 
 
-def promote(name: str, version: str | int, alias: str, *, gate: GateConfig, reason: str = "",
-            force: bool = False, user: str | None = None) -> GateResult:
+def promote(
+    name: str,
+    version: str | int,
+    alias: str,
+    *,
+    gate: GateConfig,
+    reason: str = "",
+    force: bool = False,
+    user: str | None = None,
+) -> GateResult:
     """Set ``alias`` on ``name`` version ``version`` if it passes the gate.
 
     Records ``whalebt.promoted_by``/``promoted_at``/``promotion_reason``/``promoted_alias`` as
@@ -493,19 +536,18 @@ def promote(name: str, version: str | int, alias: str, *, gate: GateConfig, reas
     try:
         mv = client.get_model_version(name, str(version))
     except Exception as exc:
-        raise ValueError(f"no version {version} of registered model {name!r}: {exc}. "
-                         "See `bt promote --list`") from None
+        raise ValueError(f"no version {version} of registered model {name!r}: {exc}. See `bt promote --list`") from None
     res = check_gate(_gate_values(client, name, mv), gate)
     if not res.ok and not force:
         raise PromotionRefused(
-            f"refused to set alias {alias!r} on {name} version {version}: " + "; ".join(res.reasons)
+            f"refused to set alias {alias!r} on {name} version {version}: "
+            + "; ".join(res.reasons)
             + ". Lower the bounds with --min-dsr/--min-test-signals/--min-mean-return/--max-pbo, or --force"
         )
     who = user or getpass.getuser()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     why = reason or ("gate passed" if res.ok else "forced past the gate: " + "; ".join(res.reasons))
-    for k, v in {"promoted_by": who, "promoted_at": now, "promotion_reason": why,
-                 "promoted_alias": alias}.items():
+    for k, v in {"promoted_by": who, "promoted_at": now, "promotion_reason": why, "promoted_alias": alias}.items():
         client.set_model_version_tag(name, str(version), TAG_PREFIX + k, v)
     client.set_registered_model_alias(name, alias, str(version))
     return res
@@ -522,7 +564,13 @@ def list_aliases(name: str | None = None) -> list[dict]:
         for alias, ver in sorted((rm.aliases or {}).items()):
             mv = client.get_model_version(rm.name, str(ver))
             tags = mv.tags or {}
-            rows.append({"name": rm.name, "alias": alias, "version": str(ver),
-                         "promoted_by": tags.get(TAG_PREFIX + "promoted_by"),
-                         "promoted_at": tags.get(TAG_PREFIX + "promoted_at")})
+            rows.append(
+                {
+                    "name": rm.name,
+                    "alias": alias,
+                    "version": str(ver),
+                    "promoted_by": tags.get(TAG_PREFIX + "promoted_by"),
+                    "promoted_at": tags.get(TAG_PREFIX + "promoted_at"),
+                }
+            )
     return rows

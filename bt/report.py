@@ -9,7 +9,6 @@ import logging
 import warnings
 from pathlib import Path
 
-import pandas as pd
 
 __all__ = ["metrics_table", "print_metrics", "write_tearsheet"]
 
@@ -66,7 +65,8 @@ def metrics_table(metrics: dict):
     by_h = metrics.get("by_horizon", {})
     if len(by_h) > 1:
         t.caption = "other horizons: " + ", ".join(
-            f"{h}: {signals_headline(m)}, mean {_pct(m.get('mean_return'))}" for h, m in by_h.items()
+            f"{h}: {signals_headline(m)}, mean {_pct(m.get('mean_return'))}"
+            for h, m in by_h.items()
             if h != metrics["horizon"]
         )
     return t
@@ -76,13 +76,18 @@ def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
     from rich.console import Console
 
     console = Console()
-    console.print(f"[bold]{metrics['name']}[/bold]: {signals_headline(metrics)} at horizon {metrics['horizon']}, "
-                  f"mean net return {_pct(metrics.get('mean_return'))}")
+    console.print(
+        f"[bold]{metrics['name']}[/bold]: {signals_headline(metrics)} at horizon {metrics['horizon']}, "
+        f"mean net return {_pct(metrics.get('mean_return'))}"
+    )
     console.print(metrics_table(metrics))
     c = metrics["costs"]
     fc = metrics.get("funding_coverage")
-    funding = "not included" if not c["funding"] else "included" + (f" ({fc:.0%} of holding windows covered)"
-                                                                      if fc is not None and fc < 1 else "")
+    funding = (
+        "not included"
+        if not c["funding"]
+        else "included" + (f" ({fc:.0%} of holding windows covered)" if fc is not None and fc < 1 else "")
+    )
     console.print(
         f"costs: fee {c['fee_bps']} bps per side, slippage {c['slippage_bps']} bps, "
         f"entry {c['entry_latency_ms']} ms after the trigger at the first trade in a later millisecond "
@@ -118,20 +123,24 @@ def write_tearsheet(pf, metrics: dict, path: Path) -> None:
 
     rets = daily_returns(pf.equity)
     rets.index = rets.index.tz_localize(None)
-    title = f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} " \
-            f"{metrics['data']['start']}..{metrics['data']['end']}, horizon {metrics['horizon']}"
+    title = (
+        f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} "
+        f"{metrics['data']['start']}..{metrics['data']['end']}, horizon {metrics['horizon']}"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qs.reports.html(rets, output=str(path), title=title, periods_per_year=PERIODS_PER_YEAR)
     note = (metrics.get("portfolio") or {}).get("annualisation_note")
     if note:
         page = path.read_text()
-        banner = (f'<div style="background:#fff3cd;border:1px solid #c9a227;padding:8px;margin:8px 0;'
-                  f'font-family:sans-serif"><b>Not annualised by whalebt:</b> {html.escape(note)}. '
-                  "The annualised figures quantstats prints below (CAGR, Sharpe, Sortino, ...) "
-                  "extrapolate too short a span; metrics.json leaves them null.</div>")
+        banner = (
+            f'<div style="background:#fff3cd;border:1px solid #c9a227;padding:8px;margin:8px 0;'
+            f'font-family:sans-serif"><b>Not annualised by whalebt:</b> {html.escape(note)}. '
+            "The annualised figures quantstats prints below (CAGR, Sharpe, Sortino, ...) "
+            "extrapolate too short a span; metrics.json leaves them null.</div>"
+        )
         at = page.find("<body>")
-        page = page[: at + 6] + banner + page[at + 6:] if at >= 0 else banner + page
+        page = page[: at + 6] + banner + page[at + 6 :] if at >= 0 else banner + page
         path.write_text(page)
 
 

@@ -53,13 +53,24 @@ class SignalSet:
         ev = self.events
         return [
             journal_record(
-                exchange=self.span.exchange, symbol=self.span.symbol, trade_id=t, ts_ms=ts, price=p,
-                notional_usd=nu, prob=None if np.isnan(pr) else pr, decision=d,
-                config_id=self.config_id, model=self.model_uri,
+                exchange=self.span.exchange,
+                symbol=self.span.symbol,
+                trade_id=t,
+                ts_ms=ts,
+                price=p,
+                notional_usd=nu,
+                prob=None if np.isnan(pr) else pr,
+                decision=d,
+                config_id=self.config_id,
+                model=self.model_uri,
             )
             for t, ts, p, nu, pr, d in zip(
-                ev["trade_id"].to_numpy(), ev["ts_ms"].to_numpy(), ev["price"].to_numpy(),
-                ev["notional_usd"].to_numpy(), ev["prob"].to_numpy(), ev["decision"].to_numpy(),
+                ev["trade_id"].to_numpy(),
+                ev["ts_ms"].to_numpy(),
+                ev["price"].to_numpy(),
+                ev["notional_usd"].to_numpy(),
+                ev["prob"].to_numpy(),
+                ev["decision"].to_numpy(),
             )
         ]
 
@@ -81,8 +92,7 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True,
-                    bundle=None) -> SignalSet:
+def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None) -> SignalSet:
     """Load trades, build (or reuse) silver and gold, and decide each whale event.
 
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
@@ -93,8 +103,9 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     _say(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol} from {len(span.partitions)} partitions", quiet)
     ensure_silver(lake, span)
     bt = config.backtest
-    events, cached = ensure_gold(lake, span, dict(config.signal.whale), bt.all_horizons_ms,
-                                 bt.entry_latency_ms, d.start)
+    events, cached = ensure_gold(
+        lake, span, dict(config.signal.whale), bt.all_horizons_ms, bt.entry_latency_ms, d.start
+    )
     _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
     events = events.copy()
     events["trade_idx"] = _trade_index(span, events)
@@ -119,13 +130,15 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
         if oos_from_ms is not None:
             # A model trained by this run: only events from its test boundary on are out of sample.
             keep = events["ts_ms"].to_numpy(np.int64) >= oos_from_ms
-            _say(f"model trained by this run: keeping the {int(keep.sum()):,} out-of-sample events "
-                 f"from {pd.Timestamp(oos_from_ms, unit='ms', tz='UTC')} on", quiet)
+            _say(
+                f"model trained by this run: keeping the {int(keep.sum()):,} out-of-sample events "
+                f"from {pd.Timestamp(oos_from_ms, unit='ms', tz='UTC')} on",
+                quiet,
+            )
             events, prob = events[keep].reset_index(drop=True), prob[keep]
     events["prob"] = prob
     events["decision"] = [decide(None if np.isnan(p) else p, threshold) for p in prob]
-    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms,
-                     lineage)
+    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms, lineage)
 
 
 def span_ms(config: RunConfig) -> tuple[int, int]:
@@ -134,8 +147,9 @@ def span_ms(config: RunConfig) -> tuple[int, int]:
     return start, int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + 86_400_000
 
 
-def in_sample_guard(config: RunConfig, *, allow_in_sample: bool = False, quiet: bool = False,
-                    tracking_uri: str | None = None):
+def in_sample_guard(
+    config: RunConfig, *, allow_in_sample: bool = False, quiet: bool = False, tracking_uri: str | None = None
+):
     """Load ``model.uri`` and refuse a span overlapping its train or validation data.
 
     Returns ``(bundle, overlaps)``; ``(None, [])`` without a registered model. Raises
@@ -157,13 +171,18 @@ def in_sample_guard(config: RunConfig, *, allow_in_sample: bool = False, quiet: 
         connect(tracking_uri)
     bundle = load_bundle(uri)
     lo, hi = span_ms(config)
-    overlaps, warning = check_in_sample(uri, bundle.lineage, lo, hi, f"{config.data.start}..{config.data.end}",
-                                        allow=allow_in_sample)
+    overlaps, warning = check_in_sample(
+        uri, bundle.lineage, lo, hi, f"{config.data.start}..{config.data.end}", allow=allow_in_sample
+    )
     if warning:
         print(warning, file=sys.stderr, flush=True)
     if overlaps:
-        _say(f"warning: --allow-in-sample: signals inside {uri}'s " + " and ".join(o["part"] for o in overlaps)
-             + " ranges are reported apart (metrics.json in_sample); the headline is out of sample", quiet)
+        _say(
+            f"warning: --allow-in-sample: signals inside {uri}'s "
+            + " and ".join(o["part"] for o in overlaps)
+            + " ranges are reported apart (metrics.json in_sample); the headline is out of sample",
+            quiet,
+        )
     return bundle, overlaps
 
 
@@ -175,7 +194,7 @@ def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
     want = events["trade_id"].to_numpy(np.int64)
     out = np.empty(len(events), np.int64)
     for j in range(len(events)):
-        seg = span.trade_id[lo[j]:hi[j]]
+        seg = span.trade_id[lo[j] : hi[j]]
         hit = np.flatnonzero(seg == want[j])
         if hit.size == 0:
             raise RuntimeError(f"gold event trade {want[j]} is not in bronze; rebuild gold")
@@ -209,8 +228,12 @@ def funding_coverage(primary: pd.DataFrame, funding: FundingSeries | None) -> fl
     if funding is None or not len(funding):
         return 0.0
     interval = int(np.median(np.diff(funding.ts_ms))) if len(funding) > 1 else 8 * 3_600_000
-    ok = funding_covered(held["entry_ts_ms"].to_numpy(np.int64), held["exit_ts_ms"].to_numpy(np.int64),
-                         funding.ts_ms, interval_ms=interval)
+    ok = funding_covered(
+        held["entry_ts_ms"].to_numpy(np.int64),
+        held["exit_ts_ms"].to_numpy(np.int64),
+        funding.ts_ms,
+        interval_ms=interval,
+    )
     return float(ok.mean())
 
 
@@ -218,23 +241,33 @@ class FundingMissingError(UserError):
     """``backtest.funding: required`` and the lake lacks funding for some holding windows."""
 
 
-def _check_funding(coverage: float | None, funding: FundingSeries | None, mode: str, span: TradeSpan,
-                   quiet: bool) -> None:
+def _check_funding(
+    coverage: float | None, funding: FundingSeries | None, mode: str, span: TradeSpan, quiet: bool
+) -> None:
     """One warning line (or, with ``backtest.funding: required``, an error) when funding is missing."""
     if coverage is None or coverage >= 1.0:
         return
     days = pd.to_datetime([int(span.ts_ms[0]), int(span.ts_ms[-1])], unit="ms", utc=True).date
-    how = (f"`datasets ingest funding --exchange {span.exchange} --symbol {span.symbol} "
-           f"--start {days[0]} --end {days[1]}`")
+    how = (
+        f"`datasets ingest funding --exchange {span.exchange} --symbol {span.symbol} --start {days[0]} --end {days[1]}`"
+    )
     none = funding is None or not len(funding)
-    what = ("no funding data in the lake for this symbol" if none
-            else f"funding prints cover {coverage:.1%} of the signals' holding windows")
+    what = (
+        "no funding data in the lake for this symbol"
+        if none
+        else f"funding prints cover {coverage:.1%} of the signals' holding windows"
+    )
     rest = "returns exclude funding" if none else "the others are charged no funding"
     if mode == "required":
-        raise FundingMissingError(f"{what}, and backtest.funding is 'required'; ingest it with {how}, "
-                                  "or set backtest.funding: optional to charge missing funding as zero")
-    _say(f"warning: {what}: {rest} (funding_coverage {coverage:.2f} in "
-         f"metrics.json); ingest it with {how}, or set backtest.funding: required to refuse", quiet)
+        raise FundingMissingError(
+            f"{what}, and backtest.funding is 'required'; ingest it with {how}, "
+            "or set backtest.funding: optional to charge missing funding as zero"
+        )
+    _say(
+        f"warning: {what}: {rest} (funding_coverage {coverage:.2f} in "
+        f"metrics.json); ingest it with {how}, or set backtest.funding: required to refuse",
+        quiet,
+    )
 
 
 def run_backtest(
@@ -269,8 +302,7 @@ def run_backtest(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     lake = Lake(config.data.lake)
-    bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet,
-                                       tracking_uri=tracking_uri)
+    bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
     sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
@@ -285,16 +317,27 @@ def run_backtest(
         price_span = load_trades(lake, pe, config.data.symbol, config.data.start, config.data.end)
         trig_ts = longs["ts_ms"].to_numpy(np.int64)
         trig_idx = np.searchsorted(price_span.ts_ms, trig_ts, side="right").astype(np.int64) - 1
-        _say(f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
-             f"({len(price_span):,} trades)", quiet)
+        _say(
+            f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
+            f"({len(price_span):,} trades)",
+            quiet,
+        )
     holes = _check_holes(config, span, price_span, strict)
     funding = _load_funding(lake, price_span) if len(price_span) else None
     t1 = time.perf_counter()
     study = event_study(
-        price_span.ts_ms, price_span.price, trig_idx, horizons_ms=horizons,
-        latency_ms=bt.entry_latency_ms, costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
-        label_threshold=bt.label_threshold, take_profit=bt.take_profit, stop_loss=bt.stop_loss,
-        funding=funding, trigger_ts_ms=trig_ts, coverage=price_span.coverage,
+        price_span.ts_ms,
+        price_span.price,
+        trig_idx,
+        horizons_ms=horizons,
+        latency_ms=bt.entry_latency_ms,
+        costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
+        label_threshold=bt.label_threshold,
+        take_profit=bt.take_profit,
+        stop_loss=bt.stop_loss,
+        funding=funding,
+        trigger_ts_ms=trig_ts,
+        coverage=price_span.coverage,
     )
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
@@ -305,8 +348,9 @@ def run_backtest(
     for h in horizons:
         at = (study["horizon_ms"] == h).to_numpy()
         rows = study[at]
-        study.loc[at, "cluster"] = signal_clusters(rows["trigger_ts_ms"].to_numpy(np.int64),
-                                                   rows["exit_ts_ms"].to_numpy(np.int64))
+        study.loc[at, "cluster"] = signal_clusters(
+            rows["trigger_ts_ms"].to_numpy(np.int64), rows["exit_ts_ms"].to_numpy(np.int64)
+        )
     split_metrics = None
     if overlaps:
         from bt.registry import in_sample_mask
@@ -317,12 +361,22 @@ def run_backtest(
             part = study[study["in_sample"] == want]
             prim = part[part["horizon_ms"] == horizons[0]]
             split_metrics[name] = {
-                **event_metrics(prim["net_return"].to_numpy(), prim["label"].to_numpy(), cluster=prim["cluster"].to_numpy(),
-                                n_boot=bt.bootstrap, seed=bt.seed),
-                "by_horizon": {format_duration(h): event_metrics(
-                    part.loc[part["horizon_ms"] == h, "net_return"].to_numpy(),
-                    part.loc[part["horizon_ms"] == h, "label"].to_numpy(),
-                    cluster=part.loc[part["horizon_ms"] == h, "cluster"].to_numpy(), n_boot=0) for h in horizons},
+                **event_metrics(
+                    prim["net_return"].to_numpy(),
+                    prim["label"].to_numpy(),
+                    cluster=prim["cluster"].to_numpy(),
+                    n_boot=bt.bootstrap,
+                    seed=bt.seed,
+                ),
+                "by_horizon": {
+                    format_duration(h): event_metrics(
+                        part.loc[part["horizon_ms"] == h, "net_return"].to_numpy(),
+                        part.loc[part["horizon_ms"] == h, "label"].to_numpy(),
+                        cluster=part.loc[part["horizon_ms"] == h, "cluster"].to_numpy(),
+                        n_boot=0,
+                    )
+                    for h in horizons
+                },
             }
         split_metrics["in_sample"]["ranges_ms"] = {o["part"]: [o["from_ms"], o["to_ms"]] for o in overlaps}
     headline = study if split_metrics is None else study[~study["in_sample"]]
@@ -332,12 +386,17 @@ def run_backtest(
     by_h = {}
     for h in horizons:
         rows = headline[headline["horizon_ms"] == h]
-        by_h[format_duration(h)] = event_metrics(rows["net_return"].to_numpy(), rows["label"].to_numpy(),
-                                                 cluster=rows["cluster"].to_numpy(), n_boot=bt.bootstrap,
-                                                 seed=bt.seed)
+        by_h[format_duration(h)] = event_metrics(
+            rows["net_return"].to_numpy(),
+            rows["label"].to_numpy(),
+            cluster=rows["cluster"].to_numpy(),
+            n_boot=bt.bootstrap,
+            seed=bt.seed,
+        )
         reasons = rows["exit_reason"].astype(str).value_counts()
-        by_h[format_duration(h)]["dropped"] = {name: int(reasons.get(EXIT_REASONS[code], 0))
-                                               for code, name in DROP_KINDS.items()}
+        by_h[format_duration(h)]["dropped"] = {
+            name: int(reasons.get(EXIT_REASONS[code], 0)) for code, name in DROP_KINDS.items()
+        }
     t2 = time.perf_counter()
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
@@ -348,8 +407,15 @@ def run_backtest(
         start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
     bar_ms = parse_duration_ms(config.portfolio.bar)
     pf = simulate_portfolio(
-        primary, price_span.ts_ms, price_span.price, fee=bt.fee_bps / 1e4, init_cash=config.portfolio.init_cash,
-        max_positions=config.portfolio.max_positions, bar_ms=bar_ms, start_ms=start_ms, end_ms=end_ms,
+        primary,
+        price_span.ts_ms,
+        price_span.price,
+        fee=bt.fee_bps / 1e4,
+        init_cash=config.portfolio.init_cash,
+        max_positions=config.portfolio.max_positions,
+        bar_ms=bar_ms,
+        start_ms=start_ms,
+        end_ms=end_ms,
     )
     timings["portfolio_s"] = time.perf_counter() - t2
     dropped = primary["exit_reason"].astype(str).str.startswith("dropped")
@@ -365,14 +431,22 @@ def run_backtest(
         "funding_coverage": coverage,
         "n_whale_events": int(len(events)),
         "n_dropped": int(dropped.sum()),
-        "costs": {"fee_bps": bt.fee_bps, "slippage_bps": bt.slippage_bps,
-                  "entry_latency_ms": bt.entry_latency_ms, "funding": funding is not None},
+        "costs": {
+            "fee_bps": bt.fee_bps,
+            "slippage_bps": bt.slippage_bps,
+            "entry_latency_ms": bt.entry_latency_ms,
+            "funding": funding is not None,
+        },
         "data": {
-            "exchange": config.data.exchange, "symbol": config.data.symbol,
-            "start": str(config.data.start), "end": str(config.data.end),
+            "exchange": config.data.exchange,
+            "symbol": config.data.symbol,
+            "start": str(config.data.start),
+            "end": str(config.data.end),
             "first_trade_ms": int(span.ts_ms[0]) if len(span) else None,
             "last_trade_ms": int(span.ts_ms[-1]) if len(span) else None,
-            "n_trades": len(span), "lake": lake.uri, "partitions": span.sources,
+            "n_trades": len(span),
+            "lake": lake.uri,
+            "partitions": span.sources,
             "price_exchange": price_span.exchange,
             **({"price_partitions": price_span.sources} if price_span is not span else {}),
             "coverage": _coverage_summary(price_span),
@@ -380,18 +454,24 @@ def run_backtest(
         },
         "by_horizon": by_h,
         "portfolio": portfolio_metrics(
-            pf.equity, pf.exposure, len(pf.positions),
+            pf.equity,
+            pf.exposure,
+            len(pf.positions),
             pf.positions["position_return"].to_numpy(),
         ),
     }
-    metrics["portfolio"].update(max_positions=config.portfolio.max_positions, bar=config.portfolio.bar,
-                                init_cash=config.portfolio.init_cash)
+    metrics["portfolio"].update(
+        max_positions=config.portfolio.max_positions, bar=config.portfolio.bar, init_cash=config.portfolio.init_cash
+    )
     if split_metrics is not None:
         metrics.update(split_metrics)
         metrics["headline"] = "out_of_sample"
     if sig.model_uri is not None:
-        metrics["model_lineage"] = None if sig.model_lineage is None else {
-            k: sig.model_lineage.get(k) for k in ("exchange", "symbols", "ranges_ms", "partitions_sha256")}
+        metrics["model_lineage"] = (
+            None
+            if sig.model_lineage is None
+            else {k: sig.model_lineage.get(k) for k in ("exchange", "symbols", "ranges_ms", "partitions_sha256")}
+        )
     if sig.model_metrics is not None:
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")
@@ -420,26 +500,42 @@ def _check_holes(config: RunConfig, span: TradeSpan, price_span: TradeSpan, stri
         raise DataHolesError(
             f"data for {what} has holes and --strict refuses them: {line}. Ingest the missing days or "
             "recordings (`datasets status --detail` lists what is stored), or run without --strict; signals "
-            "whose windows cross a hole are then dropped and counted as gaps")
+            "whose windows cross a hole are then dropped and counted as gaps"
+        )
     print(f"warning: data has holes: {line}", file=sys.stderr, flush=True)
     return holes
 
 
 def _coverage_summary(span: TradeSpan, limit: int = 100) -> dict:
     """Covered time of the price tape for metrics.json: the intervals (up to ``limit``) and totals."""
-    cov = np.asarray(span.coverage if span.coverage is not None else
-                     ([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []),
-                     dtype=np.int64).reshape(-1, 2)
-    out = {"n_intervals": int(cov.shape[0]), "covered_s": float((cov[:, 1] - cov[:, 0]).sum() / 1000),
-           "first_ms": int(cov[0, 0]) if len(cov) else None, "last_ms": int(cov[-1, 1]) if len(cov) else None,
-           "sources": sorted({s.get("coverage_source", "") for s in span.sources})}
+    cov = np.asarray(
+        span.coverage
+        if span.coverage is not None
+        else ([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    out = {
+        "n_intervals": int(cov.shape[0]),
+        "covered_s": float((cov[:, 1] - cov[:, 0]).sum() / 1000),
+        "first_ms": int(cov[0, 0]) if len(cov) else None,
+        "last_ms": int(cov[-1, 1]) if len(cov) else None,
+        "sources": sorted({s.get("coverage_source", "") for s in span.sources}),
+    }
     if len(cov) <= limit:
         out["intervals"] = cov.tolist()
     return out
 
 
-def _write_run(config: RunConfig, metrics: dict, sig: SignalSet, study: pd.DataFrame, pf: PortfolioResult,
-               results_dir: Path, tearsheet: bool, quiet: bool) -> Path:
+def _write_run(
+    config: RunConfig,
+    metrics: dict,
+    sig: SignalSet,
+    study: pd.DataFrame,
+    pf: PortfolioResult,
+    results_dir: Path,
+    tearsheet: bool,
+    quiet: bool,
+) -> Path:
     """Write the run folder atomically: build it beside the target, then swap it in."""
     results_dir.mkdir(parents=True, exist_ok=True)
     final = results_dir / config.run_id

@@ -44,6 +44,7 @@ class Dist:
             if len(self.choices) == 1:
                 return self.choices[0]
             return trial.suggest_categorical(name, list(self.choices))
+        assert self.low is not None and self.high is not None  # a range (parse sets both)
         if self.is_int:
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)

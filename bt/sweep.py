@@ -19,8 +19,15 @@ from typing import Any, Callable
 import numpy as np
 
 from datasets._cli import UserError
-from bt.model import (EventTable, ModelConfig, event_table, evaluate_test, fit_validate, parse_model_config,
-                      purged_splits)
+from bt.model import (
+    EventTable,
+    ModelConfig,
+    event_table,
+    evaluate_test,
+    fit_validate,
+    parse_model_config,
+    purged_splits,
+)
 from bt.space import Dist, SearchSpace, parse_space
 
 __all__ = [
@@ -69,13 +76,20 @@ def suggest(trial, space: SearchSpace, base_model: ModelConfig, base_whale: dict
     horizon_ms = base_horizon_ms
     if space.horizon is not None:
         horizon_ms = parse_duration_ms(space.horizon.sample(trial, "horizon"))
-    upd: dict[str, Any] = {"lgbm": {**base_model.lgbm, **{k: d.sample(trial, f"lgbm.{k}") for k, d in space.lgbm.items()}}}
+    upd: dict[str, Any] = {
+        "lgbm": {**base_model.lgbm, **{k: d.sample(trial, f"lgbm.{k}") for k, d in space.lgbm.items()}}
+    }
     for sec in ("threshold", "imbalance"):
         vals = {k: d.sample(trial, f"{sec}.{k}") for k, d in getattr(space, sec).items()}
         if vals:
             upd[sec] = getattr(base_model, sec).model_copy(update=vals)
-    model = parse_model_config({**base_model.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v)
-                                                             for k, v in upd.items()}, "sweep": None})
+    model = parse_model_config(
+        {
+            **base_model.model_dump(),
+            **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in upd.items()},
+            "sweep": None,
+        }
+    )
     return TrialSpec(whale, int(horizon_ms), model)
 
 
@@ -104,8 +118,9 @@ def open_storage(url: str | None, attempts: int = 8):
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # sqlalchemy raises driver-specific types
             text = str(exc)
-            if i == attempts - 1 or not ("already exists" in text or "duplicate" in text.lower()
-                                         or "UniqueViolation" in text):
+            if i == attempts - 1 or not (
+                "already exists" in text or "duplicate" in text.lower() or "UniqueViolation" in text
+            ):
                 raise ValueError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
             time.sleep(0.25 * (i + 1))
     return None
@@ -173,9 +188,19 @@ class FeatureCache:
                 idx, X = self.events(whale)
                 b = self.backtest
                 self._tables[key], _ = event_table(
-                    self.ts_ms, self.price, idx, X, FEATURE_NAMES, horizon_ms=horizon_ms,
-                    latency_ms=b.entry_latency_ms, fee=b.fee_bps / 1e4, slippage=b.slippage_bps / 1e4,
-                    label_threshold=b.label_threshold, take_profit=b.take_profit, stop_loss=b.stop_loss)
+                    self.ts_ms,
+                    self.price,
+                    idx,
+                    X,
+                    FEATURE_NAMES,
+                    horizon_ms=horizon_ms,
+                    latency_ms=b.entry_latency_ms,
+                    fee=b.fee_bps / 1e4,
+                    slippage=b.slippage_bps / 1e4,
+                    label_threshold=b.label_threshold,
+                    take_profit=b.take_profit,
+                    stop_loss=b.stop_loss,
+                )
             return self._tables[key]
 
     def pre_test_table(self, whale: dict, horizon_ms: int) -> EventTable:
@@ -187,8 +212,15 @@ class FeatureCache:
 # --- objective --------------------------------------------------------------------------------
 
 
-def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelConfig, base_whale: dict,
-                   base_horizon_ms: int, *, worker: int = 0) -> Callable:
+def make_objective(
+    cache: FeatureCache,
+    space: SearchSpace,
+    base_model: ModelConfig,
+    base_whale: dict,
+    base_horizon_ms: int,
+    *,
+    worker: int = 0,
+) -> Callable:
     """The Optuna objective: sample, fit on train, choose the threshold, return the validation value.
 
     Attributes stored on each trial: validation figures and ``period_returns`` (per-period
@@ -200,8 +232,9 @@ def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelCon
     def objective(trial) -> float:
         spec = suggest(trial, space, base_model, base_whale, base_horizon_ms)
         table = cache.pre_test_table(spec.whale, spec.horizon_ms)
-        splits = purged_splits(table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms,
-                               horizon_ms=spec.horizon_ms)
+        splits = purged_splits(
+            table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms, horizon_ms=spec.horizon_ms
+        )
         trial.set_user_attr("n_events", len(table))
         trial.set_user_attr("worker", worker)
         if splits.train.size < space.min_train_events:
@@ -220,8 +253,11 @@ def make_objective(cache: FeatureCache, space: SearchSpace, base_model: ModelCon
             trial.set_user_attr(k, v)
         trial.set_user_attr("period_returns", [round(float(x), 12) for x in val.period_returns])
         if not val.threshold.feasible:
-            trial.set_user_attr("pruned_reason", f"threshold {val.threshold.threshold:g} keeps "
-                                f"{val.threshold.n_independent} independent validation signals < min_signals")
+            trial.set_user_attr(
+                "pruned_reason",
+                f"threshold {val.threshold.threshold:g} keeps "
+                f"{val.threshold.n_independent} independent validation signals < min_signals",
+            )
             raise optuna.TrialPruned()
         if not math.isfinite(val.value):
             trial.set_user_attr("pruned_reason", "no validation signal")
@@ -258,8 +294,16 @@ def _finished(study):
     return [t for t in study.get_trials(deepcopy=False) if t.state in (st.COMPLETE, st.PRUNED)]
 
 
-def summarize(study, cache: FeatureCache, space: SearchSpace, base_model: ModelConfig, base_whale: dict,
-              base_horizon_ms: int, *, n_boot: int = 2000) -> SweepSummary:
+def summarize(
+    study,
+    cache: FeatureCache,
+    space: SearchSpace,
+    base_model: ModelConfig,
+    base_whale: dict,
+    base_horizon_ms: int,
+    *,
+    n_boot: int = 2000,
+) -> SweepSummary:
     """DSR and PBO over the study's trials, then the winner's single test evaluation."""
     import optuna
 
@@ -268,8 +312,10 @@ def summarize(study, cache: FeatureCache, space: SearchSpace, base_model: ModelC
     finished = _finished(study)
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise ValueError(f"study {study.study_name!r} has no completed trial ({len(finished)} pruned); "
-                         "widen the search space or the data span")
+        raise ValueError(
+            f"study {study.study_name!r} has no completed trial ({len(finished)} pruned); "
+            "widen the search space or the data span"
+        )
     best = study.best_trial
     series = [np.asarray(t.user_attrs.get("period_returns", []), dtype=np.float64) for t in complete]
     sharpes = np.array([sharpe_ratio(s) for s in series])
@@ -285,8 +331,9 @@ def summarize(study, cache: FeatureCache, space: SearchSpace, base_model: ModelC
             pbo = pbo_cscv(mat, n_blocks=blocks, max_splits=5000, seed=space.seed).to_dict()
     spec = suggest(optuna.trial.FixedTrial(best.params), space, base_model, base_whale, base_horizon_ms)
     table = cache.full_table(spec.whale, spec.horizon_ms)
-    splits = purged_splits(table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms,
-                           horizon_ms=spec.horizon_ms)
+    splits = purged_splits(
+        table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms, horizon_ms=spec.horizon_ms
+    )
     val = fit_validate(table, splits, spec.model)
     res = evaluate_test(table, splits, spec.model, val, n_trials=len(finished), trial_sharpes=sharpes, n_boot=n_boot)
     # The headline DSR is the validation one (what was selected on); the test DSR is kept too.
@@ -294,9 +341,20 @@ def summarize(study, cache: FeatureCache, space: SearchSpace, base_model: ModelC
     res.metrics["dsr"] = None if math.isnan(dsr.dsr) else dsr.dsr
     if pbo is not None:
         res.metrics["pbo"] = pbo["pbo"]
-    return SweepSummary(study.study_name, len(finished), len(complete), best.number, float(best.value),
-                        dict(best.params), dsr.to_dict(), pbo, res.metrics, spec, res,
-                        {k: v for k, v in res.metrics.items() if k.startswith("baseline_")})
+    return SweepSummary(
+        study.study_name,
+        len(finished),
+        len(complete),
+        best.number,
+        float(best.value),
+        dict(best.params),
+        dsr.to_dict(),
+        pbo,
+        res.metrics,
+        spec,
+        res,
+        {k: v for k, v in res.metrics.items() if k.startswith("baseline_")},
+    )
 
 
 def signal_config_of(run_config, spec: TrialSpec, threshold: float) -> dict:
@@ -350,9 +408,20 @@ def study_name_of(run_config) -> str:
     return f"{run_config.name}-{hashlib.sha256(canonical_json(run_config.resolved()).encode()).hexdigest()[:8]}"
 
 
-def run_sweep(run_config, trades, *, n_trials: int, storage: str | None = None, study_name: str | None = None,
-              n_jobs: int = 1, worker: int = 0, progress: bool = True, n_boot: int = 2000,
-              summarize_after: bool = True, cache: FeatureCache | None = None):
+def run_sweep(
+    run_config,
+    trades,
+    *,
+    n_trials: int,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_jobs: int = 1,
+    worker: int = 0,
+    progress: bool = True,
+    n_boot: int = 2000,
+    summarize_after: bool = True,
+    cache: FeatureCache | None = None,
+):
     """Run (or resume) the config's sweep until the study holds ``n_trials`` finished trials.
 
     Args:
@@ -380,17 +449,32 @@ def run_sweep(run_config, trades, *, n_trials: int, storage: str | None = None, 
     span_ms = (int(ts[0]), int(ts[-1]) + 1)
     sp = base_model.split
     test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
-    if cache is None or cache.span_ms != span_ms or cache.test_start_ms != test_start \
-            or cache.backtest != run_config.backtest:
-        cache = FeatureCache(ts, trades.price, trades.qty, trades.side, backtest=run_config.backtest,
-                             span_ms=span_ms, test_start_ms=test_start)
+    if (
+        cache is None
+        or cache.span_ms != span_ms
+        or cache.test_start_ms != test_start
+        or cache.backtest != run_config.backtest
+    ):
+        cache = FeatureCache(
+            ts,
+            trades.price,
+            trades.qty,
+            trades.side,
+            backtest=run_config.backtest,
+            span_ms=span_ms,
+            test_start_ms=test_start,
+        )
     base_whale = dict(run_config.signal.whale)
     base_h = run_config.backtest.horizon_ms
-    distributed = bool(storage) and not storage.startswith("sqlite")
+    distributed = storage is not None and bool(storage) and not storage.startswith("sqlite")
     study = optuna.create_study(
-        study_name=study_name or study_name_of(run_config), storage=open_storage(storage), load_if_exists=True,
-        direction="maximize", sampler=make_sampler(space.sampler, space.seed + worker, distributed=distributed),
-        pruner=make_pruner(space.pruner))
+        study_name=study_name or study_name_of(run_config),
+        storage=open_storage(storage),
+        load_if_exists=True,
+        direction="maximize",
+        sampler=make_sampler(space.sampler, space.seed + worker, distributed=distributed),
+        pruner=make_pruner(space.pruner),
+    )
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     done = len(_finished(study))
@@ -420,8 +504,9 @@ def run_sweep(run_config, trades, *, n_trials: int, storage: str | None = None, 
     summary = None
     if summarize_after:
         summary = summarize(study, cache, space, base_model, base_whale, base_h, n_boot=n_boot)
-        summary.new_trials = [t.number for t in _finished(study)
-                              if t.number not in before and t.user_attrs.get("worker") == worker]
+        summary.new_trials = [
+            t.number for t in _finished(study) if t.number not in before and t.user_attrs.get("worker") == worker
+        ]
     return study, summary, cache
 
 
@@ -434,11 +519,22 @@ def _period_equity(ts_ms: np.ndarray, returns: np.ndarray):
     return pd.DataFrame({"equity": eq}, index=idx)
 
 
-def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name: str | None = None,
-                  n_jobs: int = 1, worker: int = 0, results_dir: str = "results", tracking_uri: str | None = None,
-                  registry_uri: str | None = None, register_as: str | None = None,
-                  register: bool | str = "passing", summary_only: bool = False,
-                  allow_in_sample: bool = False) -> dict:
+def sweep_command(
+    run_config,
+    *,
+    n_trials: int,
+    storage: str | None,
+    study_name: str | None = None,
+    n_jobs: int = 1,
+    worker: int = 0,
+    results_dir: str = "results",
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    register_as: str | None = None,
+    register: bool | str = "passing",
+    summary_only: bool = False,
+    allow_in_sample: bool = False,
+) -> dict:
     """``bt sweep``: load trades, run the study, write ``results/<study>/``, check the gate, log, register.
 
     Files: ``sweep.json`` (summary, with ``gate`` and ``registration``), ``best.yaml`` (the winner
@@ -473,19 +569,27 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     in_sample_guard(run_config, allow_in_sample=allow_in_sample, tracking_uri=tracking_uri)
     d = run_config.data
     if storage and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     span = load_trades(Lake(d.lake), d.exchange, d.symbol, d.start, d.end)
     print(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol}", file=sys.stderr)
-    study, summary, cache = run_sweep(run_config, span, n_trials=0 if summary_only else n_trials,
-                                      storage=storage, study_name=study_name, n_jobs=n_jobs, worker=worker,
-                                      n_boot=run_config.backtest.bootstrap)
+    study, summary, cache = run_sweep(
+        run_config,
+        span,
+        n_trials=0 if summary_only else n_trials,
+        storage=storage,
+        study_name=study_name,
+        n_jobs=n_jobs,
+        worker=worker,
+        n_boot=run_config.backtest.bootstrap,
+    )
     res = summary.result
     b = run_config.backtest
     sig_cfg = signal_config_of(run_config, summary.spec, res.threshold)
     table = cache.full_table(summary.spec.whale, summary.spec.horizon_ms)
     te = res.splits.test
-    lineage = lineage_of(res, table, exchange=d.exchange, symbols=[d.symbol], span_ms=cache.span_ms,
-                         sources=span.sources)
+    lineage = lineage_of(
+        res, table, exchange=d.exchange, symbols=[d.symbol], span_ms=cache.span_ms, sources=span.sources
+    )
     gate_cfg = parse_model_config(run_config.model).gate
     verdict = check_gate(res.metrics, gate_cfg)
     gate_doc = {**verdict.to_dict(), "config": gate_cfg.model_dump()}
@@ -499,28 +603,54 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
         decision = "registered: the winner passes its gate"
     will_register = decision.startswith("registered")
     registration = {"mode": mode, "registered": will_register, "decision": decision}
-    trades_df = pd.DataFrame({"ts_ms": table.ts_ms[te], "end_ts_ms": table.end_ts_ms[te],
-                              "net_return": table.net_return[te], "label": table.label[te],
-                              "prob": res.test_prob, "signal": res.test_signal,
-                              **{f"f_{n}": table.X[te, j] for j, n in enumerate(table.feature_names)}})
+    trades_df = pd.DataFrame(
+        {
+            "ts_ms": table.ts_ms[te],
+            "end_ts_ms": table.end_ts_ms[te],
+            "net_return": table.net_return[te],
+            "label": table.label[te],
+            "prob": res.test_prob,
+            "signal": res.test_signal,
+            **{f"f_{n}": table.X[te, j] for j, n in enumerate(table.feature_names)},
+        }
+    )
     metrics = {
-        "run_id": summary.study_name, "name": run_config.name, "kind": "sweep",
-        "config_id": sig_cfg["config_id"], "threshold": res.threshold,
-        "horizon": sig_cfg["horizon"], "n_trials": summary.n_trials,
-        **{k[len("test_"):]: v for k, v in res.metrics.items() if k.startswith("test_") and k != "test_dsr"},
-        "dsr": res.metrics.get("dsr"), "test_dsr": res.metrics.get("test_dsr"), "pbo": res.metrics.get("pbo"),
-        "model_metrics": res.metrics, "gate": gate_doc, "registration": registration,
+        "run_id": summary.study_name,
+        "name": run_config.name,
+        "kind": "sweep",
+        "config_id": sig_cfg["config_id"],
+        "threshold": res.threshold,
+        "horizon": sig_cfg["horizon"],
+        "n_trials": summary.n_trials,
+        **{k[len("test_") :]: v for k, v in res.metrics.items() if k.startswith("test_") and k != "test_dsr"},
+        "dsr": res.metrics.get("dsr"),
+        "test_dsr": res.metrics.get("test_dsr"),
+        "pbo": res.metrics.get("pbo"),
+        "model_metrics": res.metrics,
+        "gate": gate_doc,
+        "registration": registration,
         "costs": {"fee_bps": b.fee_bps, "slippage_bps": b.slippage_bps, "entry_latency_ms": b.entry_latency_ms},
     }
     out_dir = Path(results_dir) / summary.study_name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{summary.study_name}.", dir=out_dir.parent))
-    sweep_doc = {"study": summary.study_name, "storage": storage, "n_trials": summary.n_trials,
-                 "n_complete": summary.n_complete, "best_trial": summary.best_number,
-                 "best_value": summary.best_value, "best_params": summary.best_params, "dsr": summary.dsr,
-                 "pbo": summary.pbo, "test": res.metrics, "signal_config": sig_cfg, "gate": gate_doc,
-                 "registration": registration, "lineage": lineage,
-                 "cache": {"hits": cache.hits, "misses": cache.misses}}
+    sweep_doc = {
+        "study": summary.study_name,
+        "storage": storage,
+        "n_trials": summary.n_trials,
+        "n_complete": summary.n_complete,
+        "best_trial": summary.best_number,
+        "best_value": summary.best_value,
+        "best_params": summary.best_params,
+        "dsr": summary.dsr,
+        "pbo": summary.pbo,
+        "test": res.metrics,
+        "signal_config": sig_cfg,
+        "gate": gate_doc,
+        "registration": registration,
+        "lineage": lineage,
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+    }
     try:
         (tmp / "sweep.json").write_text(json.dumps(sweep_doc, indent=2, default=_jsonable))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
@@ -528,7 +658,8 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
         (tmp / "best.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         (tmp / "config.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         study.trials_dataframe().drop(columns=["user_attrs_period_returns"], errors="ignore").to_parquet(
-            tmp / "trials.parquet", index=False)
+            tmp / "trials.parquet", index=False
+        )
         trades_df.to_parquet(tmp / "trades.parquet", index=False)
         sel = trades_df[trades_df["signal"]]
         _period_equity(sel["ts_ms"].to_numpy(), sel["net_return"].to_numpy()).to_parquet(tmp / "equity.parquet")
@@ -538,19 +669,44 @@ def sweep_command(run_config, *, n_trials: int, storage: str | None, study_name:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result = {"study": summary.study_name, "n_trials": summary.n_trials, "best_value": summary.best_value,
-              "dsr": res.metrics.get("dsr"), "pbo": res.metrics.get("pbo"),
-              "test_n_signals": res.metrics.get("test_n_signals"),
-              "test_n_independent": res.metrics.get("test_n_independent"),
-              "test_mean_return": res.metrics.get("test_mean_return"),
-              "baseline_mean_return": res.metrics.get("baseline_mean_return"),
-              "threshold": res.threshold, "results": str(out_dir), "model_uri": None,
-              "gate": gate_doc["verdict"], "gate_reasons": verdict.reasons, "gate_notes": verdict.notes,
-              "register": mode, "registered": False, "registration": decision}
+    result = {
+        "study": summary.study_name,
+        "n_trials": summary.n_trials,
+        "best_value": summary.best_value,
+        "dsr": res.metrics.get("dsr"),
+        "pbo": res.metrics.get("pbo"),
+        "test_n_signals": res.metrics.get("test_n_signals"),
+        "test_n_independent": res.metrics.get("test_n_independent"),
+        "test_mean_return": res.metrics.get("test_mean_return"),
+        "baseline_mean_return": res.metrics.get("baseline_mean_return"),
+        "threshold": res.threshold,
+        "results": str(out_dir),
+        "model_uri": None,
+        "gate": gate_doc["verdict"],
+        "gate_reasons": verdict.reasons,
+        "gate_notes": verdict.notes,
+        "register": mode,
+        "registered": False,
+        "registration": decision,
+    }
     if mode != "never":
-        result.update(_log_sweep(run_config, study, summary, sig_cfg, span, worker=worker, out_dir=out_dir,
-                                 tracking_uri=tracking_uri, registry_uri=registry_uri, register_as=register_as,
-                                 register_model=will_register, gate=verdict, lineage=lineage))
+        result.update(
+            _log_sweep(
+                run_config,
+                study,
+                summary,
+                sig_cfg,
+                span,
+                worker=worker,
+                out_dir=out_dir,
+                tracking_uri=tracking_uri,
+                registry_uri=registry_uri,
+                register_as=register_as,
+                register_model=will_register,
+                gate=verdict,
+                lineage=lineage,
+            )
+        )
         result["registered"] = result.get("model_uri") is not None
     return result
 
@@ -565,9 +721,22 @@ def _jsonable(o):
     return str(o)
 
 
-def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *, worker: int, out_dir,
-               tracking_uri, registry_uri, register_as, register_model: bool = True, gate=None,
-               lineage: dict | None = None) -> dict:
+def _log_sweep(
+    run_config,
+    study,
+    summary: SweepSummary,
+    sig_cfg: dict,
+    span,
+    *,
+    worker: int,
+    out_dir,
+    tracking_uri,
+    registry_uri,
+    register_as,
+    register_model: bool = True,
+    gate=None,
+    lineage: dict | None = None,
+) -> dict:
     """Parent MLflow run with one nested run per trial this call ran; register the winner if asked.
 
     The parent run gets the tags ``whalebt.gate`` (pass/fail) and ``whalebt.gate_reasons``; so does
@@ -582,15 +751,28 @@ def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *,
     mlflow = connect(tracking_uri, registry_uri)
     exp_id = experiment(mlflow, DEFAULT_EXPERIMENT)
     data_hash = hashlib.sha256(json.dumps(span.sources, sort_keys=True).encode()).hexdigest()[:16]
-    tags = {"whalebt.kind": "sweep", "whalebt.study": summary.study_name, "whalebt.code_version": code_version(),
-            "whalebt.data_snapshot": data_hash, "whalebt.config_id": sig_cfg["config_id"]}
+    tags = {
+        "whalebt.kind": "sweep",
+        "whalebt.study": summary.study_name,
+        "whalebt.code_version": code_version(),
+        "whalebt.data_snapshot": data_hash,
+        "whalebt.config_id": sig_cfg["config_id"],
+    }
     res = summary.result
-    name = register_as or parse_model_config(run_config.model).registry_name or f"whale-{run_config.data.symbol.lower()}"
-    numeric = {k: float(v) for k, v in res.metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)}
+    name = (
+        register_as or parse_model_config(run_config.model).registry_name or f"whale-{run_config.data.symbol.lower()}"
+    )
+    numeric = {
+        k: float(v)
+        for k, v in res.metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
+    }
     with mlflow.start_run(experiment_id=exp_id, run_name=f"sweep {summary.study_name}") as parent:
-        gate_info = {} if gate is None else {"whalebt.gate": "pass" if gate.ok else "fail",
-                                             "whalebt.gate_reasons": "; ".join(gate.reasons)[:5000]}
+        gate_info = (
+            {}
+            if gate is None
+            else {"whalebt.gate": "pass" if gate.ok else "fail", "whalebt.gate_reasons": "; ".join(gate.reasons)[:5000]}
+        )
         mlflow.set_tags({**tags, **gate_info})
         mlflow.log_params({k: str(v)[:500] for k, v in summary.best_params.items()})
         mlflow.log_metrics(numeric)
@@ -600,21 +782,38 @@ def _log_sweep(run_config, study, summary: SweepSummary, sig_cfg: dict, span, *,
             if t.number not in new:  # logged by the worker (or the earlier call) that ran it
                 continue
             with mlflow.start_run(experiment_id=exp_id, run_name=f"trial {t.number}", nested=True):
-                mlflow.set_tags({**tags, "whalebt.kind": "trial", "whalebt.trial": str(t.number),
-                                 "whalebt.trial_state": t.state.name})
+                mlflow.set_tags(
+                    {
+                        **tags,
+                        "whalebt.kind": "trial",
+                        "whalebt.trial": str(t.number),
+                        "whalebt.trial_state": t.state.name,
+                    }
+                )
                 mlflow.log_params({k: str(v)[:500] for k, v in t.params.items()})
-                m = {k: float(v) for k, v in t.user_attrs.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+                m = {
+                    k: float(v)
+                    for k, v in t.user_attrs.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                }
                 if t.value is not None:
                     m["objective"] = float(t.value)
                 mlflow.log_metrics(m)
-        gate_tags = {k: res.metrics.get(k) for k in ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")}
-        gate_tags.update(study=summary.study_name, config_id=sig_cfg["config_id"], data_snapshot=data_hash,
-                         **{k[len("whalebt."):]: v for k, v in gate_info.items()})
+        gate_tags = {
+            k: res.metrics.get(k) for k in ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")
+        }
+        gate_tags.update(
+            study=summary.study_name,
+            config_id=sig_cfg["config_id"],
+            data_snapshot=data_hash,
+            **{k[len("whalebt.") :]: v for k, v in gate_info.items()},
+        )
         if not register_model:
-            return {"model_uri": None, "mlflow_run_id": parent.info.run_id, "registered_model": None,
-                    "version": None}
-        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags,
-                                      lineage=lineage)
-    return {"model_uri": f"models:/{name}/{version}", "mlflow_run_id": parent.info.run_id,
-            "registered_model": name, "version": str(version)}
+            return {"model_uri": None, "mlflow_run_id": parent.info.run_id, "registered_model": None, "version": None}
+        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags, lineage=lineage)
+    return {
+        "model_uri": f"models:/{name}/{version}",
+        "mlflow_run_id": parent.info.run_id,
+        "registered_model": name,
+        "version": str(version),
+    }

@@ -41,10 +41,16 @@ def code_version() -> str:
     """Git commit of the code that ran (``+dirty`` if the tree has changes), or the package version."""
     here = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         if sha:
             return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -65,7 +71,7 @@ def experiment(mlflow, name: str) -> str:
     uri = mlflow.get_tracking_uri()
     artifact_location = None
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).resolve()
+        db = Path(uri[len("sqlite:///") :]).resolve()
         artifact_location = (db.parent / "mlartifacts").as_uri()
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
@@ -76,21 +82,23 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def log_backtest(config, metrics: dict, run_dir: Path, *, tracking_uri: str | None = None,
-                 experiment_name: str | None = None) -> str:
+def log_backtest(
+    config, metrics: dict, run_dir: Path, *, tracking_uri: str | None = None, experiment_name: str | None = None
+) -> str:
     """Log one ``bt run`` to MLflow; returns the MLflow run id."""
     _quiet_mlflow()
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp_id = experiment(mlflow, experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
     parts = metrics["data"]["partitions"] + metrics["data"].get("price_partitions", [])
     data_hash = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     numeric = {
-        k: float(v) for k, v in flatten({k: v for k, v in metrics.items() if k not in ("data", "costs")}).items()
+        k: float(v)
+        for k, v in flatten({k: v for k, v in metrics.items() if k not in ("data", "costs")}).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
     }
     with mlflow.start_run(experiment_id=exp_id, run_name=metrics["run_id"]) as run:

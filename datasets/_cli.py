@@ -58,8 +58,9 @@ def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.Arg
         group = getattr(mod, "GROUP", None)
         if group:
             if group not in groups:
-                gp = sub.add_parser(group, help=getattr(pkg, "GROUP_HELP", {}).get(group, group),
-                                    formatter_class=HelpFormatter)
+                gp = sub.add_parser(
+                    group, help=getattr(pkg, "GROUP_HELP", {}).get(group, group), formatter_class=HelpFormatter
+                )
                 gsub = gp.add_subparsers(dest="subcommand", metavar="SOURCE")
                 gsub.required = True
                 groups[group] = gsub
@@ -69,9 +70,7 @@ def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.Arg
     return parser
 
 
-def run_cli(
-    prog: str, description: str, commands_pkg: str, argv: Sequence[str] | None = None
-) -> int:
+def run_cli(prog: str, description: str, commands_pkg: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the chosen command, turn user errors into ``Error: ...`` + exit 1."""
     parser = build_parser(prog, description, commands_pkg)
     args = parser.parse_args(argv)

@@ -55,10 +55,20 @@ def bars_1s(trades: pd.DataFrame) -> pd.DataFrame:
     """
     ts = trades["ts_ms"].to_numpy(np.int64)
     if ts.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
-            ("ts_s", "int64"), ("last_price", "float64"), ("base_volume", "float64"),
-            ("quote_volume", "float64"), ("trade_count", "int64"), ("taker_buy_qty", "float64"),
-            ("taker_sell_qty", "float64")]})
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype=t)
+                for c, t in [
+                    ("ts_s", "int64"),
+                    ("last_price", "float64"),
+                    ("base_volume", "float64"),
+                    ("quote_volume", "float64"),
+                    ("trade_count", "int64"),
+                    ("taker_buy_qty", "float64"),
+                    ("taker_sell_qty", "float64"),
+                ]
+            }
+        )
     price = trades["price"].to_numpy(np.float64)
     qty = trades["qty"].to_numpy(np.float64)
     side = trades["side"].to_numpy(np.int8)
@@ -130,8 +140,14 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
         cov, how = partition_coverage(meta, df["ts_ms"].to_numpy(np.int64))
         day0 = (p.date - dt.date(1970, 1, 1)).days * DAY_MS
         covered += [[max(a, day0), min(b, day0 + DAY_MS)] for a, b in cov]
-        sources.append({"key": p.key, "sha256": meta.get("content_sha256", ""), "rows": int(meta["rows"]),
-                        "coverage_source": how or "unknown"})
+        sources.append(
+            {
+                "key": p.key,
+                "sha256": meta.get("content_sha256", ""),
+                "rows": int(meta["rows"]),
+                "coverage_source": how or "unknown",
+            }
+        )
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     order_ok = bool((np.diff(df["ts_ms"].to_numpy()) >= 0).all())
     if not order_ok:  # partitions are written sorted; guard against hand-made ones
@@ -191,7 +207,9 @@ def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_
     reading like ``2023-04-06 (no partition)`` or ``2023-04-05 23:41:07–24:00 (not covered)``.
     Pure: reads nothing but the span.
     """
-    start = _as_date(start) if start is not None else (span.start or (span.partitions[0].date if span.partitions else None))
+    start = (
+        _as_date(start) if start is not None else (span.start or (span.partitions[0].date if span.partitions else None))
+    )
     end = _as_date(end) if end is not None else (span.end or (span.partitions[-1].date if span.partitions else None))
     if start is None or end is None or end < start:
         return []
@@ -200,7 +218,7 @@ def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_
     gaps, cur = [], lo_all
     cov = span.coverage
     if cov is None:
-        cov = [[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []
+        cov = np.asarray([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else [], dtype=np.int64)
     for a, b in np.asarray(cov, dtype=np.int64).reshape(-1, 2).tolist():
         if b <= lo_all or a >= hi_all:
             continue
@@ -225,8 +243,15 @@ def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_
                 pieces.append([t, u, kind])
             t = u
         for x, y, kind in pieces:
-            out.append({"from_ms": int(x), "to_ms": int(y), "seconds": (y - x) / 1000, "kind": kind,
-                        "text": _hole_text(x, y, kind)})
+            out.append(
+                {
+                    "from_ms": int(x),
+                    "to_ms": int(y),
+                    "seconds": (y - x) / 1000,
+                    "kind": kind,
+                    "text": _hole_text(x, y, kind),
+                }
+            )
     return out
 
 
@@ -255,8 +280,9 @@ def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
                 {"ts_ms": span.ts_ms[mask], "price": span.price[mask], "qty": span.qty[mask], "side": span.side[mask]}
             )
             cached = bars_1s(day_trades)
-            lake.write("silver", cached, p.exchange, p.symbol, p.date, mode="replace",
-                       meta={"source_sha256": src["sha256"]})
+            lake.write(
+                "silver", cached, p.exchange, p.symbol, p.date, mode="replace", meta={"source_sha256": src["sha256"]}
+            )
         frames.append(cached)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -301,8 +327,9 @@ def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms
     feats = np.asarray(res.event_features, dtype=np.float64).reshape(len(idx), len(FEATURE_NAMES))
     for j, name in enumerate(FEATURE_NAMES):
         out[f"f_{name}"] = feats[:, j]
-    entry, exit_, reason = entry_exit(span.ts_ms, span.price, idx, latency_ms=latency_ms, horizons_ms=horizons_ms,
-                                      coverage=span.coverage)
+    entry, exit_, reason = entry_exit(
+        span.ts_ms, span.price, idx, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=span.coverage
+    )
     ok = exit_ >= 0
     safe_entry = np.where(entry >= 0, entry, 0)
     for k, h in enumerate(horizons_ms):
@@ -322,9 +349,11 @@ def ensure_gold(
     """
     variant = gold_variant(whale, horizons_ms, latency_ms, start)
     # Forward returns depend on the coverage too (a window crossing a hole is dropped).
-    fingerprint = hashlib.sha256(json.dumps([[s["sha256"] for s in span.sources],
-                                             None if span.coverage is None else np.asarray(span.coverage).tolist()]
-                                            ).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [[s["sha256"] for s in span.sources], None if span.coverage is None else np.asarray(span.coverage).tolist()]
+        ).encode()
+    ).hexdigest()
     parts = [Partition("gold", p.exchange, p.symbol, p.date, variant) for p in span.partitions]
     if all(lake.store.exists(g.key) for g in parts):
         stored = [lake.read_with_meta(g) for g in parts]
@@ -333,6 +362,14 @@ def ensure_gold(
     events = gold_events(span, whale, horizons_ms, latency_ms)
     ev_day = pd.to_datetime(events["ts_ms"], unit="ms", utc=True).dt.date
     for g in parts:
-        lake.write("gold", events[ev_day == g.date].reset_index(drop=True), g.exchange, g.symbol, g.date,
-                   variant=variant, mode="replace", meta={"source_fingerprint": fingerprint})
+        lake.write(
+            "gold",
+            events[ev_day == g.date].reset_index(drop=True),
+            g.exchange,
+            g.symbol,
+            g.date,
+            variant=variant,
+            mode="replace",
+            meta={"source_fingerprint": fingerprint},
+        )
     return events, False

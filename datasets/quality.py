@@ -44,6 +44,7 @@ __all__ = [
     "SEQUENTIAL_IDS",
 ]
 
+
 def read_quality(lake: Lake, p: Partition) -> dict[str, Any] | None:
     """The stored report of ``p``, or None if there is none (or it cannot be read)."""
     try:
@@ -94,7 +95,9 @@ def _date_gaps(days: list[dt.date]) -> int:
     return (max(days) - min(days)).days + 1 - len(set(days))
 
 
-def lake_status(lake: Lake, layers: Iterable[str] = ("raw", "bronze", "silver", "gold"), *, workers: int = 8) -> list[dict[str, Any]]:
+def lake_status(
+    lake: Lake, layers: Iterable[str] = ("raw", "bronze", "silver", "gold"), *, workers: int = 8
+) -> list[dict[str, Any]]:
     """One summary row per (layer, exchange, symbol), or per source for ``raw``.
 
     Rows: ``layer``, ``group`` (``exchange/symbol``, ``variant`` prefix for gold, or the raw
@@ -113,10 +116,20 @@ def lake_status(lake: Lake, layers: Iterable[str] = ("raw", "bronze", "silver", 
                 groups.setdefault(source, []).append(key)
             for source, keys in sorted(groups.items()):
                 days = [d for d in map(key_date, keys) if d is not None]
-                out.append({"layer": "raw", "group": source, "partitions": len(keys),
-                            "first": min(days).isoformat() if days else None,
-                            "last": max(days).isoformat() if days else None,
-                            "missing_days": None, "rows": None, "bytes": None, "checked": None, "issues": {}})
+                out.append(
+                    {
+                        "layer": "raw",
+                        "group": source,
+                        "partitions": len(keys),
+                        "first": min(days).isoformat() if days else None,
+                        "last": max(days).isoformat() if days else None,
+                        "missing_days": None,
+                        "rows": None,
+                        "bytes": None,
+                        "checked": None,
+                        "issues": {},
+                    }
+                )
             continue
         parts = lake.partitions(layer) if layer != "gold" else _gold_partitions(lake)
         by: dict[tuple[str, str, str], list[Partition]] = {}
@@ -135,18 +148,20 @@ def lake_status(lake: Lake, layers: Iterable[str] = ("raw", "bronze", "silver", 
                 for name in r.get("issues", []):
                     issues[name] = issues.get(name, 0) + 1
             complete = layer == "bronze" and len(known) == len(ps)
-            out.append({
-                "layer": layer,
-                "group": (f"{variant}/" if variant else "") + f"{ex}/{sym}",
-                "partitions": len(ps),
-                "first": min(days).isoformat(),
-                "last": max(days).isoformat(),
-                "missing_days": _date_gaps(days),
-                "rows": sum(int(r["rows"]) for r in known) if complete else None,
-                "bytes": sum(int(r.get("bytes", 0)) for r in known) if complete else None,
-                "checked": len(known) if layer == "bronze" else None,
-                "issues": issues,
-            })
+            out.append(
+                {
+                    "layer": layer,
+                    "group": (f"{variant}/" if variant else "") + f"{ex}/{sym}",
+                    "partitions": len(ps),
+                    "first": min(days).isoformat(),
+                    "last": max(days).isoformat(),
+                    "missing_days": _date_gaps(days),
+                    "rows": sum(int(r["rows"]) for r in known) if complete else None,
+                    "bytes": sum(int(r.get("bytes", 0)) for r in known) if complete else None,
+                    "checked": len(known) if layer == "bronze" else None,
+                    "issues": issues,
+                }
+            )
     return out
 
 
@@ -182,15 +197,24 @@ def span_id_report(lake: Lake, partitions: Iterable[Partition]) -> list[dict[str
                 df = lake.read_partition(p)
         if df is not None:
             q = partition_quality(df, p, sha256=meta.get("content_sha256"), id_space=meta.get("id_space"))
-        out.append({
-            "key": p.key, "exchange": p.exchange, "symbol": p.symbol, "date": p.date.isoformat(),
-            "rows": q["rows"], "id_space": q["id_space"], "ids_sequential": q["ids_sequential"],
-            "missing_ids": q["missing_ids"], "duplicate_ids": q["duplicate_ids"],
-            "cross_source_duplicates": q["cross_source_duplicates"],
-            "cross_source_share": q["cross_source_share"],
-            "coverage_source": meta.get("coverage_source") or "trades",
-            "issues": list(q["issues"]),
-        })
+        assert q is not None  # read above, or computed from the partition
+        out.append(
+            {
+                "key": p.key,
+                "exchange": p.exchange,
+                "symbol": p.symbol,
+                "date": p.date.isoformat(),
+                "rows": q["rows"],
+                "id_space": q["id_space"],
+                "ids_sequential": q["ids_sequential"],
+                "missing_ids": q["missing_ids"],
+                "duplicate_ids": q["duplicate_ids"],
+                "cross_source_duplicates": q["cross_source_duplicates"],
+                "cross_source_share": q["cross_source_share"],
+                "coverage_source": meta.get("coverage_source") or "trades",
+                "issues": list(q["issues"]),
+            }
+        )
     return out
 
 

@@ -68,13 +68,41 @@ __all__ = [
     "parse_weights",
 ]
 
-KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-                 "taker_buy_volume", "taker_buy_quote_volume", "ignore")
+KLINE_COLUMNS = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
 NEEDED = ("open_time", "open", "high", "low", "close", "quote_volume", "count", "taker_buy_quote_volume")
 COMPONENTS = ("kyle_lambda", "big_move_share", "wide_range_share")
 DEFAULT_WEIGHTS: dict[str, float] = {"kyle_lambda": 0.4, "big_move_share": 0.3, "wide_range_share": 0.3}
-STABLECOINS = ("USDT", "USDC", "BUSD", "TUSD", "FDUSD", "DAI", "USDP", "PYUSD", "USDE", "USD1", "USDS",
-               "FRAX", "GUSD", "EUR", "EURI", "AEUR")
+STABLECOINS = (
+    "USDT",
+    "USDC",
+    "BUSD",
+    "TUSD",
+    "FDUSD",
+    "DAI",
+    "USDP",
+    "PYUSD",
+    "USDE",
+    "USD1",
+    "USDS",
+    "FRAX",
+    "GUSD",
+    "EUR",
+    "EURI",
+    "AEUR",
+)
 QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD")
 DAY_MS = 86_400_000
 _US_FROM = 10**14
@@ -151,8 +179,11 @@ def _symbol_stats(sym: str, df: pd.DataFrame, big_move: float, wide_range: float
     missing = [c for c in NEEDED if c not in df.columns]
     if missing:
         unknown = [c for c in got if c not in KLINE_COLUMNS]  # only a column we do not know can be a misnaming
-        hints = "".join(f" Did you mean {m[0]!r} for {c!r}?" for c in missing
-                        if (m := difflib.get_close_matches(c, unknown, n=1)))
+        hints = "".join(
+            f" Did you mean {near[0]!r} for {c!r}?"
+            for c in missing
+            if (near := difflib.get_close_matches(c, unknown, n=1))
+        )
         raise RankError(f"klines of {sym} are missing column(s) {missing}; got {got}.{hints}")
     num = {k: pd.to_numeric(df[k], errors="coerce").to_numpy(np.float64) for k in NEEDED}
     ot = num.pop("open_time")
@@ -161,8 +192,16 @@ def _symbol_stats(sym: str, df: pd.DataFrame, big_move: float, wide_range: float
     keep = np.isfinite(day)
     order = np.argsort(day[keep], kind="stable")
     day = day[keep][order]
-    m = np.column_stack([num[k][keep][order] for k in ("open", "high", "low", "close", "quote_volume",
-                                                        "taker_buy_quote_volume", "count")]) if len(day) else np.empty((0, 7))
+    m = (
+        np.column_stack(
+            [
+                num[k][keep][order]
+                for k in ("open", "high", "low", "close", "quote_volume", "taker_buy_quote_volume", "count")
+            ]
+        )
+        if len(day)
+        else np.empty((0, 7))
+    )
     # One row per day (the last): identical repeats (a daily and a monthly file) are fine, a day
     # with different rows counts as one bad row.
     last = np.searchsorted(day, day, side="right") - 1
@@ -180,12 +219,17 @@ def _symbol_stats(sym: str, df: pd.DataFrame, big_move: float, wide_range: float
     o, h, lo, c, qv, tbq, n = (x[good] for x in (o, h, lo, c, qv, tbq, n))
     days = day[good].astype(np.int64)
     out: dict[str, Any] = {
-        "symbol": sym, "days": int(len(days)), "bad_rows": int(bad.sum()) + conflicting,
-        "first_day": int(days[0]) if len(days) else None, "last_day": int(days[-1]) if len(days) else None,
+        "symbol": sym,
+        "days": int(len(days)),
+        "bad_rows": int(bad.sum()) + conflicting,
+        "first_day": int(days[0]) if len(days) else None,
+        "last_day": int(days[-1]) if len(days) else None,
         "missing_days": int(days[-1] - days[0] + 1 - len(days)) if len(days) else 0,
         "median_quote_volume_usd": float(np.median(qv)) if len(qv) else np.nan,
         "median_trades": float(np.median(n)) if len(n) else np.nan,
-        "kyle_lambda": np.nan, "big_move_share": np.nan, "wide_range_share": np.nan,
+        "kyle_lambda": np.nan,
+        "big_move_share": np.nan,
+        "wide_range_share": np.nan,
     }
     if len(days):
         out["big_move_share"] = float(np.mean(np.abs(c / o - 1) > big_move))
@@ -266,24 +310,45 @@ def rank_symbols(
             reasons.append(f"history: {r['days']} good days < {f.min_days}")
         if r["missing_days"] > f.max_missing_days:
             reasons.append(f"gaps: {r['missing_days']} missing days > {f.max_missing_days}")
-        if r["last_day"] is not None and newest - r["last_day"] > f.max_stale_days:
-            reasons.append(f"stale: last kline {_day_str(r['last_day'])}, {newest - r['last_day']} days "
-                           f"before the newest ({_day_str(newest)})")
+        if r["last_day"] is not None and newest is not None and newest - r["last_day"] > f.max_stale_days:
+            reasons.append(
+                f"stale: last kline {_day_str(r['last_day'])}, {newest - r['last_day']} days "
+                f"before the newest ({_day_str(newest)})"
+            )
         if r["bad_rows"] > f.max_bad_rows:
             reasons.append(f"quality: {r['bad_rows']} bad rows > {f.max_bad_rows}")
         mq, mt = r["median_quote_volume_usd"], r["median_trades"]
         if not (mq >= f.min_quote_volume_usd):
-            reasons.append(f"liquidity: median quote volume {_fmt_usd(mq) if np.isfinite(mq) else 'n/a'} "
-                           f"< {_fmt_usd(f.min_quote_volume_usd)}")
+            reasons.append(
+                f"liquidity: median quote volume {_fmt_usd(mq) if np.isfinite(mq) else 'n/a'} "
+                f"< {_fmt_usd(f.min_quote_volume_usd)}"
+            )
         if not (mt >= f.min_trades):
-            reasons.append(f"activity: median {mt:,.0f} trades/day < {f.min_trades:,.0f}" if np.isfinite(mt)
-                           else f"activity: no trade counts < {f.min_trades:,.0f}")
+            reasons.append(
+                f"activity: median {mt:,.0f} trades/day < {f.min_trades:,.0f}"
+                if np.isfinite(mt)
+                else f"activity: no trade counts < {f.min_trades:,.0f}"
+            )
         if r["days"] >= 2 and not np.isfinite(r["kyle_lambda"]):
             reasons.append("flow: taker flow does not vary, Kyle's lambda undefined")
         r["reasons"] = "; ".join(reasons)
         r["eligible"] = not reasons
-    cols = ["rank", "symbol", "score", *COMPONENTS, "kyle_lambda_bps_per_musd", "days", "missing_days", "bad_rows",
-            "median_quote_volume_usd", "median_trades", "first_day", "last_day", "eligible", "reasons"]
+    cols = [
+        "rank",
+        "symbol",
+        "score",
+        *COMPONENTS,
+        "kyle_lambda_bps_per_musd",
+        "days",
+        "missing_days",
+        "bad_rows",
+        "median_quote_volume_usd",
+        "median_trades",
+        "first_day",
+        "last_day",
+        "eligible",
+        "reasons",
+    ]
     if not rows:
         return pd.DataFrame({c: [] for c in cols})
     out = pd.DataFrame(rows)
@@ -303,7 +368,9 @@ def rank_symbols(
 
 
 # ---------------------------------------------------------------------------- reading klines
-_KLINE_NAME = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?P<iv>[0-9a-zA-Z]+)-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$")
+_KLINE_NAME = re.compile(
+    r"^(?P<sym>[A-Z0-9]+)-(?P<iv>[0-9a-zA-Z]+)-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$"
+)
 
 
 def parse_kline_csv(data: bytes, name: str = "klines") -> pd.DataFrame:
@@ -320,8 +387,9 @@ def parse_kline_csv(data: bytes, name: str = "klines") -> pd.DataFrame:
     df = pd.read_csv(io.StringIO(text), header=0 if header else None)
     if not header:
         if df.shape[1] != len(KLINE_COLUMNS):
-            raise RankError(f"{name}: expected {len(KLINE_COLUMNS)} kline columns ({','.join(KLINE_COLUMNS)}); "
-                            f"got {df.shape[1]}")
+            raise RankError(
+                f"{name}: expected {len(KLINE_COLUMNS)} kline columns ({','.join(KLINE_COLUMNS)}); got {df.shape[1]}"
+            )
         df.columns = list(KLINE_COLUMNS)
     return df
 
@@ -331,8 +399,10 @@ def _verify_sidecar(data: bytes, checksum: bytes, name: str) -> None:
     expected = text.split()[0].lower() if text else ""
     got = hashlib.sha256(data).hexdigest()
     if expected != got:
-        raise RankError(f"{name}: checksum mismatch: expected sha256 {expected or '(empty CHECKSUM)'}, got {got}; "
-                        "the file is damaged or changed, fetch it again")
+        raise RankError(
+            f"{name}: checksum mismatch: expected sha256 {expected or '(empty CHECKSUM)'}, got {got}; "
+            "the file is damaged or changed, fetch it again"
+        )
 
 
 def _months(start: dt.date, end: dt.date) -> list[tuple[int, int]]:
@@ -369,8 +439,10 @@ def load_klines(
     src = os.fspath(source)
     if is_url(src):
         if not wanted or start is None or end is None:
-            raise RankError("a base URL cannot be listed: give --symbols, --start and --end "
-                            "(or point --klines at a local copy of the archive)")
+            raise RankError(
+                "a base URL cannot be listed: give --symbols, --start and --end "
+                "(or point --klines at a local copy of the archive)"
+            )
         for sym in sorted(wanted):
             for y, m in _months(start, end):
                 rel = f"data/futures/um/monthly/klines/{sym}/{interval}/{sym}-{interval}-{y:04d}-{m:02d}.zip"
@@ -400,8 +472,10 @@ def load_klines(
     else:
         root = Path(src)
         if not root.is_dir():
-            raise RankError(f"--klines {src}: expected a directory (or http(s) base URL) holding SYM-{interval}-"
-                            "YYYY-MM[-DD].zip kline files; it does not exist or is not a directory")
+            raise RankError(
+                f"--klines {src}: expected a directory (or http(s) base URL) holding SYM-{interval}-"
+                "YYYY-MM[-DD].zip kline files; it does not exist or is not a directory"
+            )
         for path in sorted(root.rglob(f"*-{interval}-*")):
             mt = _KLINE_NAME.match(path.name)
             if not mt or mt["iv"] != interval:
@@ -433,9 +507,11 @@ def load_klines(
             out[sym] = df
     if not out:
         what = f" for {', '.join(sorted(wanted))}" if wanted else ""
-        raise RankError(f"no {interval} kline files{what} found under {src}"
-                        + (f" between {start} and {end}" if start or end else "")
-                        + f"; expected names like BTCUSDT-{interval}-2024-06.zip")
+        raise RankError(
+            f"no {interval} kline files{what} found under {src}"
+            + (f" between {start} and {end}" if start or end else "")
+            + f"; expected names like BTCUSDT-{interval}-2024-06.zip"
+        )
     return out
 
 
@@ -460,8 +536,10 @@ def load_exchange_info(source: str | os.PathLike[str]) -> dict[str, dict[str, An
     syms = doc.get("symbols") if isinstance(doc, dict) else None
     if not isinstance(syms, list):
         keys = list(doc)[:10] if isinstance(doc, dict) else type(doc).__name__
-        raise RankError(f"--exchange-info {src}: expected an object with a 'symbols' list "
-                        f"(Binance /fapi/v1/exchangeInfo); got {keys}")
+        raise RankError(
+            f"--exchange-info {src}: expected an object with a 'symbols' list "
+            f"(Binance /fapi/v1/exchangeInfo); got {keys}"
+        )
     return {str(s["symbol"]).upper(): s for s in syms if isinstance(s, dict) and "symbol" in s}
 
 

@@ -70,8 +70,11 @@ def _load_doc(lake: Lake) -> dict:
         if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
             raise ValueError("expected an object with a 'runs' list")
         for r in doc["runs"]:
-            if not isinstance(r, dict) or not isinstance(r.get("keys", []), list) \
-                    or not isinstance(r.get("prefixes", []), list):
+            if (
+                not isinstance(r, dict)
+                or not isinstance(r.get("keys", []), list)
+                or not isinstance(r.get("prefixes", []), list)
+            ):
                 raise ValueError(f"each run needs 'keys' (and optional 'prefixes') lists; got {str(r)[:120]}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise LakeError(
@@ -93,19 +96,24 @@ def load_protection(lake: Lake) -> Protection:
     return prot
 
 
-def protect(lake: Lake, keys: Iterable[str], run_id: str, *, model: str | None = None,
-            prefixes: Iterable[str] = ()) -> None:
+def protect(
+    lake: Lake, keys: Iterable[str], run_id: str, *, model: str | None = None, prefixes: Iterable[str] = ()
+) -> None:
     """Record that run ``run_id`` (of ``model``) depends on ``keys``; replaces that run's entry.
 
     ``keys`` are what :func:`datasets.quality.lineage` returns as ``key``.
     """
     doc = _load_doc(lake)
     runs = [r for r in doc["runs"] if r.get("run_id") != run_id]
-    runs.append({
-        "run_id": run_id, "model": model,
-        "added_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "keys": sorted(set(keys)), "prefixes": sorted(set(prefixes)),
-    })
+    runs.append(
+        {
+            "run_id": run_id,
+            "model": model,
+            "added_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "keys": sorted(set(keys)),
+            "prefixes": sorted(set(prefixes)),
+        }
+    )
     doc = {"version": PROTECTED_VERSION, "runs": sorted(runs, key=lambda r: str(r.get("run_id")))}
     lake.store.put(PROTECTED_KEY, json.dumps(doc, indent=1).encode())
 
@@ -147,8 +155,10 @@ def plan_retention(
     """
 
     if layer not in ("raw", "bronze"):
-        raise LakeError(f"retention works on the raw and bronze layers; got {layer!r} "
-                        "(silver and gold are rebuilt from bronze: delete them with the store's tools)")
+        raise LakeError(
+            f"retention works on the raw and bronze layers; got {layer!r} "
+            "(silver and gold are rebuilt from bronze: delete them with the store's tools)"
+        )
     if older_than_days < 1:
         raise LakeError(f"--older-than must be at least 1 day; got {older_than_days}")
     today = today or dt.datetime.now(dt.timezone.utc).date()
@@ -193,7 +203,11 @@ def _sha(b: bytes) -> str:
 
 
 def apply_retention(
-    lake: Lake, plan: list[RetainAction], *, archive_to: str | Store | None = None, progress: bool = True,
+    lake: Lake,
+    plan: list[RetainAction],
+    *,
+    archive_to: str | Store | None = None,
+    progress: bool = True,
 ) -> RetainResult:
     """Carry out ``plan``: delete, or copy → verify → delete for ``archive``.
 

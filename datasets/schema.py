@@ -71,9 +71,7 @@ def validate_bronze(df: pd.DataFrame, *, what: str = "trades") -> pd.DataFrame:
     got = [str(c) for c in df.columns]
     for col in BRONZE_COLUMNS:
         if col not in df.columns:
-            raise SchemaError(
-                f"{what} is missing column {col!r}; got {got}.{_did_you_mean(col, got)}"
-            )
+            raise SchemaError(f"{what} is missing column {col!r}; got {got}.{_did_you_mean(col, got)}")
     cols = list(BRONZE_COLUMNS) + [c for c in BRONZE_OPTIONAL if c in df.columns]
     out = df[cols].copy()
     for col in cols:

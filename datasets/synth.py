@@ -39,7 +39,7 @@ import os
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from numba import njit
@@ -85,8 +85,11 @@ def read_trade_stream(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             d = frame["data"]
             if d.get("X", "MARKET") != "MARKET":
                 continue
-            ids.append(d["t"]); ts.append(d["T"]); px.append(float(d["p"]))
-            qty.append(float(d["q"])); mk.append(bool(d["m"]))
+            ids.append(d["t"])
+            ts.append(d["T"])
+            px.append(float(d["p"]))
+            qty.append(float(d["q"]))
+            mk.append(bool(d["m"]))
     if not ids:
         raise ValueError(f"{path}: no '@trade' frames found; expected an hftbacktest USD-M stream recording")
     tid = np.asarray(ids, np.int64)
@@ -94,8 +97,13 @@ def read_trade_stream(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     keep = np.ones(len(order), bool)
     keep[1:] = np.diff(tid[order]) != 0
     o = order[keep]
-    return {"trade_id": tid[o], "ts_ms": np.asarray(ts, np.int64)[o], "price": np.asarray(px)[o],
-            "qty": np.asarray(qty)[o], "buyer_maker": np.asarray(mk, bool)[o]}
+    return {
+        "trade_id": tid[o],
+        "ts_ms": np.asarray(ts, np.int64)[o],
+        "price": np.asarray(px)[o],
+        "qty": np.asarray(qty)[o],
+        "buyer_maker": np.asarray(mk, bool)[o],
+    }
 
 
 def aggregate_trades(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -107,8 +115,13 @@ def aggregate_trades(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     new = np.ones(len(t), bool)
     new[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1]) | (m[1:] != m[:-1])
     start = np.flatnonzero(new)
-    return {"ts_ms": t[start], "price": p[start], "qty": np.add.reduceat(raw["qty"], start),
-            "side": np.where(m[start], -1, 1).astype(np.int8), "n_raw": np.diff(np.append(start, len(t)))}
+    return {
+        "ts_ms": t[start],
+        "price": p[start],
+        "qty": np.add.reduceat(raw["qty"], start),
+        "side": np.where(m[start], -1, 1).astype(np.int8),
+        "n_raw": np.diff(np.append(start, len(t))),
+    }
 
 
 def _orders(ts_ms: np.ndarray, side: np.ndarray) -> np.ndarray:
@@ -188,8 +201,13 @@ def _fit_hawkes(t_s: np.ndarray) -> dict:
     span = float(t[-1]) + 1e-3
 
     def unpack(z):
-        return (math.exp(z[0]), 1.0 / (1.0 + math.exp(-z[1])), math.exp(z[2]),
-                1.0 / (1.0 + math.exp(-z[3])), math.exp(z[4]))
+        return (
+            math.exp(z[0]),
+            1.0 / (1.0 + math.exp(-z[1])),
+            math.exp(z[2]),
+            1.0 / (1.0 + math.exp(-z[3])),
+            math.exp(z[4]),
+        )
 
     def nll(z):
         mu, n1, b1, n2, b2 = unpack(z)
@@ -199,20 +217,21 @@ def _fit_hawkes(t_s: np.ndarray) -> dict:
 
     best = None
     for z0 in ((1.0, -1.5, math.log(100.0), -0.5, 0.0), (0.0, 0.0, math.log(30.0), -1.0, math.log(0.1))):
-        res = minimize(nll, np.array(z0), method="Nelder-Mead",
-                       options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
+        res = minimize(
+            nll, np.array(z0), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000}
+        )
         if best is None or res.fun < best.fun:
             best = res
+    assert best is not None  # two starting points were tried
     mu, n1, b1, n2, b2 = unpack(best.x)
     if b1 < b2:  # name the kernels by speed
         n1, b1, n2, b2 = n2, b2, n1, b1
-    return {"mu_per_s": mu, "fast_branching": n1, "fast_decay_per_s": b1,
-            "slow_branching": n2, "slow_decay_per_s": b2}
+    return {"mu_per_s": mu, "fast_branching": n1, "fast_decay_per_s": b1, "slow_branching": n2, "slow_decay_per_s": b2}
 
 
 def _sweep_pmf(alpha: float, j_max: int) -> np.ndarray:
     j = np.arange(1, j_max + 1, dtype=float)
-    return (j ** -alpha - (j + 1) ** -alpha) / (1 - (j_max + 1.0) ** -alpha)
+    return (j**-alpha - (j + 1) ** -alpha) / (1 - (j_max + 1.0) ** -alpha)
 
 
 def _fit_sweeps(k: np.ndarray) -> dict:
@@ -258,8 +277,11 @@ def _fit_sizes(notional: np.ndarray) -> dict:
     knots = np.quantile(notional, _KNOTS_Q)
     u0 = float(knots[-1])
     tail = notional[notional > u0]
-    return {"knots_q": [float(q) for q in _KNOTS_Q], "knots_usd": [float(k) for k in knots],
-            "tail_alpha": float(1.0 / np.mean(np.log(tail / u0)))}
+    return {
+        "knots_q": [float(q) for q in _KNOTS_Q],
+        "knots_usd": [float(k) for k in knots],
+        "tail_alpha": float(1.0 / np.mean(np.log(tail / u0))),
+    }
 
 
 def _grid_step(values: np.ndarray, decimals: int = 8) -> float:
@@ -293,8 +315,11 @@ def _calibrate_one(raw: dict[str, np.ndarray]) -> dict:
         "order_side_persistence": float(np.mean(order_side[1:] == order_side[:-1])),
         "hawkes": _fit_hawkes(ts[starts] / 1000.0),
         "sizes": _fit_sizes(notional),
-        "impact": {"kappa_per_sqrt_usd": kappa, "flow_var_share": 1.0 - resid_var / total_var,
-                   "diffusion_bps_per_sqrt_s": math.sqrt(resid_var) * 1e4},
+        "impact": {
+            "kappa_per_sqrt_usd": kappa,
+            "flow_var_share": 1.0 - resid_var / total_var,
+            "diffusion_bps_per_sqrt_s": math.sqrt(resid_var) * 1e4,
+        },
         "stats": stats,
     }
 
@@ -320,7 +345,7 @@ def calibrate(paths: Sequence[str | os.PathLike[str]]) -> dict:
     return {
         "version": 1,
         "note": "Derived figures only. Source recordings: hftbacktest examples, MIT licence, "
-                "Copyright (c) 2022 nkaz001@protonmail.com.",
+        "Copyright (c) 2022 nkaz001@protonmail.com.",
         "sources": sources,
         "profiles": profiles,
     }
@@ -332,8 +357,9 @@ def load_calibration(path: str | os.PathLike[str] | None = None) -> dict:
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(2, "synth calibration not found; regenerate it with "
-                                   "`python -m datasets.synth RECORDING.txt.gz ...`", str(p)) from None
+        raise FileNotFoundError(
+            2, "synth calibration not found; regenerate it with `python -m datasets.synth RECORDING.txt.gz ...`", str(p)
+        ) from None
 
 
 # --------------------------------------------------------------------------- generator
@@ -389,7 +415,8 @@ class SynthParams:
             raise ValueError(
                 f"whale_rate_per_day {self.whale_rate_per_day:g} is too high for plant_horizon_s "
                 f"{self.plant_horizon_s:g}: planted effects must not overlap (gaps of at least 1.25 x horizon), "
-                f"so use fewer than {max_rate:.1f} whales per day or a shorter horizon")
+                f"so use fewer than {max_rate:.1f} whales per day or a shorter horizon"
+            )
 
     @property
     def effect_bps(self) -> float:
@@ -453,13 +480,13 @@ def _order_sides(rng, persistence: float, n: int, prev: int) -> np.ndarray:
     """A symmetric two-state Markov chain of ±1, drawn as geometric run lengths."""
     if n == 0:
         return np.empty(0, np.int8)
-    runs = []
+    chunks = []
     total = 0
     while total < n:
         r = rng.geometric(1.0 - persistence, max(16, int((n - total) * (1 - persistence) * 1.1)))
-        runs.append(r)
+        chunks.append(r)
         total += int(r.sum())
-    runs = np.concatenate(runs)
+    runs = np.concatenate(chunks)
     first = prev if rng.random() < persistence else -prev
     # The first run continues `prev` only in its sign; its length is a fresh geometric draw.
     signs = first * np.where(np.arange(runs.size) % 2 == 0, 1, -1)
@@ -555,8 +582,9 @@ class SynthMarket:
             # Orders: organic then planted, merged in time (a whale is a single aggTrade).
             t_ord = np.concatenate([t_org, w])
             k_ord = np.concatenate([_sweep_sizes(rng, sweeps, t_org.size), np.ones(w.size, np.int64)])
-            s_ord = np.concatenate([_order_sides(rng, prof["order_side_persistence"], t_org.size, st.side),
-                                    np.ones(w.size, np.int8)])
+            s_ord = np.concatenate(
+                [_order_sides(rng, prof["order_side_persistence"], t_org.size, st.side), np.ones(w.size, np.int8)]
+            )
             is_w = np.concatenate([np.zeros(t_org.size, bool), np.ones(w.size, bool)])
             o = np.argsort(t_ord, kind="stable")
             t_ord, k_ord, s_ord, is_w = t_ord[o], k_ord[o], s_ord[o], is_w[o]
@@ -570,8 +598,12 @@ class SynthMarket:
             notional[whale] = params.whale_notional_usd * (1.0 + rng.random(int(whale.sum())))
             impact = np.where(whale, 0.0, kappa * side * np.sqrt(notional))
             diff = sigma * np.sqrt(np.diff(np.concatenate([[st.last_t], t]))) * rng.standard_normal(n)
-            pre = (st.x + np.cumsum(diff) + (np.cumsum(impact) - impact)
-                   + _ramp(t, whales, log_effect, params.plant_horizon_s))
+            pre = (
+                st.x
+                + np.cumsum(diff)
+                + (np.cumsum(impact) - impact)
+                + _ramp(t, whales, log_effect, params.plant_horizon_s)
+            )
             base = np.repeat(pre[first], k_ord)  # a sweep walks the book from the mid it found
             ticks = np.floor(np.exp(base) * inv_tick).astype(np.int64) + np.where(side > 0, 1 + pos, -pos)
             price = np.maximum(ticks, 1) / inv_tick
@@ -649,8 +681,11 @@ class ForwardReturns:
     @property
     def returns(self) -> list[float]:
         """Returns of the triggers whose horizon ends within the data seen so far."""
-        done = [r[2] / r[0] - 1 for r in self._open
-                if r[0] is not None and self._last_ts is not None and r[1] <= self._last_ts]
+        done = [
+            r[2] / r[0] - 1
+            for r in self._open
+            if r[0] is not None and self._last_ts is not None and r[1] <= self._last_ts
+        ]
         return self._returns + done
 
     def summary(self) -> dict:
@@ -685,11 +720,17 @@ def _csv_bytes(trades: dict) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pa.table({
-        "agg_trade_id": trades["agg_trade_id"], "price": trades["price"], "quantity": trades["qty"],
-        "first_trade_id": trades["first_trade_id"], "last_trade_id": trades["last_trade_id"],
-        "transact_time": trades["ts_ms"], "is_buyer_maker": trades["side"] < 0,
-    })
+    table = pa.table(
+        {
+            "agg_trade_id": trades["agg_trade_id"],
+            "price": trades["price"],
+            "quantity": trades["qty"],
+            "first_trade_id": trades["first_trade_id"],
+            "last_trade_id": trades["last_trade_id"],
+            "transact_time": trades["ts_ms"],
+            "is_buyer_maker": trades["side"] < 0,
+        }
+    )
     sink = pa.BufferOutputStream()  # much faster than a Python BytesIO for pyarrow
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
     return (CSV_HEADER + "\n").encode() + sink.getvalue().to_pybytes()
@@ -718,8 +759,13 @@ def _write_day(out: Path, symbol: str, day: dt.date, trades: dict) -> dict:
     sha = hashlib.sha256(zdata).hexdigest()
     _atomic_write(out / rel, zdata)
     _atomic_write(out / (rel + ".CHECKSUM"), f"{sha}  {Path(rel).name}\n".encode())
-    return {"date": day.isoformat(), "relpath": rel, "sha256": sha, "rows": int(trades["ts_ms"].size),
-            "whales": int(trades["whale"].sum())}
+    return {
+        "date": day.isoformat(),
+        "relpath": rel,
+        "sha256": sha,
+        "rows": int(trades["ts_ms"].size),
+        "whales": int(trades["whale"].sum()),
+    }
 
 
 def _collect(res: SynthResult, file_info: dict, on_day) -> None:
@@ -758,9 +804,16 @@ def write_synth_archive(
         for day, tr in market.days():
             futures.append(pool.submit(_write_day, out, params.symbol, day, tr))
             wi = np.flatnonzero(tr["whale"])
-            whales += [{"agg_trade_id": int(tr["agg_trade_id"][i]), "ts_ms": int(tr["ts_ms"][i]),
-                        "price": float(tr["price"][i]), "qty": float(tr["qty"][i]),
-                        "notional_usd": round(float(tr["price"][i] * tr["qty"][i]), 2)} for i in wi]
+            whales += [
+                {
+                    "agg_trade_id": int(tr["agg_trade_id"][i]),
+                    "ts_ms": int(tr["ts_ms"][i]),
+                    "price": float(tr["price"][i]),
+                    "qty": float(tr["qty"][i]),
+                    "notional_usd": round(float(tr["price"][i] * tr["qty"][i]), 2),
+                }
+                for i in wi
+            ]
             fwd.add(tr["ts_ms"], tr["price"], tr["whale"])
             if stats_day1 is None and tr["ts_ms"].size > 1:
                 stats_day1 = market_stats(tr["ts_ms"], tr["price"], tr["qty"], tr["side"])
@@ -774,27 +827,43 @@ def write_synth_archive(
     res.measured = fwd.summary()
     p = params
     res.manifest = {
-        "synthetic": True, "generator": "whalebt datasets.synth (version 1)", "exchange": "binance_usdm",
-        "symbol": p.symbol, "start": p.start.isoformat(), "end": p.end.isoformat(), "seed": p.seed,
+        "synthetic": True,
+        "generator": "whalebt datasets.synth (version 1)",
+        "exchange": "binance_usdm",
+        "symbol": p.symbol,
+        "start": p.start.isoformat(),
+        "end": p.end.isoformat(),
+        "seed": p.seed,
         "params": {**asdict(p), "start": p.start.isoformat()},
         "plant": {
-            "effect_bps": p.effect_bps, "null": p.null or p.effect_bps == 0, "horizon_s": p.plant_horizon_s,
+            "effect_bps": p.effect_bps,
+            "null": p.null or p.effect_bps == 0,
+            "horizon_s": p.plant_horizon_s,
             "whale_notional_usd": p.whale_notional_usd,
             "whale_notional_range_usd": [p.whale_notional_usd, 2 * p.whale_notional_usd],
-            "whale_rate_per_day": p.whale_rate_per_day, "n_whales": res.n_whales,
+            "whale_rate_per_day": p.whale_rate_per_day,
+            "n_whales": res.n_whales,
             "organic_notional_below_usd": p.whale_notional_usd,
-            "expected_mean_forward_return_bps": p.effect_bps, "measured_forward_return": res.measured,
+            "expected_mean_forward_return_bps": p.effect_bps,
+            "measured_forward_return": res.measured,
             "definition": "simple return from the trade after each planted whale (a taker buy with "
-                          "notional >= whale_notional_usd; no organic trade reaches it) to the last trade "
-                          "at or before that trade's time + horizon_s; the drift is a linear ramp of "
-                          "ln(1 + effect_bps/1e4) in the log mid over horizon_s, permanent",
+            "notional >= whale_notional_usd; no organic trade reaches it) to the last trade "
+            "at or before that trade's time + horizon_s; the drift is a linear ramp of "
+            "ln(1 + effect_bps/1e4) in the log mid over horizon_s, permanent",
         },
-        "model": {"profile": p.profile, "calibration_sha256": market.calibration_sha256,
-                  "start_price": market.start_price, "tick": market.profile["tick"],
-                  "qty_step": market.profile["qty_step"], "kappa_per_sqrt_usd": market.kappa_per_sqrt_usd},
-        "stats_first_day": stats_day1, "files": res.files, "whales": whales,
+        "model": {
+            "profile": p.profile,
+            "calibration_sha256": market.calibration_sha256,
+            "start_price": market.start_price,
+            "tick": market.profile["tick"],
+            "qty_step": market.profile["qty_step"],
+            "kappa_per_sqrt_usd": market.kappa_per_sqrt_usd,
+        },
+        "stats_first_day": stats_day1,
+        "files": res.files,
+        "whales": whales,
     }
-    doc = {"synthetic": True, "markets": {}}
+    doc: dict[str, Any] = {"synthetic": True, "markets": {}}
     if res.manifest_path.exists():
         try:
             old = json.loads(res.manifest_path.read_text())

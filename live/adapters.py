@@ -147,8 +147,11 @@ class BinanceAdapter(Adapter):
             else:
                 limit = min(500, to_id - nxt + 1)
                 key = os.environ.get("BINANCE_API_KEY")
-                rows = await get_json("/fapi/v1/historicalTrades", {"symbol": symbol, "fromId": nxt, "limit": limit},
-                                      {"X-MBX-APIKEY": key} if key else None)
+                rows = await get_json(
+                    "/fapi/v1/historicalTrades",
+                    {"symbol": symbol, "fromId": nxt, "limit": limit},
+                    {"X-MBX-APIKEY": key} if key else None,
+                )
                 batch = [_binance_rest_trade(symbol, r) for r in rows]
             batch = [t for t in batch if nxt <= t.trade_id <= to_id]
             if not batch:
@@ -163,12 +166,14 @@ class BinanceAdapter(Adapter):
         start = since_ms
         while start < until_ms:
             end = min(until_ms, start + 3_600_000 - 1)
-            rows = await get_json("/fapi/v1/aggTrades", {"symbol": symbol, "startTime": start,
-                                                          "endTime": end, "limit": 1000})
+            rows = await get_json(
+                "/fapi/v1/aggTrades", {"symbol": symbol, "startTime": start, "endTime": end, "limit": 1000}
+            )
             raw = list(rows)
             while len(rows) == 1000:  # more in this window: continue by id
-                rows = await get_json("/fapi/v1/aggTrades", {"symbol": symbol, "fromId": int(raw[-1]["a"]) + 1,
-                                                              "limit": 1000})
+                rows = await get_json(
+                    "/fapi/v1/aggTrades", {"symbol": symbol, "fromId": int(raw[-1]["a"]) + 1, "limit": 1000}
+                )
                 more = [r for r in rows if int(r["T"]) <= end]
                 raw += more
                 if len(more) < len(rows):
@@ -191,11 +196,19 @@ def _binance_rest_agg(symbol: str, r: dict[str, Any], by_first_fill: bool = Fals
 
 def _binance_rest_trade(symbol: str, r: dict[str, Any]) -> Trade:
     try:
-        return Trade("binance_usdm", symbol, int(r["id"]), int(r["time"]), float(r["price"]), float(r["qty"]),
-                     -1 if r["isBuyerMaker"] else 1)
+        return Trade(
+            "binance_usdm",
+            symbol,
+            int(r["id"]),
+            int(r["time"]),
+            float(r["price"]),
+            float(r["qty"]),
+            -1 if r["isBuyerMaker"] else 1,
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise RestError(f"binance historicalTrades row needs id, time, price, qty, isBuyerMaker; got {r!r} "
-                        f"({exc})") from None
+        raise RestError(
+            f"binance historicalTrades row needs id, time, price, qty, isBuyerMaker; got {r!r} ({exc})"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- Bybit v5
@@ -211,8 +224,10 @@ class BybitAdapter(Adapter):
     def subscribe_messages(self, symbols: list[str], url: str) -> list[str]:
         topics = [f"publicTrade.{s.upper()}" for s in symbols]
         # Bybit takes at most 10 args per subscribe request
-        return [json.dumps({"op": "subscribe", "args": topics[i:i + 10], "req_id": f"whalebt-{i // 10}"})
-                for i in range(0, len(topics), 10)]
+        return [
+            json.dumps({"op": "subscribe", "args": topics[i : i + 10], "req_id": f"whalebt-{i // 10}"})
+            for i in range(0, len(topics), 10)
+        ]
 
     def parse(self, text: str | bytes) -> list[Trade]:
         return parse_bybit(_json_object(text), exchange=self.exchange)
@@ -230,9 +245,21 @@ class BybitAdapter(Adapter):
             rows = body["result"]["list"]
         except (KeyError, TypeError):
             raise RestError(f"bybit recent-trade: expected result.list; got {str(body)[:200]}") from None
-        frame = {"topic": f"publicTrade.{symbol}", "data": [
-            {"T": r["time"], "s": r["symbol"], "S": r["side"], "v": r["size"], "p": r["price"], "i": r["execId"],
-             **({"seq": r["seq"]} if "seq" in r else {})} for r in reversed(rows)]}
+        frame = {
+            "topic": f"publicTrade.{symbol}",
+            "data": [
+                {
+                    "T": r["time"],
+                    "s": r["symbol"],
+                    "S": r["side"],
+                    "v": r["size"],
+                    "p": r["price"],
+                    "i": r["execId"],
+                    **({"seq": r["seq"]} if "seq" in r else {}),
+                }
+                for r in reversed(rows)
+            ],
+        }
         try:
             out = parse_bybit(frame, exchange=self.exchange)
         except FrameError as exc:
@@ -292,8 +319,11 @@ class OkxAdapter(Adapter):
         except (KeyError, TypeError):
             raise RestError(f"okx market/trades: expected data; got {str(body)[:200]}") from None
         try:
-            out = parse_okx({"arg": {"channel": "trades", "instId": inst}, "data": rows},
-                            exchanges=("okx_swap",), contract_values=self.contract_values)
+            out = parse_okx(
+                {"arg": {"channel": "trades", "instId": inst}, "data": rows},
+                exchanges=("okx_swap",),
+                contract_values=self.contract_values,
+            )
         except FrameError as exc:
             raise RestError(f"okx market/trades rows: {exc}") from None
         return [t for t in out if since_ms <= t.ts_ms <= until_ms]

@@ -72,9 +72,15 @@ def _rules_from_bundle(sc: dict) -> Any:
         return None
     from bt.config import parse_duration_ms
 
-    return PaperRules(parse_duration_ms(sc["horizon"]), int(sc.get("entry_latency_ms") or 0),
-                      float(sc.get("fee_bps", 5.0)) / 1e4, float(sc.get("slippage_bps") or 0.0) / 1e4,
-                      sc.get("take_profit"), sc.get("stop_loss"), float(sc.get("label_threshold", 0.01)))
+    return PaperRules(
+        parse_duration_ms(sc["horizon"]),
+        int(sc.get("entry_latency_ms") or 0),
+        float(sc.get("fee_bps", 5.0)) / 1e4,
+        float(sc.get("slippage_bps") or 0.0) / 1e4,
+        sc.get("take_profit"),
+        sc.get("stop_loss"),
+        float(sc.get("label_threshold", 0.01)),
+    )
 
 
 @dataclass
@@ -129,7 +135,8 @@ class Decider:
         if trained is not None and WhaleParams.from_dict(trained) != params:
             raise ModelUnavailable(
                 f"model {uri} was trained on whale events of {trained}, but the config's signal.whale is "
-                f"{whale}; use the model's rule (see its signal_config.json) or run with --model alone")
+                f"{whale}; use the model's rule (see its signal_config.json) or run with --model alone"
+            )
         return cls(params, cid, uri, float(bundle.threshold), _predictor(bundle), name=config.name, paper_rules=rules)
 
     @classmethod
@@ -142,12 +149,21 @@ class Decider:
         bundle = _load_bundle(uri, tracking_uri)
         whale = bundle.signal_config.get("whale")
         if not whale:
-            raise ModelUnavailable(f"model {uri} carries no whale rule in its signal_config.json; run it with "
-                                   "--config CONFIG (model.uri set) instead")
+            raise ModelUnavailable(
+                f"model {uri} carries no whale rule in its signal_config.json; run it with "
+                "--config CONFIG (model.uri set) instead"
+            )
         params = WhaleParams.from_dict(whale)
         cid = make_config_id({"whale": dict(whale), "model": {"uri": uri}})
-        return cls(params, cid, uri, float(bundle.threshold), _predictor(bundle), name=uri,
-                   paper_rules=_rules_from_bundle(bundle.signal_config))
+        return cls(
+            params,
+            cid,
+            uri,
+            float(bundle.threshold),
+            _predictor(bundle),
+            name=uri,
+            paper_rules=_rules_from_bundle(bundle.signal_config),
+        )
 
     def decide(self, features: np.ndarray | None) -> tuple[float | None, str]:
         """(prob, decision) for an event's feature row."""

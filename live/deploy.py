@@ -19,11 +19,23 @@ import yaml
 __all__ = ["AciSpec", "render_aci", "az_create_command", "SECURE_ENV_DEFAULT", "PLAIN_ENV_DEFAULT"]
 
 #: Passed as secureValue when set in the environment of `live deploy aci`.
-SECURE_ENV_DEFAULT = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_CLIENT_SECRET", "MLFLOW_TRACKING_TOKEN",
-                      "MLFLOW_TRACKING_PASSWORD", "DATABRICKS_TOKEN", "BINANCE_API_KEY")
+SECURE_ENV_DEFAULT = (
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_CLIENT_SECRET",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "DATABRICKS_TOKEN",
+    "BINANCE_API_KEY",
+)
 #: Passed as plain values when set (a tracking URI with credentials in it becomes secure).
-PLAIN_ENV_DEFAULT = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "AZURE_CLIENT_ID",
-                     "AZURE_TENANT_ID", "DATABRICKS_HOST")
+PLAIN_ENV_DEFAULT = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "DATABRICKS_HOST",
+)
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MASK = "*** (secure, not shown)"
@@ -57,8 +69,9 @@ class AciSpec:
     def validate(self) -> None:
         problems = []
         if not _NAME.match(self.name):
-            problems.append(f"--name must be 1-63 lower-case letters, digits or '-' (no leading/trailing '-'); "
-                            f"got {self.name!r}")
+            problems.append(
+                f"--name must be 1-63 lower-case letters, digits or '-' (no leading/trailing '-'); got {self.name!r}"
+            )
         if (self.model_uri is None) == (self.config_text is None):
             problems.append("give exactly one of --model URI or --config FILE")
         if self.journal_share and not (self.storage_account and self.storage_key):
@@ -73,15 +86,29 @@ class AciSpec:
     def command(self) -> list[str]:
         cmd = ["live", "run"]
         cmd += ["--model", self.model_uri] if self.model_uri else ["--config", "/etc/whalebt/config.yaml"]
-        cmd += ["--exchange", self.exchange, "--symbols", ",".join(self.symbols),
-                "--http-host", "0.0.0.0", "--http-port", str(self.http_port),
-                "--journal", "/journal/journal.jsonl" if self.journal_share else "/tmp/journal.jsonl"]
+        cmd += [
+            "--exchange",
+            self.exchange,
+            "--symbols",
+            ",".join(self.symbols),
+            "--http-host",
+            "0.0.0.0",
+            "--http-port",
+            str(self.http_port),
+            "--journal",
+            "/journal/journal.jsonl" if self.journal_share else "/tmp/journal.jsonl",
+        ]
         return cmd + list(self.extra_args)
 
 
 def _probe(port: int, initial_s: int, period_s: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/health", "port": port, "scheme": "http"}, "initialDelaySeconds": initial_s,
-            "periodSeconds": period_s, "failureThreshold": failures, "timeoutSeconds": 5}
+    return {
+        "httpGet": {"path": "/health", "port": port, "scheme": "http"},
+        "initialDelaySeconds": initial_s,
+        "periodSeconds": period_s,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
 
 
 def render_aci(spec: AciSpec, *, reveal: bool) -> str:
@@ -96,13 +123,21 @@ def render_aci(spec: AciSpec, *, reveal: bool) -> str:
     mounts, volumes = [], []
     if spec.config_text is not None:
         mounts.append({"name": "config", "mountPath": "/etc/whalebt", "readOnly": True})
-        volumes.append({"name": "config", "secret": {
-            "config.yaml": secret(base64.b64encode(spec.config_text.encode()).decode())}})
+        volumes.append(
+            {"name": "config", "secret": {"config.yaml": secret(base64.b64encode(spec.config_text.encode()).decode())}}
+        )
     if spec.journal_share:
         mounts.append({"name": "journal", "mountPath": "/journal"})
-        volumes.append({"name": "journal", "azureFile": {"shareName": spec.journal_share,
-                                                         "storageAccountName": spec.storage_account,
-                                                         "storageAccountKey": secret(spec.storage_key or "")}})
+        volumes.append(
+            {
+                "name": "journal",
+                "azureFile": {
+                    "shareName": spec.journal_share,
+                    "storageAccountName": spec.storage_account,
+                    "storageAccountKey": secret(spec.storage_key or ""),
+                },
+            }
+        )
     container: dict[str, Any] = {
         "image": spec.image,
         "command": spec.command(),
@@ -124,25 +159,36 @@ def render_aci(spec: AciSpec, *, reveal: bool) -> str:
     if volumes:
         props["volumes"] = volumes
     if spec.registry_server:
-        props["imageRegistryCredentials"] = [{"server": spec.registry_server, "username": spec.registry_username,
-                                              "password": secret(spec.registry_password or "")}]
-    doc = {"apiVersion": "2021-10-01", "location": spec.location, "name": spec.name,
-           "type": "Microsoft.ContainerInstance/containerGroups",
-           "tags": {"app": "whalebt-live", "exchange": spec.exchange}, "properties": props}
+        props["imageRegistryCredentials"] = [
+            {
+                "server": spec.registry_server,
+                "username": spec.registry_username,
+                "password": secret(spec.registry_password or ""),
+            }
+        ]
+    doc = {
+        "apiVersion": "2021-10-01",
+        "location": spec.location,
+        "name": spec.name,
+        "type": "Microsoft.ContainerInstance/containerGroups",
+        "tags": {"app": "whalebt-live", "exchange": spec.exchange},
+        "properties": props,
+    }
     return yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
 def az_create_command(spec: AciSpec, yaml_path: str) -> str:
     """The `az container create` command line for a rendered file."""
-    return shlex.join(["az", "container", "create", "--resource-group", spec.resource_group,
-                       "--file", yaml_path])
+    return shlex.join(["az", "container", "create", "--resource-group", spec.resource_group, "--file", yaml_path])
 
 
-def env_from_process(names_plain=PLAIN_ENV_DEFAULT, names_secure=SECURE_ENV_DEFAULT,
-                     environ: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def env_from_process(
+    names_plain=PLAIN_ENV_DEFAULT, names_secure=SECURE_ENV_DEFAULT, environ: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """Split the settings found in the environment into plain and secure variables."""
     environ = dict(os.environ if environ is None else environ)
-    plain, secure = {}, {}
+    plain: dict[str, str] = {}
+    secure: dict[str, str] = {}
     for k in names_plain:
         v = environ.get(k)
         if v:

@@ -20,8 +20,12 @@ async def start_http(runner: "Runner", host: str, port: int):
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=runner.render_metrics(), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+        return web.Response(
+            text=runner.render_metrics(),
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff"},
+            charset="utf-8",
+        )
 
     async def signals(request: web.Request) -> web.Response:
         raw = request.query.get("limit", "50")

@@ -63,8 +63,9 @@ def _repair_tail(path: Path) -> None:
             if i >= 0:
                 keep = pos + i + 1
                 break
-        log.warning("journal %s: cutting a half-written last line (%d bytes) left by an interrupted write",
-                    path, size - keep)
+        log.warning(
+            "journal %s: cutting a half-written last line (%d bytes) left by an interrupted write", path, size - keep
+        )
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
@@ -85,8 +86,10 @@ def read_journal(path: str | os.PathLike[str], *, exchange: str, config_id: str)
                 rec = json.loads(line)
                 sym, tid, ts = str(rec["symbol"]), int(rec["trade_id"]), int(rec["ts_ms"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"journal {p} line {n} is not a journal record (expected the docs/spec.md §5 keys); "
-                                 f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file") from None
+                raise ValueError(
+                    f"journal {p} line {n} is not a journal record (expected the docs/spec.md §5 keys); "
+                    f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file"
+                ) from None
             if rec.get("config_id") != config_id or rec.get("exchange") != exchange:
                 st.other_configs += 1
                 continue
@@ -207,8 +210,9 @@ class StdoutEcho:
             pass
         self._thread.join(timeout_s)
         if self.dropped:
-            log.warning("stdout could not keep up: %d journal lines were not echoed (the journal file has them)",
-                        self.dropped)
+            log.warning(
+                "stdout could not keep up: %d journal lines were not echoed (the journal file has them)", self.dropped
+            )
 
 
 class AppendBlobSink:
@@ -256,10 +260,9 @@ class AppendBlobSink:
             except Exception as exc:  # noqa: BLE001 - any storage error: retry, then count
                 if attempt == self._retries:
                     self.failed += len(lines)
-                    log.error("journal copy to %s failed for %d line(s): %s", self.uri, len(lines),
-                              type(exc).__name__)
+                    log.error("journal copy to %s failed for %d line(s): %s", self.uri, len(lines), type(exc).__name__)
                     return
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+                time.sleep(min(5.0, 0.2 * 2**attempt))
 
     def _run(self) -> None:
         done = False

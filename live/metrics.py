@@ -15,8 +15,27 @@ import numpy as np
 __all__ = ["Metrics", "Histogram", "LATENCY_BUCKETS_S"]
 
 #: Bucket upper bounds (seconds) of the latency histograms: 10 µs to 10 s.
-LATENCY_BUCKETS_S = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
-                     5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS_S = (
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Histogram:
@@ -87,8 +106,9 @@ class Histogram:
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
     if not labels:
         return ""
-    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                    for k, v in labels)
+    body = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in labels
+    )
     return "{" + body + "}"
 
 
@@ -119,14 +139,17 @@ class Metrics:
         self.values: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         self.receipt_to_decision = Histogram(
             self.PREFIX + "receipt_to_decision_seconds",
-            "time from a frame's receipt to the decisions on all its trades (journal I/O and REST excluded)")
+            "time from a frame's receipt to the decisions on all its trades (journal I/O and REST excluded)",
+        )
         self.journal_fsync = Histogram(
-            self.PREFIX + "journal_fsync_seconds", "time of one journal fdatasync (a group commit of the records "
-            "decided in one burst of frames)")
+            self.PREFIX + "journal_fsync_seconds",
+            "time of one journal fdatasync (a group commit of the records decided in one burst of frames)",
+        )
         self.exchange_to_receipt = Histogram(
             self.PREFIX + "exchange_to_receipt_seconds",
             "local receipt time minus the exchange's trade time (clock skew included)",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0))
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
+        )
 
     def inc(self, name: str, by: float = 1, **labels: str) -> None:
         key = tuple(sorted(labels.items()))

@@ -37,8 +37,15 @@ class PaperRules:
     @classmethod
     def from_config(cls, config: Any) -> "PaperRules":
         b = config.backtest
-        return cls(int(b.horizon_ms), int(b.entry_latency_ms), b.fee_bps / 1e4, b.slippage_bps / 1e4,
-                   b.take_profit, b.stop_loss, b.label_threshold)
+        return cls(
+            int(b.horizon_ms),
+            int(b.entry_latency_ms),
+            b.fee_bps / 1e4,
+            b.slippage_bps / 1e4,
+            b.take_profit,
+            b.stop_loss,
+            b.label_threshold,
+        )
 
 
 class _Position:
@@ -46,8 +53,11 @@ class _Position:
 
     def __init__(self, symbol: str, trigger_id: int, trigger_ts: int, due_ts: int):
         self.symbol, self.trigger_id, self.trigger_ts, self.due_ts = symbol, trigger_id, trigger_ts, due_ts
-        self.entry_id = self.entry_ts = self.end_ts = None
-        self.entry_px = None
+        # Set when the position is entered; only entered positions are in the open heap.
+        self.entry_id: int = -1
+        self.entry_ts: int = -1
+        self.end_ts: int = -1
+        self.entry_px: float = float("nan")
 
     def __lt__(self, other: "_Position") -> bool:
         return (self.end_ts, self.trigger_id) < (other.end_ts, other.trigger_id)
@@ -79,8 +89,9 @@ class PaperBook:
         self.open: dict[str, list[_Position]] = {}  # heap by end time
         self.closed: list[dict] = []
         self.prev: dict[str, tuple[int, int, float]] = {}  # symbol -> the trade before the current one
-        self.done_ids: set[tuple[str, int]] = {(r["symbol"], int(r["trade_id"])) for r in
-                                               (read_outcomes(self.path, config_id) if self.path else [])}
+        self.done_ids: set[tuple[str, int]] = {
+            (r["symbol"], int(r["trade_id"])) for r in (read_outcomes(self.path, config_id) if self.path else [])
+        }
         self._fh = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +102,8 @@ class PaperBook:
         if (symbol, trade_id) in self.done_ids:
             return
         self.pending.setdefault(symbol, []).append(
-            _Position(symbol, trade_id, ts_ms, ts_ms + self.rules.entry_latency_ms))
+            _Position(symbol, trade_id, ts_ms, ts_ms + self.rules.entry_latency_ms)
+        )
 
     def on_trade(self, symbol: str, trade_id: int, ts_ms: int, price: float) -> None:
         r = self.rules
@@ -131,10 +143,20 @@ class PaperBook:
     def _close(self, pos: _Position, exit_id: int, exit_ts: int, exit_px: float, reason: str) -> None:
         gross = exit_px / pos.entry_px - 1.0
         rec = {
-            "exchange": self.exchange, "symbol": pos.symbol, "trade_id": pos.trigger_id, "ts_ms": pos.trigger_ts,
-            "config_id": self.config_id, "entry_trade_id": pos.entry_id, "entry_ts_ms": pos.entry_ts,
-            "entry_price": pos.entry_px, "exit_trade_id": exit_id, "exit_ts_ms": exit_ts, "exit_price": exit_px,
-            "exit_reason": reason, "gross_return": gross, "net_return": gross - 2.0 * self.rules.fee,
+            "exchange": self.exchange,
+            "symbol": pos.symbol,
+            "trade_id": pos.trigger_id,
+            "ts_ms": pos.trigger_ts,
+            "config_id": self.config_id,
+            "entry_trade_id": pos.entry_id,
+            "entry_ts_ms": pos.entry_ts,
+            "entry_price": pos.entry_px,
+            "exit_trade_id": exit_id,
+            "exit_ts_ms": exit_ts,
+            "exit_price": exit_px,
+            "exit_reason": reason,
+            "gross_return": gross,
+            "net_return": gross - 2.0 * self.rules.fee,
             "label": int(gross >= self.rules.label_threshold),
         }
         self.closed.append(rec)

@@ -110,8 +110,9 @@ def load_tape(path: str | Path) -> Tape:
         families.add(fam)
         frames.append(TapeFrame(fr.recv_ns, key, text))
     if not frames:
-        raise ValueError(f"{p.name}: no exchange data frames to replay (found no Binance stream, Bybit topic "
-                         "or OKX channel frames)")
+        raise ValueError(
+            f"{p.name}: no exchange data frames to replay (found no Binance stream, Bybit topic or OKX channel frames)"
+        )
     if len(families) > 1:
         raise ValueError(f"{p.name} mixes exchanges {sorted(families)}; replay serves one exchange per file")
     return Tape(families.pop(), frames, p.name)
@@ -138,8 +139,16 @@ class ReplayServer:
     #: frames per socket write at max speed
     BATCH = 64
 
-    def __init__(self, tape: Tape, *, host: str = "127.0.0.1", port: int = 0, speed: float = math.inf,
-                 faults: FaultPlan | None = None, start_frame: int = 0):
+    def __init__(
+        self,
+        tape: Tape,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = math.inf,
+        faults: FaultPlan | None = None,
+        start_frame: int = 0,
+    ):
         if not (speed > 0):
             raise ValueError(f"speed must be > 0 (or max); got {speed!r}")
         self.tape = tape
@@ -157,15 +166,23 @@ class ReplayServer:
         self.finished = asyncio.Event()
         self.ended_and_closed = asyncio.Event()
         self.rest_requests = 0
-        self._server = None
+        self._server: Any = None  # websockets.asyncio.server.Server once started
         self._rest: dict[str, dict[str, list]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> "ReplayServer":
         from websockets.asyncio.server import serve
 
-        self._server = await serve(self._handler, self.host, self.port, process_request=self._process_request,
-                                   compression=None, max_size=2**20, ping_interval=20, ping_timeout=20)
+        self._server = await serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=2**20,
+            ping_interval=20,
+            ping_timeout=20,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -192,13 +209,26 @@ class ReplayServer:
                     sym = str(d["s"]).upper()
                     book = idx.setdefault(sym, {"agg": [], "raw": []})
                     if kind == "aggtrade":
-                        row = {"a": d["a"], "p": d["p"], "q": d["q"], "f": d.get("f", d["a"]),
-                               "l": d.get("l", d["a"]), "T": d["T"], "m": d["m"]}
+                        row = {
+                            "a": d["a"],
+                            "p": d["p"],
+                            "q": d["q"],
+                            "f": d.get("f", d["a"]),
+                            "l": d.get("l", d["a"]),
+                            "T": d["T"],
+                            "m": d["m"],
+                        }
                         book["agg"].append((int(d["a"]), pos, row))
                     elif d.get("X", "MARKET") == "MARKET":
                         qq = f"{float(d['p']) * float(d['q']):.8f}"
-                        row = {"id": d["t"], "price": d["p"], "qty": d["q"], "quoteQty": qq, "time": d["T"],
-                               "isBuyerMaker": d["m"]}
+                        row = {
+                            "id": d["t"],
+                            "price": d["p"],
+                            "qty": d["q"],
+                            "quoteQty": qq,
+                            "time": d["T"],
+                            "isBuyerMaker": d["m"],
+                        }
                         book["raw"].append((int(d["t"]), pos, row))
                 for book in idx.values():
                     book["agg"].sort(key=lambda x: x[0])
@@ -249,8 +279,14 @@ class ReplayServer:
         elif path == "/fapi/v1/time":
             status, body = 200, {"serverTime": time.time_ns() // 1_000_000}
         else:
-            status, body = 404, {"code": -1, "msg": f"replay serves no {path}; it serves /fapi/v1/aggTrades, "
-                                                     "/fapi/v1/historicalTrades and WebSocket upgrades"}
+            status, body = (
+                404,
+                {
+                    "code": -1,
+                    "msg": f"replay serves no {path}; it serves /fapi/v1/aggTrades, "
+                    "/fapi/v1/historicalTrades and WebSocket upgrades",
+                },
+            )
         resp = connection.respond(status, json.dumps(body))
         del resp.headers["Content-Type"]
         resp.headers["Content-Type"] = "application/json"
@@ -274,8 +310,11 @@ class ReplayServer:
             return fam, set(), False
         elif fam == "okx" and p == "/ws/v5/public":
             return fam, set(), False
-        expected = {"binance": "/stream?streams=..., /ws, /ws/<stream>", "bybit": "/v5/public/linear",
-                    "okx": "/ws/v5/public"}[fam]
+        expected = {
+            "binance": "/stream?streams=..., /ws, /ws/<stream>",
+            "bybit": "/v5/public/linear",
+            "okx": "/ws/v5/public",
+        }[fam]
         raise ValueError(f"path {p!r} not served; this {fam} replay serves {expected}")
 
     async def _handler(self, ws) -> None:
@@ -339,23 +378,45 @@ class ReplayServer:
                     elif method == "LIST_SUBSCRIPTIONS":
                         await ws.send(json.dumps({"result": sorted(subs), "id": rid}))
                     else:
-                        await ws.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}",
-                                                  "id": rid}))
+                        await ws.send(
+                            json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid})
+                        )
                 elif fam == "bybit":
                     op = req.get("op")
                     if op == "ping":
-                        await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": conn_id,
-                                                  "req_id": req.get("req_id", ""), "op": "ping"}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "success": True,
+                                    "ret_msg": "pong",
+                                    "conn_id": conn_id,
+                                    "req_id": req.get("req_id", ""),
+                                    "op": "ping",
+                                }
+                            )
+                        )
                     elif op == "subscribe":
                         new = {f"{category}|{a}" for a in req.get("args") or []}
                         self._warn_unknown(new)
                         subs.update(new)
-                        await ws.send(json.dumps({"success": True, "ret_msg": "", "conn_id": conn_id,
-                                                  "req_id": req.get("req_id", ""), "op": "subscribe"}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "success": True,
+                                    "ret_msg": "",
+                                    "conn_id": conn_id,
+                                    "req_id": req.get("req_id", ""),
+                                    "op": "subscribe",
+                                }
+                            )
+                        )
                         subscribed.set()
                     else:
-                        await ws.send(json.dumps({"success": False, "ret_msg": f"unknown op {op!r}",
-                                                  "conn_id": conn_id, "op": op}))
+                        await ws.send(
+                            json.dumps(
+                                {"success": False, "ret_msg": f"unknown op {op!r}", "conn_id": conn_id, "op": op}
+                            )
+                        )
                 else:
                     if req.get("op") == "subscribe":
                         for a in req.get("args") or []:
@@ -365,8 +426,16 @@ class ReplayServer:
                             await ws.send(json.dumps({"event": "subscribe", "arg": a, "connId": conn_id}))
                         subscribed.set()
                     else:
-                        await ws.send(json.dumps({"event": "error", "code": "60012",
-                                                  "msg": f"Invalid request: {msg[:80]}", "connId": conn_id}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "event": "error",
+                                    "code": "60012",
+                                    "msg": f"Invalid request: {msg[:80]}",
+                                    "connId": conn_id,
+                                }
+                            )
+                        )
         except ConnectionClosed:
             return
 
@@ -432,8 +501,12 @@ class ReplayServer:
                 if gen != self.generation or ws.state is not State.OPEN:
                     return
                 t0, base_ns = loop.time(), fr.recv_ns
-            if f.garbage_every and self.sent and self.sent % f.garbage_every == 0 and \
-                    self.garbage_sent < self.sent // f.garbage_every:
+            if (
+                f.garbage_every
+                and self.sent
+                and self.sent % f.garbage_every == 0
+                and self.garbage_sent < self.sent // f.garbage_every
+            ):
                 g = _GARBAGE[self.garbage_sent % len(_GARBAGE)]
                 batch.append(_encode(g if g is not None else fr.text[: len(fr.text) // 2]))
                 self.garbage_sent += 1
@@ -445,8 +518,12 @@ class ReplayServer:
                 return
             if f.drop_after and sent_here >= f.drop_after and self.cursor < len(frames):
                 await _write(ws, batch)
-                log.info("replay: dropping the connection after %d frames (tape at %d/%d)",
-                         sent_here, self.cursor, len(frames))
+                log.info(
+                    "replay: dropping the connection after %d frames (tape at %d/%d)",
+                    sent_here,
+                    self.cursor,
+                    len(frames),
+                )
                 ws.transport.abort()
                 return
         if not await _write(ws, batch):
@@ -484,14 +561,31 @@ def _aggregate(raw: list) -> list:
     for tid, pos, r in raw:
         if out:
             cur = out[-1][2]
-            if cur["T"] == r["time"] and cur["p"] == r["price"] and cur["m"] == r["isBuyerMaker"] \
-                    and cur["l"] == tid - 1:
+            if (
+                cur["T"] == r["time"]
+                and cur["p"] == r["price"]
+                and cur["m"] == r["isBuyerMaker"]
+                and cur["l"] == tid - 1
+            ):
                 cur["q"] = repr(float(cur["q"]) + float(r["qty"]))
                 cur["l"] = tid
                 out[-1] = (out[-1][0], pos, cur)
                 continue
-        out.append((len(out) + 1, pos, {"a": len(out) + 1, "p": r["price"], "q": r["qty"], "f": tid, "l": tid,
-                                        "T": r["time"], "m": r["isBuyerMaker"]}))
+        out.append(
+            (
+                len(out) + 1,
+                pos,
+                {
+                    "a": len(out) + 1,
+                    "p": r["price"],
+                    "q": r["qty"],
+                    "f": tid,
+                    "l": tid,
+                    "T": r["time"],
+                    "m": r["isBuyerMaker"],
+                },
+            )
+        )
     return out
 
 
@@ -500,7 +594,7 @@ def _payload(fr: TapeFrame, raw: bool) -> str:
         return fr.text
     m = _STREAM.match(fr.text)
     if m and fr.text.endswith("}"):
-        return fr.text[m.end():-1]
+        return fr.text[m.end() : -1]
     return json.dumps(json.loads(fr.text)["data"])
 
 

@@ -13,8 +13,18 @@ from live.paper import read_outcomes
 
 __all__ = ["scorecard", "ROW_KEYS"]
 
-ROW_KEYS = ("n_signals", "mean_return", "median_return", "win_rate", "hit_rate_1pct", "precision", "p10", "p50",
-            "p90", "mean_return_ci95")
+ROW_KEYS = (
+    "n_signals",
+    "mean_return",
+    "median_return",
+    "win_rate",
+    "hit_rate_1pct",
+    "precision",
+    "p10",
+    "p50",
+    "p90",
+    "mean_return_ci95",
+)
 
 
 def scorecard(config: Any, paper_path: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> dict:
@@ -37,6 +47,12 @@ def scorecard(config: Any, paper_path: str | os.PathLike[str], results_dir: str 
     rows = [(k, None if bt is None else bt.get(k), live.get(k)) for k in ROW_KEYS]
     from bt.config import format_duration
 
-    return {"config_id": cid, "horizon": format_duration(config.backtest.horizon_ms), "rows": rows,
-            "live_metrics": live, "backtest_metrics": bt, "backtest_path": str(bt_path),
-            "paper_path": str(paper_path)}
+    return {
+        "config_id": cid,
+        "horizon": format_duration(config.backtest.horizon_ms),
+        "rows": rows,
+        "live_metrics": live,
+        "backtest_metrics": bt,
+        "backtest_path": str(bt_path),
+        "paper_path": str(paper_path),
+    }

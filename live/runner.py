@@ -36,11 +36,20 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, cast
 
 import numpy as np
-from picows import (WSCloseCode, WSError, WSFrame, WSInvalidURL, WSListener, WSMsgType, WSProtocolError, WSTransport,
-                    ws_connect)
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSInvalidURL,
+    WSListener,
+    WSMsgType,
+    WSProtocolError,
+    WSTransport,
+    ws_connect,
+)
 
 from datasets.sources.frames import BinanceTradeMerger, FrameError, Trade, UnknownContractError
 from live.adapters import Adapter, RestError, make_adapter
@@ -114,9 +123,28 @@ def _fan_out(sinks: list[Callable[[str], None]]) -> Callable[[str], None]:
 class SymbolFeed:
     """Per-symbol state: the kernel, the @trade merger, the last id, counters."""
 
-    __slots__ = ("symbol", "state", "merger", "last_id", "min_ts", "warm_ts", "first_live", "live", "n_trades",
-                 "n_dups", "n_gaps", "n_backfilled", "n_unfilled", "n_events", "n_signals", "n_suppressed",
-                 "n_rejects", "last_ts_ms", "recent_ids", "recent_order")
+    __slots__ = (
+        "symbol",
+        "state",
+        "merger",
+        "last_id",
+        "min_ts",
+        "warm_ts",
+        "first_live",
+        "live",
+        "n_trades",
+        "n_dups",
+        "n_gaps",
+        "n_backfilled",
+        "n_unfilled",
+        "n_events",
+        "n_signals",
+        "n_suppressed",
+        "n_rejects",
+        "last_ts_ms",
+        "recent_ids",
+        "recent_order",
+    )
 
     #: how many recent ids a feed without consecutive ids remembers to drop repeats
     RECENT_IDS = 200_000
@@ -154,8 +182,7 @@ class Runner:
     def __init__(self, opts: RunnerOptions, decider: Decider, adapter: Adapter | None = None):
         self.opts = opts
         self.decider = decider
-        self.adapter = adapter or make_adapter(opts.exchange, stream=opts.stream,
-                                               contract_values=opts.contract_values)
+        self.adapter = adapter or make_adapter(opts.exchange, stream=opts.stream, contract_values=opts.contract_values)
         self.symbols = [s.upper() for s in opts.symbols]
         self.feeds = {s: SymbolFeed(s, new_state(decider.params), self.adapter.merge_fills) for s in self.symbols}
         self.metrics = Metrics()
@@ -189,7 +216,7 @@ class Runner:
         self._stand_in: Runner | None = None
         self._rehearsal_ts_ms = 0
         self._http_runner = None
-        self._session = None
+        self._session: Any = None  # aiohttp.ClientSession, opened on the first REST call
         self._stdout = sys.stdout
         self._echo: StdoutEcho | None = None
         self._blob_sink: AppendBlobSink | None = None
@@ -199,19 +226,26 @@ class Runner:
         """Warm up, stream until stopped, drain. Returns the process exit code."""
         self._install_signal_handlers()
         if self.opts.journal:
-            self.journal_state = read_journal(self.opts.journal, exchange=self.adapter.exchange,
-                                              config_id=self.decider.config_id)
+            self.journal_state = read_journal(
+                self.opts.journal, exchange=self.adapter.exchange, config_id=self.decider.config_id
+            )
             if self.journal_state.records:
-                log.info("journal %s holds %d events of config %s; they will not be emitted again",
-                         self.opts.journal, self.journal_state.records, self.decider.config_id)
+                log.info(
+                    "journal %s holds %d events of config %s; they will not be emitted again",
+                    self.opts.journal,
+                    self.journal_state.records,
+                    self.decider.config_id,
+                )
         self._echo = StdoutEcho(self._stdout) if self.opts.echo else None
         self._blob_sink = AppendBlobSink(self.opts.journal_blob) if self.opts.journal_blob else None
-        sinks = [s for s in (self._echo, self._blob_sink) if s is not None]
-        self.journal = JournalWriter(self.opts.journal, echo=_fan_out(sinks) if sinks else None,
-                                     on_sync=self.metrics.journal_fsync.observe)
+        sinks: list[Callable[[str], None]] = [s for s in (self._echo, self._blob_sink) if s is not None]
+        self.journal = JournalWriter(
+            self.opts.journal, echo=_fan_out(sinks) if sinks else None, on_sync=self.metrics.journal_fsync.observe
+        )
         if self.opts.paper and self.decider.paper_rules is not None:
-            self.paper = PaperBook(self.decider.paper_rules, self.adapter.exchange, self.decider.config_id,
-                                   self.opts.paper)
+            self.paper = PaperBook(
+                self.decider.paper_rules, self.adapter.exchange, self.decider.config_id, self.opts.paper
+            )
         if self.opts.http_port is not None:
             from live.http import start_http
 
@@ -243,10 +277,15 @@ class Runner:
                 await self._http_runner.cleanup()
         if self._failure is not None:
             raise self._failure
-        log.info("stopped: %d frames, %d trades, %d events, %d signals, %d bad frames, %d reconnects",
-                 self.n_frames, sum(f.n_trades for f in self.feeds.values()),
-                 sum(f.n_events for f in self.feeds.values()),
-                 sum(sum(f.n_signals.values()) for f in self.feeds.values()), self.n_bad, self.n_reconnects)
+        log.info(
+            "stopped: %d frames, %d trades, %d events, %d signals, %d bad frames, %d reconnects",
+            self.n_frames,
+            sum(f.n_trades for f in self.feeds.values()),
+            sum(f.n_events for f in self.feeds.values()),
+            sum(sum(f.n_signals.values()) for f in self.feeds.values()),
+            self.n_bad,
+            self.n_reconnects,
+        )
         return 0
 
     def _warm_jit(self) -> None:
@@ -298,10 +337,12 @@ class Runner:
             self._blob_sink.close()
 
     async def _idle_watchdog(self) -> None:
+        idle_s = self.opts.idle_exit_s
+        assert idle_s is not None  # started only with --idle-exit-s
         while not self._stop.is_set():
-            await asyncio.sleep(min(0.2, self.opts.idle_exit_s))
+            await asyncio.sleep(min(0.2, idle_s))
             ref = self.last_frame_ns or self.started_ns
-            if self.ready and time.perf_counter_ns() - ref > self.opts.idle_exit_s * 1e9:
+            if self.ready and time.perf_counter_ns() - ref > idle_s * 1e9:
                 log.info("no frame for %.1f s (--idle-exit-s): stopping", self.opts.idle_exit_s)
                 self.stop()
 
@@ -314,13 +355,20 @@ class Runner:
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT_S):
                     transport, listener = await ws_connect(
-                        lambda: _Listener(self), url, websocket_handshake_timeout=OPEN_TIMEOUT_S,
-                        enable_auto_ping=True, auto_ping_idle_timeout=PING_IDLE_S, auto_ping_reply_timeout=PING_IDLE_S,
-                        max_frame_size=MAX_MESSAGE_BYTES, logger_name="whalebt")
-                got_data = await self._serve_connection(transport, listener, url)
+                        lambda: _Listener(self),
+                        url,
+                        websocket_handshake_timeout=OPEN_TIMEOUT_S,
+                        enable_auto_ping=True,
+                        auto_ping_idle_timeout=PING_IDLE_S,
+                        auto_ping_reply_timeout=PING_IDLE_S,
+                        max_frame_size=MAX_MESSAGE_BYTES,
+                        logger_name="whalebt",
+                    )
+                got_data = await self._serve_connection(transport, cast(_Listener, listener), url)
             except WSInvalidURL as exc:
-                raise ValueError(f"--ws-url {url!r} is not a WebSocket URL ({exc}); expected ws://host:port/path "
-                                 "or wss://...") from None
+                raise ValueError(
+                    f"--ws-url {url!r} is not a WebSocket URL ({exc}); expected ws://host:port/path or wss://..."
+                ) from None
             except (OSError, WSError, TimeoutError) as exc:
                 log.warning("connection to %s failed or dropped: %s", url, exc or type(exc).__name__)
             finally:
@@ -383,8 +431,10 @@ class Runner:
                     await self._close(transport, closed)
                     break
                 if loop.time() >= renew_at:
-                    log.info("renewing the connection before the exchange's %d h limit",
-                             int(self.adapter.max_connection_s // 3600) + 1)
+                    log.info(
+                        "renewing the connection before the exchange's %d h limit",
+                        int((self.adapter.max_connection_s or 0) // 3600) + 1,
+                    )
                     await self._close(transport, closed)
                     break
             closed.result()  # raises what a frame callback raised (it ended the connection)
@@ -410,7 +460,9 @@ class Runner:
             await asyncio.wait((closed,))
 
     async def _app_pings(self, transport: WSTransport) -> None:
-        payload = self.adapter.app_ping_text.encode()
+        text = self.adapter.app_ping_text
+        assert text is not None  # the ping task starts only for adapters that send one
+        payload = text.encode()
         while not transport.is_disconnected:
             await asyncio.sleep(self.adapter.app_ping_interval_s)
             transport.send(WSMsgType.TEXT, payload)
@@ -444,12 +496,20 @@ class Runner:
         if self._sample is None:
             return
         if self._stand_in is None:
-            self._stand_in = Runner(RunnerOptions(self.opts.exchange, self.symbols, stream=self.opts.stream,
-                                                  contract_values=self.opts.contract_values, echo=False),
-                                    self.decider, self.adapter)
+            self._stand_in = Runner(
+                RunnerOptions(
+                    self.opts.exchange,
+                    self.symbols,
+                    stream=self.opts.stream,
+                    contract_values=self.opts.contract_values,
+                    echo=False,
+                ),
+                self.decider,
+                self.adapter,
+            )
             self._stand_in.journal = JournalWriter(None)
-            for feed in self._stand_in.feeds.values():
-                feed.live = True  # its events go through the model and the journal record too
+            for stand_in_feed in self._stand_in.feeds.values():
+                stand_in_feed.live = True  # its events go through the model and the journal record too
         stand_in = self._stand_in
         rows = stand_in._frame_rows(self._sample)
         feed = stand_in.feeds.get(rows[0].symbol) if rows else None
@@ -457,8 +517,11 @@ class Runner:
             return
         # a new id, a second later, and a price unlike the last one's, so that the merger emits a row
         self._rehearsal_ts_ms = max(rows[0].ts_ms, self._rehearsal_ts_ms + 1000)
-        row = rows[0]._replace(trade_id=(feed.last_id or rows[0].trade_id) + 1, ts_ms=self._rehearsal_ts_ms,
-                               price=rows[0].price * (1.0 + 1e-6 * (self._rehearsal_ts_ms // 1000 % 2)))
+        row = rows[0]._replace(
+            trade_id=(feed.last_id or rows[0].trade_id) + 1,
+            ts_ms=self._rehearsal_ts_ms,
+            price=rows[0].price * (1.0 + 1e-6 * (self._rehearsal_ts_ms // 1000 % 2)),
+        )
         stand_in._io_ns = 0
         stand_in._take_rows([row], 0)
         stand_in._frame_done([row], time.perf_counter_ns())
@@ -536,6 +599,7 @@ class Runner:
         while i is not None:
             row = rows[i]
             feed = self.feeds[row.symbol]
+            assert feed.last_id is not None  # a gap is a jump from a known last id
             await self._backfill(feed, feed.last_id + 1, row.trade_id - 1)
             self._on_row(feed, row, True)  # checked again: the backfill may have covered it
             i = self._take_rows(rows, i + 1)
@@ -590,11 +654,22 @@ class Runner:
         if feed.first_live and not from_rest:
             feed.first_live = False
             jump = None if last is None else row.trade_id - last
-            if jump is not None and row.ts_ms > feed.warm_ts and (jump <= 0 or jump > self.opts.max_backfill_ids):
+            if (
+                jump is not None
+                and feed.warm_ts is not None
+                and row.ts_ms > feed.warm_ts
+                and (jump <= 0 or jump > self.opts.max_backfill_ids)
+            ):
                 # newer than the warm-up but numbered apart from it: the warm-up came from a source with
                 # other ids (e.g. a lake filled from recordings); carry on from the stream's numbering
-                log.warning("%s: first live trade id %d is %+d from the warm-up's last id %d although it is "
-                            "newer; continuing from the stream's ids", feed.symbol, row.trade_id, jump, last)
+                log.warning(
+                    "%s: first live trade id %d is %+d from the warm-up's last id %d although it is "
+                    "newer; continuing from the stream's ids",
+                    feed.symbol,
+                    row.trade_id,
+                    jump,
+                    last,
+                )
                 feed.last_id = last = None
         if not self._contiguous_ids:
             # no id order to lean on: a repeat is a recent id, or a trade older than the warm-up's end
@@ -610,8 +685,12 @@ class Runner:
                     return True
                 feed.n_gaps += 1
                 feed.n_unfilled += row.trade_id - last - 1
-                log.error("%s: gap of %d trade ids is more than --max-backfill-ids %d; not backfilled",
-                          feed.symbol, row.trade_id - last - 1, self.opts.max_backfill_ids)
+                log.error(
+                    "%s: gap of %d trade ids is more than --max-backfill-ids %d; not backfilled",
+                    feed.symbol,
+                    row.trade_id - last - 1,
+                    self.opts.max_backfill_ids,
+                )
         elif feed.min_ts is not None and row.ts_ms < feed.min_ts:
             feed.n_dups += 1  # older than the warm-up's end on an exchange without consecutive ids
             return False
@@ -646,10 +725,20 @@ class Runner:
                     paper.add_signal(feed.symbol, r.trade_id, r.ts_ms)
             return
         prob, decision = self.decider.decide(feats)
-        rec = journal_record(exchange=self.adapter.exchange, symbol=feed.symbol, trade_id=r.trade_id,
-                             ts_ms=r.ts_ms, price=r.price, notional_usd=r.price * r.qty, prob=prob,
-                             decision=decision, config_id=self.decider.config_id, model=self.decider.model_uri)
+        rec = journal_record(
+            exchange=self.adapter.exchange,
+            symbol=feed.symbol,
+            trade_id=r.trade_id,
+            ts_ms=r.ts_ms,
+            price=r.price,
+            notional_usd=r.price * r.qty,
+            prob=prob,
+            decision=decision,
+            config_id=self.decider.config_id,
+            model=self.decider.model_uri,
+        )
         t0 = time.perf_counter_ns()
+        assert self.journal is not None  # opened by run() before the first frame
         self.journal.write(rec)  # appended now, fsync'd and echoed when this burst of frames is done
         self._io_ns += time.perf_counter_ns() - t0
         self.recent.append(rec)
@@ -667,8 +756,9 @@ class Runner:
         last_exc: Exception | None = None
         for attempt in range(self.opts.rest_retries):
             try:
-                async with self._session.get(base + path, params={k: str(v) for k, v in params.items()},
-                                             headers=headers) as resp:
+                async with self._session.get(
+                    base + path, params={k: str(v) for k, v in params.items()}, headers=headers
+                ) as resp:
                     body = await resp.text()
                     if resp.status == 200:
                         return json.loads(body)
@@ -717,8 +807,9 @@ class Runner:
         for feed in self.feeds.values():
             try:
                 if feed.last_id is not None:
-                    rows = await self.adapter.fetch_ids(self._get_json, feed.symbol, feed.last_id + 1,
-                                                        feed.last_id + 10_000_000)
+                    rows = await self.adapter.fetch_ids(
+                        self._get_json, feed.symbol, feed.last_id + 1, feed.last_id + 10_000_000
+                    )
                 elif self.last_stream_ts_ms is not None:
                     t0 = self.last_stream_ts_ms - 1000
                     rows = await self.adapter.fetch_since(self._get_json, feed.symbol, t0, t0 + 3_600_000)
@@ -733,8 +824,12 @@ class Runner:
             if rows:
                 feed.n_gaps += 1
                 feed.n_backfilled += len(rows)
-                log.warning("%s: %d trade(s) passed during the reconnect; fetched over REST (%d new)",
-                            feed.symbol, len(rows), feed.n_trades - n_before)
+                log.warning(
+                    "%s: %d trade(s) passed during the reconnect; fetched over REST (%d new)",
+                    feed.symbol,
+                    len(rows),
+                    feed.n_trades - n_before,
+                )
 
     def warmup_seconds(self) -> float:
         """History the kernel needs before its signals mean what the backtest's do."""
@@ -763,8 +858,9 @@ class Runner:
                 try:
                     rows = await self.adapter.fetch_since(self._get_json, sym, since, until)
                 except RestError as exc:
-                    raise RestError(f"warm-up of {sym} over REST failed: {exc}. Retry, or start with "
-                                    "--warmup-from lake or none") from None
+                    raise RestError(
+                        f"warm-up of {sym} over REST failed: {exc}. Retry, or start with --warmup-from lake or none"
+                    ) from None
             elif mode == "lake":
                 rows = self._lake_rows(sym, since, until)
             else:
@@ -781,8 +877,16 @@ class Runner:
                     feed.min_ts = rows[-1].ts_ms
             feed.live = True
             first = rows[0].ts_ms if rows else None
-            log.info("warm-up: %s %d trades from %s (%s .. %s, %.0f s asked); signals allowed after trade id %s",
-                     sym, len(rows), mode, first, rows[-1].ts_ms if rows else None, span_s, feed.last_id)
+            log.info(
+                "warm-up: %s %d trades from %s (%s .. %s, %.0f s asked); signals allowed after trade id %s",
+                sym,
+                len(rows),
+                mode,
+                first,
+                rows[-1].ts_ms if rows else None,
+                span_s,
+                feed.last_id,
+            )
 
     def _lake_rows(self, symbol: str, since_ms: int, until_ms: int) -> list[Trade]:
         import datetime as dt
@@ -801,8 +905,10 @@ class Runner:
             return []
         df = df[(df.ts_ms >= since_ms) & (df.ts_ms <= until_ms)].sort_values(["ts_ms", "trade_id"])
         ex = self.adapter.exchange
-        return [Trade(ex, symbol, int(t), int(ts), float(p), float(q), int(s)) for t, ts, p, q, s in
-                zip(df.trade_id, df.ts_ms, df.price, df.qty, df.side)]
+        return [
+            Trade(ex, symbol, int(t), int(ts), float(p), float(q), int(s))
+            for t, ts, p, q, s in zip(df.trade_id, df.ts_ms, df.price, df.qty, df.side)
+        ]
 
     # ------------------------------------------------------------------ observability
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -819,9 +925,13 @@ class Runner:
             "model": self.decider.model_uri,
             "last_frame_age_s": None if frame_age is None else round(frame_age, 3),
             "symbols": {
-                s: {"trades": f.n_trades, "last_trade_ts_ms": f.last_ts_ms,
+                s: {
+                    "trades": f.n_trades,
+                    "last_trade_ts_ms": f.last_ts_ms,
                     "last_trade_age_s": None if f.last_ts_ms is None else round((wall_ms - f.last_ts_ms) / 1000, 3),
-                    "signals": sum(f.n_signals.values()), "live": f.live}
+                    "signals": sum(f.n_signals.values()),
+                    "live": f.live,
+                }
                 for s, f in self.feeds.items()
             },
         }
@@ -853,11 +963,17 @@ class Runner:
         """Totals over symbols (tests and the exit log)."""
         fs = self.feeds.values()
         return {
-            "frames": self.n_frames, "bad_frames": self.n_bad, "reconnects": self.n_reconnects,
-            "trades": sum(f.n_trades for f in fs), "duplicates": sum(f.n_dups for f in fs),
-            "gaps": sum(f.n_gaps for f in fs), "backfilled": sum(f.n_backfilled for f in fs),
-            "unfilled": sum(f.n_unfilled for f in fs), "events": sum(f.n_events for f in fs),
-            "signals": sum(sum(f.n_signals.values()) for f in fs), "suppressed": sum(f.n_suppressed for f in fs),
+            "frames": self.n_frames,
+            "bad_frames": self.n_bad,
+            "reconnects": self.n_reconnects,
+            "trades": sum(f.n_trades for f in fs),
+            "duplicates": sum(f.n_dups for f in fs),
+            "gaps": sum(f.n_gaps for f in fs),
+            "backfilled": sum(f.n_backfilled for f in fs),
+            "unfilled": sum(f.n_unfilled for f in fs),
+            "events": sum(f.n_events for f in fs),
+            "signals": sum(sum(f.n_signals.values()) for f in fs),
+            "suppressed": sum(f.n_suppressed for f in fs),
             "rejects": sum(f.n_rejects for f in fs),
         }
 
@@ -886,6 +1002,7 @@ class _Listener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         t_recv_ns = time.perf_counter_ns()
         kind = frame.msg_type
+        payload: str | bytes | None
         if kind is WSMsgType.TEXT and frame.fin:  # nearly every message
             try:
                 payload = frame.get_payload_as_utf8_text()

@@ -104,9 +104,7 @@ class WhaleParams:
             for k in unknown:
                 close = difflib.get_close_matches(str(k), known, n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(
-                f"unknown whale params key(s): {', '.join(hints)}; expected keys among {known}"
-            )
+            raise ValueError(f"unknown whale params key(s): {', '.join(hints)}; expected keys among {known}")
         if d.get("window_s") is None:
             stray = [k for k in _FLOW_ONLY_KEYS if k in d]
             if stray:

@@ -9,8 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-__all__ = ["FEATURE_NAMES", "FEATURE_VERSION", "N_FEATURES", "WINDOWS_S", "RET_HORIZONS_S",
-           "feature_spec_hash", "feature_index"]
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_VERSION",
+    "N_FEATURES",
+    "WINDOWS_S",
+    "RET_HORIZONS_S",
+    "feature_spec_hash",
+    "feature_index",
+]
 
 FEATURE_VERSION = 1
 
@@ -21,20 +28,31 @@ RET_HORIZONS_S = (1, 5, 10, 30)
 
 _per_window = []
 for _w in WINDOWS_S:
-    _per_window += [f"buy_qty_{_w}s", f"sell_qty_{_w}s", f"buy_notional_usd_{_w}s",
-                    f"sell_notional_usd_{_w}s", f"trade_count_{_w}s"]
+    _per_window += [
+        f"buy_qty_{_w}s",
+        f"sell_qty_{_w}s",
+        f"buy_notional_usd_{_w}s",
+        f"sell_notional_usd_{_w}s",
+        f"trade_count_{_w}s",
+    ]
 
 #: Column order of every feature row the kernel writes (see `signals.nb.update_nb`).
 FEATURE_NAMES: tuple[str, ...] = tuple(_per_window) + (
-    "ret_1s", "ret_5s", "ret_10s", "ret_30s",  # price / price_ref - 1, NaN without a ref
+    "ret_1s",
+    "ret_5s",
+    "ret_10s",
+    "ret_30s",  # price / price_ref - 1, NaN without a ref
     # sqrt(sum of squared trade-to-trade log returns of the trades in the last 30 s, each
     # against its previous trade: the first against the trade before the window, which is
     # ret_30s's reference, so the returns summed are exactly the path behind ret_30s).
     "rv_30s",
-    "ret_z_1s", "ret_z_5s",  # ret_ks / (rv_30s * sqrt(k / 30)), NaN when rv_30s is 0
+    "ret_z_1s",
+    "ret_z_5s",  # ret_ks / (rv_30s * sqrt(k / 30)), NaN when rv_30s is 0
     "burst_ratio_5s_60s",  # qty_5s / (qty_60s / 12), total (buy + sell) base qty
-    "imbalance_5s", "imbalance_30s",  # (buy_qty - sell_qty) / (buy_qty + sell_qty)
-    "drawup_60s", "drawdown_60s",  # price / min(60 s) - 1 and price / max(60 s) - 1
+    "imbalance_5s",
+    "imbalance_30s",  # (buy_qty - sell_qty) / (buy_qty + sell_qty)
+    "drawup_60s",
+    "drawdown_60s",  # price / min(60 s) - 1 and price / max(60 s) - 1
     "notional_usd",  # this trade's price * qty
 )
 N_FEATURES = len(FEATURE_NAMES)
@@ -66,6 +84,5 @@ def feature_index(name: str) -> int:
 
 def feature_spec_hash() -> str:
     """Stable 16-hex-digit hash of the feature names, their order and `FEATURE_VERSION`."""
-    blob = json.dumps({"names": list(FEATURE_NAMES), "version": FEATURE_VERSION},
-                      separators=(",", ":"), sort_keys=True)
+    blob = json.dumps({"names": list(FEATURE_NAMES), "version": FEATURE_VERSION}, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -14,8 +14,18 @@ from signals import nb
 from signals.config import WhaleParams
 from signals.features import FEATURE_NAMES, N_FEATURES, feature_spec_hash
 
-__all__ = ["KernelState", "BatchResult", "new_state", "update", "run_batch", "params_to_array",
-           "FEATURE_NAMES", "feature_spec_hash", "DEFAULT_CAPACITY", "KERNEL_VERSION"]
+__all__ = [
+    "KernelState",
+    "BatchResult",
+    "new_state",
+    "update",
+    "run_batch",
+    "params_to_array",
+    "FEATURE_NAMES",
+    "feature_spec_hash",
+    "DEFAULT_CAPACITY",
+    "KERNEL_VERSION",
+]
 
 DEFAULT_CAPACITY = 1 << 16
 #: Bump when the kernel's arithmetic changes what it outputs (not the feature definitions: that is
@@ -107,25 +117,28 @@ def new_state(params: WhaleParams, capacity: int = DEFAULT_CAPACITY) -> KernelSt
         capacity: initial trade-ring size, a power of two; it grows on demand.
     """
     if not isinstance(params, WhaleParams):
-        raise TypeError(f"params must be a WhaleParams; got {type(params).__name__}. "
-                        "Build one with WhaleParams.from_dict(...)")
+        raise TypeError(
+            f"params must be a WhaleParams; got {type(params).__name__}. Build one with WhaleParams.from_dict(...)"
+        )
     return KernelState(params, nb.new_state_nb(capacity, params.window_s or 1, params.lookback_s))
 
 
 def _status_error(status: int, where: str, ts_ms, price, qty, side, last_ts) -> ValueError:
     if status == nb.ST_OUT_OF_ORDER:
-        return ValueError(f"{where}: ts_ms {ts_ms} is before the previous trade's {last_ts}; "
-                          "feed trades in (ts_ms, trade_id) order")
-    return ValueError(f"{where}: invalid trade (price={price}, qty={qty}, side={side}); expected "
-                      "finite price > 0, finite qty >= 0 and side +1 (taker buy) or -1 (taker sell)")
+        return ValueError(
+            f"{where}: ts_ms {ts_ms} is before the previous trade's {last_ts}; feed trades in (ts_ms, trade_id) order"
+        )
+    return ValueError(
+        f"{where}: invalid trade (price={price}, qty={qty}, side={side}); expected "
+        "finite price > 0, finite qty >= 0 and side +1 (taker buy) or -1 (taker sell)"
+    )
 
 
 _SIDE_INT8 = {1: np.int8(1), -1: np.int8(-1)}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def update(state: KernelState, ts_ms: int, price: float, qty: float,
-           side: int) -> tuple[int, np.ndarray | None]:
+def update(state: KernelState, ts_ms: int, price: float, qty: float, side: int) -> tuple[int, np.ndarray | None]:
     """Process one trade (the live path).
 
     Args:
@@ -198,16 +211,18 @@ def _as_1d(name: str, x, dtype, n: int | None) -> np.ndarray:
 
 
 def _check_batch(ts, price, qty, side, last_ts) -> None:
-    i, status = nb.check_trades_nb(ts, price, qty, side, 0 if last_ts is None else last_ts,
-                                   last_ts is not None)
+    i, status = nb.check_trades_nb(ts, price, qty, side, 0 if last_ts is None else last_ts, last_ts is not None)
     if status == 0:
         return
     if status == nb.ST_OUT_OF_ORDER:
         if i == 0:
-            raise ValueError(f"ts_ms[0]={ts[0]} is before the state's last trade at {last_ts}; "
-                             "batches must continue in time order")
-        raise ValueError(f"ts_ms must be non-decreasing; ts_ms[{i}]={ts[i]} < ts_ms[{i - 1}]={ts[i - 1]}. "
-                         "Sort trades by (ts_ms, trade_id) first")
+            raise ValueError(
+                f"ts_ms[0]={ts[0]} is before the state's last trade at {last_ts}; batches must continue in time order"
+            )
+        raise ValueError(
+            f"ts_ms must be non-decreasing; ts_ms[{i}]={ts[i]} < ts_ms[{i - 1}]={ts[i - 1]}. "
+            "Sort trades by (ts_ms, trade_id) first"
+        )
     for name, values, ok, want in (
         ("price", price, np.isfinite(price[i]) and price[i] > 0, "finite and > 0"),
         ("qty", qty, np.isfinite(qty[i]) and qty[i] >= 0, "finite and >= 0"),
@@ -217,8 +232,9 @@ def _check_batch(ts, price, qty, side, last_ts) -> None:
             raise ValueError(f"{name}[{i}]={values[i].item()!r} must be {want}")
 
 
-def run_batch(ts_ms, price, qty, side, params: WhaleParams, state: KernelState | None = None,
-              all_features: bool = False) -> BatchResult:
+def run_batch(
+    ts_ms, price, qty, side, params: WhaleParams, state: KernelState | None = None, all_features: bool = False
+) -> BatchResult:
     """Process trades in order (the backtest path): same kernel as `update`, looped.
 
     Args:
@@ -238,8 +254,9 @@ def run_batch(ts_ms, price, qty, side, params: WhaleParams, state: KernelState |
     if state is None:
         state = new_state(params)
     elif state.params != params:
-        raise ValueError(f"state was built for {state.params!r}, not {params!r}; "
-                         "use new_state(params) or the matching params")
+        raise ValueError(
+            f"state was built for {state.params!r}, not {params!r}; use new_state(params) or the matching params"
+        )
     ts = _as_1d("ts_ms", ts_ms, np.int64, None)
     n = ts.shape[0]
     price_a = _as_1d("price", price, np.float64, n)
@@ -256,9 +273,22 @@ def run_batch(ts_ms, price, qty, side, params: WhaleParams, state: KernelState |
     all_feat = np.empty((n if all_features else 0, N_FEATURES))
     i, n_ev = 0, 0
     while True:
-        i, status, n_ev = nb.batch_nb(state.nb, state.params_arr, ts, price_a, qty_a, side_a, i,
-                                      codes, ev_idx, ev_feat, n_ev, all_feat, all_features,
-                                      state._row)
+        i, status, n_ev = nb.batch_nb(
+            state.nb,
+            state.params_arr,
+            ts,
+            price_a,
+            qty_a,
+            side_a,
+            i,
+            codes,
+            ev_idx,
+            ev_feat,
+            n_ev,
+            all_feat,
+            all_features,
+            state._row,
+        )
         if status == 0:
             break
         if status == nb.ST_RING_FULL:
@@ -269,8 +299,7 @@ def run_batch(ts_ms, price, qty, side, params: WhaleParams, state: KernelState |
             grown[:n_ev] = ev_feat[:n_ev]
             ev_feat = grown
         else:  # unreachable after _check_batch; kept so a kernel change cannot fail silently
-            raise _status_error(status, f"trade {i}", ts[i], price_a[i], qty_a[i], side_a[i],
-                                state.last_ts_ms)
+            raise _status_error(status, f"trade {i}", ts[i], price_a[i], qty_a[i], side_a[i], state.last_ts_ms)
     # Views, not copies: the buffers' unused tails were never touched, so they hold no memory.
     return BatchResult(
         event_idx=ev_idx[:n_ev],

@@ -51,8 +51,18 @@ import numpy as np
 from numba import njit
 
 from signals.features import (
-    COL_BURST, COL_DRAWDOWN, COL_DRAWUP, COL_IMB_5S, COL_IMB_30S, COL_NOTIONAL, COL_RET0,
-    COL_RET_Z_1S, COL_RET_Z_5S, COL_RV_30S, COL_WINDOW0, N_FEATURES,
+    COL_BURST,
+    COL_DRAWDOWN,
+    COL_DRAWUP,
+    COL_IMB_5S,
+    COL_IMB_30S,
+    COL_NOTIONAL,
+    COL_RET0,
+    COL_RET_Z_1S,
+    COL_RET_Z_5S,
+    COL_RV_30S,
+    COL_WINDOW0,
+    N_FEATURES,
 )
 
 # --- status codes (negative) and event bits ---------------------------------------
@@ -151,10 +161,15 @@ def new_state_nb(capacity: int, window_s: int, lookback_s: int) -> StateNb:
     fv[FV_FLOW] = np.nan
     ring = {name: np.zeros(capacity * w, dt) for name, dt, w in zip(_RING, _RING_DTYPES, _RING_WIDTH)}
     return StateNb(
-        iv=np.zeros(N_IV, np.int64), fv=fv, **ring,
+        iv=np.zeros(N_IV, np.int64),
+        fv=fv,
+        **ring,
         dq=np.zeros(2 * capacity, np.int64),
-        bins=np.zeros((2, max(int(window_s), 1))), hist=np.zeros(lookback),
-        hv=np.zeros(2 * lookback), hs=np.zeros(2 * lookback, np.int64), hpos=np.zeros(lookback, np.int64),
+        bins=np.zeros((2, max(int(window_s), 1))),
+        hist=np.zeros(lookback),
+        hv=np.zeros(2 * lookback),
+        hs=np.zeros(2 * lookback, np.int64),
+        hpos=np.zeros(lookback, np.int64),
     )
 
 
@@ -275,8 +290,9 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                 for k in range(min(sec - cur, lookback + n_bins)):
                     # The second's sample replaces the oldest one once the history is full.
                     slot = (cur + k + 1) % n_bins
-                    x = dd_diff_exact_nb(fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1],
-                                         bins[0, slot], bins[1, slot])
+                    x = dd_diff_exact_nb(
+                        fv[FV_TOT + PRE_BUY_NOTIONAL], fv[FV_TOT + PRE_BUY_NOTIONAL + 1], bins[0, slot], bins[1, slot]
+                    )
                     n = iv[IV_HIST_N]
                     pos = iv[IV_HIST_POS]
                     if n < lookback or hist[pos] != x:
@@ -437,9 +453,17 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         buy_notional = notional if is_buy else 0.0
         # (sell = total - buy: the other side adds an exact 0.0, which leaves a total as it is)
         for c in range(0, N_PRE, 2):
-            x = (buy_qty if c == PRE_BUY_QTY else qty - buy_qty if c == PRE_SELL_QTY
-                 else buy_notional if c == PRE_BUY_NOTIONAL else notional - buy_notional if c == PRE_SELL_NOTIONAL
-                 else r2)
+            x = (
+                buy_qty
+                if c == PRE_BUY_QTY
+                else qty - buy_qty
+                if c == PRE_SELL_QTY
+                else buy_notional
+                if c == PRE_BUY_NOTIONAL
+                else notional - buy_notional
+                if c == PRE_SELL_NOTIONAL
+                else r2
+            )
             hi, lo = dd_add_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], x)
             fv[FV_TOT + c] = hi
             fv[FV_TOT + c + 1] = lo
@@ -450,8 +474,17 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
         # --- tails: windows 0..3, the flow window (4) and the 10 s return reference (5) ----
         flow_ms = np.int64(params_arr[P_WINDOW_S]) * 1000
         # A flow window of 1, 5, 30 or 60 s is that feature window: same tail.
-        flow_w = (W_1S if flow_ms == _MS0 else W_5S if flow_ms == _MS1 else W_30S if flow_ms == _MS2
-                  else W_60S if flow_ms == _MS3 else -1)
+        flow_w = (
+            W_1S
+            if flow_ms == _MS0
+            else W_5S
+            if flow_ms == _MS1
+            else W_30S
+            if flow_ms == _MS2
+            else W_60S
+            if flow_ms == _MS3
+            else -1
+        )
         for w in range(6):
             if w == W_FLOW and not use_flow:
                 continue
@@ -459,8 +492,19 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
                 iv[IV_TAIL0 + W_FLOW] = iv[IV_TAIL0 + flow_w]
                 continue
             # Not WIN_MS[w]: run-time tuple indexing adds a raise path ("Refcounts").
-            lim = ts_ms - (_MS0 if w == 0 else _MS1 if w == 1 else _MS2 if w == 2 else _MS3 if w == 3
-                           else flow_ms if w == W_FLOW else 10000)
+            lim = ts_ms - (
+                _MS0
+                if w == 0
+                else _MS1
+                if w == 1
+                else _MS2
+                if w == 2
+                else _MS3
+                if w == 3
+                else flow_ms
+                if w == W_FLOW
+                else 10000
+            )
             k = iv[IV_TAIL0 + w]
             while True:  # leading run of the next four trades at or before lim; the new one is after it
                 b0 = r_ts[slot_nb(k, umask)] <= lim
@@ -479,17 +523,21 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
             col = COL_WINDOW0 + 5 * w
             for m in range(4):  # buy qty, sell qty, buy notional, sell notional: PRE_* = 2 m
                 c = 2 * m
-                feat_out[col + m] = dd_diff_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1],
-                                               r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
+                feat_out[col + m] = dd_diff_nb(
+                    fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)]
+                )
             feat_out[col + 4] = head + 1 - iv[IV_TAIL0 + w]
         t = slot_nb(iv[IV_TAIL0 + W_30S], umask) * np.uint64(N_PRE)
-        r2_30 = dd_diff_nb(fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1],
-                           r_pre[t + np.uint64(PRE_R2)], r_pre[t + np.uint64(PRE_R2 + 1)])
+        r2_30 = dd_diff_nb(
+            fv[FV_TOT + PRE_R2], fv[FV_TOT + PRE_R2 + 1], r_pre[t + np.uint64(PRE_R2)], r_pre[t + np.uint64(PRE_R2 + 1)]
+        )
         flow = 0.0
         if use_flow:
             t = slot_nb(iv[IV_TAIL0 + W_FLOW], umask) * np.uint64(N_PRE)
             c = PRE_BUY_NOTIONAL
-            flow = dd_diff_exact_nb(fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)])
+            flow = dd_diff_exact_nb(
+                fv[FV_TOT + c], fv[FV_TOT + c + 1], r_pre[t + np.uint64(c)], r_pre[t + np.uint64(c + 1)]
+            )
 
         # --- 60 s min / max: monotonic deques of seqs; the front is the extreme --------
         # Deque 0 keeps prices ascending, deque 1 descending: the same code on sign * price
@@ -509,7 +557,9 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
             hi = iv[IV_DQ + 2 * d + 1]
             while lo < hi and dq[base + slot_nb(lo, umask)] < tail60:  # front: seqs that left the window
                 lo += 1
-            hi -= np.int64((lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= sgn * price))
+            hi -= np.int64(
+                (lo < hi) & (sgn * r_price[slot_nb(dq[base + slot_nb(hi - 1, umask)], umask)] >= sgn * price)
+            )
             iv[IV_DQ + 2 * d] = lo
             iv[IV_DQ + 2 * d + 1] = hi
         dw = np.int64(price > r_price[slot_nb(head - 1, umask)])  # 1: the price rose (any value at head 0)
@@ -587,14 +637,28 @@ def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
 
     # --- single exit: every array is used here on every path ("Refcounts") --------------
     iv[IV_LAST_STATUS] = code
-    n_alive = (feat_out.size + params_arr.size + iv.size + fv.size + bins.size + hist.size + hv.size
-               + hs.size + hpos.size + r_ts.size + r_price.size + r_pre.size + dq.size)
+    n_alive = (
+        feat_out.size
+        + params_arr.size
+        + iv.size
+        + fv.size
+        + bins.size
+        + hist.size
+        + hv.size
+        + hs.size
+        + hpos.size
+        + r_ts.size
+        + r_price.size
+        + r_pre.size
+        + dq.size
+    )
     return code if n_alive > 0 else ST_BAD_ARGS
 
 
 @njit(cache=True, error_model="numpy")
-def batch_nb(st, params_arr, ts, price, qty, side, start, codes_out, ev_idx_out, ev_feat_out,
-             n_ev, all_feat_out, store_all, row):
+def batch_nb(
+    st, params_arr, ts, price, qty, side, start, codes_out, ev_idx_out, ev_feat_out, n_ev, all_feat_out, store_all, row
+):
     """Loop `update_nb` over trades `start..n-1`: the batch form of the live update.
 
     Writes every trade's event code to `codes_out`, and the index and feature row of each

@@ -60,7 +60,6 @@ EXIT_REASONS = {
 DROP_KINDS = {DROPPED_PAST_DATA: "end_of_data", DROPPED_GAP: "gap", DROPPED_NO_ENTRY: "no_entry"}
 
 
-
 @njit(cache=True)
 def _search_left(ts, value, lo):
     """First index >= lo with ts[i] >= value (len(ts) if none); ts sorted."""
@@ -88,8 +87,9 @@ def _search_right(ts, value, lo):
 
 
 @njit(cache=True)
-def entry_exit_nb(ts, price, trigger_idx, trigger_ts, latency_ms, horizons_ms, slippage, take_profit, stop_loss,
-                  cov_from, cov_to):
+def entry_exit_nb(
+    ts, price, trigger_idx, trigger_ts, latency_ms, horizons_ms, slippage, take_profit, stop_loss, cov_from, cov_to
+):
     """Entry/exit indices of each trigger for each horizon (one scan per trigger for TP/SL).
 
     Same as, per trigger and horizon: ``e = max(i+1, searchsorted(ts, trigger_ts+lat, 'right'))``;

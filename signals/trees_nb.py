@@ -149,9 +149,11 @@ def ensemble_from_dump(dump: Mapping[str, Any]) -> TreeEnsemble:
                     nan_left = 0.0 <= thrs[-1]
                 else:
                     nan_left = default_left
-                flags.append((_NAN_LEFT if nan_left else 0)
-                             | (_ZERO_MISSING if missing == MISSING_ZERO else 0)
-                             | (_DEFAULT_LEFT if default_left else 0))
+                flags.append(
+                    (_NAN_LEFT if nan_left else 0)
+                    | (_ZERO_MISSING if missing == MISSING_ZERO else 0)
+                    | (_DEFAULT_LEFT if default_left else 0)
+                )
                 lefts.append(0)
                 rights.append(0)
                 # Right pushed first so the left subtree is laid out next (better locality).
@@ -269,5 +271,11 @@ def predict_proba(ens: TreeEnsemble, X: Any) -> np.ndarray:
 def ensemble_summary(ens: TreeEnsemble) -> str:
     """One-line description for logs, e.g. ``'120 trees, 3410 splits, 33 features, binary'``."""
     kind = "binary" if ens.sigmoid > 0 else "raw"
-    return json.dumps({"trees": int(ens.roots.shape[0]), "splits": int(ens.nodes.shape[0]),
-                       "features": ens.n_features, "output": kind})
+    return json.dumps(
+        {
+            "trees": int(ens.roots.shape[0]),
+            "splits": int(ens.nodes.shape[0]),
+            "features": ens.n_features,
+            "output": kind,
+        }
+    )

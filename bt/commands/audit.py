@@ -33,8 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI of model.uri (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI of model.uri (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
+    )
     p.add_argument("--samples", type=int, default=12, help="events perturbed by the causality check")
     p.add_argument("--seed", type=int, default=0, help="seed of the causality perturbations")
     p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
@@ -54,8 +57,17 @@ def run(args: argparse.Namespace) -> int:
     checks = audit(config, samples=args.samples, seed=args.seed, tracking_uri=args.tracking_uri)
     failed = any(c.verdict == FAIL for c in checks)
     if args.json:
-        print(json.dumps({"config": args.config, "run_id": config.run_id, "passed": not failed,
-                          "checks": [c.to_dict() for c in checks]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "config": args.config,
+                    "run_id": config.run_id,
+                    "passed": not failed,
+                    "checks": [c.to_dict() for c in checks],
+                },
+                indent=2,
+            )
+        )
     else:
         from rich.console import Console
         from rich.table import Table
@@ -71,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(t)
         n_fail = sum(c.verdict == FAIL for c in checks)
         n_warn = sum(c.verdict == "warn" for c in checks)
-        console.print(f"{'FAILED' if failed else 'passed'}: {n_fail} fail, {n_warn} warn, "
-                      f"{len(checks) - n_fail - n_warn} pass")
+        console.print(
+            f"{'FAILED' if failed else 'passed'}: {n_fail} fail, {n_warn} warn, {len(checks) - n_fail - n_warn} pass"
+        )
     return 1 if failed else 0

@@ -27,24 +27,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
-    p.add_argument("--results", default=env_default("WHALEBT_RESULTS", "results"),
-                   help="results folder (env WHALEBT_RESULTS)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)")
+    p.add_argument(
+        "--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder (env WHALEBT_RESULTS)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tearsheet")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of the table")
-    p.add_argument("--allow-in-sample", action="store_true",
-                   help="with model.uri: run over the model's own train/validation span anyway; those "
-                   "signals go to metrics.json in_sample and the headline is out of sample")
-    p.add_argument("--strict", action="store_true",
-                   help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
-                        "instead of running with a warning")
+    p.add_argument(
+        "--allow-in-sample",
+        action="store_true",
+        help="with model.uri: run over the model's own train/validation span anyway; those "
+        "signals go to metrics.json in_sample and the headline is out of sample",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
+        "instead of running with a warning",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     from bt.config import load_config
     from bt.report import print_metrics
@@ -52,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, lake=args.lake)
     result = run_backtest(
-        config, results_dir=args.results, tracking_uri=args.tracking_uri,
-        log_mlflow=not args.no_mlflow, tearsheet=not args.no_tearsheet, allow_in_sample=args.allow_in_sample,
+        config,
+        results_dir=args.results,
+        tracking_uri=args.tracking_uri,
+        log_mlflow=not args.no_mlflow,
+        tearsheet=not args.no_tearsheet,
+        allow_in_sample=args.allow_in_sample,
         strict=args.strict,
     )
     if args.json:
@@ -63,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
         m = result.metrics
         if "in_sample" in m:
             i, o = m["in_sample"], m["out_of_sample"]
-            mean = (lambda x: "n/a" if x is None else f"{100 * x:+.3f} %")
-            print(f"out of sample (the figures above): {o['n_signals']} signals, mean {mean(o['mean_return'])}; "
-                  f"in sample (inside the model's train/validation ranges, not a test): {i['n_signals']} "
-                  f"signals, mean {mean(i['mean_return'])}")
+
+            def mean(x):
+                return "n/a" if x is None else f"{100 * x:+.3f} %"
+
+            print(
+                f"out of sample (the figures above): {o['n_signals']} signals, mean {mean(o['mean_return'])}; "
+                f"in sample (inside the model's train/validation ranges, not a test): {i['n_signals']} "
+                f"signals, mean {mean(i['mean_return'])}"
+            )
     return 0

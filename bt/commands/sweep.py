@@ -35,25 +35,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config with a model section holding sweep:")
     p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
-    p.add_argument("--storage", default=env_default("OPTUNA_STORAGE", "sqlite:///results/optuna.db"),
-                   help="Optuna storage URL (env OPTUNA_STORAGE)")
+    p.add_argument(
+        "--storage",
+        default=env_default("OPTUNA_STORAGE", "sqlite:///results/optuna.db"),
+        help="Optuna storage URL (env OPTUNA_STORAGE)",
+    )
     p.add_argument("--study", default=None, help="study name (default: config name + config hash)")
     p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (threads)")
     p.add_argument("--worker", type=int, default=0, help="worker number, added to the sampler seed")
     p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
     p.add_argument("--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)")
-    p.add_argument("--registry-uri", default=None, help="MLflow registry URI (env MLFLOW_REGISTRY_URI), "
-                   "e.g. databricks-uc with a catalog.schema.model name")
-    p.add_argument("--register-as", default=None, help="registered model name (default model.registry_name "
-                   "or whale-<symbol>)")
-    p.add_argument("--register", choices=("passing", "always", "never"), default="passing",
-                   help="register the winner only if it passes model.gate, always, or never (never: no "
-                   "MLflow logging at all)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
+    )
+    p.add_argument(
+        "--registry-uri",
+        default=None,
+        help="MLflow registry URI (env MLFLOW_REGISTRY_URI), e.g. databricks-uc with a catalog.schema.model name",
+    )
+    p.add_argument(
+        "--register-as", default=None, help="registered model name (default model.registry_name or whale-<symbol>)"
+    )
+    p.add_argument(
+        "--register",
+        choices=("passing", "always", "never"),
+        default="passing",
+        help="register the winner only if it passes model.gate, always, or never (never: no MLflow logging at all)",
+    )
     p.add_argument("--no-register", action="store_true", help="same as --register never")
-    p.add_argument("--allow-in-sample", action="store_true",
-                   help="with model.uri: do not refuse a span overlapping that model's train/validation range")
+    p.add_argument(
+        "--allow-in-sample",
+        action="store_true",
+        help="with model.uri: do not refuse a span overlapping that model's train/validation range",
+    )
     p.add_argument("--summary-only", action="store_true", help="run no new trial; summarise the study")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -69,17 +85,36 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--trials must be at least 1; got {args.trials}")
     config = load_config(args.config, lake=args.lake)
     out = sweep_command(
-        config, n_trials=args.trials, storage=args.storage or None, study_name=args.study, n_jobs=args.jobs,
-        worker=args.worker, results_dir=args.results, tracking_uri=args.tracking_uri,
-        registry_uri=args.registry_uri, register_as=args.register_as,
-        register="never" if args.no_register else args.register, summary_only=args.summary_only,
+        config,
+        n_trials=args.trials,
+        storage=args.storage or None,
+        study_name=args.study,
+        n_jobs=args.jobs,
+        worker=args.worker,
+        results_dir=args.results,
+        tracking_uri=args.tracking_uri,
+        registry_uri=args.registry_uri,
+        register_as=args.register_as,
+        register="never" if args.no_register else args.register,
+        summary_only=args.summary_only,
         allow_in_sample=args.allow_in_sample,
     )
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
-        for k in ("study", "n_trials", "best_value", "dsr", "pbo", "test_n_signals", "test_n_independent",
-                  "test_mean_return", "baseline_mean_return", "threshold", "results"):
+        for k in (
+            "study",
+            "n_trials",
+            "best_value",
+            "dsr",
+            "pbo",
+            "test_n_signals",
+            "test_n_independent",
+            "test_mean_return",
+            "baseline_mean_return",
+            "threshold",
+            "results",
+        ):
             print(f"{k:22s} {out.get(k)}")
         print(f"{'gate':22s} {out['gate']}")
         for r in out["gate_reasons"]:

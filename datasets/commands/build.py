@@ -48,12 +48,17 @@ def run(args: argparse.Namespace) -> int:
         start, end = dt.date.fromisoformat(str(d["start"])), dt.date.fromisoformat(str(d["end"]))
         exchange, symbol = str(d["exchange"]), str(d["symbol"])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise UserError(f"{args.config}: expected a run config with data.exchange/symbol/start/end and "
-                        f"signal.whale ({type(exc).__name__}: {exc}); see `bt run --help`") from None
+        raise UserError(
+            f"{args.config}: expected a run config with data.exchange/symbol/start/end and "
+            f"signal.whale ({type(exc).__name__}: {exc}); see `bt run --help`"
+        ) from None
     lake = Lake(args.lake or os.environ.get("WHALEBT_LAKE") or d.get("lake", "results/lake"))
     span = load_trades(lake, exchange, symbol, start, end)
     bars = ensure_silver(lake, span)
     events, cached = ensure_gold(lake, span, dict(whale), horizons, int(b.get("entry_latency_ms", 0)), start)
-    print(f"{exchange}/{symbol} {start}..{end}: {len(span):,} trades, {len(bars):,} silver bars, "
-          f"{len(events):,} gold events ({'cached' if cached else 'built'}) in {lake.uri}", file=sys.stderr)
+    print(
+        f"{exchange}/{symbol} {start}..{end}: {len(span):,} trades, {len(bars):,} silver bars, "
+        f"{len(events):,} gold events ({'cached' if cached else 'built'}) in {lake.uri}",
+        file=sys.stderr,
+    )
     return 0

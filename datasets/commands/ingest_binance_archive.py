@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
+
 import argparse
 import sys
 
@@ -38,14 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     p.add_argument("--start", required=True, metavar="YYYY-MM-DD", help="first UTC day")
     p.add_argument("--end", required=True, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or URI (env WHALEBT_LAKE)")
+    p.add_argument(
+        "--lake", default=env_default("WHALEBT_LAKE", "results/lake"), help="lake directory or URI (env WHALEBT_LAKE)"
+    )
     p.add_argument("--workers", type=int, default=4, help="concurrent downloads")
     p.add_argument("--retries", type=int, default=4, help="extra attempts per file after a network error")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite the days' bronze partitions with the archive's trades (and coverage), e.g. "
-                        "when they hold trades of another id space (a recording's fill ids), which a merge refuses")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the days' bronze partitions with the archive's trades (and coverage), e.g. "
+        "when they hold trades of another id space (a recording's fill ids), which a merge refuses",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,15 +69,20 @@ def run(args: argparse.Namespace) -> int:
         import os
 
         if not os.path.isdir(args.root.removeprefix("file://")):
-            raise UserError(f"--root {args.root} is not a directory; expected a local copy of the archive "
-                            "(the folder that holds data/futures/um/...)")
+            raise UserError(
+                f"--root {args.root} is not a directory; expected a local copy of the archive "
+                "(the folder that holds data/futures/um/...)"
+            )
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1; got {args.workers}")
     err = Console(stderr=True, highlight=False)
     try:
         report = ingest_binance_archive(
             args.root if args.root is not None else args.base_url,
-            args.symbol, args.start, args.end, args.lake,
+            args.symbol,
+            args.start,
+            args.end,
+            args.lake,
             max_workers=args.workers,
             retries=max(0, args.retries),
             progress=not args.no_progress and sys.stderr.isatty(),
@@ -79,17 +93,33 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
     table = Table(title=f"binance-archive -> {report.lake}: {report.symbol} {report.start}..{report.end}")
-    for col, just in (("date", "left"), ("file", "left"), ("rows", "right"), ("zip bytes", "right"),
-                      ("time", "left"), ("bronze", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("date", "left"),
+        ("file", "left"),
+        ("rows", "right"),
+        ("zip bytes", "right"),
+        ("time", "left"),
+        ("bronze", "left"),
+    )
+    for col, just in columns:
         table.add_column(col, justify=just)
     for d in report.days:
-        table.add_row(str(d.date), d.source.rsplit("/", 1)[-1], f"{d.rows:,}", f"{d.bytes:,}", d.ts_unit,
-                      "written" if d.changed else "unchanged")
+        table.add_row(
+            str(d.date),
+            d.source.rsplit("/", 1)[-1],
+            f"{d.rows:,}",
+            f"{d.bytes:,}",
+            d.ts_unit,
+            "written" if d.changed else "unchanged",
+        )
     out = Console(highlight=False, width=max(100, Console().width))
     out.print(table)
     gaps = ", ".join(str(g) for g in report.gaps) or "none"
-    out.print(f"days {len(report.days)} (written {report.days_changed}, unchanged "
-              f"{len(report.days) - report.days_changed}) · rows {report.rows:,} · bytes {report.bytes:,} · "
-              f"raw files written {report.raw_written}, unchanged {report.raw_unchanged} · "
-              f"gaps {len(report.gaps)}: {gaps}", markup=False)
+    out.print(
+        f"days {len(report.days)} (written {report.days_changed}, unchanged "
+        f"{len(report.days) - report.days_changed}) · rows {report.rows:,} · bytes {report.bytes:,} · "
+        f"raw files written {report.raw_written}, unchanged {report.raw_unchanged} · "
+        f"gaps {len(report.gaps)}: {gaps}",
+        markup=False,
+    )
     return 0

@@ -30,14 +30,21 @@ def add_archive_args(p: argparse.ArgumentParser, default_base: str, symbol_help:
     p.add_argument("--symbol", required=True, help=symbol_help)
     p.add_argument("--start", required=True, help="first UTC day, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last UTC day, YYYY-MM-DD (included)")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
     p.add_argument("--workers", type=int, default=4, help="downloads in flight at once")
-    p.add_argument("--force", action="store_true",
-                   help="re-read files already ingested (bronze is merged, so nothing doubles)")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite the span's bronze days with this archive's trades (and coverage), e.g. when "
-                        "they hold trades of another id space, which a merge refuses")
+    p.add_argument(
+        "--force", action="store_true", help="re-read files already ingested (bronze is merged, so nothing doubles)"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the span's bronze days with this archive's trades (and coverage), e.g. when "
+        "they hold trades of another id space, which a merge refuses",
+    )
 
 
 def parse_span(start: str, end: str):
@@ -56,15 +63,22 @@ def print_report(rep, what: str, lake_uri: str) -> None:
     import sys
 
     for rel in rep.gaps:
-        print(f"warning: gap: {rel} is not in the archive (not found); its days stay empty unless another file fills them", file=sys.stderr)
-    print(f"{what} → {lake_uri}: {rep.files} files, {rep.ingested} ingested "
-          f"({rep.from_raw} from the lake's raw copy), {rep.skipped} already done, {len(rep.gaps)} gaps; "
-          f"{rep.rows} trades, {rep.partitions_changed} partitions changed, "
-          f"{rep.partitions_unchanged} unchanged; {rep.bytes_downloaded / 1e6:.1f} MB downloaded "
-          f"in {rep.seconds:.1f} s ({rep.trades_per_s:,.0f} trades/s)")
+        print(
+            f"warning: gap: {rel} is not in the archive (not found); its days stay empty unless another file fills them",
+            file=sys.stderr,
+        )
+    print(
+        f"{what} → {lake_uri}: {rep.files} files, {rep.ingested} ingested "
+        f"({rep.from_raw} from the lake's raw copy), {rep.skipped} already done, {len(rep.gaps)} gaps; "
+        f"{rep.rows} trades, {rep.partitions_changed} partitions changed, "
+        f"{rep.partitions_unchanged} unchanged; {rep.bytes_downloaded / 1e6:.1f} MB downloaded "
+        f"in {rep.seconds:.1f} s ({rep.trades_per_s:,.0f} trades/s)"
+    )
     if rep.files and len(rep.gaps) == rep.files:
-        raise UserError(f"none of the {rep.files} files of {what} exist in the archive; check "
-                        "--symbol (exchange's own spelling) and --base-url/--root")
+        raise UserError(
+            f"none of the {rep.files} files of {what} exist in the archive; check "
+            "--symbol (exchange's own spelling) and --base-url/--root"
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     base = args.root or args.base_url or BYBIT_BASE_URL
     lake = Lake(args.lake)
     try:
-        rep = ingest_bybit_archive(base, args.symbol, lo, hi, lake, workers=args.workers, force=args.force,
-                                   replace=args.replace)
+        rep = ingest_bybit_archive(
+            base, args.symbol, lo, hi, lake, workers=args.workers, force=args.force, replace=args.replace
+        )
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None
     print_report(rep, f"bybit {args.symbol.upper()} {lo}..{hi}", lake.uri)

@@ -38,10 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--base-url", default=None, help="Binance archive base URL (https://data.binance.vision)")
     src.add_argument("--root", default=None, help="local directory laid out like the Binance archive")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
-    p.add_argument("--api-url", default=env_default("WHALEBT_REST_API_URL", ""),
-                   help="REST: send requests to this base URL instead of the exchange")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
+    p.add_argument(
+        "--api-url",
+        default=env_default("WHALEBT_REST_API_URL", ""),
+        help="REST: send requests to this base URL instead of the exchange",
+    )
     p.add_argument("--rate-limit-ms", type=float, default=None, help="REST: ccxt's spacing per unit of weight")
     p.add_argument("--max-retries", type=int, default=8, help="REST: retries per request")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     except ValueError:
-        raise UserError(f"--start/--end: expected UTC days like 2024-01-01; got {args.start!r} and {args.end!r}") from None
+        raise UserError(
+            f"--start/--end: expected UTC days like 2024-01-01; got {args.start!r} and {args.end!r}"
+        ) from None
     if end < start:
         raise UserError(f"--end {end} is before --start {start}")
     archive = args.base_url or args.root
@@ -70,21 +78,37 @@ def run(args: argparse.Namespace) -> int:
             rep = ingest_funding_archive(lake, args.symbol, start, end, archive, progress=not args.quiet)
         else:
             start_ms = int(dt.datetime.combine(start, dt.time(), dt.timezone.utc).timestamp() * 1000)
-            end_ms = int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp() * 1000) - 1
-            rep = ingest_funding_rest(lake, args.exchange, args.symbol, start_ms, end_ms,
-                                      api_url=args.api_url or None, rate_limit_ms=args.rate_limit_ms,
-                                      backoff=Backoff(max_retries=args.max_retries))
+            end_ms = (
+                int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp() * 1000) - 1
+            )
+            rep = ingest_funding_rest(
+                lake,
+                args.exchange,
+                args.symbol,
+                start_ms,
+                end_ms,
+                api_url=args.api_url or None,
+                rate_limit_ms=args.rate_limit_ms,
+                backoff=Backoff(max_retries=args.max_retries),
+            )
     except (FundingError, RestError) as exc:
         raise UserError(str(exc)) from None
     for g in rep.gaps:
         print(f"warning: gap: {g}", file=sys.stderr)
     if rep.changed_rates:
-        print(f"warning: {rep.changed_rates} stored funding rate(s) differed from the new source and were replaced",
-              file=sys.stderr)
-    span = (f"{format_ms(rep.first_ts_ms)[:16]} .. {format_ms(rep.last_ts_ms)[:16]} UTC"
-            if rep.first_ts_ms is not None else "none")
-    print(f"{rep.exchange} {rep.symbol}: {rep.rows} funding times ({span}) from {rep.source}; "
-          f"{len(rep.keys_changed)} month(s) changed in {lake.uri}")
+        print(
+            f"warning: {rep.changed_rates} stored funding rate(s) differed from the new source and were replaced",
+            file=sys.stderr,
+        )
+    span = (
+        f"{format_ms(rep.first_ts_ms)[:16]} .. {format_ms(rep.last_ts_ms)[:16]} UTC"
+        if rep.first_ts_ms is not None and rep.last_ts_ms is not None
+        else "none"
+    )
+    print(
+        f"{rep.exchange} {rep.symbol}: {rep.rows} funding times ({span}) from {rep.source}; "
+        f"{len(rep.keys_changed)} month(s) changed in {lake.uri}"
+    )
     for k in rep.keys_changed:
         print(f"  {k}")
     return 0

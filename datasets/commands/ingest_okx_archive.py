@@ -35,9 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     add_archive_args(p, "https://www.okx.com/cdn/okex/traderecords", "OKX swap instId, e.g. BTC-USDT-SWAP")
-    p.add_argument("--contract-value", type=float, default=None,
-                   help="ctVal of the instrument (base units per contract; USD for -USD-SWAP), "
-                        "from OKX /api/v5/public/instruments")
+    p.add_argument(
+        "--contract-value",
+        type=float,
+        default=None,
+        help="ctVal of the instrument (base units per contract; USD for -USD-SWAP), "
+        "from OKX /api/v5/public/instruments",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,8 +62,17 @@ def run(args: argparse.Namespace) -> int:
     base = args.root or args.base_url or OKX_BASE_URL
     lake = Lake(args.lake)
     try:
-        rep = ingest_okx_archive(base, inst, lo, hi, lake, contract_values=overrides,
-                                 workers=args.workers, force=args.force, replace=args.replace)
+        rep = ingest_okx_archive(
+            base,
+            inst,
+            lo,
+            hi,
+            lake,
+            contract_values=overrides,
+            workers=args.workers,
+            force=args.force,
+            replace=args.replace,
+        )
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None
     except UnknownContractError as exc:

@@ -32,17 +32,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="the recording")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
-    p.add_argument("--exchange", default=None,
-                   help="keep only this exchange (default: binance_usdm, bybit_linear, okx_swap)")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
+    p.add_argument(
+        "--exchange", default=None, help="keep only this exchange (default: binance_usdm, bybit_linear, okx_swap)"
+    )
     p.add_argument("--symbols", default=None, help="comma-separated symbols to keep, e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--skip-bad-frames", action="store_true",
-                   help="count and skip malformed frames instead of stopping")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite the bronze days the recording touches with its trades (and coverage) "
-                        "instead of merging, e.g. when they hold another id space (an aggTrades archive), "
-                        "which a merge refuses")
+    p.add_argument("--skip-bad-frames", action="store_true", help="count and skip malformed frames instead of stopping")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the bronze days the recording touches with its trades (and coverage) "
+        "instead of merging, e.g. when they hold another id space (an aggTrades archive), "
+        "which a merge refuses",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.file)
     if not path.is_file():
-        raise UserError(f"recording {path} does not exist or is not a file; give the path of a "
-                        "recorded file such as tests/data/real/okx_v5_multi_2022-05-13_frames.txt")
+        raise UserError(
+            f"recording {path} does not exist or is not a file; give the path of a "
+            "recorded file such as tests/data/real/okx_v5_multi_2022-05-13_frames.txt"
+        )
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     err = Console(stderr=True)
     # Parse everything before writing anything, so a bad file leaves the lake untouched.
@@ -75,28 +83,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     if df.empty:
         kept = args.exchange or "binance_usdm, bybit_linear, okx_swap"
-        raise UserError(f"{path.name} holds no trades for {kept}"
-                        + (f" and symbols {','.join(symbols)}" if symbols else "")
-                        + "; check --exchange/--symbols (nothing was written)")
+        raise UserError(
+            f"{path.name} holds no trades for {kept}"
+            + (f" and symbols {','.join(symbols)}" if symbols else "")
+            + "; check --exchange/--symbols (nothing was written)"
+        )
     lake = Lake(args.lake)
     if not args.replace:  # refuse another id space before anything (raw included) is stored
         days = pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.date
-        for (ex, sym, day) in sorted(set(zip(df["exchange"], df["symbol"], days))):
+        for ex, sym, day in sorted(set(zip(df["exchange"], df["symbol"], days))):
             lake.check_id_space(ex, sym, [day], rec.id_spaces.get((ex, sym)))
     raw_new = lake.put_raw("recordings", path.name, path.read_bytes())
-    results = lake.write_trades(df, mode="replace" if args.replace else "merge", what=path.name,
-                                coverage=rec.coverage, coverage_source="recording", id_space=rec.id_spaces)
+    results = lake.write_trades(
+        df,
+        mode="replace" if args.replace else "merge",
+        what=path.name,
+        coverage=rec.coverage,
+        coverage_source="recording",
+        id_space=rec.id_spaces,
+    )
 
     table = Table(title=f"{path.name} → {lake.uri}")
     for col in ("exchange", "symbol", "date", "rows in file", "rows stored", "changed"):
         table.add_column(col, justify="right" if col.startswith("rows") else "left")
     counts = df.groupby(["exchange", "symbol", pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.date]).size()
     for r in results:
-        table.add_row(r.partition.exchange, r.partition.symbol, r.partition.date.isoformat(),
-                      str(int(counts.get((r.partition.exchange, r.partition.symbol, r.partition.date), 0))),
-                      str(r.rows), "yes" if r.changed else "no")
+        table.add_row(
+            r.partition.exchange,
+            r.partition.symbol,
+            r.partition.date.isoformat(),
+            str(int(counts.get((r.partition.exchange, r.partition.symbol, r.partition.date), 0))),
+            str(r.rows),
+            "yes" if r.changed else "no",
+        )
     Console().print(table)
-    print(f"raw/recordings/{path.name}: {'stored' if raw_new else 'already stored, identical'}; "
-          f"{len(df)} trades, {sum(r.changed for r in results)} of {len(results)} partitions changed"
-          + (f"; {bad} malformed frames skipped" if bad else ""), file=sys.stdout)
+    print(
+        f"raw/recordings/{path.name}: {'stored' if raw_new else 'already stored, identical'}; "
+        f"{len(df)} trades, {sum(r.changed for r in results)} of {len(results)} partitions changed"
+        + (f"; {bad} malformed frames skipped" if bad else ""),
+        file=sys.stdout,
+    )
     return 0

@@ -37,26 +37,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT (OKX also BTC-USDT-SWAP)")
     p.add_argument("--since", required=True, help="start, UTC: 2024-06-30, 2024-06-30T00:00 or epoch ms")
     p.add_argument("--until", default=None, help="end (exclusive), same forms; default: now")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
-    p.add_argument("--restart", action="store_true",
-                   help="refetch the whole span instead of continuing after the newest stored trade")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite the span's bronze days with the fetched trades (and coverage) instead of "
-                        "merging, e.g. when they hold another id space (a recording's fill ids); implies --restart")
-    p.add_argument("--batch-rows", type=int, default=200_000,
-                   help="write to the lake after this many trades (and after each UTC day)")
-    p.add_argument("--page-limit", type=int, default=None,
-                   help="trades per request (default: the endpoint's maximum)")
-    p.add_argument("--window-min", type=float, default=60.0,
-                   help="minutes per time window (Binance first-trade search, OKX backward reads; max 60 for Binance)")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="refetch the whole span instead of continuing after the newest stored trade",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the span's bronze days with the fetched trades (and coverage) instead of "
+        "merging, e.g. when they hold another id space (a recording's fill ids); implies --restart",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=200_000,
+        help="write to the lake after this many trades (and after each UTC day)",
+    )
+    p.add_argument("--page-limit", type=int, default=None, help="trades per request (default: the endpoint's maximum)")
+    p.add_argument(
+        "--window-min",
+        type=float,
+        default=60.0,
+        help="minutes per time window (Binance first-trade search, OKX backward reads; max 60 for Binance)",
+    )
     p.add_argument("--max-retries", type=int, default=8, help="retries per request after rate limits and errors")
-    p.add_argument("--max-wait-s", type=float, default=900.0,
-                   help="longest wait the exchange may ask for (Retry-After) before the run stops")
-    p.add_argument("--rate-limit-ms", type=float, default=None,
-                   help="ccxt's spacing per unit of request weight (default: ccxt's value for the exchange)")
-    p.add_argument("--api-url", default=env_default("WHALEBT_REST_API_URL", ""),
-                   help="send requests to this base URL instead of the exchange (mirror, test server)")
+    p.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=900.0,
+        help="longest wait the exchange may ask for (Retry-After) before the run stops",
+    )
+    p.add_argument(
+        "--rate-limit-ms",
+        type=float,
+        default=None,
+        help="ccxt's spacing per unit of request weight (default: ccxt's value for the exchange)",
+    )
+    p.add_argument(
+        "--api-url",
+        default=env_default("WHALEBT_REST_API_URL", ""),
+        help="send requests to this base URL instead of the exchange (mirror, test server)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -72,21 +99,34 @@ def run(args: argparse.Namespace) -> int:
     lake = Lake(args.lake)
     try:
         rep = ingest_rest(
-            lake, args.exchange, args.symbol, since, until,
-            api_url=args.api_url or None, resume=not args.restart, batch_rows=args.batch_rows,
-            page_limit=args.page_limit, window_ms=int(args.window_min * 60_000),
+            lake,
+            args.exchange,
+            args.symbol,
+            since,
+            until,
+            api_url=args.api_url or None,
+            resume=not args.restart,
+            batch_rows=args.batch_rows,
+            page_limit=args.page_limit,
+            window_ms=int(args.window_min * 60_000),
             rate_limit_ms=args.rate_limit_ms,
             backoff=Backoff(max_retries=args.max_retries, max_wait_s=args.max_wait_s),
-            progress=not args.quiet, replace=args.replace,
+            progress=not args.quiet,
+            replace=args.replace,
         )
     except RestError as exc:
         raise UserError(str(exc)) from None
     changed = rep.partitions_changed
-    span = (f"{format_ms(rep.first_ts_ms)} .. {format_ms(rep.last_ts_ms)} UTC" if rep.first_ts_ms is not None
-            else "no trades in the span")
-    print(f"{rep.exchange} {rep.symbol}: {rep.trades:,} trades ({span}) in {rep.requests} requests "
-          f"({rep.retries} retries, {rep.waited_s:.1f} s waited); {len(changed)} bronze partitions changed "
-          f"in {lake.uri}")
+    span = (
+        f"{format_ms(rep.first_ts_ms)} .. {format_ms(rep.last_ts_ms)} UTC"
+        if rep.first_ts_ms is not None and rep.last_ts_ms is not None
+        else "no trades in the span"
+    )
+    print(
+        f"{rep.exchange} {rep.symbol}: {rep.trades:,} trades ({span}) in {rep.requests} requests "
+        f"({rep.retries} retries, {rep.waited_s:.1f} s waited); {len(changed)} bronze partitions changed "
+        f"in {lake.uri}"
+    )
     for p in changed:
         print(f"  {p.key}")
     if rep.gaps:

@@ -29,12 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
     p.add_argument("--layer", required=True, choices=["raw", "bronze"], help="which layer")
     p.add_argument("--older-than", required=True, help="age in whole days, e.g. 90d")
-    p.add_argument("--archive-to", default=None, metavar="URI",
-                   help="copy there (same keys) before deleting: a directory or az://container/prefix")
+    p.add_argument(
+        "--archive-to",
+        default=None,
+        metavar="URI",
+        help="copy there (same keys) before deleting: a directory or az://container/prefix",
+    )
     p.add_argument("--apply", action="store_true", help="do it (default: only print the plan)")
     p.add_argument("--force", action="store_true", help="include keys protected by registered runs")
     p.add_argument("--exchange", default=None, help="only this exchange (bronze) or raw source")
@@ -59,8 +66,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--today must be a date like 2024-06-30; got {args.today!r}") from None
     lake = Lake(args.lake)
-    plan = plan_retention(lake, args.layer, ms // 86_400_000, today=today, archive=bool(args.archive_to),
-                          force=args.force, exchange=args.exchange, symbol=args.symbol.upper() if args.symbol else None)
+    plan = plan_retention(
+        lake,
+        args.layer,
+        ms // 86_400_000,
+        today=today,
+        archive=bool(args.archive_to),
+        force=args.force,
+        exchange=args.exchange,
+        symbol=args.symbol.upper() if args.symbol else None,
+    )
     counts: dict[str, int] = {}
     for a in plan:
         counts[a.action] = counts.get(a.action, 0) + 1
@@ -75,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     res = apply_retention(lake, plan, archive_to=args.archive_to)
     for key, why in res.failed:
         print(f"warning: {key}: {why}", file=sys.stderr)
-    print(f"{lake.uri}: {len(res.deleted)} deleted, {len(res.archived)} archived"
-          + (f" to {args.archive_to}" if args.archive_to else "")
-          + f" ({res.bytes / 1e6:.1f} MB), {counts.get('keep-protected', 0)} kept as protected, "
-          f"{len(res.failed)} failed")
+    print(
+        f"{lake.uri}: {len(res.deleted)} deleted, {len(res.archived)} archived"
+        + (f" to {args.archive_to}" if args.archive_to else "")
+        + f" ({res.bytes / 1e6:.1f} MB), {counts.get('keep-protected', 0)} kept as protected, "
+        f"{len(res.failed)} failed"
+    )
     if res.failed:
         raise UserError(f"{len(res.failed)} keys could not be archived and were kept; see the warnings above")
     return 0

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
+
 import argparse
 
 from datasets._cli import HelpFormatter, UserError, env_default
@@ -30,8 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"),
-                   help="lake directory or az://container/prefix (env WHALEBT_LAKE)")
+    p.add_argument(
+        "--lake",
+        default=env_default("WHALEBT_LAKE", "results/lake"),
+        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
+    )
     p.add_argument("--layer", default=",".join(LAYERS), help="comma-separated layers to show")
     p.add_argument("--refresh", action="store_true", help="compute missing or stale bronze quality reports")
     p.add_argument("--detail", action="store_true", help="one line per bronze partition")
@@ -74,9 +82,22 @@ def run(args: argparse.Namespace) -> int:
     if args.refresh:
         refresh_quality(lake, parts, progress=True)
     rows = lake_status(lake, layers)
-    details = [read_quality(lake, p) or {"key": p.key, "date": p.date.isoformat(), "rows": None,
-                                         "exchange": p.exchange, "symbol": p.symbol, "issues": ["unchecked"]}
-               for p in parts] if args.detail else []
+    details = (
+        [
+            read_quality(lake, p)
+            or {
+                "key": p.key,
+                "date": p.date.isoformat(),
+                "rows": None,
+                "exchange": p.exchange,
+                "symbol": p.symbol,
+                "issues": ["unchecked"],
+            }
+            for p in parts
+        ]
+        if args.detail
+        else []
+    )
     if args.json:
         json.dump({"lake": lake.uri, "layers": rows, "partitions": details}, sys.stdout, indent=1)
         print()
@@ -88,9 +109,18 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"{lake.uri}: empty (no {', '.join(layers)} data)")
         return 0
     t = Table(title=f"{lake.uri}", box=box.SIMPLE_HEAD)
-    for col, just in (("layer", "left"), ("data", "left"), ("parts", "right"), ("days", "left"),
-                      ("missing", "right"), ("rows", "right"), ("size", "right"), ("checked", "right"),
-                      ("issues", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("layer", "left"),
+        ("data", "left"),
+        ("parts", "right"),
+        ("days", "left"),
+        ("missing", "right"),
+        ("rows", "right"),
+        ("size", "right"),
+        ("checked", "right"),
+        ("issues", "left"),
+    )
+    for col, just in columns:
         t.add_column(col, justify=just, no_wrap=col in ("data", "days"))
     unchecked = 0
     for r in rows:
@@ -99,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
             unchecked += r["partitions"] - r["checked"]
         issues = ", ".join(f"{k}: {v}" for k, v in sorted(r["issues"].items()))
         t.add_row(
-            r["layer"], r["group"], str(r["partitions"]),
+            r["layer"],
+            r["group"],
+            str(r["partitions"]),
             f"{r['first']}..{r['last']}" if r["first"] else "",
             "" if r["missing_days"] is None else str(r["missing_days"]),
             (f"{r['rows']:,}" if r["rows"] is not None else "?") if bronze else "",
@@ -118,13 +150,18 @@ def run(args: argparse.Namespace) -> int:
             return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%H:%M:%S")
 
         for q in details:
-            d.add_row(f"{q['exchange']}/{q['symbol']}", q["date"], "?" if q["rows"] is None else f"{q['rows']:,}",
-                      hms(q.get("first_ts_ms")), hms(q.get("last_ts_ms")), str(q.get("seconds_without_trades", "")),
-                      f"{q['longest_quiet_s']:.0f}" if q.get("longest_quiet_s") is not None else "",
-                      "n/a" if q.get("missing_ids") is None else str(q["missing_ids"]),
-                      ", ".join(q.get("issues", [])) or "ok")
+            d.add_row(
+                f"{q['exchange']}/{q['symbol']}",
+                q["date"],
+                "?" if q["rows"] is None else f"{q['rows']:,}",
+                hms(q.get("first_ts_ms")),
+                hms(q.get("last_ts_ms")),
+                str(q.get("seconds_without_trades", "")),
+                f"{q['longest_quiet_s']:.0f}" if q.get("longest_quiet_s") is not None else "",
+                "n/a" if q.get("missing_ids") is None else str(q["missing_ids"]),
+                ", ".join(q.get("issues", [])) or "ok",
+            )
         con.print(d)
     if unchecked:
-        print(f"{unchecked} bronze partitions have no current quality report; run with --refresh",
-              file=sys.stderr)
+        print(f"{unchecked} bronze partitions have no current quality report; run with --refresh", file=sys.stderr)
     return 0

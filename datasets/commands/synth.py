@@ -47,8 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trades-per-s", type=float, default=3.0, help="mean aggTrades per second")
     p.add_argument("--plant-effect-bps", type=float, default=30.0, help="drift after each whale, bps")
     p.add_argument("--plant-horizon-s", type=float, default=3600.0, help="seconds over which the drift builds")
-    p.add_argument("--whale-notional-usd", type=float, default=1_000_000.0,
-                   help="whales are taker buys with notional in [X, 2X]; organic trades stay below X")
+    p.add_argument(
+        "--whale-notional-usd",
+        type=float,
+        default=1_000_000.0,
+        help="whales are taker buys with notional in [X, 2X]; organic trades stay below X",
+    )
     p.add_argument("--whale-rate-per-day", type=float, default=6.0, help="mean planted whales per day")
     p.add_argument("--null", action="store_true", help="plant the whales but no drift (control market)")
     p.add_argument("--profile", default="BTCUSDT", help="calibrated profile to imitate (BTCUSDT or ETHUSDT)")
@@ -71,23 +75,40 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--start-price must be positive; got {args.start_price:g}")
     try:
         params = SynthParams(
-            symbol=symbol, start=args.start, days=args.days, seed=args.seed, trades_per_s=args.trades_per_s,
-            plant_effect_bps=args.plant_effect_bps, plant_horizon_s=args.plant_horizon_s,
-            whale_notional_usd=args.whale_notional_usd, whale_rate_per_day=args.whale_rate_per_day,
-            null=args.null, profile=args.profile.upper(), start_price=args.start_price,
+            symbol=symbol,
+            start=args.start,
+            days=args.days,
+            seed=args.seed,
+            trades_per_s=args.trades_per_s,
+            plant_effect_bps=args.plant_effect_bps,
+            plant_horizon_s=args.plant_horizon_s,
+            whale_notional_usd=args.whale_notional_usd,
+            whale_rate_per_day=args.whale_rate_per_day,
+            null=args.null,
+            profile=args.profile.upper(),
+            start_price=args.start_price,
         )
     except ValueError as exc:  # name the flag rather than the field
         msg = str(exc)
-        for field in ("days", "trades_per_s", "plant_effect_bps", "plant_horizon_s", "whale_notional_usd",
-                      "whale_rate_per_day"):
+        for field in (
+            "days",
+            "trades_per_s",
+            "plant_effect_bps",
+            "plant_horizon_s",
+            "whale_notional_usd",
+            "whale_rate_per_day",
+        ):
             msg = msg.replace(field, "--" + field.replace("_", "-"))
         raise UserError(msg) from None
 
     err = Console(stderr=True, highlight=False)
-    err.print(f"[bold yellow]SYNTHETIC MARKET[/] {symbol} {params.start}..{params.end}: generated, not exchange data "
-              f"(seed {params.seed}, profile {params.profile})")
-    with tqdm(total=params.days, desc="synth days", unit="day", file=sys.stderr,
-              disable=not sys.stderr.isatty()) as bar:
+    err.print(
+        f"[bold yellow]SYNTHETIC MARKET[/] {symbol} {params.start}..{params.end}: generated, not exchange data "
+        f"(seed {params.seed}, profile {params.profile})"
+    )
+    with tqdm(
+        total=params.days, desc="synth days", unit="day", file=sys.stderr, disable=not sys.stderr.isatty()
+    ) as bar:
         res = write_synth_archive(args.out, params, on_day=lambda day, rows: bar.update(1))
 
     out = Console(highlight=False, width=max(120, Console().width))
@@ -98,10 +119,20 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f["date"], f["relpath"].rsplit("/", 1)[-1], f"{f['rows']:,}", str(f["whales"]), f["sha256"][:12])
     out.print(table)
     m = res.measured
-    effect = "none (null market)" if params.effect_bps == 0 else f"+{params.effect_bps:g} bps over {params.plant_horizon_s:g} s"
-    measured = (f"{m['mean_bps']:+.1f} bps (± {m['se_bps']:.1f} s.e., n={m['n']})"
-                if m.get("n", 0) > 1 else "not measurable (fewer than 2 whales)")
-    out.print(f"SYNTHETIC: {res.n_trades:,} trades, {res.n_whales} planted whales (notional >= "
-              f"{params.whale_notional_usd:,.0f} USD); planted effect {effect}; measured mean forward return "
-              f"after whales {measured}. Manifest: {res.manifest_path}", markup=False)
+    effect = (
+        "none (null market)"
+        if params.effect_bps == 0
+        else f"+{params.effect_bps:g} bps over {params.plant_horizon_s:g} s"
+    )
+    measured = (
+        f"{m['mean_bps']:+.1f} bps (± {m['se_bps']:.1f} s.e., n={m['n']})"
+        if m.get("n", 0) > 1
+        else "not measurable (fewer than 2 whales)"
+    )
+    out.print(
+        f"SYNTHETIC: {res.n_trades:,} trades, {res.n_whales} planted whales (notional >= "
+        f"{params.whale_notional_usd:,.0f} USD); planted effect {effect}; measured mean forward return "
+        f"after whales {measured}. Manifest: {res.manifest_path}",
+        markup=False,
+    )
     return 0

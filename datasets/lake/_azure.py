@@ -42,7 +42,7 @@ def parse_az_uri(uri: str) -> tuple[str | None, str, str]:
     """
     for scheme in ("az://", "abfss://", "abfs://"):
         if uri.startswith(scheme):
-            rest = uri[len(scheme):]
+            rest = uri[len(scheme) :]
             break
     else:
         raise StoreError(f"not an Azure lake URI: {uri!r}; expected az://container/prefix")
@@ -218,9 +218,11 @@ class AzureStore(Store):
 
         hint = ""
         if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
-            hint = ("; signing in failed (DefaultAzureCredential found no usable identity): run "
-                    "`az login`, use a managed identity, or set AZURE_STORAGE_KEY or "
-                    "AZURE_STORAGE_CONNECTION_STRING")
+            hint = (
+                "; signing in failed (DefaultAzureCredential found no usable identity): run "
+                "`az login`, use a managed identity, or set AZURE_STORAGE_KEY or "
+                "AZURE_STORAGE_CONNECTION_STRING"
+            )
         elif getattr(exc, "status_code", None) == 403:
             hint = "; the credentials lack permission (needs 'Storage Blob Data Contributor' to write)"
         return StoreError(f"{what} {self.uri}/{key} failed: {_safe_error(exc)}{hint}")
@@ -231,11 +233,13 @@ class AzureStore(Store):
         if len(data) <= self.block_size:
             self._with_container(lambda: self._put_single(key, data), "write", key)
         else:
-            self.put_stream(key, (data[i:i + self.block_size] for i in range(0, len(data), self.block_size)))
+            self.put_stream(key, (data[i : i + self.block_size] for i in range(0, len(data), self.block_size)))
 
     def _put_single(self, key: str, data: bytes) -> None:
         self._blob(key).upload_blob(
-            data, overwrite=True, validate_content=True,
+            data,
+            overwrite=True,
+            validate_content=True,
             metadata={"sha256": hashlib.sha256(data).hexdigest()},
         )
 
@@ -303,9 +307,7 @@ class AzureStore(Store):
                     for f in pending:
                         f.cancel()
                     raise
-            blob.commit_block_list(
-                [BlobBlock(block_id=i) for i in ids], metadata={"sha256": sha.hexdigest()}
-            )
+            blob.commit_block_list([BlobBlock(block_id=i) for i in ids], metadata={"sha256": sha.hexdigest()})
 
         from azure.core.exceptions import HttpResponseError
 
@@ -349,7 +351,7 @@ class AzureStore(Store):
                 # ADLS Gen2 (hierarchical namespace) lists directories as empty marker blobs.
                 if (b.metadata or {}).get("hdi_isfolder") == "true":
                     continue
-                keys.append(b.name[len(base):])
+                keys.append(b.name[len(base) :])
         except ResourceNotFoundError:
             return []  # no container yet: nothing stored
         except HttpResponseError as exc:

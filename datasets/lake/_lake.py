@@ -84,11 +84,11 @@ class IdSpaceConflictError(LakeConflictError):
 #: Id spaces of bronze ``trade_id`` (footer key ``id_space``) → what the ids are.
 ID_SPACES = {
     "binance_agg_trade": "Binance aggregate-trade id `a` (archive aggTrades, REST aggTrades, @aggTrade stream); "
-                         "consecutive",
+    "consecutive",
     "binance_fill": "Binance raw fill id `t` of the @trade stream; fills merged into aggregate-like rows keep "
-                    "their first fill's id, so ids have holes by design",
+    "their first fill's id, so ids have holes by design",
     "bybit_match_uuid": "Bybit match UUID (archive trdMatchID, REST execId, WebSocket i) → its top 63 bits; "
-                        "not ordered",
+    "not ordered",
     "bybit_trade_id": "Bybit numeric trade id (spot WebSocket i)",
     "okx_trade_id": "OKX tradeId of single trades (daily archive, REST history-trades); counts up per instrument",
     "okx_ws_trade_id": "OKX tradeId of the WebSocket trades channel, which may aggregate fills under one id",
@@ -133,8 +133,11 @@ class WriteResult:
 
 def _footer_meta(pf: pq.ParquetFile, nbytes: int) -> dict[str, str]:
     md = pf.metadata
-    out = {k.decode().removeprefix("whalebt."): v.decode() for k, v in (md.metadata or {}).items()
-           if k.startswith(b"whalebt.")}
+    out = {
+        k.decode().removeprefix("whalebt."): v.decode()
+        for k, v in (md.metadata or {}).items()
+        if k.startswith(b"whalebt.")
+    }
     out["rows"] = str(md.num_rows)
     out["bytes"] = str(nbytes)
     return out
@@ -144,8 +147,10 @@ def content_sha256(df: pd.DataFrame) -> str:
     """A hash of a frame's columns, dtypes and values (independent of the Parquet writer)."""
     h = hashlib.sha256()
     # String columns count as "string" whether pandas holds them as object or str dtype.
-    kinds = [(str(c), str(t) if pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) else "string")
-             for c, t in df.dtypes.items()]
+    kinds = [
+        (str(c), str(t) if pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) else "string")
+        for c, t in df.dtypes.items()
+    ]
     h.update(json.dumps(kinds).encode())
     h.update(str(len(df)).encode())
     for col in df.columns:
@@ -171,16 +176,25 @@ def _to_parquet_bytes(df: pd.DataFrame, sha: str, extra_meta: dict[str, str] | N
     return buf.getvalue()
 
 
-def _bronze_meta(p: Partition, merged: pd.DataFrame, new_rows: pd.DataFrame, sha: str, old: pd.DataFrame | None,
-                 old_meta: dict[str, str], coverage, coverage_source: str | None,
-                 id_space: str | None) -> dict[str, str]:
+def _bronze_meta(
+    p: Partition,
+    merged: pd.DataFrame,
+    new_rows: pd.DataFrame,
+    sha: str,
+    old: pd.DataFrame | None,
+    old_meta: dict[str, str],
+    coverage,
+    coverage_source: str | None,
+    id_space: str | None,
+) -> dict[str, str]:
     """Footer extras of a bronze write: unioned coverage and the id space (see the module doc)."""
     out: dict[str, str] = {}
     intervals: list = []
     sources: set[str] = set()
     if old_meta:
         if old is None and not old_meta.get(COVERAGE_KEY):
-            old_cov, old_src = [], ""  # not merging the rows: nothing to infer coverage from
+            old_cov: list[list[int]] = []
+            old_src = ""  # not merging the rows: nothing to infer coverage from
         else:
             old_ts = old["ts_ms"].to_numpy(np.int64) if old is not None else None
             old_cov, old_src = partition_coverage(old_meta, old_ts)
@@ -337,9 +351,20 @@ class Lake:
             df = sort_trades(pd.concat([old, df], ignore_index=True))
             sha = content_sha256(df)
         if layer == "bronze":
-            meta = {**(meta or {}), **_bronze_meta(p, df, new_rows, sha, old if mode == "merge" else None,
-                                                   old_meta if exists and mode != "replace" else {},
-                                                   coverage, coverage_source, id_space)}
+            meta = {
+                **(meta or {}),
+                **_bronze_meta(
+                    p,
+                    df,
+                    new_rows,
+                    sha,
+                    old if mode == "merge" else None,
+                    old_meta if exists and mode != "replace" else {},
+                    coverage,
+                    coverage_source,
+                    id_space,
+                ),
+            }
         if exists:
             same_meta = layer != "bronze" or all(old_meta.get(k) == v for k, v in (meta or {}).items())
             if old_meta.get("content_sha256") == sha and same_meta:
@@ -387,7 +412,7 @@ class Lake:
         *,
         mode: WriteMode = "merge",
         what: str = "trades",
-        coverage: list | None = None,
+        coverage: list | dict | None = None,
         coverage_source: str | None = None,
         id_space: str | dict | None = None,
     ) -> list[WriteResult]:
@@ -421,8 +446,19 @@ class Lake:
             if cov is not None:
                 lo_ms, hi_ms = d * DAY_MS, (d + 1) * DAY_MS
                 day_cov = [[max(int(a), lo_ms), min(int(b), hi_ms)] for a, b in cov]
-            results.append(self.write("bronze", rows, ex, sym, date, mode=mode, coverage=day_cov,
-                                      coverage_source=coverage_source, id_space=space))
+            results.append(
+                self.write(
+                    "bronze",
+                    rows,
+                    ex,
+                    sym,
+                    date,
+                    mode=mode,
+                    coverage=day_cov,
+                    coverage_source=coverage_source,
+                    id_space=space,
+                )
+            )
         return results
 
     def read(
@@ -468,7 +504,11 @@ class Lake:
 
 
 def write_quality(
-    lake: Lake, p: Partition, df: pd.DataFrame | None = None, *, sha256: str | None = None,
+    lake: Lake,
+    p: Partition,
+    df: pd.DataFrame | None = None,
+    *,
+    sha256: str | None = None,
     meta: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compute and store the report of ``p``.

@@ -21,16 +21,15 @@ def open_store(uri: str | os.PathLike[str]) -> Store:
     """
     text = os.fspath(uri)
     if text.startswith("memory://"):
-        return MemoryStore(text[len("memory://"):])
+        return MemoryStore(text[len("memory://") :])
     if text.startswith("az://") or text.startswith("abfs://") or text.startswith("abfss://"):
         from datasets.lake._azure import AzureStore  # lazy: azure SDK only when used
 
         return AzureStore.from_uri(text)
     if text.startswith("file://"):
-        text = text[len("file://"):]
+        text = text[len("file://") :]
     if "://" in text:
         raise StoreError(
-            f"unsupported lake URI {text!r}: use a local path, file://, memory://NAME or "
-            "az://container/prefix"
+            f"unsupported lake URI {text!r}: use a local path, file://, memory://NAME or az://container/prefix"
         )
     return LocalStore(text)

@@ -91,12 +91,14 @@ def cross_source_duplicates(df: pd.DataFrame) -> int:
     """Rows with the ts_ms, price, qty (to 1e-8) and side of an earlier row but another trade id."""
     if len(df) < 2:
         return 0
-    key = pd.DataFrame({
-        "ts": df["ts_ms"].to_numpy(np.int64),
-        "px": df["price"].to_numpy(np.float64),
-        "q": np.round(df["qty"].to_numpy(np.float64) * 1e8),
-        "s": df["side"].to_numpy(np.int64),
-    })
+    key = pd.DataFrame(
+        {
+            "ts": df["ts_ms"].to_numpy(np.int64),
+            "px": df["price"].to_numpy(np.float64),
+            "q": np.round(df["qty"].to_numpy(np.float64) * 1e8),
+            "s": df["side"].to_numpy(np.int64),
+        }
+    )
     same = key.duplicated(keep="first").to_numpy()
     if not same.any():
         return 0
@@ -111,8 +113,9 @@ def _aggregated(id_space: str | None, exchange: str) -> bool:
     return id_space in (None, "unknown") and exchange.startswith("binance")
 
 
-def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = None,
-                      id_space: str | None = None) -> dict[str, Any]:
+def partition_quality(
+    df: pd.DataFrame, p: Partition, *, sha256: str | None = None, id_space: str | None = None
+) -> dict[str, Any]:
     """Checks of one bronze partition's trades (stored order), as a JSON-able dict.
 
     Args:
@@ -142,8 +145,11 @@ def partition_quality(df: pd.DataFrame, p: Partition, *, sha256: str | None = No
     uniq = _sorted_unique(ids)
     sequential = SEQUENTIAL_IDS.get(id_space) if id_space else None
     if sequential is None:  # unknown id space: ids that nearly fill their range look sequential
-        sequential = not p.exchange.startswith("bybit") and bool(uniq.size) and (
-            int(uniq[-1]) - int(uniq[0]) + 1) <= 2 * uniq.size
+        sequential = (
+            not p.exchange.startswith("bybit")
+            and bool(uniq.size)
+            and (int(uniq[-1]) - int(uniq[0]) + 1) <= 2 * uniq.size
+        )
     if sequential and uniq.size:
         steps = np.diff(uniq)
         id_gaps: int | None = int((steps > 1).sum())

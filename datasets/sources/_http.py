@@ -27,7 +27,7 @@ import urllib.request
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Generator, Iterable
 
 __all__ = ["NotFound", "FetchError", "fetch", "fetch_many", "is_url", "location"]
 
@@ -58,7 +58,7 @@ def location(root_or_base_url: str | os.PathLike[str], relpath: str) -> str:
     if is_url(root):
         return root.rstrip("/") + "/" + urllib.parse.quote(relpath.lstrip("/"))
     if root.startswith("file://"):
-        root = root[len("file://"):]
+        root = root[len("file://") :]
     return str(Path(root) / relpath.lstrip("/"))
 
 
@@ -82,8 +82,9 @@ def _retry_after(value: str | None) -> float:
         return 0.0
 
 
-def _fetch_url(url: str, retries: int, backoff_s: float, timeout_s: float,
-               on_progress: Callable[[int, int | None], None] | None) -> bytes:
+def _fetch_url(
+    url: str, retries: int, backoff_s: float, timeout_s: float, on_progress: Callable[[int, int | None], None] | None
+) -> bytes:
     buf = bytearray()
     total: int | None = None
     failures = 0
@@ -114,8 +115,10 @@ def _fetch_url(url: str, retries: int, backoff_s: float, timeout_s: float,
             if exc.code == 416:  # our range no longer fits the object: it changed, restart
                 buf.clear()
             elif exc.code not in _RETRY_STATUS:
-                raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}; expected 200 (or 404 for a missing "
-                                 "file). Check the base URL and that the server serves the archive layout") from None
+                raise FetchError(
+                    f"{url}: HTTP {exc.code} {exc.reason}; expected 200 (or 404 for a missing "
+                    "file). Check the base URL and that the server serves the archive layout"
+                ) from None
             last = exc
             wait_s = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout) as exc:
@@ -124,8 +127,10 @@ def _fetch_url(url: str, retries: int, backoff_s: float, timeout_s: float,
         if failures > retries:
             got = f" ({len(buf)} of {total} bytes received)" if total else ""
             tries = f"{failures} attempt{'s' if failures != 1 else ''}"
-            raise FetchError(f"could not fetch {url} after {tries}{got}: {last}. "
-                             "Check the URL and the network and run again; nothing partial was kept") from None
+            raise FetchError(
+                f"could not fetch {url} after {tries}{got}: {last}. "
+                "Check the URL and the network and run again; nothing partial was kept"
+            ) from None
         time.sleep(max(backoff_s * 2 ** (failures - 1), min(wait_s, 60.0)))
 
 
@@ -163,7 +168,7 @@ def fetch_many(
     *,
     max_workers: int = 4,
     **kwargs,
-) -> Iterator[tuple[str, bytes | NotFound]]:
+) -> Generator[tuple[str, bytes | NotFound], None, None]:
     """Fetch several files with at most ``max_workers`` in flight; yield ``(relpath, bytes)`` in order.
 
     A missing file yields its :class:`NotFound` instead of bytes; a :class:`FetchError` is raised

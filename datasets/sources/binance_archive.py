@@ -35,7 +35,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -126,7 +126,8 @@ def _sniff_header(first_line: str, name: str) -> list[str] | None:
         if len(fields) != len(COLUMNS):
             raise ArchiveError(
                 f"{name}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}) in a CSV without header; "
-                f"the first row has {len(fields)}: {first_line.strip()[:120]!r}")
+                f"the first row has {len(fields)}: {first_line.strip()[:120]!r}"
+            )
         return None
     missing = [c for c in COLUMNS if c not in fields]
     if missing:
@@ -136,7 +137,8 @@ def _sniff_header(first_line: str, name: str) -> list[str] | None:
             hints.append(f"{col!r} (did you mean {close[0]!r}?)" if close else repr(col))
         raise ArchiveError(
             f"{name}: CSV columns do not match Binance aggTrades; expected {list(COLUMNS)}, got {fields}; "
-            f"missing {', '.join(hints)}. Is this an aggTrades file of the USD-M futures archive?")
+            f"missing {', '.join(hints)}. Is this an aggTrades file of the USD-M futures archive?"
+        )
     return fields
 
 
@@ -192,15 +194,22 @@ def parse_aggtrades_zip(
         if not first.strip():
             return "ms"
         read_opts = pacsv.ReadOptions(block_size=block_bytes, column_names=None if header else list(COLUMNS))
-        types = {"agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
-                 "transact_time": pa.int64(), "is_buyer_maker": pa.bool_()}
+        types = {
+            "agg_trade_id": pa.int64(),
+            "price": pa.float64(),
+            "quantity": pa.float64(),
+            "transact_time": pa.int64(),
+            "is_buyer_maker": pa.bool_(),
+        }
         # No null markers: an empty or "n/a" field is a parse error, not a silent NaN.
-        conv = pacsv.ConvertOptions(column_types=types, include_columns=list(types), null_values=[],
-                                    strings_can_be_null=False)
+        conv = pacsv.ConvertOptions(
+            column_types=types, include_columns=list(types), null_values=[], strings_can_be_null=False
+        )
         unit = None
         with zf.open(member) as fh:
-            reader = pacsv.open_csv(io.BufferedReader(_Counted(fh, on_read), 1 << 20),
-                                    read_options=read_opts, convert_options=conv)
+            reader = pacsv.open_csv(
+                io.BufferedReader(_Counted(fh, on_read), 1 << 20), read_options=read_opts, convert_options=conv
+            )
             for batch in reader:
                 if batch.num_rows == 0:
                     continue
@@ -211,8 +220,9 @@ def parse_aggtrades_zip(
                 if unit is None:
                     unit = this
                 if is_us.any() != is_us.all() or this != unit:
-                    raise ArchiveError(f"{name}: transact_time mixes milliseconds and microseconds; "
-                                       "expected one unit per file")
+                    raise ArchiveError(
+                        f"{name}: transact_time mixes milliseconds and microseconds; expected one unit per file"
+                    )
                 out = {
                     "trade_id": cols["agg_trade_id"].to_numpy(),
                     "ts_ms": t // 1000 if unit == "us" else t,
@@ -229,8 +239,10 @@ def parse_aggtrades_zip(
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ArchiveError(f"{name}: corrupt or truncated zip ({exc}); delete it and fetch it again") from None
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"{name}: CSV does not parse as Binance aggTrades "
-                           f"({str(exc).splitlines()[0]}); expected columns {','.join(COLUMNS)}") from None
+        raise ArchiveError(
+            f"{name}: CSV does not parse as Binance aggTrades "
+            f"({str(exc).splitlines()[0]}); expected columns {','.join(COLUMNS)}"
+        ) from None
 
 
 def _verify_checksum(data: bytes, checksum_file: bytes, name: str) -> None:
@@ -240,8 +252,10 @@ def _verify_checksum(data: bytes, checksum_file: bytes, name: str) -> None:
         raise ArchiveError(f"{name}.CHECKSUM: expected '<sha256 hex>  {name}', got {text[:100]!r}")
     got = hashlib.sha256(data).hexdigest()
     if got != expected:
-        raise ArchiveError(f"{name}: checksum mismatch: expected sha256 {expected}, got {got} "
-                           f"({len(data)} bytes); the download is damaged or changed, fetch it again")
+        raise ArchiveError(
+            f"{name}: checksum mismatch: expected sha256 {expected}, got {got} "
+            f"({len(data)} bytes); the download is damaged or changed, fetch it again"
+        )
 
 
 # --------------------------------------------------------------------------- ingest
@@ -250,7 +264,7 @@ class _Spool:
 
     def __init__(self, root: Path):
         self.root = root
-        self._writers: dict[tuple[dt.date, str], object] = {}
+        self._writers: dict[tuple[dt.date, str], Any] = {}  # pyarrow RecordBatchFileWriter
         self.rows: dict[dt.date, int] = {}
 
     def add(self, day: dt.date, unit: str, arrays: dict[str, np.ndarray]) -> None:
@@ -271,8 +285,11 @@ class _Spool:
         import pandas as pd
         import pyarrow as pa
 
-        frames = [pa.ipc.open_file(str(self.root / f"{day}-{u}.arrow")).read_all().to_pandas()
-                  for (d, u) in sorted(self._writers) if d == day]
+        frames = [
+            pa.ipc.open_file(str(self.root / f"{day}-{u}.arrow")).read_all().to_pandas()
+            for (d, u) in sorted(self._writers)
+            if d == day
+        ]
         if len(frames) > 1:  # a day from files of both units keeps only milliseconds
             frames = [f.drop(columns=["ts_us"], errors="ignore") for f in frames]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -350,8 +367,10 @@ def ingest_binance_archive(
         def verify(relpath: str, data: bytes, checksum: bytes | NotFound, keep: set[dt.date]) -> None:
             name = relpath.rsplit("/", 1)[-1]
             if isinstance(checksum, NotFound):
-                raise ArchiveError(f"{name}: no checksum file {name}.CHECKSUM at {location(source, relpath)}; "
-                                   "refusing to ingest an unverified file")
+                raise ArchiveError(
+                    f"{name}: no checksum file {name}.CHECKSUM at {location(source, relpath)}; "
+                    "refusing to ingest an unverified file"
+                )
             _verify_checksum(data, checksum, name)
             for rp, blob in ((relpath, data), (relpath + ".CHECKSUM", checksum)):
                 _check_raw_free(lake, rp, blob)
@@ -396,7 +415,7 @@ def ingest_binance_archive(
                 if not isinstance(zdata, NotFound):
                     verify(zrel, zdata, cdata, {day})
         # Phase 1b: monthly files fill missing days of months wholly inside the span.
-        for (y, m) in sorted({(d.year, d.month) for d in wanted}):
+        for y, m in sorted({(d.year, d.month) for d in wanted}):
             month = [dt.date(y, m, i) for i in range(1, calendar.monthrange(y, m)[1] + 1)]
             missing = {d for d in month if d not in day_src}
             if not missing or month[0] < d0 or month[-1] > d1:
@@ -413,10 +432,13 @@ def ingest_binance_archive(
             more = f"\n  ... and {len(looked) - 6} more" if len(looked) > 6 else ""
             raise ArchiveError(
                 f"no aggTrades files for {sym} from {d0} to {d1} in {source}; looked for:\n  {shown}{more}\n"
-                "Check the symbol, the dates and the source (a directory or base URL holding data/futures/um/...)")
+                "Check the symbol, the dates and the source (a directory or base URL holding data/futures/um/...)"
+            )
         for gap in _ranges(report.gaps):
-            warn(f"gap: no aggTrades for {sym} on {gap} in {source} (no daily file, and no monthly file "
-                 "for a whole month inside the span)")
+            warn(
+                f"gap: no aggTrades for {sym} on {gap} in {source} (no daily file, and no monthly file "
+                "for a whole month inside the span)"
+            )
         if not replace:  # refuse another id space before the first write
             lake.check_id_space(EXCHANGE, sym, day_src, ID_SPACE)
         # Phase 2: write, one day at a time (raw first, then bronze; each atomic).
@@ -435,9 +457,14 @@ def ingest_binance_archive(
             df.insert(0, "exchange", EXCHANGE)
             df.insert(1, "symbol", sym)
             day_ms = (day - _EPOCH).days * _DAY_MS
-            results_w = lake.write_trades(df, mode="replace" if replace else "merge", what=relpath,
-                                          coverage=[[day_ms, day_ms + _DAY_MS]], coverage_source="archive",
-                                          id_space=ID_SPACE)
+            results_w = lake.write_trades(
+                df,
+                mode="replace" if replace else "merge",
+                what=relpath,
+                coverage=[[day_ms, day_ms + _DAY_MS]],
+                coverage_source="archive",
+                id_space=ID_SPACE,
+            )
             report.days.append(DayReport(day, relpath, len(df), size, unit, any(r.changed for r in results_w)))
             del df
     return report
@@ -459,7 +486,8 @@ def _check_raw_free(lake: Lake, relpath: str, data: bytes) -> None:
             raise LakeConflictError(
                 f"raw file {key} already exists with different content (stored sha256 "
                 f"{hashlib.sha256(old).hexdigest()[:12]}, new {hashlib.sha256(data).hexdigest()[:12]}); "
-                "raw files are immutable: ingest into another lake or delete the stored day first")
+                "raw files are immutable: ingest into another lake or delete the stored day first"
+            )
 
 
 def _ranges(days: list[dt.date]) -> list[str]:
@@ -479,5 +507,13 @@ def _bar(enabled: bool, name: str, total: int):
     from tqdm import tqdm
     import sys
 
-    return tqdm(total=total, desc=name, unit="B", unit_scale=True, file=sys.stderr,
-                disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+        dynamic_ncols=True,
+    )

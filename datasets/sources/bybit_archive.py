@@ -40,10 +40,13 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from datasets.lake import Lake, Partition
 from datasets.schema import SchemaError, normalise_symbol
@@ -81,7 +84,7 @@ def bybit_relpath(symbol: str, day: dt.date) -> str:
     return f"trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
 
 
-def bybit_trade_ids(ids: "pa.Array | list[str]") -> np.ndarray:  # noqa: F821
+def bybit_trade_ids(ids: "pa.Array | list[str]") -> np.ndarray:
     """int64 ids of ``trdMatchID`` strings: a UUID's top 63 bits, a numeric id as is.
 
     Same as ``[uuid.UUID(s).int >> 65 for s in ids]`` for UUIDs, vectorised over the
@@ -100,7 +103,7 @@ def bybit_trade_ids(ids: "pa.Array | list[str]") -> np.ndarray:  # noqa: F821
     if arr.null_count == 0 and (lengths == 36).all():
         offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
         data = np.frombuffer(arr.buffers()[2], np.uint8)
-        chars = data[offsets[0]: offsets[0] + 36 * n].reshape(n, 36)
+        chars = data[offsets[0] : offsets[0] + 36 * n].reshape(n, 36)
         hexpos = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17]  # the first 64 bits
         if (chars[:, [8, 13, 18, 23]] == ord("-")).all():
             try:
@@ -126,7 +129,7 @@ def _one_id(s: str | None) -> int:
         raise SchemaError(f"trdMatchID {s!r} is neither a UUID nor a number") from None
 
 
-def _csv_table(data: bytes, name: str, compression: str | None, columns: dict[str, "pa.DataType"]):  # noqa: F821
+def _csv_table(data: bytes, name: str, compression: str | None, columns: dict[str, "pa.DataType"]):
     """Read a CSV (optionally gzip) with only ``columns``; say which are missing."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -136,8 +139,9 @@ def _csv_table(data: bytes, name: str, compression: str | None, columns: dict[st
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(block_size=8 << 20),
-            convert_options=pacsv.ConvertOptions(column_types=columns, include_columns=list(columns),
-                                                 include_missing_columns=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=columns, include_columns=list(columns), include_missing_columns=False
+            ),
         )
         return reader.read_all()
     except OSError as exc:  # Arrow's zlib: "Truncated compressed stream", "incorrect data check"
@@ -147,8 +151,9 @@ def _csv_table(data: bytes, name: str, compression: str | None, columns: dict[st
         if "include_columns" in msg or "does not exist" in msg:
             got = _header_of(data, compression)
             missing = [c for c in columns if c not in got]
-            hint = "".join(f" Did you mean {m[0]!r} for {c!r}?" for c in missing
-                           if (m := difflib.get_close_matches(c, got, n=1)))
+            hint = "".join(
+                f" Did you mean {m[0]!r} for {c!r}?" for c in missing if (m := difflib.get_close_matches(c, got, n=1))
+            )
             raise SchemaError(f"{name} is missing column(s) {missing}; got {got}.{hint}") from None
         raise SchemaError(f"{name} is not a readable CSV: {msg}") from None
 
@@ -169,16 +174,27 @@ def parse_bybit_csv(data: bytes, symbol: str, *, name: str = "bybit file") -> pd
     import pyarrow.compute as pc
 
     gz = data[:2] == b"\x1f\x8b"
-    t = _csv_table(data, name, "gzip" if gz else None, {
-        "timestamp": pa.float64(), "symbol": pa.string(), "side": pa.string(),
-        "size": pa.float64(), "price": pa.float64(), "trdMatchID": pa.string()})
+    t = _csv_table(
+        data,
+        name,
+        "gzip" if gz else None,
+        {
+            "timestamp": pa.float64(),
+            "symbol": pa.string(),
+            "side": pa.string(),
+            "size": pa.float64(),
+            "price": pa.float64(),
+            "trdMatchID": pa.string(),
+        },
+    )
     n = t.num_rows
     want = normalise_symbol(symbol)
     syms = pc.unique(t["symbol"]).to_pylist()
     other = [s for s in syms if normalise_symbol(str(s)) != want]
     if other:
-        raise SchemaError(f"{name} holds trades of {other[:3]}, expected only {symbol}; "
-                          "is the file in the right folder?")
+        raise SchemaError(
+            f"{name} holds trades of {other[:3]}, expected only {symbol}; is the file in the right folder?"
+        )
     side_s = t["side"].to_numpy(zero_copy_only=False).astype(str) if n else np.empty(0, str)
     side = np.where(side_s == "Buy", 1, np.where(side_s == "Sell", -1, 0)).astype(np.int8)
     if (side == 0).any():
@@ -186,16 +202,18 @@ def parse_bybit_csv(data: bytes, symbol: str, *, name: str = "bybit file") -> pd
         raise SchemaError(f"{name}: column 'side' must be Buy or Sell (the taker's side); found {bad}")
     ts_s = t["timestamp"].to_numpy(zero_copy_only=False)
     ts_us = np.rint(ts_s * 1e6).astype(np.int64)
-    return pd.DataFrame({
-        "exchange": "bybit_linear",
-        "symbol": want,
-        "trade_id": bybit_trade_ids(t["trdMatchID"]),
-        "ts_ms": ts_us // 1000,
-        "price": t["price"].to_numpy(zero_copy_only=False),
-        "qty": t["size"].to_numpy(zero_copy_only=False),
-        "side": side,
-        "ts_us": ts_us,
-    })
+    return pd.DataFrame(
+        {
+            "exchange": "bybit_linear",
+            "symbol": want,
+            "trade_id": bybit_trade_ids(t["trdMatchID"]),
+            "ts_ms": ts_us // 1000,
+            "price": t["price"].to_numpy(zero_copy_only=False),
+            "qty": t["size"].to_numpy(zero_copy_only=False),
+            "side": side,
+            "ts_us": ts_us,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- the day runner
@@ -300,8 +318,12 @@ def ingest_daily_archive(
     rep = IngestReport()
     force = force or replace
     if not replace and archive.id_space and archive.exchange:
-        lake.check_id_space(archive.exchange, archive.symbol_of(symbol) if archive.symbol_of else symbol,
-                            date_range(start, end), archive.id_space)
+        lake.check_id_space(
+            archive.exchange,
+            archive.symbol_of(symbol) if archive.symbol_of else symbol,
+            date_range(start, end),
+            archive.id_space,
+        )
     replaced: set[int] = set()  # UTC day numbers already overwritten by this run
     lo, hi = np.datetime64(start, "D"), np.datetime64(end, "D")
     todo: list[tuple[dt.date, str, dict | None]] = []
@@ -356,13 +378,16 @@ def ingest_daily_archive(
                     if stored:
                         raise SchemaError(
                             f"raw/{archive.source}/{rel} in the lake is damaged; delete it "
-                            "(`datasets retain` or the store's tools) and ingest again") from None
+                            "(`datasets retain` or the store's tools) and ingest again"
+                        ) from None
                     data = fetcher(base, rel)  # a truncated transfer: one more try
                     try:
                         df = archive.parse(data, symbol, name)
                     except archive.corrupt as exc:
-                        raise SchemaError(f"{rel} from {base} is damaged twice in a row ({exc}); "
-                                          "the archive copy may be broken, try again later") from None
+                        raise SchemaError(
+                            f"{rel} from {base} is damaged twice in a row ({exc}); "
+                            "the archive copy may be broken, try again later"
+                        ) from None
                 if stored:
                     rep.from_raw += 1
                 else:
@@ -381,10 +406,16 @@ def ingest_daily_archive(
                     kept_days = day_idx[keep]
                     for d in np.unique(kept_days):
                         one = part if len(np.unique(kept_days)) == 1 else part.loc[kept_days == d]
-                        mode = "replace" if replace and int(d) not in replaced else "merge"
+                        mode: Literal["replace", "merge"] = "replace" if replace and int(d) not in replaced else "merge"
                         replaced.add(int(d))
-                        for r in lake.write_trades(one, mode=mode, what=name, coverage=cov,
-                                                   coverage_source="archive", id_space=archive.id_space):
+                        for r in lake.write_trades(
+                            one,
+                            mode=mode,
+                            what=name,
+                            coverage=cov,
+                            coverage_source="archive",
+                            id_space=archive.id_space,
+                        ):
                             written[r.partition.date.isoformat()] = r.partition.key
                             _refresh_report(lake, r, part, day_idx[keep], write_quality)
                             if r.changed:
@@ -393,9 +424,13 @@ def ingest_daily_archive(
                                 rep.partitions_unchanged += 1
                 rep.rows += int(keep.sum())
                 manifest = {
-                    "source": archive.source, "relpath": rel, "symbol": symbol,
-                    "sha256": sha, "bytes": nbytes,
-                    "rows_in_file": int(len(df)), "dates_in_file": dates_in_file,
+                    "source": archive.source,
+                    "relpath": rel,
+                    "symbol": symbol,
+                    "sha256": sha,
+                    "bytes": nbytes,
+                    "rows_in_file": int(len(df)),
+                    "dates_in_file": dates_in_file,
                     "partitions": dict(sorted(written.items())),
                     "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 }
@@ -451,7 +486,5 @@ def ingest_bybit_archive(base: str, symbol: str, start: dt.date, end: dt.date, l
     """
     symbol = symbol.strip().upper()
     if not symbol.isalnum():
-        raise ValueError(f"Bybit archive symbols look like BTCUSDT; got {symbol!r} "
-                         f"(try {normalise_symbol(symbol)!r})")
+        raise ValueError(f"Bybit archive symbols look like BTCUSDT; got {symbol!r} (try {normalise_symbol(symbol)!r})")
     return ingest_daily_archive(BYBIT_ARCHIVE, base, symbol, start, end, lake, **kwargs)
-

@@ -134,16 +134,30 @@ def parse_binance(
     kind = data.get("e")
     if kind == "aggTrade":
         try:
-            row = Trade(exchange, str(data["s"]).upper(), int(data["a"]), int(data["T"]),
-                        float(data["p"]), float(data["q"]), -1 if _flag(data["m"]) else 1)
+            row = Trade(
+                exchange,
+                str(data["s"]).upper(),
+                int(data["a"]),
+                int(data["T"]),
+                float(data["p"]),
+                float(data["q"]),
+                -1 if _flag(data["m"]) else 1,
+            )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _bad(exchange, "aggTrade needs s, a, T, p, q, m", msg, exc) from None
         return [row]
     if kind == "trade":
         try:
             x = data.get("X", "MARKET")
-            row = Trade(exchange, str(data["s"]).upper(), int(data["t"]), int(data["T"]),
-                        float(data["p"]), float(data["q"]), -1 if _flag(data["m"]) else 1)
+            row = Trade(
+                exchange,
+                str(data["s"]).upper(),
+                int(data["t"]),
+                int(data["T"]),
+                float(data["p"]),
+                float(data["q"]),
+                -1 if _flag(data["m"]) else 1,
+            )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _bad(exchange, "trade needs s, t, T, p, q, m", msg, exc) from None
         if x != "MARKET":
@@ -252,8 +266,17 @@ def parse_bybit(frame: str | bytes | Mapping[str, Any], *, exchange: str = "bybi
             side = t["S"]
             if side not in ("Buy", "Sell"):
                 raise ValueError(f"side S must be Buy or Sell, got {side!r}")
-            out.append(Trade(exchange, str(t["s"]).upper(), _bybit_id(t), int(t["T"]),
-                             float(t["p"]), float(t["v"]), 1 if side == "Buy" else -1))
+            out.append(
+                Trade(
+                    exchange,
+                    str(t["s"]).upper(),
+                    _bybit_id(t),
+                    int(t["T"]),
+                    float(t["p"]),
+                    float(t["v"]),
+                    1 if side == "Buy" else -1,
+                )
+            )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise _bad(exchange, "publicTrade rows need T, s, S, v, p and i", msg, exc) from None
     # The lake orders trades by (ts_ms, trade_id); a frame's fills are fed in that order too.
@@ -379,8 +402,9 @@ def parse_okx(
                 qty = sz * ct if margin == "linear" else sz * ct / px
             else:
                 qty = sz
-            out.append(Trade(ex, okx_symbol(inst), int(t["tradeId"]), int(t["ts"]), px, qty,
-                             1 if side == "buy" else -1))
+            out.append(
+                Trade(ex, okx_symbol(inst), int(t["tradeId"]), int(t["ts"]), px, qty, 1 if side == "buy" else -1)
+            )
     except UnknownContractError:
         raise
     except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:

@@ -125,13 +125,16 @@ def parse_binance_funding(data: bytes, name: str = "fundingRate file") -> pd.Dat
     if first and not first[0].lstrip("-").isdigit():
         missing = [c for c in ARCHIVE_COLUMNS if c not in first]
         if missing:
-            raise FundingError(f"{name}: missing column(s) {missing}; got {first}; expected "
-                               f"{','.join(ARCHIVE_COLUMNS)}")
+            raise FundingError(
+                f"{name}: missing column(s) {missing}; got {first}; expected {','.join(ARCHIVE_COLUMNS)}"
+            )
         cols, body = first, lines[1:]
     else:
         if len(first) != len(ARCHIVE_COLUMNS):
-            raise FundingError(f"{name}: expected {len(ARCHIVE_COLUMNS)} columns "
-                               f"({','.join(ARCHIVE_COLUMNS)}); got {len(first)} in {lines[0]!r}")
+            raise FundingError(
+                f"{name}: expected {len(ARCHIVE_COLUMNS)} columns "
+                f"({','.join(ARCHIVE_COLUMNS)}); got {len(first)} in {lines[0]!r}"
+            )
         cols, body = list(ARCHIVE_COLUMNS), lines
     it, ir = cols.index("calc_time"), cols.index("last_funding_rate")
     try:
@@ -177,8 +180,9 @@ def _read_key(lake: Lake, key: str) -> pd.DataFrame:
     return df.astype(FUNDING_COLUMNS)
 
 
-def write_funding(lake: Lake, exchange: str, symbol: str, df: pd.DataFrame, *, source: str,
-                  report: FundingReport | None = None) -> list[str]:
+def write_funding(
+    lake: Lake, exchange: str, symbol: str, df: pd.DataFrame, *, source: str, report: FundingReport | None = None
+) -> list[str]:
     """Merge funding rows into the lake, one atomic put per month that changes.
 
     Returns:
@@ -210,11 +214,12 @@ def write_funding(lake: Lake, exchange: str, symbol: str, df: pd.DataFrame, *, s
 def funding_months(lake: Lake, exchange: str, symbol: str) -> list[str]:
     """The stored months (``YYYY-MM``) of an exchange and symbol."""
     prefix = f"funding/exchange={exchange}/symbol={symbol}/part-"
-    return sorted(k[len(prefix):-len(".parquet")] for k in lake.store.list(prefix) if k.endswith(".parquet"))
+    return sorted(k[len(prefix) : -len(".parquet")] for k in lake.store.list(prefix) if k.endswith(".parquet"))
 
 
-def read_funding(lake: Lake | str, exchange: str, symbol: str, start_ms: int | None = None,
-                 end_ms: int | None = None) -> pd.DataFrame:
+def read_funding(
+    lake: Lake | str, exchange: str, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+) -> pd.DataFrame:
     """Funding times and rates with ``start_ms <= ts_ms <= end_ms``, sorted.
 
     Returns an empty ``DataFrame[ts_ms, rate]`` when nothing is stored (the caller warns and
@@ -223,8 +228,11 @@ def read_funding(lake: Lake | str, exchange: str, symbol: str, start_ms: int | N
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     lo = None if start_ms is None else str(np.datetime64(int(start_ms), "ms").astype("datetime64[M]"))
     hi = None if end_ms is None else str(np.datetime64(int(end_ms), "ms").astype("datetime64[M]"))
-    frames = [_read_key(lake, funding_key(exchange, symbol, m)) for m in funding_months(lake, exchange, symbol)
-              if (lo is None or m >= lo) and (hi is None or m <= hi)]
+    frames = [
+        _read_key(lake, funding_key(exchange, symbol, m))
+        for m in funding_months(lake, exchange, symbol)
+        if (lo is None or m >= lo) and (hi is None or m <= hi)
+    ]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in FUNDING_COLUMNS.items()})
     df = pd.concat(frames, ignore_index=True).sort_values("ts_ms", kind="stable")
@@ -259,12 +267,21 @@ def _verify(data: bytes, checksum: bytes, name: str) -> None:
         raise FundingError(f"{name}.CHECKSUM: expected '<sha256 hex>  {name}'; got {text[:100]!r}")
     got = hashlib.sha256(data).hexdigest()
     if got != expected:
-        raise FundingError(f"{name}: checksum mismatch: expected sha256 {expected}, got {got}; "
-                           "the download is damaged or changed, fetch it again")
+        raise FundingError(
+            f"{name}: checksum mismatch: expected sha256 {expected}, got {got}; "
+            "the download is damaged or changed, fetch it again"
+        )
 
 
-def ingest_funding_archive(lake: Lake | str, symbol: str, start: dt.date, end: dt.date,
-                           source: str | os.PathLike[str], *, progress: bool = False) -> FundingReport:
+def ingest_funding_archive(
+    lake: Lake | str,
+    symbol: str,
+    start: dt.date,
+    end: dt.date,
+    source: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+) -> FundingReport:
     """Binance monthly ``fundingRate`` files of the months touching ``start..end`` → the lake.
 
     Args:
@@ -295,14 +312,18 @@ def ingest_funding_archive(lake: Lake | str, symbol: str, start: dt.date, end: d
         try:
             data = _fetch(src, rel)
         except NotFound:
-            report.gaps.append(f"{y:04d}-{m:02d}: no {name} at {location(src, rel)} (a month is published "
-                               "after it ends; take recent funding from REST: drop --base-url/--root)")
+            report.gaps.append(
+                f"{y:04d}-{m:02d}: no {name} at {location(src, rel)} (a month is published "
+                "after it ends; take recent funding from REST: drop --base-url/--root)"
+            )
             continue
         try:
             checksum = _fetch(src, rel + ".CHECKSUM")
         except NotFound:
-            raise FundingError(f"{name}: no checksum file at {location(src, rel)}.CHECKSUM; refusing an "
-                               "unverified file (nothing from this month was stored)") from None
+            raise FundingError(
+                f"{name}: no checksum file at {location(src, rel)}.CHECKSUM; refusing an "
+                "unverified file (nothing from this month was stored)"
+            ) from None
         _verify(data, checksum, name)
         df = parse_binance_funding(data, name)
         lake.put_raw(RAW_SOURCE, rel, data)
@@ -310,8 +331,10 @@ def ingest_funding_archive(lake: Lake | str, symbol: str, start: dt.date, end: d
         _account(report, df)
         report.keys_changed += write_funding(lake, "binance_usdm", sym, df, source=f"archive:{rel}", report=report)
     if not found:
-        raise FundingError(f"no Binance fundingRate file for {sym} from {start:%Y-%m} to {end:%Y-%m} under {src}; "
-                           f"looked for e.g. {location(src, funding_relpath(sym, *months[0]))}")
+        raise FundingError(
+            f"no Binance fundingRate file for {sym} from {start:%Y-%m} to {end:%Y-%m} under {src}; "
+            f"looked for e.g. {location(src, funding_relpath(sym, *months[0]))}"
+        )
     return report
 
 
@@ -325,9 +348,18 @@ def _account(report: FundingReport, df: pd.DataFrame) -> None:
 
 
 # ---------------------------------------------------------------------------- REST
-def fetch_funding_rest(exchange: str, symbol: str, start_ms: int, end_ms: int, *, client: Any = None,
-                       api_url: str | None = None, rate_limit_ms: float | None = None,
-                       backoff: Backoff | None = None, stats: _Stats | None = None) -> pd.DataFrame:
+def fetch_funding_rest(
+    exchange: str,
+    symbol: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    client: Any = None,
+    api_url: str | None = None,
+    rate_limit_ms: float | None = None,
+    backoff: Backoff | None = None,
+    stats: _Stats | None = None,
+) -> pd.DataFrame:
     """Funding history of ``[start_ms, end_ms]`` from an exchange's REST API → ``DataFrame[ts_ms, rate]``.
 
     Raises:
@@ -349,8 +381,10 @@ def fetch_funding_rest(exchange: str, symbol: str, start_ms: int, end_ms: int, *
         if exchange == "binance_usdm":
             cursor = int(start_ms)
             while cursor <= end_ms:
-                rows = call("fapiPublicGetFundingRate", {"symbol": sym, "startTime": cursor, "endTime": int(end_ms),
-                                                         "limit": 1000})
+                rows = call(
+                    "fapiPublicGetFundingRate",
+                    {"symbol": sym, "startTime": cursor, "endTime": int(end_ms), "limit": 1000},
+                )
                 for r in rows:
                     ts.append(int(r["fundingTime"]))
                     rate.append(float(r["fundingRate"]))
@@ -360,8 +394,10 @@ def fetch_funding_rest(exchange: str, symbol: str, start_ms: int, end_ms: int, *
         elif exchange == "bybit_linear":
             cursor = int(end_ms)
             while cursor >= start_ms:
-                res = call("publicGetV5MarketFundingHistory", {"category": "linear", "symbol": sym,
-                                                              "endTime": cursor, "limit": 200})
+                res = call(
+                    "publicGetV5MarketFundingHistory",
+                    {"category": "linear", "symbol": sym, "endTime": cursor, "limit": 200},
+                )
                 rows = (res.get("result") or {}).get("list") or []
                 for r in rows:
                     ts.append(int(r["fundingRateTimestamp"]))
@@ -373,7 +409,9 @@ def fetch_funding_rest(exchange: str, symbol: str, start_ms: int, end_ms: int, *
             inst = okx_inst_id(symbol)
             cursor = int(end_ms) + 1
             while cursor > start_ms:
-                rows = call("publicGetPublicFundingRateHistory", {"instId": inst, "after": cursor, "limit": 100})["data"]
+                rows = call("publicGetPublicFundingRateHistory", {"instId": inst, "after": cursor, "limit": 100})[
+                    "data"
+                ]
                 for r in rows:
                     ts.append(int(r["fundingTime"]))
                     rate.append(float(r.get("realizedRate") or r["fundingRate"]))
@@ -381,28 +419,48 @@ def fetch_funding_rest(exchange: str, symbol: str, start_ms: int, end_ms: int, *
                     break
                 cursor = min(int(r["fundingTime"]) for r in rows)
     except (KeyError, TypeError, ValueError) as exc:
-        raise RestError(f"{exchange} {sym} funding: an answer is not in the expected format "
-                        f"({type(exc).__name__}: {exc})") from None
+        raise RestError(
+            f"{exchange} {sym} funding: an answer is not in the expected format ({type(exc).__name__}: {exc})"
+        ) from None
     df = normalise_funding(pd.DataFrame({"ts_ms": np.array(ts, np.int64), "rate": np.array(rate, np.float64)}))
     t = df["ts_ms"].to_numpy()
     return df[(t >= start_ms) & (t <= end_ms)].reset_index(drop=True)
 
 
-def ingest_funding_rest(lake: Lake | str, exchange: str, symbol: str, start_ms: int, end_ms: int, *,
-                        api_url: str | None = None, client: Any = None, rate_limit_ms: float | None = None,
-                        backoff: Backoff | None = None) -> FundingReport:
+def ingest_funding_rest(
+    lake: Lake | str,
+    exchange: str,
+    symbol: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    api_url: str | None = None,
+    client: Any = None,
+    rate_limit_ms: float | None = None,
+    backoff: Backoff | None = None,
+) -> FundingReport:
     """Fetch funding history of ``[start_ms, end_ms]`` over REST and merge it into the lake."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     if end_ms < start_ms:
         raise FundingError(f"end {format_ms(end_ms)} is before start {format_ms(start_ms)}")
     sym = normalise_symbol(okx_inst_id(symbol) if exchange == "okx_swap" else symbol)
     stats = _Stats()
-    df = fetch_funding_rest(exchange, symbol, start_ms, end_ms, client=client, api_url=api_url,
-                            rate_limit_ms=rate_limit_ms, backoff=backoff, stats=stats)
+    df = fetch_funding_rest(
+        exchange,
+        symbol,
+        start_ms,
+        end_ms,
+        client=client,
+        api_url=api_url,
+        rate_limit_ms=rate_limit_ms,
+        backoff=backoff,
+        stats=stats,
+    )
     report = FundingReport(exchange, sym, f"rest:{exchange}", requests=stats.requests, retries=stats.retries)
     _account(report, df)
     if df.empty:
-        report.gaps.append(f"{exchange} {sym}: the API returned no funding from {format_ms(start_ms)} to "
-                           f"{format_ms(end_ms)} UTC")
+        report.gaps.append(
+            f"{exchange} {sym}: the API returned no funding from {format_ms(start_ms)} to {format_ms(end_ms)} UTC"
+        )
     report.keys_changed = write_funding(lake, exchange, sym, df, source=f"rest:{exchange}", report=report)
     return report

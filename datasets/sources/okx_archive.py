@@ -74,8 +74,7 @@ def okx_file_dates(start: dt.date, end: dt.date) -> list[dt.date]:
 def _member(zf: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
     csvs = [i for i in zf.infolist() if i.filename.lower().endswith(".csv")]
     if len(csvs) != 1:
-        raise SchemaError(f"{name}: expected one .csv inside the zip; found "
-                          f"{[i.filename for i in zf.infolist()]}")
+        raise SchemaError(f"{name}: expected one .csv inside the zip; found {[i.filename for i in zf.infolist()]}")
     return csvs[0]
 
 
@@ -92,7 +91,10 @@ def _columns(header: bytes, name: str) -> list[str]:
 
 
 def parse_okx_zip(
-    data: bytes, inst_id: str, *, name: str = "okx file",
+    data: bytes,
+    inst_id: str,
+    *,
+    name: str = "okx file",
     contract_values: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Bronze trades of one OKX daily trade zip for swap ``inst_id`` (e.g. ``BTC-USDT-SWAP``).
@@ -112,8 +114,13 @@ def parse_okx_zip(
         info = _member(zf, name)
         with zf.open(info) as fh:
             cols = _columns(fh.readline(), name)
-        types = {"trade_id": pa.int64(), "side": pa.string(), "size": pa.float64(),
-                 "price": pa.float64(), "created_time": pa.int64()}
+        types = {
+            "trade_id": pa.int64(),
+            "side": pa.string(),
+            "size": pa.float64(),
+            "price": pa.float64(),
+            "created_time": pa.int64(),
+        }
         if "instrument_name" in cols:
             types["instrument_name"] = pa.string()
         with zf.open(info) as fh:  # streamed: the CSV is never held whole in memory
@@ -140,15 +147,17 @@ def parse_okx_zip(
     price = t["price"].to_numpy(zero_copy_only=False)
     size = t["size"].to_numpy(zero_copy_only=False)
     qty = size * ct_val if margin == "linear" else size * ct_val / price
-    return pd.DataFrame({
-        "exchange": "okx_swap",
-        "symbol": okx_symbol(inst),
-        "trade_id": t["trade_id"].to_numpy(zero_copy_only=False),
-        "ts_ms": t["created_time"].to_numpy(zero_copy_only=False),
-        "price": price,
-        "qty": qty,
-        "side": side,
-    })
+    return pd.DataFrame(
+        {
+            "exchange": "okx_swap",
+            "symbol": okx_symbol(inst),
+            "trade_id": t["trade_id"].to_numpy(zero_copy_only=False),
+            "ts_ms": t["created_time"].to_numpy(zero_copy_only=False),
+            "price": price,
+            "qty": qty,
+            "side": side,
+        }
+    )
 
 
 def okx_archive(contract_values: Mapping[str, Any] | None = None) -> DailyArchive:
@@ -185,8 +194,14 @@ def check_inst_id(inst_id: str) -> str:
 
 
 def ingest_okx_archive(
-    base: str, inst_id: str, start: dt.date, end: dt.date, lake: Lake, *,
-    contract_values: Mapping[str, Any] | None = None, **kwargs,
+    base: str,
+    inst_id: str,
+    start: dt.date,
+    end: dt.date,
+    lake: Lake,
+    *,
+    contract_values: Mapping[str, Any] | None = None,
+    **kwargs,
 ) -> IngestReport:
     """OKX daily trade zips for swap ``inst_id`` covering UTC days ``start..end`` → raw + bronze.
 

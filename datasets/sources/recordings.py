@@ -58,7 +58,7 @@ __all__ = [
 FORMATS = {
     "hftbacktest": "lines '<ns since epoch> <raw JSON>' (hftbacktest; gzip or plain)",
     "cryptofeed": "'<url> <-> <ts>' header, then '<ts>: <frame>' and '<url> <- <ts>: <sent>' lines",
-    "cryptofeed-jsonl": "JSON lines {\"t\": recv|send|connect|http|header, \"conn\", \"ts\", ...} (zstd or plain)",
+    "cryptofeed-jsonl": 'JSON lines {"t": recv|send|connect|http|header, "conn", "ts", ...} (zstd or plain)',
 }
 
 _GZIP = b"\x1f\x8b"
@@ -159,8 +159,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise RecordingFormatError(f"{p.name}: cannot be read as text ({exc}); expected one of "
-                                   + ", ".join(FORMATS)) from None
+        raise RecordingFormatError(
+            f"{p.name}: cannot be read as text ({exc}); expected one of " + ", ".join(FORMATS)
+        ) from None
     fmt = _format_of_line(line)
     if fmt is None:
         raise _unknown(p, line)
@@ -187,8 +188,10 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[RecordedFrame]:
 
 def _broken(p: Path, n: int, fmt: str, line: str) -> RecordingFormatError:
     shown = line[:120] + ("..." if len(line) > 120 else "")
-    return RecordingFormatError(f"{p.name} line {n}: does not fit the {fmt} layout ({FORMATS[fmt]}); "
-                                f"got {shown!r}. The file may be truncated or mixed")
+    return RecordingFormatError(
+        f"{p.name} line {n}: does not fit the {fmt} layout ({FORMATS[fmt]}); "
+        f"got {shown!r}. The file may be truncated or mixed"
+    )
 
 
 def _iter_hft(p: Path, fh: IO[str]) -> Iterator[RecordedFrame]:
@@ -333,8 +336,10 @@ def trades_from_frames(
                 continue
         except FrameError as exc:
             if not skip_bad_frames:
-                raise FrameError(f"{what}, frame {i + 1}: {exc}. Pass skip_bad_frames=True "
-                                 "(--skip-bad-frames) to count and skip such frames") from None
+                raise FrameError(
+                    f"{what}, frame {i + 1}: {exc}. Pass skip_bad_frames=True "
+                    "(--skip-bad-frames) to count and skip such frames"
+                ) from None
             bad += 1
             continue
         ms = fr.recv_ns // 1_000_000
@@ -407,9 +412,15 @@ def recording_bronze(
     """
     p = Path(path)
     info: dict = {}
-    rows, bad = trades_from_frames(iter_frames(p), exchange=exchange, symbols=symbols,
-                                   contract_values=contract_values, skip_bad_frames=skip_bad_frames,
-                                   what=p.name, info=info)
+    rows, bad = trades_from_frames(
+        iter_frames(p),
+        exchange=exchange,
+        symbols=symbols,
+        contract_values=contract_values,
+        skip_bad_frames=skip_bad_frames,
+        what=p.name,
+        info=info,
+    )
     df = pd.DataFrame.from_records(rows, columns=list(Trade._fields))
     space = pd.Series(info["row_id_space"], index=df.index, dtype=object)
     notes: list[str] = []
@@ -421,14 +432,16 @@ def recording_bronze(
             if len(kinds) > 1 and "binance_agg_trade" in kinds:
                 fills = idx[(space[idx] != "binance_agg_trade").to_numpy()]
                 keep[fills] = False
-                notes.append(f"{p.name}: {ex}/{sym} arrives as both @aggTrade and @trade streams; kept the "
-                             f"aggregate trades, left out {len(fills)} fill rows")
+                notes.append(
+                    f"{p.name}: {ex}/{sym} arrives as both @aggTrade and @trade streams; kept the "
+                    f"aggregate trades, left out {len(fills)} fill rows"
+                )
                 kinds = {"binance_agg_trade"}
             spaces[(ex, sym)] = sorted(kinds)[0]
         df = df[keep.to_numpy()]
     trades = sort_trades(validate_bronze(df, what=p.name))
     coverage = {}
-    for ex in (trades["exchange"].unique() if len(trades) else []):
+    for ex in trades["exchange"].unique() if len(trades) else []:
         # First to last frame of the connection; its own trades' times too, in case the
         # recorder's clock ran behind the exchange's.
         ts = trades["ts_ms"].to_numpy()[(trades["exchange"] == ex).to_numpy()]
@@ -462,8 +475,13 @@ def recording_trades(
         >>> df = recording_trades("binance_usdm_multi_2021-07-22_frames.txt", symbols=["SUSHIUSDT"])
     """
     p = Path(path)
-    rows, _ = trades_from_frames(iter_frames(p), exchange=exchange, symbols=symbols,
-                                 contract_values=contract_values, skip_bad_frames=skip_bad_frames,
-                                 what=p.name)
+    rows, _ = trades_from_frames(
+        iter_frames(p),
+        exchange=exchange,
+        symbols=symbols,
+        contract_values=contract_values,
+        skip_bad_frames=skip_bad_frames,
+        what=p.name,
+    )
     df = pd.DataFrame.from_records(rows, columns=list(Trade._fields))
     return sort_trades(validate_bronze(df, what=p.name))

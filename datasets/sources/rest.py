@@ -50,7 +50,7 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -104,8 +104,10 @@ def parse_time_ms(text: str | int, what: str = "time") -> int:
     try:
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{what}: expected a date or time like 2024-06-30 or 2024-06-30T00:00 (UTC) "
-                         f"or epoch milliseconds; got {s!r}") from None
+        raise ValueError(
+            f"{what}: expected a date or time like 2024-06-30 or 2024-06-30T00:00 (UTC) "
+            f"or epoch milliseconds; got {s!r}"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return int(round(t.timestamp() * 1000))
@@ -132,8 +134,10 @@ def okx_inst_id(symbol: str) -> str:
     for quote in ("USDT", "USDC", "USD"):
         if s.endswith(quote) and len(s) > len(quote):
             return f"{s[: -len(quote)]}-{quote}-SWAP"
-    raise ValueError(f"okx_swap: cannot tell base and quote apart in symbol {symbol!r}; "
-                     "give the OKX instrument id, e.g. BTC-USDT-SWAP")
+    raise ValueError(
+        f"okx_swap: cannot tell base and quote apart in symbol {symbol!r}; "
+        "give the OKX instrument id, e.g. BTC-USDT-SWAP"
+    )
 
 
 # ---------------------------------------------------------------------------- ccxt client
@@ -156,8 +160,9 @@ def point_client_at(client: Any, base_url: str) -> None:
     client.urls["api"] = rewrite(client.urls["api"])
 
 
-def make_client(exchange: str, *, api_url: str | None = None, rate_limit_ms: float | None = None,
-                timeout_ms: int = 30_000) -> Any:
+def make_client(
+    exchange: str, *, api_url: str | None = None, rate_limit_ms: float | None = None, timeout_ms: int = 30_000
+) -> Any:
     """A ccxt client for ``exchange`` with the rate limiter on.
 
     Args:
@@ -167,8 +172,9 @@ def make_client(exchange: str, *, api_url: str | None = None, rate_limit_ms: flo
         timeout_ms: per-request timeout.
     """
     if exchange not in REST_EXCHANGES:
-        raise ValueError(f"unknown exchange {exchange!r} for REST ingestion; expected one of "
-                         f"{', '.join(REST_EXCHANGES)}")
+        raise ValueError(
+            f"unknown exchange {exchange!r} for REST ingestion; expected one of {', '.join(REST_EXCHANGES)}"
+        )
     import ccxt  # heavy: only when a client is made
 
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(timeout_ms)}
@@ -226,8 +232,9 @@ def _asked_wait_s(client: Any) -> float | None:
     return None
 
 
-def call_with_backoff(client: Any, method: str, params: dict[str, Any], *, backoff: Backoff,
-                      stats: _Stats | None = None, what: str = "") -> Any:
+def call_with_backoff(
+    client: Any, method: str, params: dict[str, Any], *, backoff: Backoff, stats: _Stats | None = None, what: str = ""
+) -> Any:
     """Call ccxt implicit endpoint ``method`` with ``params``, waiting out rate limits and outages.
 
     Raises:
@@ -249,23 +256,30 @@ def call_with_backoff(client: Any, method: str, params: dict[str, Any], *, backo
         except (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.NetworkError) as exc:
             asked, kind, err = None, "network/server error", exc
         except ccxt.BadSymbol as exc:
-            raise RestError(f"{label}: the exchange does not know this symbol: {_short(exc)}. "
-                            "Check --symbol (e.g. BTCUSDT) and --exchange.") from None
+            raise RestError(
+                f"{label}: the exchange does not know this symbol: {_short(exc)}. "
+                "Check --symbol (e.g. BTCUSDT) and --exchange."
+            ) from None
         except ccxt.BaseError as exc:
             raise RestError(f"{label}: the exchange rejected the request {params}: {_short(exc)}") from None
         attempt += 1
         if attempt > backoff.max_retries:
-            raise RestError(f"{label}: gave up after {backoff.max_retries} retries; last answer: {_short(err)}. "
-                            "Everything fetched before is stored; rerun the same command to resume.")
+            raise RestError(
+                f"{label}: gave up after {backoff.max_retries} retries; last answer: {_short(err)}. "
+                "Everything fetched before is stored; rerun the same command to resume."
+            )
         wait = asked if asked is not None else min(backoff.base_s * 2 ** (attempt - 1), backoff.cap_s)
         if wait > backoff.max_wait_s:
             resume_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=wait)
-            raise RestError(f"{label}: the exchange asks to wait {wait:.0f} s ({_short(err)}); "
-                            f"that is longer than the {backoff.max_wait_s:.0f} s this run waits. What was "
-                            f"fetched is stored; rerun after {resume_at:%Y-%m-%d %H:%M} UTC to resume.")
+            raise RestError(
+                f"{label}: the exchange asks to wait {wait:.0f} s ({_short(err)}); "
+                f"that is longer than the {backoff.max_wait_s:.0f} s this run waits. What was "
+                f"fetched is stored; rerun after {resume_at:%Y-%m-%d %H:%M} UTC to resume."
+            )
         how = "as asked" if asked is not None else "back-off"
-        _say(f"{label}: {kind} ({_short(err, 120)}); waiting {wait:.1f} s ({how}), "
-             f"retry {attempt}/{backoff.max_retries}")
+        _say(
+            f"{label}: {kind} ({_short(err, 120)}); waiting {wait:.1f} s ({how}), retry {attempt}/{backoff.max_retries}"
+        )
         stats.retries += 1
         stats.waited_s += wait
         backoff.sleep(wait)
@@ -282,26 +296,36 @@ _FRAME_COLS = ["exchange", "symbol", "trade_id", "ts_ms", "price", "qty", "side"
 
 def _frame(exchange: str, symbol: str, ids, ts, px, qty, side) -> pd.DataFrame:
     n = len(ids)
-    return pd.DataFrame({
-        "exchange": np.full(n, exchange, dtype=object),
-        "symbol": np.full(n, symbol, dtype=object),
-        "trade_id": np.asarray(ids, dtype=np.int64),
-        "ts_ms": np.asarray(ts, dtype=np.int64),
-        "price": np.asarray(px, dtype=np.float64),
-        "qty": np.asarray(qty, dtype=np.float64),
-        "side": np.asarray(side, dtype=np.int8),
-    }, columns=_FRAME_COLS)
+    return pd.DataFrame(
+        {
+            "exchange": np.full(n, exchange, dtype=object),
+            "symbol": np.full(n, symbol, dtype=object),
+            "trade_id": np.asarray(ids, dtype=np.int64),
+            "ts_ms": np.asarray(ts, dtype=np.int64),
+            "price": np.asarray(px, dtype=np.float64),
+            "qty": np.asarray(qty, dtype=np.float64),
+            "side": np.asarray(side, dtype=np.int8),
+        },
+        columns=_FRAME_COLS,
+    )
 
 
 def binance_aggtrades_frame(rows: list[dict], symbol: str) -> pd.DataFrame:
     """Binance ``/fapi/v1/aggTrades`` rows → bronze trades (``trade_id`` = ``a``)."""
     try:
-        return _frame("binance_usdm", normalise_symbol(symbol), [r["a"] for r in rows], [r["T"] for r in rows],
-                      [float(r["p"]) for r in rows], [float(r["q"]) for r in rows],
-                      [-1 if r["m"] else 1 for r in rows])
+        return _frame(
+            "binance_usdm",
+            normalise_symbol(symbol),
+            [r["a"] for r in rows],
+            [r["T"] for r in rows],
+            [float(r["p"]) for r in rows],
+            [float(r["q"]) for r in rows],
+            [-1 if r["m"] else 1 for r in rows],
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise RestError(f"binance_usdm aggTrades: expected rows with a, p, q, T, m; got "
-                        f"{rows[:1]} ({type(exc).__name__}: {exc})") from None
+        raise RestError(
+            f"binance_usdm aggTrades: expected rows with a, p, q, T, m; got {rows[:1]} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def bybit_trades_frame(rows: list[dict]) -> pd.DataFrame:
@@ -322,12 +346,20 @@ def bybit_trades_frame(rows: list[dict]) -> pd.DataFrame:
             raise ValueError(f"side must be Buy or Sell, got {bad}")
         symbol = normalise_symbol(rows[0]["symbol"]) if rows else ""
         ids = bybit_trade_ids([str(r["execId"]) for r in rows])
-        return _frame("bybit_linear", symbol, ids, [int(r["time"]) for r in rows],
-                      [float(r["price"]) for r in rows], [float(r["size"]) for r in rows],
-                      [1 if s == "Buy" else -1 for s in sides])
+        return _frame(
+            "bybit_linear",
+            symbol,
+            ids,
+            [int(r["time"]) for r in rows],
+            [float(r["price"]) for r in rows],
+            [float(r["size"]) for r in rows],
+            [1 if s == "Buy" else -1 for s in sides],
+        )
     except (KeyError, TypeError, ValueError, SchemaError) as exc:
-        raise RestError(f"bybit recent-trade: expected rows with execId, symbol, price, size, side, time; "
-                        f"got {rows[:1]} ({type(exc).__name__}: {exc})") from None
+        raise RestError(
+            f"bybit recent-trade: expected rows with execId, symbol, price, size, side, time; "
+            f"got {rows[:1]} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def okx_trades_frame(rows: list[dict], instrument: dict) -> pd.DataFrame:
@@ -344,11 +376,20 @@ def okx_trades_frame(rows: list[dict], instrument: dict) -> pd.DataFrame:
             raise ValueError(f"side must be buy or sell, got {bad}")
         from datasets.sources.frames import okx_symbol
 
-        return _frame("okx_swap", okx_symbol(instrument["instId"]), [int(r["tradeId"]) for r in rows],
-                      [int(r["ts"]) for r in rows], px, qty, [1 if s == "buy" else -1 for s in sides])
+        return _frame(
+            "okx_swap",
+            okx_symbol(instrument["instId"]),
+            [int(r["tradeId"]) for r in rows],
+            [int(r["ts"]) for r in rows],
+            px,
+            qty,
+            [1 if s == "buy" else -1 for s in sides],
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise RestError(f"okx history-trades: expected rows with tradeId, px, sz, side, ts; got "
-                        f"{rows[:1]} ({type(exc).__name__}: {exc})") from None
+        raise RestError(
+            f"okx history-trades: expected rows with tradeId, px, sz, side, ts; got "
+            f"{rows[:1]} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- resumption
@@ -405,8 +446,16 @@ class RestIngestReport:
 class _Batcher:
     """Buffers trades in time order; writes a batch per ``batch_rows`` trades or completed UTC day."""
 
-    def __init__(self, lake: Lake, report: RestIngestReport, batch_rows: int, bar: Any, *,
-                 cover_from: int | None = None, replace: bool = False) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        report: RestIngestReport,
+        batch_rows: int,
+        bar: Any,
+        *,
+        cover_from: int | None = None,
+        replace: bool = False,
+    ) -> None:
         self.lake, self.report, self.batch_rows, self.bar = lake, report, max(1, int(batch_rows)), bar
         self.frames: list[pd.DataFrame] = []
         self.rows = 0
@@ -447,10 +496,11 @@ class _Batcher:
         days = ts // DAY_MS
         for d in np.unique(days):
             one = batch if days[0] == days[-1] else batch[days == d]
-            mode = "replace" if self.replace and int(d) not in self.replaced else "merge"
+            mode: Literal["replace", "merge"] = "replace" if self.replace and int(d) not in self.replaced else "merge"
             self.replaced.add(int(d))
-            self.report.written += self.lake.write_trades(one, mode=mode, what=what, coverage=[[lo, hi]],
-                                                          coverage_source="rest", id_space=space)
+            self.report.written += self.lake.write_trades(
+                one, mode=mode, what=what, coverage=[[lo, hi]], coverage_source="rest", id_space=space
+            )
         self.cover_from = last
         self.frames, self.rows, self.first_day = [], 0, None
 
@@ -462,8 +512,14 @@ class _Bar:
         from tqdm import tqdm
 
         self.lo = lo_ms
-        self.t = tqdm(total=max(1, (hi_ms - lo_ms) // 60_000), unit="min", desc=label, file=sys.stderr,
-                      disable=not enabled, dynamic_ncols=True)
+        self.t = tqdm(
+            total=max(1, (hi_ms - lo_ms) // 60_000),
+            unit="min",
+            desc=label,
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
 
     def at(self, ts_ms: int) -> None:
         n = max(0, (ts_ms - self.lo) // 60_000)
@@ -538,7 +594,7 @@ def ingest_rest(
         raise ValueError(f"page limit for {exchange} must be 1..{PAGE_MAX[exchange]}; got {limit}")
     if exchange == "binance_usdm" and not 1 <= window_ms <= HOUR_MS:
         raise ValueError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
-    inst = okx_inst_id(symbol) if exchange == "okx_swap" else None
+    inst = okx_inst_id(symbol) if exchange == "okx_swap" else ""  # OKX only
     if exchange == "okx_swap":
         from datasets.sources.frames import okx_symbol
 
@@ -550,23 +606,28 @@ def ingest_rest(
     if replace:
         resume = False
     else:
-        lake.check_id_space(exchange, bronze_symbol,
-                            [_day(since_ms) + dt.timedelta(days=i)
-                             for i in range((_day(until_ms - 1) - _day(since_ms)).days + 1)],
-                            REST_ID_SPACES[exchange])
+        lake.check_id_space(
+            exchange,
+            bronze_symbol,
+            [_day(since_ms) + dt.timedelta(days=i) for i in range((_day(until_ms - 1) - _day(since_ms)).days + 1)],
+            REST_ID_SPACES[exchange],
+        )
     if resume:
         report.resumed_from = resume_point(lake, exchange, bronze_symbol, since_ms, until_ms)
         if report.resumed_from:
             start_ms = report.resumed_from[0]
-            _say(f"{exchange} {bronze_symbol}: resuming after the stored trade {report.resumed_from[1]} "
-                 f"at {format_ms(start_ms)} UTC")
+            _say(
+                f"{exchange} {bronze_symbol}: resuming after the stored trade {report.resumed_from[1]} "
+                f"at {format_ms(start_ms)} UTC"
+            )
     client = client if client is not None else make_client(exchange, api_url=api_url, rate_limit_ms=rate_limit_ms)
     stats = _Stats()
     backoff = backoff or Backoff()
 
     def call(method: str, params: dict[str, Any]) -> Any:
-        return call_with_backoff(client, method, params, backoff=backoff, stats=stats,
-                                 what=f"{exchange} {bronze_symbol}")
+        return call_with_backoff(
+            client, method, params, backoff=backoff, stats=stats, what=f"{exchange} {bronze_symbol}"
+        )
 
     bar = _Bar(start_ms, until_ms, f"{exchange} {bronze_symbol}", progress)
     batcher = _Batcher(lake, report, batch_rows, bar, cover_from=start_ms, replace=replace)
@@ -596,8 +657,17 @@ def ingest_rest(
     return report
 
 
-def _run_binance(call, symbol: str, lo: int, hi: int, resumed: tuple[int, int] | None, limit: int,
-                 window_ms: int, batcher: _Batcher, bar: _Bar) -> None:
+def _run_binance(
+    call,
+    symbol: str,
+    lo: int,
+    hi: int,
+    resumed: tuple[int, int] | None,
+    limit: int,
+    window_ms: int,
+    batcher: _Batcher,
+    bar: _Bar,
+) -> None:
     from_id = resumed[1] + 1 if resumed else None
     w = lo
     while True:
@@ -623,8 +693,7 @@ def _run_binance(call, symbol: str, lo: int, hi: int, resumed: tuple[int, int] |
         from_id = int(rows[-1]["a"]) + 1
 
 
-def _run_okx(call, inst_id: str, lo: int, hi: int, limit: int, window_ms: int, batcher: _Batcher,
-             bar: _Bar) -> None:
+def _run_okx(call, inst_id: str, lo: int, hi: int, limit: int, window_ms: int, batcher: _Batcher, bar: _Bar) -> None:
     got = call("publicGetPublicInstruments", {"instType": "SWAP", "instId": inst_id}).get("data") or []
     if not got:
         raise RestError(f"okx_swap: OKX lists no SWAP instrument {inst_id}; check --symbol")
@@ -635,14 +704,18 @@ def _run_okx(call, inst_id: str, lo: int, hi: int, limit: int, window_ms: int, b
     while w < hi:
         top = min(w + window_ms, hi)
         parts: list[pd.DataFrame] = []
-        page = call("publicGetMarketHistoryTrades", {"instId": inst_id, "type": "2", "after": top, "limit": limit})["data"]
+        page = call("publicGetMarketHistoryTrades", {"instId": inst_id, "type": "2", "after": top, "limit": limit})[
+            "data"
+        ]
         while page:
             df = okx_trades_frame(page, instrument)
             parts.append(df[df["ts_ms"] >= w])
             if len(page) < limit or int(df["ts_ms"].min()) < w:
                 break
             oldest = min(int(r["tradeId"]) for r in page)
-            page = call("publicGetMarketHistoryTrades", {"instId": inst_id, "type": "1", "after": oldest, "limit": limit})["data"]
+            page = call(
+                "publicGetMarketHistoryTrades", {"instId": inst_id, "type": "1", "after": oldest, "limit": limit}
+            )["data"]
         if parts:
             window = pd.concat(parts, ignore_index=True).drop_duplicates("trade_id")
             batcher.add(window.sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True))
@@ -650,8 +723,9 @@ def _run_okx(call, inst_id: str, lo: int, hi: int, limit: int, window_ms: int, b
         bar.at(w)
 
 
-def _run_bybit(call, symbol: str, since: int, start: int, hi: int, limit: int, batcher: _Batcher,
-               report: RestIngestReport) -> None:
+def _run_bybit(
+    call, symbol: str, since: int, start: int, hi: int, limit: int, batcher: _Batcher, report: RestIngestReport
+) -> None:
     # One request returns all Bybit still serves: keep every trade of [since, hi) (merging
     # makes the overlap with stored trades harmless); a full page that does not reach back to the
     # newest stored trade (or to since) leaves a hole, which is reported.
@@ -665,6 +739,7 @@ def _run_bybit(call, symbol: str, since: int, start: int, hi: int, limit: int, b
             report.gaps.append(
                 f"bybit_linear {symbol}: trades from {format_ms(start)} to {format_ms(min(oldest, hi))} UTC are not "
                 f"available: Bybit's REST API serves only the latest {limit} trades. Take them from the archive "
-                f"(datasets ingest bybit-archive), or run this command more often.")
+                f"(datasets ingest bybit-archive), or run this command more often."
+            )
     ts = df["ts_ms"].to_numpy()
     batcher.add(df[(ts >= since) & (ts < hi)].reset_index(drop=True))

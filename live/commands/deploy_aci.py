@@ -26,9 +26,13 @@ Example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("aci", help="render (and create) an Azure Container Instances runner",
-                       description="Deploy `live run` to Azure Container Instances.", epilog=EXAMPLE,
-                       formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "aci",
+        help="render (and create) an Azure Container Instances runner",
+        description="Deploy `live run` to Azure Container Instances.",
+        epilog=EXAMPLE,
+        formatter_class=HelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registered model URI, e.g. models:/whale-btcusdt@live")
     src.add_argument("--config", help="run config YAML (mounted into the container as a secret volume)")
@@ -46,8 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--journal-share", default=None, help="Azure Files share for the journal (key: AZURE_STORAGE_KEY)")
     p.add_argument("--storage-account", default=None, help="storage account of --journal-share")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra plain variable")
-    p.add_argument("--secure-env", action="append", default=[], metavar="NAME",
-                   help="extra secure variable, value read from this environment")
+    p.add_argument(
+        "--secure-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra secure variable, value read from this environment",
+    )
     p.add_argument("--out", default=None, help="also write the masked YAML here")
     p.add_argument("--dry-run", action="store_true", help="print the YAML (secrets masked) and the az command only")
     p.set_defaults(func=run)
@@ -83,12 +92,24 @@ def run(args: argparse.Namespace) -> int:
         load_config(cp)  # refuse a broken config before it reaches Azure
         config_text = cp.read_text()
     spec = AciSpec(
-        name=args.name, resource_group=args.resource_group, image=args.image, exchange=args.exchange,
-        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()], model_uri=args.model,
-        config_text=config_text, location=args.location, cpu=args.cpu, memory_gb=args.memory_gb,
-        http_port=args.http_port, env=plain, secure_env=secure, registry_server=args.registry_server,
-        registry_username=args.registry_username, registry_password=os.environ.get("ACR_PASSWORD"),
-        journal_share=args.journal_share, storage_account=args.storage_account,
+        name=args.name,
+        resource_group=args.resource_group,
+        image=args.image,
+        exchange=args.exchange,
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        model_uri=args.model,
+        config_text=config_text,
+        location=args.location,
+        cpu=args.cpu,
+        memory_gb=args.memory_gb,
+        http_port=args.http_port,
+        env=plain,
+        secure_env=secure,
+        registry_server=args.registry_server,
+        registry_username=args.registry_username,
+        registry_password=os.environ.get("ACR_PASSWORD"),
+        journal_share=args.journal_share,
+        storage_account=args.storage_account,
         storage_key=os.environ.get("AZURE_STORAGE_KEY"),
     )
     try:
@@ -99,15 +120,20 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(masked)
     shown_path = args.out or f"{args.name}.aci.yaml"
     if args.dry_run:
-        sys.stdout.write(f"# {shown_path} (secure values masked)\n{masked}\n# then run:\n"
-                         f"{az_create_command(spec, shown_path)}\n")
+        sys.stdout.write(
+            f"# {shown_path} (secure values masked)\n{masked}\n# then run:\n{az_create_command(spec, shown_path)}\n"
+        )
         if not spec.journal_share:
-            print("note: without --journal-share the journal lives in the container and is lost on restart",
-                  file=sys.stderr)
+            print(
+                "note: without --journal-share the journal lives in the container and is lost on restart",
+                file=sys.stderr,
+            )
         return 0
     if shutil.which("az") is None:
-        raise UserError("the Azure CLI (az) is not installed here; install it, or run with --dry-run and use the "
-                        "printed YAML and command where az is available")
+        raise UserError(
+            "the Azure CLI (az) is not installed here; install it, or run with --dry-run and use the "
+            "printed YAML and command where az is available"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f"{args.name}-", suffix=".aci.yaml")
     try:
         os.fchmod(fd, 0o600)

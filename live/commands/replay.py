@@ -33,9 +33,13 @@ def _speed(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="serve a recorded file over a WebSocket, optionally with faults",
-                       description="Replay recorded exchange frames over a real WebSocket server.",
-                       epilog=EXAMPLE, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "replay",
+        help="serve a recorded file over a WebSocket, optionally with faults",
+        description="Replay recorded exchange frames over a real WebSocket server.",
+        epilog=EXAMPLE,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("file", metavar="FILE", help="recording (hftbacktest or cryptofeed layout)")
     p.add_argument("--port", type=int, required=True, help="TCP port (0: any free port, printed)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind")
@@ -66,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if args.lose < 0 or args.repeat < 0:
         raise UserError("--lose and --repeat must be >= 0")
     if not Path(args.file).is_file():
-        raise UserError(f"recording {args.file} not found; give a file such as "
-                        "tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz")
+        raise UserError(
+            f"recording {args.file} not found; give a file such as "
+            "tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
+        )
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     tape = load_tape(args.file)
     faults = FaultPlan(args.drop_after, args.lose, args.repeat, args.stall_after, args.stall_s, args.garbage_every)
@@ -75,8 +81,12 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         server = await ReplayServer(tape, host=args.host, port=args.port, speed=args.speed, faults=faults).start()
         keys = sorted(tape.keys().items(), key=lambda kv: -kv[1])[:6]
-        print(f"replaying {tape.source}: {len(tape.frames):,} {tape.family} frames "
-              f"({', '.join(f'{k} {n:,}' for k, n in keys)}) on {server.url}", file=sys.stderr, flush=True)
+        print(
+            f"replaying {tape.source}: {len(tape.frames):,} {tape.family} frames "
+            f"({', '.join(f'{k} {n:,}' for k, n in keys)}) on {server.url}",
+            file=sys.stderr,
+            flush=True,
+        )
         print(server.url, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -89,11 +99,16 @@ def run(args: argparse.Namespace) -> int:
         for w in waits:
             w.cancel()
         await server.stop()
-        print(f"replay: {server.sent:,} frames sent over {server.connections} connection(s), "
-              f"{server.garbage_sent} garbage, {server.rest_requests} REST requests", file=sys.stderr)
+        print(
+            f"replay: {server.sent:,} frames sent over {server.connections} connection(s), "
+            f"{server.garbage_sent} garbage, {server.rest_requests} REST requests",
+            file=sys.stderr,
+        )
         return 0
 
     try:
         return asyncio.run(main())
     except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port") from None
+        raise UserError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port"
+        ) from None

@@ -18,9 +18,13 @@ Example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="live paper-trading scorecard vs the backtest of the same config",
-                       description="Compare live paper-trading outcomes with the backtest metrics.",
-                       epilog=EXAMPLE, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "report",
+        help="live paper-trading scorecard vs the backtest of the same config",
+        description="Compare live paper-trading outcomes with the backtest metrics.",
+        epilog=EXAMPLE,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--config", required=True, help="the run config `live run` used")
     p.add_argument("--paper", required=True, help="paper-trading outcomes (JSONL) written by `live run`")
     p.add_argument("--results", default="results", help="where `bt run` wrote results/<run_id>/")
@@ -38,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if not Path(args.paper).is_file():
-        raise UserError(f"paper file {args.paper} not found; `live run --journal J` writes J's .paper.jsonl "
-                        "next to it (or pass --paper to live run)")
+        raise UserError(
+            f"paper file {args.paper} not found; `live run --journal J` writes J's .paper.jsonl "
+            "next to it (or pass --paper to live run)"
+        )
     card = scorecard(config, args.paper, args.results)
     if args.json:
         json.dump(card, sys.stdout, indent=2, default=str)

@@ -26,47 +26,84 @@ Example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the signal kernel on an exchange WebSocket and journal decisions",
-                       description="Run whale signals live: WebSocket trades → kernel → decision → journal.",
-                       epilog=EXAMPLE, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run the signal kernel on an exchange WebSocket and journal decisions",
+        description="Run whale signals live: WebSocket trades → kernel → decision → journal.",
+        epilog=EXAMPLE,
+        formatter_class=HelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="YAML run config (docs/spec.md §7): its signal section decides")
     src.add_argument("--model", help="registered model URI, e.g. models:/whale-btcusdt@live")
     p.add_argument("--exchange", required=True, choices=["binance_usdm", "bybit_linear", "okx_swap"])
     p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     p.add_argument("--ws-url", default=None, help="WebSocket URL instead of the exchange's (e.g. a `live replay`)")
-    p.add_argument("--rest-url", default=None,
-                   help="REST base for backfill/warm-up (default: the exchange's; with --ws-url, its host over http)")
-    p.add_argument("--journal", default=env_default("WHALEBT_JOURNAL", ""),
-                   help="append decisions to this JSONL file (env WHALEBT_JOURNAL)")
-    p.add_argument("--warmup-from", choices=["rest", "lake", "none"], default=None,
-                   help="history before signals are allowed (default: rest; none with --ws-url)")
+    p.add_argument(
+        "--rest-url",
+        default=None,
+        help="REST base for backfill/warm-up (default: the exchange's; with --ws-url, its host over http)",
+    )
+    p.add_argument(
+        "--journal",
+        default=env_default("WHALEBT_JOURNAL", ""),
+        help="append decisions to this JSONL file (env WHALEBT_JOURNAL)",
+    )
+    p.add_argument(
+        "--warmup-from",
+        choices=["rest", "lake", "none"],
+        default=None,
+        help="history before signals are allowed (default: rest; none with --ws-url)",
+    )
     p.add_argument("--warmup-s", type=float, default=None, help="seconds of warm-up history (default: from the rule)")
     p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"), help="lake for --warmup-from lake")
-    p.add_argument("--stream", choices=["aggTrade", "trade"], default="aggTrade",
-                   help="Binance stream: aggTrade, or raw trade fills merged like aggTrades")
+    p.add_argument(
+        "--stream",
+        choices=["aggTrade", "trade"],
+        default="aggTrade",
+        help="Binance stream: aggTrade, or raw trade fills merged like aggTrades",
+    )
     p.add_argument("--http-port", type=int, default=None, help="serve /health, /metrics, /signals on this port")
-    p.add_argument("--http-host", default=env_default("WHALEBT_HTTP_HOST", "127.0.0.1"),
-                   help="interface for --http-port (0.0.0.0 in a container)")
+    p.add_argument(
+        "--http-host",
+        default=env_default("WHALEBT_HTTP_HOST", "127.0.0.1"),
+        help="interface for --http-port (0.0.0.0 in a container)",
+    )
     p.add_argument("--stale-s", type=float, default=60.0, help="reconnect when no frame arrives for this long")
     p.add_argument("--backoff-base-s", type=float, default=0.5, help="first reconnect delay (doubles, with jitter)")
     p.add_argument("--backoff-cap-s", type=float, default=30.0, help="longest reconnect delay")
     p.add_argument("--idle-exit-s", type=float, default=None, help="drain and exit after this long without frames")
-    p.add_argument("--max-backfill-ids", type=int, default=200_000,
-                   help="largest gap in trade ids fetched over REST (larger ones are logged and counted)")
+    p.add_argument(
+        "--max-backfill-ids",
+        type=int,
+        default=200_000,
+        help="largest gap in trade ids fetched over REST (larger ones are logged and counted)",
+    )
     p.add_argument("--metrics-out", default=None, help="write the final /metrics text here on exit")
-    p.add_argument("--paper", default=None,
-                   help="paper-trading outcomes file (default: next to --journal, *.paper.jsonl; 'none' to skip)")
+    p.add_argument(
+        "--paper",
+        default=None,
+        help="paper-trading outcomes file (default: next to --journal, *.paper.jsonl; 'none' to skip)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not echo journal lines to stdout")
-    p.add_argument("--busy-poll", action="store_true",
-                   help="spin instead of sleeping while waiting for frames, and keep the frame path warm: the lowest "
-                        "latency after quiet spells, for one core kept at 100%% (give the runner a core of its own)")
-    p.add_argument("--journal-blob", default=env_default("WHALEBT_JOURNAL_BLOB", ""),
-                   help="also append journal lines to an Azure append blob, e.g. az://journals/live/btc.jsonl "
-                   "(credentials as for an Azure lake; env WHALEBT_JOURNAL_BLOB)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI for --model / model.uri (env MLFLOW_TRACKING_URI, "
-                        "default sqlite:///results/mlflow.db)")
+    p.add_argument(
+        "--busy-poll",
+        action="store_true",
+        help="spin instead of sleeping while waiting for frames, and keep the frame path warm: the lowest "
+        "latency after quiet spells, for one core kept at 100%% (give the runner a core of its own)",
+    )
+    p.add_argument(
+        "--journal-blob",
+        default=env_default("WHALEBT_JOURNAL_BLOB", ""),
+        help="also append journal lines to an Azure append blob, e.g. az://journals/live/btc.jsonl "
+        "(credentials as for an Azure lake; env WHALEBT_JOURNAL_BLOB)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI for --model / model.uri (env MLFLOW_TRACKING_URI, "
+        "default sqlite:///results/mlflow.db)",
+    )
     p.set_defaults(func=run)
 
 
@@ -94,8 +131,13 @@ def run(args: argparse.Namespace) -> int:
             decider = Decider.from_config(config, tracking_uri=args.tracking_uri)
             if config.data.exchange != args.exchange or config.data.symbol not in symbols:
                 logging.getLogger("whalebt.live").info(
-                    "config %s was backtested on %s/%s; running it on %s/%s", config.name, config.data.exchange,
-                    config.data.symbol, args.exchange, ",".join(symbols))
+                    "config %s was backtested on %s/%s; running it on %s/%s",
+                    config.name,
+                    config.data.exchange,
+                    config.data.symbol,
+                    args.exchange,
+                    ",".join(symbols),
+                )
         else:
             decider = Decider.from_model(args.model, tracking_uri=args.tracking_uri)
     except ModelUnavailable as exc:
@@ -115,12 +157,27 @@ def run(args: argparse.Namespace) -> int:
     if paper == "none":
         paper = None
     opts = RunnerOptions(
-        exchange=args.exchange, symbols=symbols, ws_url=args.ws_url, rest_url=rest_url,
-        journal=args.journal or None, warmup_from=warmup, warmup_s=args.warmup_s, lake=args.lake,
-        http_host=args.http_host, http_port=args.http_port, stream=args.stream, stale_s=args.stale_s,
-        backoff_base_s=args.backoff_base_s, backoff_cap_s=args.backoff_cap_s, idle_exit_s=args.idle_exit_s,
-        metrics_out=args.metrics_out, paper=paper, max_backfill_ids=args.max_backfill_ids,
-        echo=not args.quiet, journal_blob=args.journal_blob or None, busy_poll=args.busy_poll,
+        exchange=args.exchange,
+        symbols=symbols,
+        ws_url=args.ws_url,
+        rest_url=rest_url,
+        journal=args.journal or None,
+        warmup_from=warmup,
+        warmup_s=args.warmup_s,
+        lake=args.lake,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        stream=args.stream,
+        stale_s=args.stale_s,
+        backoff_base_s=args.backoff_base_s,
+        backoff_cap_s=args.backoff_cap_s,
+        idle_exit_s=args.idle_exit_s,
+        metrics_out=args.metrics_out,
+        paper=paper,
+        max_backfill_ids=args.max_backfill_ids,
+        echo=not args.quiet,
+        journal_blob=args.journal_blob or None,
+        busy_poll=args.busy_poll,
     )
     if args.exchange == "okx_swap":
         from datasets.sources.frames import UnknownContractError
@@ -132,6 +189,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     runner = Runner(opts, decider)
     logging.getLogger("whalebt.live").info(
-        "live run: %s on %s %s, config_id %s, model %s, warm-up %s", decider.name or "config", args.exchange,
-        ",".join(symbols), decider.config_id, decider.model_uri, warmup)
+        "live run: %s on %s %s, config_id %s, model %s, warm-up %s",
+        decider.name or "config",
+        args.exchange,
+        ",".join(symbols),
+        decider.config_id,
+        decider.model_uri,
+        warmup,
+    )
     return asyncio.run(runner.run())
