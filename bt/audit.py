@@ -228,11 +228,10 @@ def check_annualisation(metrics: dict) -> Check:
 
 def check_in_sample(config: RunConfig, tracking_uri: str | None = None) -> Check:
     """The span against the train/validation ranges of ``model.uri`` (from the model's lineage)."""
-    from bt.model import parse_model_config
     from bt.registry import in_sample_message, in_sample_overlap
     from bt.run import in_sample_guard, span_ms
 
-    uri = parse_model_config(config.model).uri if config.model is not None else None
+    uri = config.model.uri if config.model is not None else None
     if not uri:
         return Check(
             "in-sample",
@@ -268,7 +267,7 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
             span.price,
             span.qty,
             span.side,
-            kernel_detector(dict(config.signal.whale)),
+            kernel_detector(config.signal.whale.to_dict()),
             samples=samples,
             seed=seed,
         )

@@ -1,7 +1,12 @@
-"""Run configs: frozen models that reject unknown keys, loaded from YAML (docs/spec.md §7).
+"""The run config, one typed tree validated once on load (docs/spec.md §7).
 
-A config's ``run_id`` is its name plus a hash of the canonical resolved config, so the same
-config always writes to the same ``results/<run_id>/`` and any change gets a new one.
+``RunConfig`` → ``data``, ``signal.whale`` (a :class:`signals.WhaleParams`), ``backtest``,
+``portfolio``, ``model`` (:class:`ModelConfig`: split, imbalance, threshold, gate, and ``sweep``,
+a :class:`bt.space.SearchSpace`). Every node is frozen and rejects unknown keys; everything
+downstream receives typed values, never the YAML dicts.
+
+A config's ``run_id`` is its name plus a hash of the resolved config, and ``config_id`` a hash of
+the resolved whale rule and model, so two spellings of one config give the same ids.
 """
 
 from __future__ import annotations
@@ -11,14 +16,25 @@ import difflib
 import hashlib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from bt.space import SearchSpace, parse_space
 from datasets._cli import UserError
 from datasets.durations import format_duration, parse_duration_ms
+from signals.config import WhaleParams
 from signals.journal import canonical_json, config_id
 
 __all__ = [
@@ -28,6 +44,14 @@ __all__ = [
     "SignalConfig",
     "BacktestConfig",
     "PortfolioConfig",
+    "ModelConfig",
+    "SplitConfig",
+    "ThresholdConfig",
+    "ImbalanceConfig",
+    "GateConfig",
+    "DEFAULT_LGBM",
+    "parse_model_config",
+    "signal_config",
     "load_config",
     "parse_config",
     "parse_duration_ms",
@@ -43,6 +67,151 @@ class ConfigError(UserError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+#: LightGBM defaults for whale events: small trees (a few thousand events), one thread each,
+#: deterministic so the same config and data give the same booster.
+DEFAULT_LGBM: dict[str, Any] = {
+    "num_leaves": 15,
+    "learning_rate": 0.05,
+    "num_boost_round": 200,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+}
+
+
+class SplitConfig(_Frozen):
+    """Time split of the events: fractions of the data span, in this order."""
+
+    train: float = Field(0.6, gt=0, lt=1)
+    validation: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    purge: str | None = None  # gap before each boundary; default (and minimum): the horizon
+    walk_forward: int = Field(0, ge=0, description="folds over train+validation; 0 = one split")
+    window: Literal["expanding", "rolling"] = "expanding"
+
+    @model_validator(mode="after")
+    def _sums(self) -> "SplitConfig":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1; got {total:g}")
+        if self.walk_forward == 1:
+            raise ValueError("walk_forward needs at least 2 folds (or 0 for a single split)")
+        return self
+
+
+class ThresholdConfig(_Frozen):
+    """How the decision threshold is chosen on validation (see :func:`choose_threshold`)."""
+
+    policy: Literal["precision_target", "max_mean_return", "top_fraction", "fixed"] = "precision_target"
+    precision_target: float = Field(0.55, gt=0, le=1)
+    min_signals: int = Field(20, ge=1)  # independent signals (every policy, fixed included)
+    fraction: float = Field(0.2, gt=0, le=1)  # top_fraction
+    value: float = Field(0.5, ge=0, le=1)  # fixed
+    step: float = Field(0.01, gt=0, lt=0.5)  # candidate grid step
+
+
+class ImbalanceConfig(_Frozen):
+    """Class imbalance: weights (``balanced``) or keeping a seeded share of negatives."""
+
+    method: Literal["none", "class_weight", "downsample"] = "none"
+    neg_keep: float = Field(0.5, gt=0, le=1)
+
+
+class GateConfig(_Frozen):
+    """Promotion gate (``bt promote``, and ``bt sweep`` before registering): every condition must hold."""
+
+    min_mean_return: float = 0.0  # out-of-sample mean net return must be above this
+    min_test_signals: int = Field(30, ge=0)  # independent test signals (clusters of overlapping windows)
+    min_dsr: float = Field(0.5, ge=0, le=1)
+    max_pbo: float = Field(0.5, ge=0, le=1)  # probability of backtest overfitting (sweeps) at most this
+
+
+class ModelConfig(_Frozen):
+    """The ``model:`` section of a run config."""
+
+    uri: str | None = None  # score with a registered model (models:/name@alias) instead of training
+    features: list[str] | None = None  # default: every kernel feature
+    lgbm: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = SplitConfig()
+    imbalance: ImbalanceConfig = ImbalanceConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    objective: Literal["mean_return", "sum_return", "sharpe"] = "mean_return"
+    period: str = "1h"  # per-period returns for Sharpe, DSR and PBO
+    seed: int = 0
+    registry_name: str | None = None  # default whale-<symbol, lower case>
+    gate: GateConfig = GateConfig()
+    sweep: SearchSpace | None = None  # what `bt sweep` searches (bt.space)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from signals.features import feature_index
+
+        for name in v:
+            feature_index(name)  # ValueError listing the known names
+        if len(set(v)) != len(v):
+            raise ValueError(f"features are listed twice: {sorted({x for x in v if v.count(x) > 1})}")
+        return v
+
+    @field_validator("lgbm")
+    @classmethod
+    def _lgbm(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in ("objective", "num_class", "linear_tree") if k in v]
+        if bad:
+            raise ValueError(f"lgbm may not set {bad}: the model is a binary classifier with plain trees")
+        return v
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _sweep(cls, v: Any) -> Any:
+        return v if v is None or isinstance(v, SearchSpace) else parse_space(v)
+
+    @field_serializer("sweep")
+    def _dump_sweep(self, v: SearchSpace | None) -> dict[str, Any] | None:
+        return None if v is None else v.to_dict()
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, v: Any) -> str:
+        return format_duration(parse_duration_ms(v))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        from signals.features import FEATURE_NAMES
+
+        return tuple(self.features) if self.features else FEATURE_NAMES
+
+    @property
+    def period_ms(self) -> int:
+        return parse_duration_ms(self.period)
+
+    def lgbm_params(self) -> dict[str, Any]:
+        return {**DEFAULT_LGBM, **self.lgbm}
+
+
+def parse_model_config(raw: Any, source: str = "model") -> ModelConfig:
+    """Validate the ``model:`` mapping of a run config; ValueError names the bad keys."""
+    if isinstance(raw, ModelConfig):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a mapping (the model section); got {type(raw).__name__}")
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in (source, *err["loc"]))
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"unknown key {loc!r}")
+            else:
+                msgs.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+        raise ValueError("; ".join(msgs)) from None
 
 
 class DataConfig(_Frozen):
@@ -68,15 +237,18 @@ class DataConfig(_Frozen):
 
 
 class SignalConfig(_Frozen):
-    whale: dict[str, Any]
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    @field_validator("whale")
+    whale: WhaleParams  # the resolved rule: defaults filled in, numbers canonical (1e6 == 1000000)
+
+    @field_validator("whale", mode="before")
     @classmethod
-    def _whale(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from signals import WhaleParams
+    def _whale(cls, v: Any) -> WhaleParams:
+        return v if isinstance(v, WhaleParams) else WhaleParams.from_dict(v)  # ValueError with the reason
 
-        WhaleParams.from_dict(v)  # raises ValueError with the reason
-        return v
+    @field_serializer("whale")
+    def _dump_whale(self, v: WhaleParams) -> dict[str, Any]:
+        return v.to_dict()
 
 
 class BacktestConfig(_Frozen):
@@ -138,16 +310,7 @@ class RunConfig(_Frozen):
     signal: SignalConfig
     backtest: BacktestConfig = BacktestConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
-    model: dict[str, Any] | None = None  # the model section, validated by bt.model
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            from bt.model import parse_model_config
-
-            parse_model_config(v)  # ValueError naming the bad key, e.g. unknown key 'model.treshold'
-        return v
+    model: ModelConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -166,12 +329,22 @@ class RunConfig(_Frozen):
         return f"{self.name}-{digest}"
 
     def signal_config(self) -> dict[str, Any]:
-        """What decides signals: the whale rule and the model (hashed into ``config_id``)."""
-        return {"whale": dict(self.signal.whale), "model": self.model}
+        """What decides signals, resolved: the whale rule and the model (hashed into ``config_id``)."""
+        return signal_config(self.signal.whale, self.model)
 
     @property
     def config_id(self) -> str:
         return config_id(self.signal_config())
+
+
+def signal_config(whale: WhaleParams, model: ModelConfig | None) -> dict[str, Any]:
+    """The resolved signal config that ``config_id`` hashes (docs/spec.md §5).
+
+    Both parts are resolved (every default filled in, durations and numbers in one spelling), so
+    two spellings of one rule give one id. ``bt signals``, ``live run --config`` and
+    ``live run --model`` all hash through here.
+    """
+    return {"whale": whale.to_dict(), "model": None if model is None else model.model_dump(mode="json")}
 
 
 def _loc(err: Mapping[str, Any]) -> str:
@@ -185,6 +358,8 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         cur = field.annotation
+        # `ModelConfig | None`: the model class inside the Optional
+        cur = next((a for a in typing.get_args(cur) if hasattr(a, "model_fields")), cur)
     return list(getattr(cur, "model_fields", {}))
 
 

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bt.config import (
+    ModelConfig,
+    SplitConfig,
+    ThresholdConfig,
+)
 
 __all__ = [
-    "ModelConfig",
-    "SplitConfig",
-    "ThresholdConfig",
-    "ImbalanceConfig",
-    "GateConfig",
-    "parse_model_config",
     "EventTable",
     "Splits",
     "purged_splits",
@@ -41,165 +40,11 @@ __all__ = [
     "ModelResult",
     "train_and_evaluate",
     "objective_value",
-    "DEFAULT_LGBM",
     "event_table",
     "events_frame_table",
     "ModelVerdict",
     "apply_model",
 ]
-
-#: LightGBM defaults for whale events: small trees (a few thousand events), one thread each,
-#: deterministic so the same config and data give the same booster.
-DEFAULT_LGBM: dict[str, Any] = {
-    "num_leaves": 15,
-    "learning_rate": 0.05,
-    "num_boost_round": 200,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.9,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-}
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SplitConfig(_Frozen):
-    """Time split of the events: fractions of the data span, in this order."""
-
-    train: float = Field(0.6, gt=0, lt=1)
-    validation: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
-    purge: str | None = None  # gap before each boundary; default (and minimum): the horizon
-    walk_forward: int = Field(0, ge=0, description="folds over train+validation; 0 = one split")
-    window: Literal["expanding", "rolling"] = "expanding"
-
-    @model_validator(mode="after")
-    def _sums(self) -> "SplitConfig":
-        total = self.train + self.validation + self.test
-        if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"train + validation + test must be 1; got {total:g}")
-        if self.walk_forward == 1:
-            raise ValueError("walk_forward needs at least 2 folds (or 0 for a single split)")
-        return self
-
-
-class ThresholdConfig(_Frozen):
-    """How the decision threshold is chosen on validation (see :func:`choose_threshold`)."""
-
-    policy: Literal["precision_target", "max_mean_return", "top_fraction", "fixed"] = "precision_target"
-    precision_target: float = Field(0.55, gt=0, le=1)
-    min_signals: int = Field(20, ge=1)  # independent signals (every policy, fixed included)
-    fraction: float = Field(0.2, gt=0, le=1)  # top_fraction
-    value: float = Field(0.5, ge=0, le=1)  # fixed
-    step: float = Field(0.01, gt=0, lt=0.5)  # candidate grid step
-
-
-class ImbalanceConfig(_Frozen):
-    """Class imbalance: weights (``balanced``) or keeping a seeded share of negatives."""
-
-    method: Literal["none", "class_weight", "downsample"] = "none"
-    neg_keep: float = Field(0.5, gt=0, le=1)
-
-
-class GateConfig(_Frozen):
-    """Promotion gate (``bt promote``, and ``bt sweep`` before registering): every condition must hold."""
-
-    min_mean_return: float = 0.0  # out-of-sample mean net return must be above this
-    min_test_signals: int = Field(30, ge=0)  # independent test signals (clusters of overlapping windows)
-    min_dsr: float = Field(0.5, ge=0, le=1)
-    max_pbo: float = Field(0.5, ge=0, le=1)  # probability of backtest overfitting (sweeps) at most this
-
-
-class ModelConfig(_Frozen):
-    """The ``model:`` section of a run config."""
-
-    uri: str | None = None  # score with a registered model (models:/name@alias) instead of training
-    features: list[str] | None = None  # default: every kernel feature
-    lgbm: dict[str, Any] = Field(default_factory=dict)
-    split: SplitConfig = SplitConfig()
-    imbalance: ImbalanceConfig = ImbalanceConfig()
-    threshold: ThresholdConfig = ThresholdConfig()
-    objective: Literal["mean_return", "sum_return", "sharpe"] = "mean_return"
-    period: str = "1h"  # per-period returns for Sharpe, DSR and PBO
-    seed: int = 0
-    registry_name: str | None = None  # default whale-<symbol, lower case>
-    gate: GateConfig = GateConfig()
-    sweep: dict[str, Any] | None = None  # search space, validated by bt.sweep
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        from signals.features import feature_index
-
-        for name in v:
-            feature_index(name)  # ValueError listing the known names
-        if len(set(v)) != len(v):
-            raise ValueError(f"features are listed twice: {sorted({x for x in v if v.count(x) > 1})}")
-        return v
-
-    @field_validator("lgbm")
-    @classmethod
-    def _lgbm(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in ("objective", "num_class", "linear_tree") if k in v]
-        if bad:
-            raise ValueError(f"lgbm may not set {bad}: the model is a binary classifier with plain trees")
-        return v
-
-    @field_validator("sweep")
-    @classmethod
-    def _sweep(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            from bt.space import parse_space
-
-            parse_space(v)  # ValueError naming the bad key or range
-        return v
-
-    @field_validator("period")
-    @classmethod
-    def _period(cls, v: Any) -> str:
-        from datasets.durations import format_duration, parse_duration_ms
-
-        return format_duration(parse_duration_ms(v))
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        from signals.features import FEATURE_NAMES
-
-        return tuple(self.features) if self.features else FEATURE_NAMES
-
-    @property
-    def period_ms(self) -> int:
-        from datasets.durations import parse_duration_ms
-
-        return parse_duration_ms(self.period)
-
-    def lgbm_params(self) -> dict[str, Any]:
-        return {**DEFAULT_LGBM, **self.lgbm}
-
-
-def parse_model_config(raw: Any, source: str = "model") -> ModelConfig:
-    """Validate the ``model:`` mapping of a run config; ValueError names the bad keys."""
-    if isinstance(raw, ModelConfig):
-        return raw
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a mapping (the model section); got {type(raw).__name__}")
-    try:
-        return ModelConfig.model_validate(raw)
-    except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in (source, *err["loc"]))
-            if err["type"] == "extra_forbidden":
-                msgs.append(f"unknown key {loc!r}")
-            else:
-                msgs.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-        raise ValueError("; ".join(msgs)) from None
-
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -859,7 +704,7 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     from signals.features import FEATURE_NAMES
     from signals.trees_nb import ensemble_from_booster, predict_proba
 
-    cfg = parse_model_config(config.model)
+    cfg = config.model
     X_all = events[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy(np.float64)
     if cfg.uri:
         from signals import WhaleParams
@@ -867,10 +712,10 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
         if bundle is None:
             raise ValueError(f"model {cfg.uri}: pass its bundle (bt.registry.load_bundle) to apply_model")
         trained = bundle.signal_config.get("whale")
-        if trained is not None and WhaleParams.from_dict(trained) != WhaleParams.from_dict(dict(config.signal.whale)):
+        if trained is not None and WhaleParams.from_dict(trained) != config.signal.whale:
             raise ValueError(
                 f"model {cfg.uri} was trained on whale events of {trained}, but the config's signal.whale "
-                f"is {dict(config.signal.whale)}; use the model's rule (see its signal_config.json)"
+                f"is {config.signal.whale.to_dict()}; use the model's rule (see its signal_config.json)"
             )
         prob = bundle.predict_matrix(X_all, FEATURE_NAMES)
         return ModelVerdict(

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bt.model import GateConfig
+from bt.config import GateConfig
 from datasets._cli import UserError
 
 __all__ = [

@@ -104,7 +104,7 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     ensure_silver(lake, span)
     bt = config.backtest
     events, cached = ensure_gold(
-        lake, span, dict(config.signal.whale), bt.all_horizons_ms, bt.entry_latency_ms, d.start
+        lake, span, config.signal.whale.to_dict(), bt.all_horizons_ms, bt.entry_latency_ms, d.start
     )
     _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
     events = events.copy()
@@ -116,9 +116,9 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     oos_from_ms = None
     lineage = None
     if config.model is not None:
-        from bt.model import apply_model, parse_model_config
+        from bt.model import apply_model
 
-        uri = parse_model_config(config.model).uri
+        uri = config.model.uri
         if uri and bundle is None:
             from bt.registry import load_bundle
 
@@ -156,11 +156,10 @@ def in_sample_guard(
     :class:`bt.registry.InSampleSpan` (one ``Error:`` line) on an overlap unless
     ``allow_in_sample``. A model without lineage gets a one-line warning and runs.
     """
-    from bt.model import parse_model_config
 
     if config.model is None:
         return None, []
-    uri = parse_model_config(config.model).uri
+    uri = config.model.uri
     if not uri:
         return None, []
     from bt.registry import check_in_sample, load_bundle

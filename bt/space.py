@@ -1,7 +1,7 @@
 """What a sweep searches: the ``model.sweep`` section of a config, parsed into a :class:`SearchSpace`.
 
 Pure (no Optuna import until a trial asks for a value, no I/O), so the config can be validated
-where it is loaded (:class:`bt.model.ModelConfig`) without importing the sweep machinery.
+where it is loaded (:class:`bt.config.ModelConfig`) without importing the sweep machinery.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class Dist:
             return cls(low=lo, high=hi, log=bool(raw.get("log", False)), is_int=is_int)
         return cls(choices=(raw,))  # a fixed value
 
+    def to_raw(self) -> Any:
+        """The YAML form :meth:`parse` reads back into an equal ``Dist``."""
+        if self.choices is not None:
+            return list(self.choices)
+        return {"low": self.low, "high": self.high, "log": self.log}
+
     def sample(self, trial, name: str):
         if self.choices is not None:
             if len(self.choices) == 1:
@@ -68,6 +74,20 @@ class SearchSpace:
     seed: int = 0
     cscv_blocks: int = 16
     min_train_events: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved ``model.sweep`` mapping; ``parse_space(s.to_dict()) == s``."""
+        out: dict[str, Any] = {sec: {k: d.to_raw() for k, d in getattr(self, sec).items()} for sec in _SECTIONS}
+        if self.horizon is not None:
+            out["horizon"] = self.horizon.to_raw()
+        out.update(
+            sampler=self.sampler,
+            pruner=self.pruner,
+            seed=self.seed,
+            cscv_blocks=self.cscv_blocks,
+            min_train_events=self.min_train_events,
+        )
+        return out
 
 
 def parse_space(raw: dict | None) -> SearchSpace:

@@ -19,13 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from datasets._cli import UserError
+from bt.config import ModelConfig, parse_model_config
 from bt.model import (
     EventTable,
-    ModelConfig,
     event_table,
     evaluate_test,
     fit_validate,
-    parse_model_config,
     purged_splits,
 )
 from bt.space import Dist, SearchSpace, parse_space
@@ -441,8 +440,8 @@ def run_sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run_config.model is None:
         raise ValueError("the config has no model section; add one with a sweep: search space")
-    base_model = parse_model_config(run_config.model)
-    space = parse_space(base_model.sweep)
+    base_model = run_config.model
+    space = base_model.sweep or SearchSpace()
     ts = np.asarray(trades.ts_ms, dtype=np.int64)
     if ts.size < 2:
         raise ValueError("not enough trades to sweep over")
@@ -464,7 +463,7 @@ def run_sweep(
             span_ms=span_ms,
             test_start_ms=test_start,
         )
-    base_whale = dict(run_config.signal.whale)
+    base_whale = run_config.signal.whale.to_dict()
     base_h = run_config.backtest.horizon_ms
     distributed = storage is not None and bool(storage) and not storage.startswith("sqlite")
     study = optuna.create_study(
@@ -590,7 +589,7 @@ def sweep_command(
     lineage = lineage_of(
         res, table, exchange=d.exchange, symbols=[d.symbol], span_ms=cache.span_ms, sources=span.sources
     )
-    gate_cfg = parse_model_config(run_config.model).gate
+    gate_cfg = run_config.model.gate
     verdict = check_gate(res.metrics, gate_cfg)
     gate_doc = {**verdict.to_dict(), "config": gate_cfg.model_dump()}
     if mode == "never":
@@ -759,9 +758,7 @@ def _log_sweep(
         "whalebt.config_id": sig_cfg["config_id"],
     }
     res = summary.result
-    name = (
-        register_as or parse_model_config(run_config.model).registry_name or f"whale-{run_config.data.symbol.lower()}"
-    )
+    name = register_as or run_config.model.registry_name or f"whale-{run_config.data.symbol.lower()}"
     numeric = {
         k: float(v)
         for k, v in res.metrics.items()

@@ -292,8 +292,10 @@ def gold_variant(whale: dict, horizons_ms: list[int], latency_ms: int, start: dt
     from signals import KERNEL_VERSION, feature_spec_hash
     from signals.outcome import OUTCOME_VERSION
 
+    from signals import WhaleParams
+
     spec = {
-        "whale": whale,
+        "whale": WhaleParams.from_dict(whale).to_dict(),  # resolved: one variant per rule, however spelled
         "horizons_ms": list(horizons_ms),
         "entry_latency_ms": int(latency_ms),
         "warmup_from": str(start),

@@ -113,18 +113,20 @@ class Decider:
             tracking_uri: MLflow tracking URI (default: env MLFLOW_TRACKING_URI, then
                 sqlite:///results/mlflow.db).
         """
-        whale = dict(config.signal.whale)
-        params = WhaleParams.from_dict(whale)
-        model = dict(config.model) if config.model else None
+        from bt.config import ModelConfig, signal_config
+
+        params = config.signal.whale
+        whale = params.to_dict()
+        model = config.model
         if model_uri:
-            model = {**(model or {}), "uri": model_uri}
-        cid = make_config_id({"whale": whale, "model": model})
+            model = model.model_copy(update={"uri": model_uri}) if model is not None else ModelConfig(uri=model_uri)
+        cid = make_config_id(signal_config(params, model))
         from live.paper import PaperRules
 
         rules = PaperRules.from_config(config)
         if model is None:
             return cls(params, cid, name=config.name, paper_rules=rules)
-        uri = model.get("uri")
+        uri = model.uri
         if not uri:
             raise ModelUnavailable(
                 f"{config.name}: the config's model section trains a model inside `bt run`; a live run needs a "
@@ -153,8 +155,10 @@ class Decider:
                 f"model {uri} carries no whale rule in its signal_config.json; run it with "
                 "--config CONFIG (model.uri set) instead"
             )
+        from bt.config import ModelConfig, signal_config
+
         params = WhaleParams.from_dict(whale)
-        cid = make_config_id({"whale": dict(whale), "model": {"uri": uri}})
+        cid = make_config_id(signal_config(params, ModelConfig(uri=uri)))
         return cls(
             params,
             cid,

@@ -64,7 +64,7 @@ def test_sweep_folder_is_a_reproducible_run_config(runs):
     _, _, _, sweep_dir, _ = runs
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     from bt.config import parse_config
-    from bt.model import parse_model_config
+    from bt.config import parse_model_config
 
     cfg = parse_config(best)  # a valid run config: `bt run best.yaml` retrains the winner
     m = parse_model_config(cfg.model)

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bt.model import (EventTable, ModelConfig, SplitConfig, ThresholdConfig, choose_threshold, event_table,
-                      fit_validate, parse_model_config, purged_splits, train_and_evaluate, train_booster)
+from bt.config import ModelConfig, SplitConfig, ThresholdConfig, parse_model_config
+from bt.model import (EventTable, choose_threshold, event_table, fit_validate, purged_splits, train_and_evaluate,
+                      train_booster)
 
 DAY = 86_400_000
 H = 3_600_000

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bt.model import GateConfig
+from bt.config import GateConfig
 from bt.registry import PromotionRefused, check_gate
 
 ROOT = Path(__file__).resolve().parent.parent

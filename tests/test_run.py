@@ -77,7 +77,7 @@ def test_bt_run_writes_the_run_folder_and_logs_to_mlflow(lake_cfg, capsys):
     r = runs[0]
     assert r.data.tags["whalebt.run_id"] == config.run_id
     assert r.data.metrics["n_signals"] == m["n_signals"]
-    assert r.data.params["signal.whale.min_notional_usd"] == "2500"
+    assert r.data.params["signal.whale.min_notional_usd"] == "2500.0"  # the resolved rule
     assert json.loads(r.data.tags["whalebt.data_partitions"]) == m["data"]["partitions"]
 
 

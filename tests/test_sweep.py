@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bt.config import parse_config
-from bt.model import GateConfig
+from bt.config import GateConfig
 from bt.registry import check_gate
 from bt.sweep import parse_space, run_sweep
 

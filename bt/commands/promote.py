@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bt.model import GateConfig, parse_model_config
+    from bt.config import GateConfig
     from bt.registry import connect, list_aliases, promote
 
     if not args.list and (not args.name or not args.version):
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
         if cfg.model is not None:
-            gate = parse_model_config(cfg.model).gate
+            gate = cfg.model.gate
     upd = {
         k: v
         for k, v in {
