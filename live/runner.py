@@ -51,6 +51,7 @@ from picows import (
     ws_connect,
 )
 
+from datasets._retry import backoff_s, retry_async
 from datasets.sources.frames import BinanceTradeMerger, FrameError, Trade, UnknownContractError
 from live.adapters import Adapter, RestError, make_adapter
 from live.decider import Decider
@@ -73,7 +74,11 @@ REHEARSE_EVERY_S = 0.002  # see Runner._poll_busily
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap_s, base_s * (2 ** min(attempt, 30))))
+    return backoff_s(attempt, base_s, cap_s, rng)
+
+
+class _TransientRestError(RestError):
+    """A REST answer worth retrying (a 5xx or 429, a network error, a cut body)."""
 
 
 @dataclass
@@ -183,7 +188,7 @@ class Runner:
         self.opts = opts
         self.decider = decider
         self.adapter = adapter or make_adapter(opts.exchange, stream=opts.stream, contract_values=opts.contract_values)
-        self.symbols = [s.upper() for s in opts.symbols]
+        self.symbols = [self.adapter.bronze_symbol(s) for s in opts.symbols]
         self.feeds = {s: SymbolFeed(s, new_state(decider.params), self.adapter.merge_fills) for s in self.symbols}
         self.metrics = Metrics()
         self.recent: collections.deque[dict] = collections.deque(maxlen=1000)
@@ -753,22 +758,26 @@ class Runner:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         base = (self.opts.rest_url or self.adapter.default_rest_url).rstrip("/")
-        last_exc: Exception | None = None
-        for attempt in range(self.opts.rest_retries):
+        session = self._session
+        query = {k: str(v) for k, v in params.items()}
+
+        async def once() -> Any:
             try:
-                async with self._session.get(
-                    base + path, params={k: str(v) for k, v in params.items()}, headers=headers
-                ) as resp:
+                async with session.get(base + path, params=query, headers=headers) as resp:
                     body = await resp.text()
                     if resp.status == 200:
                         return json.loads(body)
-                    last_exc = RestError(f"GET {base}{path} → HTTP {resp.status}: {body[:200]}")
-                    if resp.status in (400, 401, 403, 404):
-                        break
+                    error = RestError if resp.status in (400, 401, 403, 404) else _TransientRestError
+                    raise error(f"GET {base}{path} → HTTP {resp.status}: {body[:200]}")
             except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
-                last_exc = RestError(f"GET {base}{path} failed: {exc!r}")
-            await asyncio.sleep(backoff_delay(attempt, self.opts.backoff_base_s, self.opts.backoff_cap_s, self.rng))
-        raise last_exc or RestError(f"GET {base}{path} failed")
+                raise _TransientRestError(f"GET {base}{path} failed: {exc!r}") from None
+
+        return await retry_async(
+            once,
+            retries=max(0, self.opts.rest_retries - 1),
+            delay=lambda i, _: backoff_delay(i, self.opts.backoff_base_s, self.opts.backoff_cap_s, self.rng),
+            retry_on=(_TransientRestError,),
+        )
 
     async def _backfill(self, feed: SymbolFeed, lo: int, hi: int) -> None:
         t0 = time.perf_counter_ns()

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datasets.exchanges import binance
 from datasets.synth.calibration import market_stats
 from datasets.synth.market import SynthMarket
 from datasets.synth.params import SynthParams
@@ -37,7 +38,7 @@ class SynthResult:
 
 def archive_relpath(symbol: str, day: dt.date) -> str:
     """Where Binance's public archive keeps a day of USD-M aggTrades."""
-    return f"data/futures/um/daily/aggTrades/{symbol}/{symbol}-aggTrades-{day.isoformat()}.zip"
+    return binance.aggtrades_daily_relpath(symbol, day)
 
 
 def _csv_bytes(trades: dict) -> bytes:
