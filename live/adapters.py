@@ -210,7 +210,8 @@ class OkxAdapter(Adapter):
     async def fetch_since(self, get_json, symbol: str, since_ms: int, until_ms: int) -> list[Trade]:
         """The last 500 trades OKX serves on /api/v5/market/trades, kept from ``since_ms``."""
         inst = okx.to_inst_id(symbol)
-        body = await get_json("/api/v5/market/trades", {"instId": inst, "limit": 500})
+        req = okx.recent_trades_request(inst)
+        body = await get_json(req.path, req.params)
         try:
             rows = list(reversed(body["data"]))
         except (KeyError, TypeError):

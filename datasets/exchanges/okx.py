@@ -20,7 +20,7 @@ import datetime as dt
 import json
 from typing import Any, Iterable, Mapping
 
-from datasets.exchanges._common import Trade, bad_frame, load_json
+from datasets.exchanges._common import Request, Trade, bad_frame, load_json
 
 __all__ = [
     "EXCHANGE",
@@ -36,6 +36,7 @@ __all__ = [
     "okx_exchange",
     "contract_value",
     "archive_relpath",
+    "recent_trades_request",
     "trade_rows",
     "parse_frame",
     "subscribe_messages",
@@ -169,6 +170,11 @@ def archive_relpath(inst_id: str, day: dt.date) -> str:
 
 
 # ---------------------------------------------------------------------------- REST and WebSocket rows
+def recent_trades_request(inst_id: str, limit: int = 500) -> Request:
+    """The latest ``limit`` (at most 500) trades of an instrument, newest first."""
+    return Request("/api/v5/market/trades", {"instId": inst_id, "limit": limit})
+
+
 def trade_rows(
     rows: Iterable[Mapping[str, Any]],
     *,

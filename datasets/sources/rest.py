@@ -8,6 +8,9 @@ and so on) rather than ``fetch_trades``, because the unified method hides the ex
 cursors that exact pagination and resumption need, and needs ``load_markets`` (several large
 requests) first.
 
+The paging and row parsing of each exchange live in :mod:`datasets.exchanges` (the live runner's
+warm-up uses the same Binance pager); this module drives them through ccxt and writes bronze.
+
 Per exchange (``--since`` is inclusive, ``--until`` exclusive):
 
 - **binance_usdm** ``GET /fapi/v1/aggTrades``: finds the first trade with time windows of at most

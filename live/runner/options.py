@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from datasets._retry import backoff_s
-
-log = logging.getLogger("whalebt.live")
 
 OPEN_TIMEOUT_S = 10.0  # TCP connect + WebSocket handshake
 CLOSE_TIMEOUT_S = 2.0  # wait for the server's answer to our close frame
