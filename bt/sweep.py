@@ -106,23 +106,29 @@ def open_storage(url: str | None, attempts: int = 8):
     Workers started together on a fresh database race to create Optuna's tables; the loser
     sees "already exists" and simply retries against the now complete schema.
     """
-    import time
-
     import optuna
+
+    from datasets._retry import retry
 
     if not url:
         return None
-    for i in range(attempts):
+
+    class _Race(Exception):
+        pass
+
+    def open_once():
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # sqlalchemy raises driver-specific types
             text = str(exc)
-            if i == attempts - 1 or not (
-                "already exists" in text or "duplicate" in text.lower() or "UniqueViolation" in text
-            ):
-                raise ValueError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
-            time.sleep(0.25 * (i + 1))
-    return None
+            if "already exists" in text or "duplicate" in text.lower() or "UniqueViolation" in text:
+                raise _Race(text) from None
+            raise ValueError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
+
+    try:
+        return retry(open_once, retries=attempts - 1, delay=lambda i, _: 0.25 * (i + 1), retry_on=(_Race,))
+    except _Race as exc:
+        raise ValueError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
 
 
 def make_pruner(kind: str):

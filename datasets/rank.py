@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import hashlib
 import io
 import json
 import os
@@ -52,6 +51,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from datasets.exchanges import binance
 from datasets.sources._zipcsv import csv_bytes
 
 __all__ = [
@@ -394,17 +394,6 @@ def parse_kline_csv(data: bytes, name: str = "klines") -> pd.DataFrame:
     return df
 
 
-def _verify_sidecar(data: bytes, checksum: bytes, name: str) -> None:
-    text = checksum.decode("utf-8", "replace").strip()
-    expected = text.split()[0].lower() if text else ""
-    got = hashlib.sha256(data).hexdigest()
-    if expected != got:
-        raise RankError(
-            f"{name}: checksum mismatch: expected sha256 {expected or '(empty CHECKSUM)'}, got {got}; "
-            "the file is damaged or changed, fetch it again"
-        )
-
-
 def _months(start: dt.date, end: dt.date) -> list[tuple[int, int]]:
     out, y, m = [], start.year, start.month
     while (y, m) <= (end.year, end.month):
@@ -445,7 +434,7 @@ def load_klines(
             )
         for sym in sorted(wanted):
             for y, m in _months(start, end):
-                rel = f"data/futures/um/monthly/klines/{sym}/{interval}/{sym}-{interval}-{y:04d}-{m:02d}.zip"
+                rel = binance.klines_monthly_relpath(sym, interval, y, m)
                 rels = [rel]
                 try:
                     data = fetch(src, rel)
@@ -454,7 +443,7 @@ def load_klines(
                     blobs = []
                     d = max(dt.date(y, m, 1), start)
                     while d.month == m and d <= end:
-                        rd = f"data/futures/um/daily/klines/{sym}/{interval}/{sym}-{interval}-{d.isoformat()}.zip"
+                        rd = binance.klines_daily_relpath(sym, interval, d)
                         rels.append(rd)
                         try:
                             blobs.append((rd, fetch(src, rd)))
@@ -463,7 +452,7 @@ def load_klines(
                         d += dt.timedelta(days=1)
                 for rp, data in blobs:
                     try:
-                        _verify_sidecar(data, fetch(src, rp + ".CHECKSUM"), rp.rsplit("/", 1)[-1])
+                        binance.verify_checksum(data, fetch(src, rp + ".CHECKSUM"), rp.rsplit("/", 1)[-1], RankError)
                     except NotFound:
                         pass
                     frames.setdefault(sym, []).append(parse_kline_csv(data, rp))
@@ -486,7 +475,7 @@ def load_klines(
             data = path.read_bytes()
             side = path.with_name(path.name + ".CHECKSUM")
             if side.exists():
-                _verify_sidecar(data, side.read_bytes(), path.name)
+                binance.verify_checksum(data, side.read_bytes(), path.name, RankError)
             frames.setdefault(sym, []).append(parse_kline_csv(data, str(path)))
             if on_file:
                 on_file(str(path))

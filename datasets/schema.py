@@ -11,6 +11,8 @@ import difflib
 import numpy as np
 import pandas as pd
 
+from datasets.exchanges._common import plain_symbol
+
 __all__ = [
     "BRONZE_COLUMNS",
     "SILVER_COLUMNS",
@@ -119,8 +121,4 @@ def sort_trades(df: pd.DataFrame) -> pd.DataFrame:
 
 def normalise_symbol(symbol: str) -> str:
     """`btc-usdt-swap`, `BTC/USDT:USDT`, `btcusdt` → `BTCUSDT` (upper case, no separators)."""
-    s = symbol.upper()
-    for suffix in ("-SWAP", ":USDT", ":USDC"):
-        if s.endswith(suffix):
-            s = s[: -len(suffix)]
-    return "".join(ch for ch in s if ch.isalnum())
+    return plain_symbol(symbol)

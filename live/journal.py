@@ -249,20 +249,18 @@ class AppendBlobSink:
             self.failed += 1
 
     def _append(self, lines: list[str]) -> None:
-        import time
+        from datasets._retry import backoff_s, retry
 
         data = "".join(line + "\n" for line in lines).encode()
-        for attempt in range(self._retries + 1):
-            try:
-                self._blob.append_block(data)
-                self.appended += len(lines)
-                return
-            except Exception as exc:  # noqa: BLE001 - any storage error: retry, then count
-                if attempt == self._retries:
-                    self.failed += len(lines)
-                    log.error("journal copy to %s failed for %d line(s): %s", self.uri, len(lines), type(exc).__name__)
-                    return
-                time.sleep(min(5.0, 0.2 * 2**attempt))
+        try:  # any storage error: retried, then counted
+            retry(
+                lambda: self._blob.append_block(data), retries=self._retries, delay=lambda i, _: backoff_s(i, 0.2, 5.0)
+            )
+        except Exception as exc:  # noqa: BLE001
+            self.failed += len(lines)
+            log.error("journal copy to %s failed for %d line(s): %s", self.uri, len(lines), type(exc).__name__)
+            return
+        self.appended += len(lines)
 
     def _run(self) -> None:
         done = False

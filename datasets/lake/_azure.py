@@ -320,18 +320,20 @@ class AzureStore(Store):
     def get(self, key: str) -> bytes:
         from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
-        for attempt in range(3):
-            try:
-                return self._blob(key).download_blob(max_concurrency=self.max_concurrency).readall()
-            except ResourceNotFoundError:
-                raise KeyError(key) from None
-            except ResourceModifiedError:
-                # Replaced between two ranged reads (the SDK pins the ETag): read the new one.
-                if attempt == 2:
-                    raise
-            except HttpResponseError as exc:
-                raise self._wrap("read", key, exc) from None
-        raise AssertionError("unreachable")
+        from datasets._retry import retry
+
+        def read() -> bytes:
+            return self._blob(key).download_blob(max_concurrency=self.max_concurrency).readall()
+
+        try:
+            # Replaced between two ranged reads (the SDK pins the ETag): read the new one.
+            return retry(read, retries=2, delay=lambda i, _: 0.0, retry_on=(ResourceModifiedError,))
+        except ResourceNotFoundError:
+            raise KeyError(key) from None
+        except ResourceModifiedError:
+            raise
+        except HttpResponseError as exc:
+            raise self._wrap("read", key, exc) from None
 
     def exists(self, key: str) -> bool:
         from azure.core.exceptions import HttpResponseError

@@ -29,6 +29,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Generator, Iterable
 
+from datasets._retry import backoff_s as _backoff
+from datasets._retry import retry_after_s
+
 __all__ = ["NotFound", "FetchError", "fetch", "fetch_many", "is_url", "location"]
 
 USER_AGENT = "whalebt/0.1 (+archive ingest)"
@@ -74,14 +77,6 @@ def _fetch_local(path: str) -> bytes:
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-def _retry_after(value: str | None) -> float:
-    """Seconds asked for by a ``Retry-After`` header (delta-seconds form only; 0 if absent)."""
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0
-
-
 def _fetch_url(
     url: str, retries: int, backoff_s: float, timeout_s: float, on_progress: Callable[[int, int | None], None] | None
 ) -> bytes:
@@ -120,7 +115,7 @@ def _fetch_url(
                     "file). Check the base URL and that the server serves the archive layout"
                 ) from None
             last = exc
-            wait_s = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            wait_s = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None, http_date=False) or 0.0
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout) as exc:
             last = exc
         failures += 1
@@ -131,7 +126,7 @@ def _fetch_url(
                 f"could not fetch {url} after {tries}{got}: {last}. "
                 "Check the URL and the network and run again; nothing partial was kept"
             ) from None
-        time.sleep(max(backoff_s * 2 ** (failures - 1), min(wait_s, 60.0)))
+        time.sleep(max(_backoff(failures - 1, backoff_s), min(wait_s, 60.0)))
 
 
 def fetch(

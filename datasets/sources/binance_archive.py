@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datasets.exchanges import binance
 from datasets.lake import Lake, LakeConflictError
 from datasets.schema import normalise_symbol
 from datasets.sources._http import NotFound, fetch_many, location
@@ -69,12 +70,8 @@ class ArchiveError(ValueError):
     """A source file failed verification (checksum, zip, columns, values) or nothing was found."""
 
 
-def daily_relpath(symbol: str, day: dt.date) -> str:
-    return f"data/futures/um/daily/aggTrades/{symbol}/{symbol}-aggTrades-{day.isoformat()}.zip"
-
-
-def monthly_relpath(symbol: str, year: int, month: int) -> str:
-    return f"data/futures/um/monthly/aggTrades/{symbol}/{symbol}-aggTrades-{year:04d}-{month:02d}.zip"
+daily_relpath = binance.aggtrades_daily_relpath
+monthly_relpath = binance.aggtrades_monthly_relpath
 
 
 @dataclass
@@ -245,19 +242,6 @@ def parse_aggtrades_zip(
         ) from None
 
 
-def _verify_checksum(data: bytes, checksum_file: bytes, name: str) -> None:
-    text = checksum_file.decode("utf-8", "replace").strip()
-    expected = text.split()[0].lower() if text else ""
-    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise ArchiveError(f"{name}.CHECKSUM: expected '<sha256 hex>  {name}', got {text[:100]!r}")
-    got = hashlib.sha256(data).hexdigest()
-    if got != expected:
-        raise ArchiveError(
-            f"{name}: checksum mismatch: expected sha256 {expected}, got {got} "
-            f"({len(data)} bytes); the download is damaged or changed, fetch it again"
-        )
-
-
 # --------------------------------------------------------------------------- ingest
 class _Spool:
     """Per-day Arrow files in a temporary directory: verified rows waiting for phase 2."""
@@ -371,7 +355,7 @@ def ingest_binance_archive(
                     f"{name}: no checksum file {name}.CHECKSUM at {location(source, relpath)}; "
                     "refusing to ingest an unverified file"
                 )
-            _verify_checksum(data, checksum, name)
+            binance.verify_checksum(data, checksum, name, ArchiveError)
             for rp, blob in ((relpath, data), (relpath + ".CHECKSUM", checksum)):
                 _check_raw_free(lake, rp, blob)
             seen: set[dt.date] = set()

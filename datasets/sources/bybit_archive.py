@@ -48,6 +48,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from datasets.exchanges import bybit
 from datasets.lake import Lake, Partition
 from datasets.schema import SchemaError, normalise_symbol
 from datasets.sources._http import NotFound, fetch
@@ -67,7 +68,7 @@ __all__ = [
     "date_range",
 ]
 
-BYBIT_BASE_URL = "https://public.bybit.com"
+BYBIT_BASE_URL = bybit.ARCHIVE_URL
 BYBIT_COLUMNS = ("timestamp", "symbol", "side", "size", "price", "trdMatchID")
 _MASK63 = (1 << 63) - 1
 DAY_MS = 86_400_000
@@ -79,9 +80,7 @@ class CorruptFile(ValueError):
 
 
 # ---------------------------------------------------------------------------- Bybit parsing
-def bybit_relpath(symbol: str, day: dt.date) -> str:
-    """``trading/BTCUSDT/BTCUSDT2024-01-01.csv.gz``."""
-    return f"trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
+bybit_relpath = bybit.archive_relpath
 
 
 def bybit_trade_ids(ids: "pa.Array | list[str]") -> np.ndarray:

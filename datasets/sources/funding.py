@@ -27,7 +27,6 @@ Sources:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import os
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datasets.exchanges import binance
 from datasets.sources._zipcsv import csv_bytes
 from datasets.lake import Lake, content_sha256
 from datasets.schema import normalise_symbol
@@ -101,9 +101,7 @@ def funding_key(exchange: str, symbol: str, month: str) -> str:
     return f"funding/exchange={exchange}/symbol={symbol}/part-{month}.parquet"
 
 
-def funding_relpath(symbol: str, year: int, month: int) -> str:
-    """Path of a monthly funding file in Binance's archive."""
-    return f"data/futures/um/monthly/fundingRate/{symbol}/{symbol}-fundingRate-{year:04d}-{month:02d}.zip"
+funding_relpath = binance.funding_relpath
 
 
 def _month_of(ts_ms: np.ndarray) -> np.ndarray:
@@ -260,19 +258,6 @@ def _fetch(source: str, relpath: str) -> bytes:
     return fetch(source, relpath)
 
 
-def _verify(data: bytes, checksum: bytes, name: str) -> None:
-    text = checksum.decode("utf-8", "replace").strip()
-    expected = text.split()[0].lower() if text else ""
-    if len(expected) != 64:
-        raise FundingError(f"{name}.CHECKSUM: expected '<sha256 hex>  {name}'; got {text[:100]!r}")
-    got = hashlib.sha256(data).hexdigest()
-    if got != expected:
-        raise FundingError(
-            f"{name}: checksum mismatch: expected sha256 {expected}, got {got}; "
-            "the download is damaged or changed, fetch it again"
-        )
-
-
 def ingest_funding_archive(
     lake: Lake | str,
     symbol: str,
@@ -324,7 +309,7 @@ def ingest_funding_archive(
                 f"{name}: no checksum file at {location(src, rel)}.CHECKSUM; refusing an "
                 "unverified file (nothing from this month was stored)"
             ) from None
-        _verify(data, checksum, name)
+        binance.verify_checksum(data, checksum, name, FundingError)
         df = parse_binance_funding(data, name)
         lake.put_raw(RAW_SOURCE, rel, data)
         found += 1

@@ -19,7 +19,7 @@ documents neither the columns nor checksums formally):
   days; the manifest remembers which UTC days of each file are in bronze.
 - For swaps ``size`` counts contracts. Base units: ``size * ctVal`` for USDT/USDC-margined swaps,
   ``size * ctVal / price`` for coin-margined (``-USD-SWAP``) ones, whose ``ctVal`` is in USD. The
-  contract values are :data:`datasets.sources.frames.OKX_CONTRACT_VALUES` (shared with the live
+  contract values are :data:`datasets.exchanges.okx.OKX_CONTRACT_VALUES` (shared with the live
   parser); others are passed as ``contract_values`` (``--contract-value`` on the command line),
   taken from ``ctVal`` of OKX's ``/api/v5/public/instruments``.
 - ``trade_id`` is numeric and counts up per instrument; it is used as is.
@@ -46,7 +46,9 @@ from datasets.sources.bybit_archive import (
     date_range,
     ingest_daily_archive,
 )
-from datasets.sources.frames import okx_contract_value, okx_exchange, okx_symbol
+from datasets.exchanges import okx
+from datasets.exchanges.okx import contract_value as okx_contract_value
+from datasets.exchanges.okx import from_inst_id as okx_symbol
 
 __all__ = [
     "OKX_BASE_URL",
@@ -57,13 +59,11 @@ __all__ = [
     "ingest_okx_archive",
 ]
 
-OKX_BASE_URL = "https://www.okx.com/cdn/okex/traderecords"
+OKX_BASE_URL = okx.ARCHIVE_URL
 _NEEDED = ("trade_id", "side", "size", "price", "created_time")
 
 
-def okx_relpath(inst_id: str, day: dt.date) -> str:
-    """``trades/daily/20240101/BTC-USDT-SWAP-trades-2024-01-01.zip``."""
-    return f"trades/daily/{day:%Y%m%d}/{inst_id}-trades-{day.isoformat()}.zip"
+okx_relpath = okx.archive_relpath
 
 
 def okx_file_dates(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -182,15 +182,7 @@ def okx_file_covers(day: dt.date) -> tuple[int, int]:
 
 def check_inst_id(inst_id: str) -> str:
     """``btc-usdt-swap`` → ``BTC-USDT-SWAP``; anything but a swap is refused with a suggestion."""
-    inst = inst_id.strip().upper()
-    if okx_exchange(inst) == "okx_swap":
-        return inst
-    guess = ""
-    for quote in ("USDT", "USDC", "USD"):
-        if inst.replace("-", "").endswith(quote) and len(inst.replace("-", "")) > len(quote):
-            guess = f" (did you mean {inst.replace('-', '')[: -len(quote)]}-{quote}-SWAP?)"
-            break
-    raise ValueError(f"okx-archive ingests perpetual swaps named like BTC-USDT-SWAP; got {inst_id!r}{guess}")
+    return okx.check_swap_inst_id(inst_id, "okx-archive")
 
 
 def ingest_okx_archive(

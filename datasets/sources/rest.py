@@ -8,6 +8,9 @@ and so on) rather than ``fetch_trades``, because the unified method hides the ex
 cursors that exact pagination and resumption need, and needs ``load_markets`` (several large
 requests) first.
 
+The paging and row parsing of each exchange live in :mod:`datasets.exchanges` (the live runner's
+warm-up uses the same Binance pager); this module drives them through ccxt and writes bronze.
+
 Per exchange (``--since`` is inclusive, ``--until`` exclusive):
 
 - **binance_usdm** ``GET /fapi/v1/aggTrades``: finds the first trade with time windows of at most
@@ -45,7 +48,6 @@ the run stops, keeps what it stored and says when to rerun.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import sys
 import time
 import urllib.parse
@@ -55,7 +57,10 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 
+from datasets._retry import backoff_s, retry_after_s
 from datasets.lake import Lake, Partition, WriteResult
+from datasets.exchanges import binance, bybit, okx
+from datasets.exchanges._common import Trade
 from datasets.schema import normalise_symbol
 
 __all__ = [
@@ -127,17 +132,8 @@ def _say(msg: str) -> None:
 
 
 def okx_inst_id(symbol: str) -> str:
-    """``BTCUSDT`` / ``BTC-USDT`` / ``BTC-USDT-SWAP`` → ``BTC-USDT-SWAP`` (OKX perpetual swap id)."""
-    s = symbol.strip().upper()
-    if "-" in s:
-        return s if s.endswith("-SWAP") else s + "-SWAP"
-    for quote in ("USDT", "USDC", "USD"):
-        if s.endswith(quote) and len(s) > len(quote):
-            return f"{s[: -len(quote)]}-{quote}-SWAP"
-    raise ValueError(
-        f"okx_swap: cannot tell base and quote apart in symbol {symbol!r}; "
-        "give the OKX instrument id, e.g. BTC-USDT-SWAP"
-    )
+    """``BTCUSDT`` / ``BTC-USDT`` / ``BTC-USDT-SWAP`` → ``BTC-USDT-SWAP`` (:func:`datasets.exchanges.okx.to_inst_id`)."""
+    return okx.to_inst_id(symbol)
 
 
 # ---------------------------------------------------------------------------- ccxt client
@@ -218,14 +214,7 @@ def _asked_wait_s(client: Any) -> float | None:
     get = headers.get if hasattr(headers, "get") else (lambda k: None)
     ra = get("Retry-After") or get("retry-after")
     if ra:
-        ra = str(ra).strip()
-        if ra.replace(".", "", 1).isdigit():
-            return float(ra)
-        try:
-            when = email.utils.parsedate_to_datetime(ra)
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+        return retry_after_s(ra)
     reset = get("X-Bapi-Limit-Reset-Timestamp") or get("x-bapi-limit-reset-timestamp")
     if reset and str(reset).isdigit():
         return max(0.05, int(reset) / 1000 - time.time())
@@ -268,7 +257,7 @@ def call_with_backoff(
                 f"{label}: gave up after {backoff.max_retries} retries; last answer: {_short(err)}. "
                 "Everything fetched before is stored; rerun the same command to resume."
             )
-        wait = asked if asked is not None else min(backoff.base_s * 2 ** (attempt - 1), backoff.cap_s)
+        wait = asked if asked is not None else backoff_s(attempt - 1, backoff.base_s, backoff.cap_s)
         if wait > backoff.max_wait_s:
             resume_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=wait)
             raise RestError(
@@ -310,86 +299,41 @@ def _frame(exchange: str, symbol: str, ids, ts, px, qty, side) -> pd.DataFrame:
     )
 
 
+def _trades_frame(trades: list[Trade], exchange: str, symbol: str) -> pd.DataFrame:
+    cols = list(zip(*trades)) if trades else [()] * 7
+    return _frame(exchange, symbol, *cols[2:])
+
+
 def binance_aggtrades_frame(rows: list[dict], symbol: str) -> pd.DataFrame:
     """Binance ``/fapi/v1/aggTrades`` rows → bronze trades (``trade_id`` = ``a``)."""
-    try:
-        return _frame(
-            "binance_usdm",
-            normalise_symbol(symbol),
-            [r["a"] for r in rows],
-            [r["T"] for r in rows],
-            [float(r["p"]) for r in rows],
-            [float(r["q"]) for r in rows],
-            [-1 if r["m"] else 1 for r in rows],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RestError(
-            f"binance_usdm aggTrades: expected rows with a, p, q, T, m; got {rows[:1]} ({type(exc).__name__}: {exc})"
-        ) from None
+    sym = normalise_symbol(symbol)
+    return _trades_frame(binance.agg_trade_rows(rows, sym, error=RestError), "binance_usdm", sym)
 
 
 def bybit_trades_frame(rows: list[dict]) -> pd.DataFrame:
     """Bybit ``/v5/market/recent-trade`` rows (newest first) → bronze trades, oldest first.
 
-    ``trade_id`` follows the Bybit archive (:func:`datasets.sources.bybit_archive.bybit_trade_ids`):
-    ``execId`` is the trade's match UUID (the archive's ``trdMatchID``), and the id is its top
-    63 bits, so REST and archive trades of the same day merge without duplicates.
+    ``trade_id`` follows the Bybit archive (:func:`datasets.exchanges.bybit.trade_id`): ``execId``
+    is the trade's match UUID (the archive's ``trdMatchID``), and the id is its top 63 bits, so
+    REST and archive trades of the same day merge without duplicates.
     """
-    from datasets.schema import SchemaError
-    from datasets.sources.bybit_archive import bybit_trade_ids
-
-    try:
-        rows = list(reversed(rows))
-        sides = [r["side"] for r in rows]
-        bad = sorted({s for s in sides if s not in ("Buy", "Sell")})
-        if bad:
-            raise ValueError(f"side must be Buy or Sell, got {bad}")
-        symbol = normalise_symbol(rows[0]["symbol"]) if rows else ""
-        ids = bybit_trade_ids([str(r["execId"]) for r in rows])
-        return _frame(
-            "bybit_linear",
-            symbol,
-            ids,
-            [int(r["time"]) for r in rows],
-            [float(r["price"]) for r in rows],
-            [float(r["size"]) for r in rows],
-            [1 if s == "Buy" else -1 for s in sides],
-        )
-    except (KeyError, TypeError, ValueError, SchemaError) as exc:
-        raise RestError(
-            f"bybit recent-trade: expected rows with execId, symbol, price, size, side, time; "
-            f"got {rows[:1]} ({type(exc).__name__}: {exc})"
-        ) from None
+    trades = bybit.recent_trade_rows(rows, error=RestError)
+    return _trades_frame(trades, "bybit_linear", trades[0].symbol if trades else "")
 
 
 def okx_trades_frame(rows: list[dict], instrument: dict) -> pd.DataFrame:
     """OKX ``/api/v5/market/history-trades`` rows → bronze trades (sizes from contracts to base units)."""
     try:
+        inst = str(instrument["instId"])
         ct = float(instrument["ctVal"]) * float(instrument.get("ctMult") or 1)
-        inverse = instrument.get("ctType") == "inverse"
-        px = np.array([float(r["px"]) for r in rows], dtype=np.float64)
-        sz = np.array([float(r["sz"]) for r in rows], dtype=np.float64)
-        qty = sz * ct / px if inverse else sz * ct
-        sides = [r["side"] for r in rows]
-        bad = sorted({s for s in sides if s not in ("buy", "sell")})
-        if bad:
-            raise ValueError(f"side must be buy or sell, got {bad}")
-        from datasets.sources.frames import okx_symbol
-
-        return _frame(
-            "okx_swap",
-            okx_symbol(instrument["instId"]),
-            [int(r["tradeId"]) for r in rows],
-            [int(r["ts"]) for r in rows],
-            px,
-            qty,
-            [1 if s == "buy" else -1 for s in sides],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        margin = "inverse" if instrument.get("ctType") == "inverse" else "linear"
+        trades = okx.trade_rows(rows, exchanges=None, contract_values={inst.upper(): (ct, margin)})
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise RestError(
             f"okx history-trades: expected rows with tradeId, px, sz, side, ts; got "
             f"{rows[:1]} ({type(exc).__name__}: {exc})"
         ) from None
+    return _trades_frame(trades, "okx_swap", okx.from_inst_id(inst))
 
 
 # ---------------------------------------------------------------------------- resumption
@@ -594,13 +538,8 @@ def ingest_rest(
         raise ValueError(f"page limit for {exchange} must be 1..{PAGE_MAX[exchange]}; got {limit}")
     if exchange == "binance_usdm" and not 1 <= window_ms <= HOUR_MS:
         raise ValueError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
-    inst = okx_inst_id(symbol) if exchange == "okx_swap" else ""  # OKX only
-    if exchange == "okx_swap":
-        from datasets.sources.frames import okx_symbol
-
-        bronze_symbol = okx_symbol(inst)
-    else:
-        bronze_symbol = normalise_symbol(symbol)
+    inst = okx.to_inst_id(symbol) if exchange == "okx_swap" else ""  # OKX only
+    bronze_symbol = okx.from_inst_id(inst) if exchange == "okx_swap" else normalise_symbol(symbol)
     report = RestIngestReport(exchange, bronze_symbol, int(since_ms), until_ms)
     start_ms = int(since_ms)
     if replace:
@@ -668,29 +607,13 @@ def _run_binance(
     batcher: _Batcher,
     bar: _Bar,
 ) -> None:
-    from_id = resumed[1] + 1 if resumed else None
-    w = lo
-    while True:
-        if from_id is None:  # find the first trade, one window at a time
-            if w >= hi:
-                return
-            end = min(w + window_ms, hi) - 1
-            rows = call("fapiPublicGetAggTrades", {"symbol": symbol, "startTime": w, "endTime": end, "limit": limit})
-            if not rows:
-                w = end + 1
-                bar.at(w)
-                continue
-        else:
-            rows = call("fapiPublicGetAggTrades", {"symbol": symbol, "fromId": from_id, "limit": limit})
-            if not rows:
-                return
-        df = binance_aggtrades_frame(rows, symbol)
-        ts = df["ts_ms"].to_numpy()
-        batcher.add(df[(ts >= lo) & (ts < hi)].reset_index(drop=True))
-        bar.at(int(ts[-1]))
-        if ts[-1] >= hi or (from_id is not None and len(rows) < limit):
-            return
-        from_id = int(rows[-1]["a"]) + 1
+    pager = binance.AggTradePager(
+        symbol, lo, hi, limit=limit, window_ms=window_ms, from_id=resumed[1] + 1 if resumed else None, error=RestError
+    )
+    while (req := pager.next_request()) is not None:
+        trades = pager.feed(call(binance.CCXT_METHODS[req.path], req.params))
+        batcher.add(_trades_frame(trades, "binance_usdm", symbol))
+        bar.at(pager.position_ms)
 
 
 def _run_okx(call, inst_id: str, lo: int, hi: int, limit: int, window_ms: int, batcher: _Batcher, bar: _Bar) -> None:

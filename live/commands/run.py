@@ -118,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     if not symbols:
         raise UserError(f"--symbols needs at least one symbol, e.g. BTCUSDT; got {args.symbols!r}")
+    if args.exchange == "okx_swap":  # BTCUSDT, BTC-USDT and BTC-USDT-SWAP, as `datasets ingest` takes them
+        from datasets.exchanges import okx
+
+        try:
+            symbols = [okx.from_inst_id(okx.to_inst_id(s)) for s in symbols]
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     bad = [s for s in symbols if not s.isalnum()]
     if bad:
         raise UserError(f"symbols are upper case without separators (BTCUSDT, not BTC-USDT); got {bad}")
