@@ -30,7 +30,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datasets._tempdirs import INGEST_PREFIX, owned_tempdir
 from datasets.lake import Lake, LakeConflictError
 from datasets.schema import normalise_symbol
 from datasets.sources._http import NotFound, fetch_many, location
@@ -359,7 +359,7 @@ def ingest_binance_archive(
     report = IngestReport(source=str(source), symbol=sym, start=d0, end=d1, lake=lake.uri)
     wanted = _days(d0, d1)
     looked: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="whalebt-ingest-") as tmp:
+    with owned_tempdir(INGEST_PREFIX) as tmp:  # removed on exit and SIGTERM; a kill -9 leftover at the next start
         spool = _Spool(Path(tmp))
         found: dict[str, tuple[Path, int]] = {}  # relpath -> spooled zip, size
         day_src: dict[dt.date, tuple[str, str]] = {}  # day -> (relpath, unit)
