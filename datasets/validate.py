@@ -23,7 +23,16 @@ import pandas as pd
 
 from datasets.schema import SchemaError
 
-__all__ = ["REASONS", "BadRowsError", "Screened", "screen_trades", "TS_MIN_MS", "QUARANTINE_COLUMNS", "ROW"]
+__all__ = [
+    "REASONS",
+    "raise_for",
+    "BadRowsError",
+    "Screened",
+    "screen_trades",
+    "TS_MIN_MS",
+    "QUARANTINE_COLUMNS",
+    "ROW",
+]
 
 ROW = "_row"  # optional input column: 1-based line or row number in the source file
 TS_MIN_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
@@ -33,6 +42,7 @@ QUARANTINE_COLUMNS = (
     "file",
     "row",
     "reason",
+    "column",
     "value",
     "exchange",
     "symbol",
@@ -205,13 +215,33 @@ def screen_trades(
             "file": what,
             "row": rows[bad_pos],
             "reason": reason[bad_pos].astype(str),
+            "column": column[bad_pos].astype(str),
             "value": [_show(df[str(column[i])].iloc[i]) for i in bad_pos],
-            **{c: (df[c].iloc[bad_pos].map(str).to_numpy() if c in df.columns else "") for c in QUARANTINE_COLUMNS[4:]},
+            **{c: (df[c].iloc[bad_pos].map(str).to_numpy() if c in df.columns else "") for c in QUARANTINE_COLUMNS[5:]},
         },
         columns=list(QUARANTINE_COLUMNS),
     )
     bad["date"] = quarantine_date(df, bad_pos)
     return Screened(good, bad)
+
+
+def raise_for(bad: pd.DataFrame, unit: str = "line") -> None:
+    """Raise :class:`BadRowsError` for the first row of a ``Screened.bad`` frame (several inputs'
+    refused rows gathered before refusing)."""
+    if bad.empty:
+        return
+    first = bad.iloc[0]
+    if first["reason"] == "duplicate_id_conflict":
+        pair = bad[(bad["reason"] == first["reason"]) & (bad["file"] == first["file"])]
+        pair = pair[pair["trade_id"] == first["trade_id"]]
+        a, b = pair.iloc[0], pair.iloc[min(1, len(pair) - 1)]
+        diff = ", ".join(f"{c} {a[c]} vs {b[c]}" for c in ("price", "qty", "side") if a[c] != b[c])
+        lo, hi = sorted((int(a["row"]), int(b["row"])))
+        msg = f"{first['file']} {unit}s {lo} and {hi}: trade_id {first['value']} appears twice with different content ({diff})"
+    else:
+        msg = f"{first['file']} {unit} {int(first['row'])}: {first['column']} {first['value']} is {REASONS[str(first['reason'])]}"
+    more = len(bad) - 1
+    raise BadRowsError(f"{msg}{f'; {more} more bad rows' if more else ''}. {_HINT}")
 
 
 def _flag_conflicts(
