@@ -169,9 +169,13 @@ def screen_trades(
     reason = np.full(n, "", dtype=object)
     column = np.full(n, "", dtype=object)
 
+    flagged = np.zeros(n, dtype=bool)
+
     def flag(mask: np.ndarray, why: str, col: str) -> None:
-        new = mask & (reason == "")
-        reason[new], column[new] = why, col
+        new = mask & ~flagged
+        if new.any():
+            reason[new], column[new] = why, col
+            flagged[new] = True
 
     if n:
         flag(~_int64_ok(df["trade_id"]), "trade_id_not_int64", "trade_id")
@@ -189,9 +193,8 @@ def screen_trades(
         if "ts_us" in df.columns:
             flag(~_int64_ok(df["ts_us"]), "ts_not_int64", "ts_us")
     other = np.full(n, -1, dtype=np.int64)  # the conflicting duplicate's row number
-    ok = reason == ""
-    if ok.sum() > 1:
-        _flag_conflicts(df, ok, rows, reason, column, other)
+    if n - flagged.sum() > 1:
+        _flag_conflicts(df, ~flagged, rows, reason, column, other)
     bad_pos = np.flatnonzero(reason != "")
     if len(bad_pos) and not skip_bad_rows:
         i = int(bad_pos[0])
@@ -209,7 +212,7 @@ def screen_trades(
             msg = f"{what} {unit} {rows[i]}: {col} {_show(val)} is {REASONS[str(reason[i])]}"
         more = len(bad_pos) - 1
         raise BadRowsError(f"{msg}{f'; {more} more bad rows' if more else ''}. {_HINT}")
-    good = df.iloc[np.flatnonzero(reason == "")]
+    good = df.iloc[np.flatnonzero(reason == "")] if len(bad_pos) else df
     bad = pd.DataFrame(
         {
             "file": what,
@@ -221,7 +224,7 @@ def screen_trades(
         },
         columns=list(QUARANTINE_COLUMNS),
     )
-    bad["date"] = quarantine_date(df, bad_pos)
+    bad["date"] = quarantine_date(df, bad_pos) if len(bad_pos) else []
     return Screened(good, bad)
 
 
@@ -249,6 +252,12 @@ def _flag_conflicts(
 ) -> None:
     """Mark both rows of a trade id that repeats with another price, qty or side."""
     pos = np.flatnonzero(ok)
+    ids = df["trade_id"].iloc[pos].to_numpy(np.int64)
+    srt = np.sort(ids)
+    repeated = srt[1:][srt[1:] == srt[:-1]]
+    if not len(repeated):
+        return
+    pos = pos[np.isin(ids, repeated)]  # only rows whose id repeats can conflict
     key_cols = [c for c in ("exchange", "symbol") if c in df.columns]
     sub = pd.DataFrame(
         {

@@ -174,6 +174,28 @@ BINANCE_BAD = {
 }
 
 
+def test_binance_archive_implausible_time_names_its_line(tmp_path, capsys):
+    root = _binance_root(tmp_path, f"105,60005.5,0.6,205,205,{2**62},true")
+    lake_dir = tmp_path / "lake"
+    argv = ["ingest", "binance-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", "2024-03-02",
+            "--end", "2024-03-02", "--lake", str(lake_dir), "--no-progress"]
+    assert datasets_main(argv) == 1
+    err = one_error(capsys.readouterr().err)
+    assert f"(line 7: {2**62})" in err and lake_files(lake_dir) == []
+
+
+def test_trade_stream_rows_are_named_by_the_line_of_their_fill(tmp_path, capsys):
+    src = REAL / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
+    lines = gzip.open(src, "rt").read().split("\n")
+    k = [i for i, line in enumerate(lines) if '"e":"trade"' in line][100]
+    lines[k] = re.sub(r'"p":"[^"]*"', '"p":"-7"', lines[k], count=1)
+    rec = tmp_path / "btc.txt"
+    rec.write_text("\n".join(lines))
+    assert datasets_main(["ingest", "recording", str(rec), "--lake", str(tmp_path / "lake")]) == 1
+    err = one_error(capsys.readouterr().err)
+    assert err.startswith(f"Error: btc.txt line {k + 1}: price -7.0 is not above zero"), err
+
+
 @pytest.mark.parametrize("case", list(BINANCE_BAD))
 def test_binance_archive_bad_row_refused_then_quarantined(tmp_path, capsys, case):
     row, says = BINANCE_BAD[case]

@@ -223,8 +223,12 @@ def parse_aggtrades_zip(
                 if unit is None:
                     unit = this
                 if is_us.any() != is_us.all() or this != unit:
+                    # name the first row of the minority unit (an implausible time, most likely)
+                    odd_us = is_us.sum() * 2 <= len(is_us) if is_us.any() != is_us.all() else unit == "ms"
+                    i = int(np.flatnonzero(is_us == odd_us)[0])
                     raise ArchiveError(
-                        f"{name}: transact_time mixes milliseconds and microseconds; expected one unit per file"
+                        f"{name}: transact_time mixes milliseconds and microseconds (line {line + i}: "
+                        f"{int(t[i])}); expected one unit per file"
                     )
                 out = {
                     "trade_id": cols["agg_trade_id"].to_numpy(),

@@ -324,7 +324,7 @@ def trades_from_frames(
     spans: dict[str, list[int]] = {}
     row_space: list[str] = []
     row_line: list[int] = []
-    last_line = 0
+    started: dict[tuple[str, str], int] = {}  # (exchange, symbol) → line of the merger's pending row
     keep = {exchange} if exchange else set(PERP_EXCHANGES)
     want = {normalise_symbol(s) for s in symbols} if symbols else None
     merger = BinanceTradeMerger()
@@ -336,10 +336,12 @@ def trades_from_frames(
         family = exchange_for_url(fr.url) if fr.url else (exchange or "binance_usdm")
         if family is None:
             family = exchange or "binance_usdm"
+        before: dict = {}
         try:
             if family.startswith("binance"):
                 if family not in keep:
                     continue
+                before = dict(merger._pending)  # to tell which frame started each merged row
                 rows = parse_binance(fr.text, merger, exchange=family)
             elif family.startswith("bybit"):
                 if family not in keep:
@@ -370,20 +372,28 @@ def trades_from_frames(
             spans[family] = [ms, ms]
         else:
             span[0], span[1] = min(span[0], ms), max(span[1], ms)
+        line = getattr(fr, "line", 0)
+        lines = [line] * len(rows)
+        if family.startswith("binance") and (rows or merger._pending):
+            # A merged @trade row is emitted by the next fill: name the line of its first fill.
+            lines = [started.get((r.exchange, r.symbol), line) if r.exchange == family else line for r in rows]
+            for key, cur in merger._pending.items():
+                if before.get(key) is not cur:
+                    started[key] = line
         if want is not None:
-            rows = [r for r in rows if r.symbol in want]
+            keep_rows = [i for i, r in enumerate(rows) if r.symbol in want]
+            rows, lines = [rows[i] for i in keep_rows], [lines[i] for i in keep_rows]
         out.extend(rows)
-        last_line = getattr(fr, "line", 0)
         if info is not None and rows:
             space = frame_id_space(family, fr.text)
             row_space.extend([space] * len(rows))
-            row_line.extend([last_line] * len(rows))
+            row_line.extend(lines)
     tail = merger.flush()
     tail = [r for r in tail if want is None or r.symbol in want]
     out.extend(tail)
     if info is not None:
         row_space.extend(["binance_fill"] * len(tail))  # only @trade fills wait in the merger
-        row_line.extend([last_line] * len(tail))
+        row_line.extend(started.get((r.exchange, r.symbol), 0) for r in tail)
         info["frames_ms"] = spans
         info["row_id_space"] = row_space
         info["row_line"] = row_line
