@@ -393,6 +393,26 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping naming the same key twice (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            seen[key] = line
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> RunConfig:
     """Load and validate a YAML run config.
 
@@ -404,7 +424,7 @@ def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> Run
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

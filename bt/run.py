@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,11 +533,10 @@ def _write_run(
     tearsheet: bool,
     quiet: bool,
 ) -> Path:
-    """Write the run folder atomically: build it beside the target, then swap it in."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    final = results_dir / config.run_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{config.run_id}.", dir=results_dir))
-    try:
+    """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder)."""
+    from bt.runfolder import write_run_folder
+
+    def fill(tmp: Path) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
         (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False, default=_json_default))
         with open(tmp / "signals.jsonl", "w") as fh:
@@ -552,17 +549,8 @@ def _write_run(
             from bt.report import write_tearsheet
 
             write_tearsheet(pf, metrics, tmp / "tearsheet.html")
-        if final.exists():
-            old = results_dir / f".{config.run_id}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    final = write_run_folder(results_dir / config.run_id, fill)
     _say(f"wrote {final}", quiet)
     return final
 

@@ -555,8 +555,6 @@ def sweep_command(
             train or validation range.
     """
     import json
-    import shutil
-    import tempfile
     from pathlib import Path
 
     import pandas as pd
@@ -638,7 +636,6 @@ def sweep_command(
     }
     out_dir = Path(results_dir) / summary.study_name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{summary.study_name}.", dir=out_dir.parent))
     sweep_doc = {
         "study": summary.study_name,
         "storage": storage,
@@ -656,7 +653,9 @@ def sweep_command(
         "lineage": lineage,
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
-    try:
+    from bt.runfolder import write_run_folder
+
+    def fill(tmp: Path) -> None:
         (tmp / "sweep.json").write_text(json.dumps(sweep_doc, indent=2, default=_jsonable))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, default=_jsonable))
@@ -668,12 +667,8 @@ def sweep_command(
         trades_df.to_parquet(tmp / "trades.parquet", index=False)
         sel = trades_df[trades_df["signal"]]
         _period_equity(sel["ts_ms"].to_numpy(), sel["net_return"].to_numpy()).to_parquet(tmp / "equity.parquet")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_run_folder(out_dir, fill)
     result = {
         "study": summary.study_name,
         "n_trials": summary.n_trials,

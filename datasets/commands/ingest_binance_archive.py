@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="overwrite the days' bronze partitions with the archive's trades (and coverage), e.g. "
         "when they hold trades of another id space (a recording's fill ids), which a merge refuses",
     )
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="store the valid trades and quarantine invalid ones (quarantine/binance_usdm/...) instead of "
+        "refusing the run",
+    )
     p.set_defaults(func=run)
 
 
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
             warn=lambda msg: err.print(f"Warning: {msg}", markup=False),
             replace=args.replace,
+            skip_bad_rows=args.skip_bad_rows,
         )
     except FetchError as exc:
         raise UserError(str(exc)) from None

@@ -45,6 +45,12 @@ def add_archive_args(p: argparse.ArgumentParser, default_base: str, symbol_help:
         help="overwrite the span's bronze days with this archive's trades (and coverage), e.g. when "
         "they hold trades of another id space, which a merge refuses",
     )
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="store a file's valid trades and quarantine invalid ones (quarantine/<source>/...) instead of "
+        "refusing the file",
+    )
 
 
 def parse_span(start: str, end: str):
@@ -103,7 +109,15 @@ def run(args: argparse.Namespace) -> int:
     lake = Lake(args.lake)
     try:
         rep = ingest_bybit_archive(
-            base, args.symbol, lo, hi, lake, workers=args.workers, force=args.force, replace=args.replace
+            base,
+            args.symbol,
+            lo,
+            hi,
+            lake,
+            workers=args.workers,
+            force=args.force,
+            replace=args.replace,
+            skip_bad_rows=args.skip_bad_rows,
         )
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             force=args.force,
             replace=args.replace,
+            skip_bad_rows=args.skip_bad_rows,
         )
     except FetchError as exc:
         raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbols", default=None, help="comma-separated symbols to keep, e.g. BTCUSDT,ETHUSDT")
     p.add_argument("--skip-bad-frames", action="store_true", help="count and skip malformed frames instead of stopping")
     p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="store the valid trades and quarantine invalid ones (quarantine/recordings/...) instead of refusing "
+        "the file",
+    )
+    p.add_argument(
         "--replace",
         action="store_true",
         help="overwrite the bronze days the recording touches with its trades (and coverage) "
@@ -75,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             import pandas as pd
 
-            rec = recording_bronze(path, args.exchange, symbols, skip_bad_frames=args.skip_bad_frames)
+            rec = recording_bronze(
+                path, args.exchange, symbols, skip_bad_frames=args.skip_bad_frames, skip_bad_rows=args.skip_bad_rows
+            )
             df, bad = rec.trades, rec.bad_frames
         except (FrameError, UnknownContractError) as exc:
             raise UserError(str(exc)) from None
@@ -94,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         for ex, sym, day in sorted(set(zip(df["exchange"], df["symbol"], days))):
             lake.check_id_space(ex, sym, [day], rec.id_spaces.get((ex, sym)))
     raw_new = lake.put_raw("recordings", path.name, path.read_bytes())
+    quarantined = 0 if rec.bad_rows is None else len(rec.bad_rows)
+    if quarantined:
+        lake.write_quarantine("recordings", rec.bad_rows)
     results = lake.write_trades(
         df,
         mode="replace" if args.replace else "merge",
@@ -120,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"raw/recordings/{path.name}: {'stored' if raw_new else 'already stored, identical'}; "
         f"{len(df)} trades, {sum(r.changed for r in results)} of {len(results)} partitions changed"
-        + (f"; {bad} malformed frames skipped" if bad else ""),
+        + (f"; {bad} malformed frames skipped" if bad else "")
+        + (f"; {quarantined} bad rows quarantined under quarantine/recordings/" if quarantined else ""),
         file=sys.stdout,
     )
     return 0

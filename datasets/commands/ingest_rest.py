@@ -85,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="send requests to this base URL instead of the exchange (mirror, test server)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="store valid trades and quarantine invalid ones (quarantine/rest/...) instead of stopping",
+    )
     p.set_defaults(func=run)
 
 
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             backoff=Backoff(max_retries=args.max_retries, max_wait_s=args.max_wait_s),
             progress=not args.quiet,
             replace=args.replace,
+            skip_bad_rows=args.skip_bad_rows,
         )
     except RestError as exc:
         raise UserError(str(exc)) from None

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from datasets.lake import Lake
+    from datasets.lake import Lake, LocalStore
     from datasets.quality import lake_status, read_quality, refresh_quality
 
     layers = [x.strip() for x in args.layer.split(",") if x.strip()]
@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise UserError(f"--layer takes {', '.join(LAYERS)}; got {', '.join(bad)}")
     lake = Lake(args.lake)
+    if isinstance(lake.store, LocalStore) and not lake.store.root.is_dir():
+        raise UserError(
+            f"--lake {args.lake} is not a directory ({'a file' if lake.store.root.exists() else 'no such path'}); "
+            "give the folder a `datasets ingest` command wrote to (default results/lake, env WHALEBT_LAKE)"
+        )
     symbol = args.symbol.upper() if args.symbol else None
     parts = lake.partitions("bronze", args.exchange, symbol) if (args.refresh or args.detail) else []
     if symbol and not args.exchange:

@@ -16,18 +16,25 @@ the block list in one ``Put Block List`` call; small objects go in one ``Put Blo
 single requests that replace the blob in one step, so a reader sees the old blob, the new one or
 none, and a writer that dies before the commit leaves no visible blob (the service drops
 uncommitted blocks after a week, or at the next commit on that name). See docs/azure.md.
+
+Locks (``lock(key)``): a 60 s lease on the empty blob ``.locks/<hash>.lock``, renewed every 20 s
+while held and released at the end; a writer that dies stops renewing, so its lock frees itself
+within 60 s. Waiting longer than ``lock_timeout_s`` (default 600) raises :class:`StoreError`.
 """
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import os
+import threading
+import time
 import uuid
 from typing import Iterable, Iterator, Mapping
 
-from datasets.lake._store import Store, StoreError
+from datasets.lake._store import LOCKS, Store, StoreError, lock_name
 
 __all__ = ["AzureStore", "parse_az_uri"]
 
@@ -351,7 +358,7 @@ class AzureStore(Store):
         try:
             for b in self._client.list_blobs(name_starts_with=base + prefix, include=["metadata"]):
                 # ADLS Gen2 (hierarchical namespace) lists directories as empty marker blobs.
-                if (b.metadata or {}).get("hdi_isfolder") == "true":
+                if (b.metadata or {}).get("hdi_isfolder") == "true" or b.name.startswith(base + LOCKS):
                     continue
                 keys.append(b.name[len(base) :])
         except ResourceNotFoundError:
@@ -379,6 +386,60 @@ class AzureStore(Store):
             raise KeyError(key) from None
         except HttpResponseError as exc:
             raise self._wrap("look up", key, exc) from None
+
+    lock_timeout_s: float = 600.0
+    LEASE_S = 60
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+        self._name(key)  # the key is valid
+        name = lock_name(key)
+        blob = self._blob(name)
+
+        def create() -> None:
+            try:
+                blob.upload_blob(b"", overwrite=False)
+            except ResourceExistsError:
+                pass
+
+        self._with_container(create, "create lock", name)
+        deadline, wait = time.monotonic() + self.lock_timeout_s, 0.05
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=self.LEASE_S)
+                break
+            except HttpResponseError as exc:
+                if exc.status_code != 409:  # 409: another writer holds the lease
+                    raise self._wrap("lock", key, exc) from None
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"could not lock {self.uri}/{key} within {self.lock_timeout_s:.0f} s: another writer holds it; "
+                    "try again when it has finished"
+                )
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.LEASE_S / 3):
+                try:
+                    lease.renew()
+                except HttpResponseError:
+                    return
+
+        keeper = threading.Thread(target=renew, name=f"lease {name}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+            try:
+                lease.release()
+            except HttpResponseError:
+                pass  # expired already: free anyway
 
     def uncommitted_blocks(self, key: str) -> int:
         """Number of staged, uncommitted blocks under ``key`` (what an interrupted put leaves)."""

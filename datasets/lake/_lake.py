@@ -3,6 +3,7 @@
 Layout (Hive partitions, one Parquet object per partition so that a write is one atomic put)::
 
     raw/<source>/<path as received>                                  bytes, byte for byte
+    quarantine/<source>/exchange=E/symbol=S/date=.../part-0.parquet  rows refused at ingest
     bronze/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         trades (docs/spec.md §2)
     silver/exchange=E/symbol=S/date=YYYY-MM-DD/part-0.parquet         1 s bars
     gold/signal=<config_id>/exchange=E/symbol=S/date=.../part-0.parquet  whale events
@@ -38,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.lake._keys import Partition, quality_key
+from datasets.lake._keys import PART_FILE, Partition, quality_key
 from datasets.lake._open import open_store
 from datasets.lake._quality import partition_quality
 from datasets.lake._store import Store
@@ -58,6 +59,7 @@ __all__ = [
     "merge_intervals",
     "partition_coverage",
     "write_quality",
+    "quarantine_key",
 ]
 
 LAYERS = ("raw", "bronze", "silver", "gold")
@@ -247,18 +249,19 @@ class Lake:
         Raises LakeConflictError if a *different* file is stored under that name.
         """
         key = f"raw/{source}/{relpath.lstrip('/')}"
-        if self.store.exists(key):
-            old = self.store.get(key)
-            if old == data:
-                return False
-            raise LakeConflictError(
-                f"raw file {key} already exists with different content "
-                f"(stored sha256 {hashlib.sha256(old).hexdigest()[:12]}, "
-                f"new {hashlib.sha256(data).hexdigest()[:12]}); raw files are immutable: "
-                "delete it with `datasets retain` or ingest into another lake"
-            )
-        self.store.put(key, data)
-        return True
+        with self.store.lock(key):
+            if self.store.exists(key):
+                old = self.store.get(key)
+                if old == data:
+                    return False
+                raise LakeConflictError(
+                    f"raw file {key} already exists with different content "
+                    f"(stored sha256 {hashlib.sha256(old).hexdigest()[:12]}, "
+                    f"new {hashlib.sha256(data).hexdigest()[:12]}); raw files are immutable: "
+                    "delete it with `datasets retain` or ingest into another lake"
+                )
+            self.store.put(key, data)
+            return True
 
     def raw_keys(self, source: str = "") -> list[str]:
         return self.store.list(f"raw/{source}" if source else "raw/")
@@ -336,8 +339,26 @@ class Lake:
         full, inside the partition's day), ``coverage_source`` (``archive``, ``recording``,
         ``rest``) and ``id_space`` (a key of :data:`ID_SPACES`) go to the footer; a merge unions
         the coverage and refuses another id space (:class:`IdSpaceConflictError`).
+
+        Writers of one partition take turns (``Store.lock`` of its key, held from the read of the
+        stored rows to the quality report), so concurrent merges keep every row.
         """
         p = Partition(layer, exchange, symbol, _as_date(date), variant)
+        with self.store.lock(p.key):
+            return self._write_locked(p, layer, df, mode, meta, coverage, coverage_source, id_space)
+
+    def _write_locked(
+        self,
+        p: Partition,
+        layer: str,
+        df: pd.DataFrame,
+        mode: WriteMode,
+        meta: dict[str, str] | None,
+        coverage: list | None,
+        coverage_source: str | None,
+        id_space: str | None,
+    ) -> WriteResult:
+        exchange, symbol, variant = p.exchange, p.symbol, p.variant
         exists = self.store.exists(p.key)
         df = df.reset_index(drop=True)
         new_rows = df
@@ -502,6 +523,60 @@ class Lake:
     def delete_partition(self, p: Partition) -> None:
         self.store.delete(p.key)
 
+    # ---------------------------------------------------------------- quarantine
+    def write_quarantine(self, source: str, bad: pd.DataFrame) -> list[str]:
+        """Keep refused rows (:func:`datasets.validate.screen_trades` ``bad``) under
+        ``quarantine/<source>/exchange=E/symbol=S/date=D/part-0.parquet``, merged with what is there
+        by ``(file, row)``; then refresh the quality report of each day's bronze partition, if any.
+        Returns the keys written.
+        """
+        from datasets.validate import QUARANTINE_COLUMNS
+
+        if bad.empty:
+            return []
+        written, touched = [], []
+        cols = list(QUARANTINE_COLUMNS)
+        for (ex, sym, d), rows in bad.groupby(["exchange", "symbol", "date"], sort=True):
+            key = quarantine_key(source, str(ex), str(sym), _as_date(d))
+            new = rows[cols].astype({c: str for c in cols if c != "row"}).astype({"row": "int64"})
+            with self.store.lock(key):
+                if self.store.exists(key):
+                    old = pq.read_table(io.BytesIO(self.store.get(key))).to_pandas()
+                    new = pd.concat([old, new], ignore_index=True).drop_duplicates(["file", "row"], keep="last")
+                new = new.sort_values(["file", "row"], kind="stable").reset_index(drop=True)
+                sha = content_sha256(new)
+                if self.store.exists(key) and self._sha_of(key) == sha:
+                    continue
+                self.store.put(key, _to_parquet_bytes(new, sha, None))
+            written.append(key)
+            touched.append(Partition("bronze", str(ex), str(sym), _as_date(d)))
+        for p in touched:
+            with self.store.lock(p.key):
+                if self.store.exists(p.key):
+                    write_quality(self, p)
+        return written
+
+    def _sha_of(self, key: str) -> str | None:
+        md = pq.ParquetFile(io.BytesIO(self.store.get(key))).metadata.metadata or {}
+        v = md.get(HASH_KEY)
+        return v.decode() if v else None
+
+    def quarantined(self, exchange: str, symbol: str, date: str | dt.date) -> pd.DataFrame:
+        """The quarantined rows filed under one day, from every source (with a ``source`` column)."""
+        tail = f"/exchange={exchange}/symbol={symbol}/date={_as_date(date).isoformat()}/part-0.parquet"
+        frames = []
+        for key in self.store.list("quarantine/"):
+            if key.endswith(tail):
+                df = pq.read_table(io.BytesIO(self.store.get(key))).to_pandas()
+                df.insert(0, "source", key.split("/")[1])
+                frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["source", "reason"])
+
+
+def quarantine_key(source: str, exchange: str, symbol: str, date: dt.date) -> str:
+    """Store key of the rows of one source and day refused at ingest."""
+    return f"quarantine/{source}/exchange={exchange}/symbol={symbol}/date={date.isoformat()}/{PART_FILE}"
+
 
 def write_quality(
     lake: Lake,
@@ -527,5 +602,8 @@ def write_quality(
     cov, src = partition_coverage(meta, df["ts_ms"].to_numpy(np.int64) if len(df) else None)
     report["coverage"], report["coverage_source"] = cov, src
     report["bytes"] = size
+    q = lake.quarantined(p.exchange, p.symbol, p.date)
+    if len(q):  # rows of this day refused at ingest (--skip-bad-rows), by reason
+        report["quarantined_rows"] = {str(k): int(v) for k, v in q["reason"].value_counts().sort_index().items()}
     lake.store.put(quality_key(p), json.dumps(report, indent=1, sort_keys=True).encode())
     return report

@@ -3,18 +3,31 @@
 A store maps keys (``"bronze/exchange=binance_usdm/symbol=BTCUSDT/date=2024-03-01/part-0.parquet"``)
 to bytes. ``put`` is atomic: a reader sees the old object, the new one, or nothing, never a prefix.
 The lake keeps one object per partition, so an atomic put is an atomic partition write.
+
+``lock(key)`` serialises writers of one key across processes (a read-merge-write of a partition
+holds it): an ``fcntl.flock`` on ``<root>/.locks/<hash>.lock`` locally, a blob lease on Azure, a
+per-key lock in memory. Lock objects live under ``.locks/`` and are never listed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-__all__ = ["Store", "LocalStore", "MemoryStore", "StoreError"]
+__all__ = ["Store", "LocalStore", "MemoryStore", "StoreError", "LOCKS", "lock_name"]
+
+LOCKS = ".locks/"
+
+
+def lock_name(key: str) -> str:
+    """The lock object of ``key``: ``.locks/<sha256 of the key, 32 hex>.lock``."""
+    return f"{LOCKS}{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
 
 
 class StoreError(RuntimeError):
@@ -53,6 +66,10 @@ class Store(ABC):
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
         """Write the concatenated ``chunks`` at ``key`` atomically; nothing is written if the iterable raises."""
         self.put(key, b"".join(chunks))
+
+    @abstractmethod
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the writer lock of ``key`` inside the ``with`` block (blocks until free; not re-entrant)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -109,7 +126,9 @@ class LocalStore(Store):
         if not start.exists():
             return []
         keys = []
-        for dirpath, _dirs, files in os.walk(start):
+        for dirpath, dirs, files in os.walk(start):
+            if dirpath == str(self.root) and LOCKS.rstrip("/") in dirs:
+                dirs.remove(LOCKS.rstrip("/"))
             for name in files:
                 if name.startswith(TMP_MARK):
                     continue
@@ -124,12 +143,27 @@ class LocalStore(Store):
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        import fcntl
+
+        self._path(key)  # the key is valid
+        path = self.root / lock_name(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the fd closes, also on kill -9
+            yield
+        finally:
+            os.close(fd)
+
 
 class MemoryStore(Store):
     """A process-local dict, for tests and scratch work. Named stores are shared in-process."""
 
     _named: dict[str, dict[str, bytes]] = {}
     _lock = threading.Lock()
+    _key_locks: dict[tuple[int, str], threading.Lock] = {}
 
     def __init__(self, name: str = ""):
         self.uri = f"memory://{name}"
@@ -155,3 +189,10 @@ class MemoryStore(Store):
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        with self._lock:
+            lk = self._key_locks.setdefault((id(self._data), key), threading.Lock())
+        with lk:
+            yield

@@ -30,7 +30,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -39,9 +38,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datasets._tempdirs import INGEST_PREFIX, owned_tempdir
 from datasets.exchanges import binance
 from datasets.lake import Lake, LakeConflictError
 from datasets.schema import normalise_symbol
+from datasets.validate import ROW, raise_for, screen_trades
 from datasets.sources._http import NotFound, fetch_many, location
 
 __all__ = [
@@ -166,7 +167,8 @@ def parse_aggtrades_zip(
 ) -> str:
     """Stream the CSV inside one archive zip in blocks and pass bronze arrays to ``on_batch``.
 
-    Arrays per block: ``trade_id, ts_ms, price, qty, side`` and ``ts_us`` for µs files.
+    Arrays per block: ``trade_id, ts_ms, price, qty, side``, ``ts_us`` for µs files and ``_row``
+    (each row's CSV line).
     Memory is bounded by ``block_bytes`` of CSV, whatever the file size.
 
     Returns:
@@ -203,6 +205,7 @@ def parse_aggtrades_zip(
             column_types=types, include_columns=list(types), null_values=[], strings_can_be_null=False
         )
         unit = None
+        line = 2 if header else 1  # CSV line of the next row (the header is line 1)
         with zf.open(member) as fh:
             reader = pacsv.open_csv(
                 io.BufferedReader(_Counted(fh, on_read), 1 << 20), read_options=read_opts, convert_options=conv
@@ -217,8 +220,12 @@ def parse_aggtrades_zip(
                 if unit is None:
                     unit = this
                 if is_us.any() != is_us.all() or this != unit:
+                    # name the first row of the minority unit (an implausible time, most likely)
+                    odd_us = is_us.sum() * 2 <= len(is_us) if is_us.any() != is_us.all() else unit == "ms"
+                    i = int(np.flatnonzero(is_us == odd_us)[0])
                     raise ArchiveError(
-                        f"{name}: transact_time mixes milliseconds and microseconds; expected one unit per file"
+                        f"{name}: transact_time mixes milliseconds and microseconds (line {line + i}: "
+                        f"{int(t[i])}); expected one unit per file"
                     )
                 out = {
                     "trade_id": cols["agg_trade_id"].to_numpy(),
@@ -229,6 +236,8 @@ def parse_aggtrades_zip(
                 }
                 if unit == "us":
                     out["ts_us"] = t
+                out[ROW] = np.arange(line, line + batch.num_rows, dtype=np.int64)
+                line += batch.num_rows
                 on_batch(out)
         return unit or "ms"
     except ArchiveError:
@@ -265,18 +274,22 @@ class _Spool:
         for w in self._writers.values():
             w.close()
 
-    def read(self, day: dt.date):
+    def read(self, day: dt.date, columns: list[str] | None = None):
         import pandas as pd
         import pyarrow as pa
 
         frames = [
-            pa.ipc.open_file(str(self.root / f"{day}-{u}.arrow")).read_all().to_pandas()
+            _select(pa.ipc.open_file(str(self.root / f"{day}-{u}.arrow")).read_all(), columns).to_pandas()
             for (d, u) in sorted(self._writers)
             if d == day
         ]
         if len(frames) > 1:  # a day from files of both units keeps only milliseconds
             frames = [f.drop(columns=["ts_us"], errors="ignore") for f in frames]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _select(table, columns: list[str] | None):
+    return table if columns is None else table.select([c for c in columns if c in table.column_names])
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -305,6 +318,7 @@ def ingest_binance_archive(
     progress: bool = False,
     warn: Callable[[str], None] | None = None,
     replace: bool = False,
+    skip_bad_rows: bool = False,
 ) -> IngestReport:
     """Ingest Binance USD-M aggTrades for ``start..end`` (inclusive, UTC days) into a lake.
 
@@ -323,6 +337,8 @@ def ingest_binance_archive(
         warn: receives one line per gap (default: the module logger).
         replace: overwrite each day's bronze partition with the archive's rows instead of merging
             (needed when a day holds trades of another id space, e.g. a recording's fill ids).
+        skip_bad_rows: quarantine rows that fail :func:`datasets.validate.screen_trades` and store
+            the rest; by default one such row refuses the whole run before anything is written.
 
     Each day's partition records the whole UTC day as covered and ``id_space``
     ``binance_agg_trade``. A stored day of another id space is refused before anything is written
@@ -334,6 +350,8 @@ def ingest_binance_archive(
         LakeConflictError: a raw file of the same name with other content is already stored.
         FetchError: a file could not be downloaded after retries.
     """
+    import pandas as pd
+
     sym = normalise_symbol(symbol)
     d0, d1 = _as_date(start, "start"), _as_date(end, "end")
     if d1 < d0:
@@ -343,7 +361,8 @@ def ingest_binance_archive(
     report = IngestReport(source=str(source), symbol=sym, start=d0, end=d1, lake=lake.uri)
     wanted = _days(d0, d1)
     looked: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="whalebt-ingest-") as tmp:
+    bad_rows: list = []  # frames of refused rows (datasets.validate)
+    with owned_tempdir(INGEST_PREFIX) as tmp:  # removed on exit and SIGTERM; a kill -9 leftover at the next start
         spool = _Spool(Path(tmp))
         found: dict[str, tuple[Path, int]] = {}  # relpath -> spooled zip, size
         day_src: dict[dt.date, tuple[str, str]] = {}  # day -> (relpath, unit)
@@ -362,6 +381,13 @@ def ingest_binance_archive(
             outside = [0]
 
             def on_batch(arrays: dict[str, np.ndarray]) -> None:
+                checked = screen_trades(_batch_frame(arrays, sym), what=relpath, rows=arrays[ROW], skip_bad_rows=True)
+                if len(checked.bad):
+                    bad_rows.append(checked.bad)
+                    ok = checked.good.index.to_numpy()
+                    arrays = {c: v[ok] for c, v in arrays.items()}
+                    if not len(ok):
+                        return
                 day_no = arrays["ts_ms"] // _DAY_MS
                 unit = "us" if "ts_us" in arrays else "ms"
                 lo, hi = int(day_no.min()), int(day_no.max())
@@ -423,6 +449,17 @@ def ingest_binance_archive(
                 f"gap: no aggTrades for {sym} on {gap} in {source} (no daily file, and no monthly file "
                 "for a whole month inside the span)"
             )
+        # The same trade id with other content within one day's file (value checks ran per block).
+        conflicts: dict[dt.date, set[int]] = {}
+        for day in sorted(day_src):
+            one = spool.read(day, columns=["trade_id", "ts_ms", "price", "qty", "side", ROW])
+            checked = screen_trades(_batch_frame(one, sym), what=day_src[day][0], skip_bad_rows=True)
+            if len(checked.bad):
+                bad_rows.append(checked.bad)
+                conflicts[day] = set(checked.bad["row"].tolist())
+        bad = pd.concat(bad_rows, ignore_index=True) if bad_rows else None
+        if bad is not None and not skip_bad_rows:
+            raise_for(bad)
         if not replace:  # refuse another id space before the first write
             lake.check_id_space(EXCHANGE, sym, day_src, ID_SPACE)
         # Phase 2: write, one day at a time (raw first, then bronze; each atomic).
@@ -437,7 +474,11 @@ def ingest_binance_archive(
                     else:
                         report.raw_unchanged += 1
                 stored_raw.add(relpath)
+                if bad is not None:  # before the day's bronze write, whose quality report counts them
+                    lake.write_quarantine(RAW_SOURCE, bad[bad["file"] == relpath])
             df = spool.read(day)
+            if day in conflicts:
+                df = df[~df[ROW].isin(conflicts[day])].reset_index(drop=True)
             df.insert(0, "exchange", EXCHANGE)
             df.insert(1, "symbol", sym)
             day_ms = (day - _EPOCH).days * _DAY_MS
@@ -452,6 +493,13 @@ def ingest_binance_archive(
             report.days.append(DayReport(day, relpath, len(df), size, unit, any(r.changed for r in results_w)))
             del df
     return report
+
+
+def _batch_frame(arrays, sym: str):
+    """A block's arrays (or a spooled day) as a frame :func:`screen_trades` reads."""
+    import pandas as pd
+
+    return pd.DataFrame({"exchange": EXCHANGE, "symbol": sym, **{c: arrays[c] for c in arrays}})
 
 
 def _csv_size(data: bytes) -> int:

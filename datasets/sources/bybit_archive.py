@@ -52,6 +52,7 @@ from datasets.exchanges import bybit
 from datasets.lake import Lake, Partition
 from datasets.schema import SchemaError, normalise_symbol
 from datasets.sources._http import NotFound, fetch
+from datasets.validate import screen_trades
 
 __all__ = [
     "BYBIT_BASE_URL",
@@ -296,6 +297,7 @@ def ingest_daily_archive(
     progress: bool = True,
     fetcher: Callable[[str, str], bytes] = fetch,
     replace: bool = False,
+    skip_bad_rows: bool = False,
 ) -> IngestReport:
     """Bring the archive's files for ``symbol`` covering UTC days ``start..end`` into the lake.
 
@@ -310,6 +312,11 @@ def ingest_daily_archive(
     space. A stored day of another id space is refused before anything is written, unless
     ``replace``: then each day of the span is overwritten by this archive's rows (the first file
     that holds it replaces it, later files of the run merge) and every file is read again.
+
+    Each file's rows are screened (:func:`datasets.validate.screen_trades`, rows named by CSV line)
+    before anything of it is stored: a bad row raises, leaving that file's raw copy, bronze,
+    reports and manifest unwritten (files before it in the run stay ingested); with
+    ``skip_bad_rows`` the bad rows go to ``quarantine/<source>/`` and the rest is stored.
     """
     from datasets.quality import write_quality
 
@@ -387,11 +394,14 @@ def ingest_daily_archive(
                             f"{rel} from {base} is damaged twice in a row ({exc}); "
                             "the archive copy may be broken, try again later"
                         ) from None
+                checked = screen_trades(df, what=name, rows=np.arange(2, len(df) + 2), skip_bad_rows=skip_bad_rows)
+                df = checked.good.reset_index(drop=True)
                 if stored:
                     rep.from_raw += 1
                 else:
                     rep.bytes_downloaded += len(data)
                     lake.put_raw(archive.source, rel, data)
+                lake.write_quarantine(archive.source, checked.bad)
                 sha, nbytes = hashlib.sha256(data).hexdigest(), len(data)
                 del data  # stored: from here on only this file's trades are held
                 day_idx = df["ts_ms"].to_numpy(np.int64) // DAY_MS

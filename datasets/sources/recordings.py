@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from datasets.schema import normalise_symbol, sort_trades, validate_bronze
+from datasets.validate import screen_trades
 from datasets.sources.frames import (
     PERP_EXCHANGES,
     BinanceTradeMerger,
@@ -78,12 +79,26 @@ class RecordedFrame(NamedTuple):
             ``"connect"`` (a connection opened; text is empty) or ``"http"`` (a REST response).
         url: the connection's URL (the request URL for ``http``); None when not recorded.
         text: the raw frame as received.
+
+    Frames read from a file also have ``line``: the record's 1-based line in it.
     """
 
     recv_ns: int
     direction: str
     url: str | None
     text: str
+
+
+class _FileFrame(RecordedFrame):
+    """A :class:`RecordedFrame` that knows its line in the file (equal to the plain frame)."""
+
+    line: int
+
+
+def _at(n: int, recv_ns: int, direction: str, url: str | None, text: str) -> RecordedFrame:
+    fr = _FileFrame(recv_ns, direction, url, text)
+    fr.line = n
+    return fr
 
 
 class RecordingFormatError(ValueError):
@@ -202,7 +217,7 @@ def _iter_hft(p: Path, fh: IO[str]) -> Iterator[RecordedFrame]:
         ns, sep, text = line.partition(" ")
         if not sep or not ns.isdigit():
             raise _broken(p, n, "hftbacktest", line)
-        yield RecordedFrame(int(ns), "recv", None, text)
+        yield _at(n, int(ns), "recv", None, text)
 
 
 def _iter_cryptofeed(p: Path, fh: IO[str]) -> Iterator[RecordedFrame]:
@@ -213,16 +228,16 @@ def _iter_cryptofeed(p: Path, fh: IO[str]) -> Iterator[RecordedFrame]:
             continue
         m = _CF_RECV.match(line)
         if m:
-            yield RecordedFrame(_seconds_to_ns(m.group(1)), "recv", url, m.group(2))
+            yield _at(n, _seconds_to_ns(m.group(1)), "recv", url, m.group(2))
             continue
         m = _CF_CONNECT.match(line)
         if m:
             url = m.group(1)
-            yield RecordedFrame(_seconds_to_ns(m.group(2)), "connect", url, "")
+            yield _at(n, _seconds_to_ns(m.group(2)), "connect", url, "")
             continue
         m = _CF_SEND.match(line)
         if m:
-            yield RecordedFrame(_seconds_to_ns(m.group(2)), "send", m.group(1), m.group(3))
+            yield _at(n, _seconds_to_ns(m.group(2)), "send", m.group(1), m.group(3))
             continue
         raise _broken(p, n, "cryptofeed", line)
 
@@ -243,14 +258,14 @@ def _iter_jsonl(p: Path, fh: IO[str]) -> Iterator[RecordedFrame]:
         conn = rec.get("conn")
         if kind == "connect":
             conns[conn] = rec.get("addr")
-            yield RecordedFrame(ts, "connect", rec.get("addr"), "")
+            yield _at(n, ts, "connect", rec.get("addr"), "")
         elif kind in ("recv", "send"):
             url = conns.get(conn) or rec.get("addr")
             data = rec.get("data")
-            yield RecordedFrame(ts, kind, url, data if isinstance(data, str) else json.dumps(data))
+            yield _at(n, ts, kind, url, data if isinstance(data, str) else json.dumps(data))
         elif kind == "http":
             data = rec.get("data")
-            yield RecordedFrame(ts, "http", rec.get("url"), data if isinstance(data, str) else json.dumps(data))
+            yield _at(n, ts, "http", rec.get("url"), data if isinstance(data, str) else json.dumps(data))
         else:
             raise _broken(p, n, "cryptofeed-jsonl", line)
 
@@ -299,14 +314,17 @@ def trades_from_frames(
         skip_bad_frames: count and skip malformed frames instead of raising.
         what: how to name the input in errors.
         info: when given, filled with ``frames_ms`` (connection family → [first, last] receive
-            time in ms of its frames: what the recording covers) and ``row_id_space`` (one id
-            space per returned row, see :func:`frame_id_space`).
+            time in ms of its frames: what the recording covers), ``row_id_space`` (one id
+            space per returned row, see :func:`frame_id_space`) and ``row_line`` (the file line
+            of the frame each row came from; merged @trade fills: the frame that completed them).
 
     Returns:
         (rows, number of malformed frames skipped).
     """
     spans: dict[str, list[int]] = {}
     row_space: list[str] = []
+    row_line: list[int] = []
+    started: dict[tuple[str, str], int] = {}  # (exchange, symbol) → line of the merger's pending row
     keep = {exchange} if exchange else set(PERP_EXCHANGES)
     want = {normalise_symbol(s) for s in symbols} if symbols else None
     merger = BinanceTradeMerger()
@@ -318,10 +336,12 @@ def trades_from_frames(
         family = exchange_for_url(fr.url) if fr.url else (exchange or "binance_usdm")
         if family is None:
             family = exchange or "binance_usdm"
+        before: dict = {}
         try:
             if family.startswith("binance"):
                 if family not in keep:
                     continue
+                before = dict(merger._pending)  # to tell which frame started each merged row
                 rows = parse_binance(fr.text, merger, exchange=family)
             elif family.startswith("bybit"):
                 if family not in keep:
@@ -334,10 +354,14 @@ def trades_from_frames(
                 rows = parse_okx(fr.text, exchanges=okx_keep, contract_values=contract_values)
             else:
                 continue
-        except FrameError as exc:
+        except (FrameError, ValueError, OverflowError, RecursionError) as exc:
+            # ValueError/OverflowError/RecursionError: numbers beyond the int-string limit, nesting
+            # too deep for the JSON parser.
             if not skip_bad_frames:
+                line = getattr(fr, "line", 0)
+                why = str(exc) if isinstance(exc, FrameError) else f"unreadable frame ({str(exc).split(';')[0][:120]})"
                 raise FrameError(
-                    f"{what}, frame {i + 1}: {exc}. Pass skip_bad_frames=True "
+                    f"{what}, frame {i + 1}: {why}{f' (line {line})' if line else ''}. Pass skip_bad_frames=True "
                     "(--skip-bad-frames) to count and skip such frames"
                 ) from None
             bad += 1
@@ -348,19 +372,31 @@ def trades_from_frames(
             spans[family] = [ms, ms]
         else:
             span[0], span[1] = min(span[0], ms), max(span[1], ms)
+        line = getattr(fr, "line", 0)
+        lines = [line] * len(rows)
+        if family.startswith("binance") and (rows or merger._pending):
+            # A merged @trade row is emitted by the next fill: name the line of its first fill.
+            lines = [started.get((r.exchange, r.symbol), line) if r.exchange == family else line for r in rows]
+            for key, cur in merger._pending.items():
+                if before.get(key) is not cur:
+                    started[key] = line
         if want is not None:
-            rows = [r for r in rows if r.symbol in want]
+            keep_rows = [i for i, r in enumerate(rows) if r.symbol in want]
+            rows, lines = [rows[i] for i in keep_rows], [lines[i] for i in keep_rows]
         out.extend(rows)
         if info is not None and rows:
             space = frame_id_space(family, fr.text)
             row_space.extend([space] * len(rows))
+            row_line.extend(lines)
     tail = merger.flush()
     tail = [r for r in tail if want is None or r.symbol in want]
     out.extend(tail)
     if info is not None:
         row_space.extend(["binance_fill"] * len(tail))  # only @trade fills wait in the merger
+        row_line.extend(started.get((r.exchange, r.symbol), 0) for r in tail)
         info["frames_ms"] = spans
         info["row_id_space"] = row_space
+        info["row_line"] = row_line
     return out, bad
 
 
@@ -393,6 +429,7 @@ class RecordingBronze(NamedTuple):
     coverage: dict  # exchange -> [[first frame ms, last frame ms + 1]]
     bad_frames: int
     notes: list  # what was left out and why (printed as warnings)
+    bad_rows: pd.DataFrame | None = None  # refused rows to quarantine (skip_bad_rows), else None
 
 
 def recording_bronze(
@@ -402,8 +439,13 @@ def recording_bronze(
     *,
     contract_values: Mapping[str, Any] | None = None,
     skip_bad_frames: bool = False,
+    skip_bad_rows: bool = False,
 ) -> RecordingBronze:
     """:func:`recording_trades` plus each market's id space and the time the recording covers.
+
+    Every row is screened first (:func:`datasets.validate.screen_trades`, rows named by file
+    line): a bad one raises :class:`~datasets.validate.BadRowsError`, or with ``skip_bad_rows``
+    is returned in ``bad_rows`` and left out of ``trades``.
 
     The recording covers, per connection family (exchange), its first to last received frame.
     A symbol that arrives both as Binance ``@aggTrade`` (aggregate ids) and ``@trade`` (fill ids)
@@ -422,7 +464,9 @@ def recording_bronze(
         info=info,
     )
     df = pd.DataFrame.from_records(rows, columns=list(Trade._fields))
-    space = pd.Series(info["row_id_space"], index=df.index, dtype=object)
+    screened = screen_trades(df, what=p.name, rows=info["row_line"], skip_bad_rows=skip_bad_rows)
+    space = pd.Series(info["row_id_space"], index=df.index, dtype=object)[screened.good.index]
+    df = screened.good
     notes: list[str] = []
     spaces: dict = {}
     if len(df):
@@ -450,7 +494,7 @@ def recording_bronze(
         if span is not None:
             lo, hi = min(lo, int(span[0])), max(hi, int(span[1]))
         coverage[ex] = [[lo, hi + 1]]
-    return RecordingBronze(trades, spaces, coverage, bad, notes)
+    return RecordingBronze(trades, spaces, coverage, bad, notes, screened.bad)
 
 
 def recording_trades(
@@ -475,6 +519,7 @@ def recording_trades(
         >>> df = recording_trades("binance_usdm_multi_2021-07-22_frames.txt", symbols=["SUSHIUSDT"])
     """
     p = Path(path)
+    info: dict = {}
     rows, _ = trades_from_frames(
         iter_frames(p),
         exchange=exchange,
@@ -482,6 +527,8 @@ def recording_trades(
         contract_values=contract_values,
         skip_bad_frames=skip_bad_frames,
         what=p.name,
+        info=info,
     )
     df = pd.DataFrame.from_records(rows, columns=list(Trade._fields))
+    screen_trades(df, what=p.name, rows=info["row_line"])  # raises on a bad row
     return sort_trades(validate_bronze(df, what=p.name))

@@ -62,6 +62,7 @@ from datasets.lake import Lake, Partition, WriteResult
 from datasets.exchanges import binance, bybit, okx
 from datasets.exchanges._common import Trade
 from datasets.schema import normalise_symbol
+from datasets.validate import ROW, BadRowsError, screen_trades
 
 __all__ = [
     "REST_EXCHANGES",
@@ -283,14 +284,22 @@ def _short(exc: BaseException, n: int = 300) -> str:
 _FRAME_COLS = ["exchange", "symbol", "trade_id", "ts_ms", "price", "qty", "side"]
 
 
+def _ints(values) -> np.ndarray:
+    """int64, or object when a value does not fit (refused later, naming it: datasets.validate)."""
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        return np.asarray(values, dtype=object)
+
+
 def _frame(exchange: str, symbol: str, ids, ts, px, qty, side) -> pd.DataFrame:
     n = len(ids)
     return pd.DataFrame(
         {
             "exchange": np.full(n, exchange, dtype=object),
             "symbol": np.full(n, symbol, dtype=object),
-            "trade_id": np.asarray(ids, dtype=np.int64),
-            "ts_ms": np.asarray(ts, dtype=np.int64),
+            "trade_id": _ints(ids),
+            "ts_ms": _ints(ts),
             "price": np.asarray(px, dtype=np.float64),
             "qty": np.asarray(qty, dtype=np.float64),
             "side": np.asarray(side, dtype=np.int8),
@@ -399,8 +408,10 @@ class _Batcher:
         *,
         cover_from: int | None = None,
         replace: bool = False,
+        skip_bad_rows: bool = False,
     ) -> None:
         self.lake, self.report, self.batch_rows, self.bar = lake, report, max(1, int(batch_rows)), bar
+        self.skip_bad_rows, self.seen = skip_bad_rows, 0
         self.frames: list[pd.DataFrame] = []
         self.rows = 0
         self.first_day: int | None = None
@@ -416,6 +427,8 @@ class _Batcher:
         if df.empty:
             return
         r = self.report
+        df = df.assign(**{ROW: np.arange(self.seen + 1, self.seen + 1 + len(df), dtype=np.int64)})
+        self.seen += len(df)
         r.trades += len(df)
         r.first_ts_ms = int(df["ts_ms"].iloc[0]) if r.first_ts_ms is None else r.first_ts_ms
         r.last_ts_ms = int(df["ts_ms"].iloc[-1])
@@ -431,11 +444,22 @@ class _Batcher:
         if not self.frames:
             return
         batch = pd.concat(self.frames, ignore_index=True)
+        what = f"{self.report.exchange} {self.report.symbol} REST trades"
+        try:  # rows numbered in the order this run received them
+            checked = screen_trades(batch, what=what, unit="trade", skip_bad_rows=self.skip_bad_rows)
+        except BadRowsError:
+            self.frames, self.rows, self.first_day = [], 0, None
+            raise
+        if len(checked.bad):
+            self.lake.write_quarantine("rest", checked.bad)
+            batch = checked.good.reset_index(drop=True)
+            if batch.empty:
+                self.frames, self.rows, self.first_day = [], 0, None
+                return
         ts = batch["ts_ms"].to_numpy(np.int64)
         last = int(ts.max())
         lo = int(ts.min()) if self.cover_from is None else min(int(self.cover_from), int(ts.min()))
         hi = max(int(self.done_until), last + 1) if self.done_until is not None else last
-        what = f"{self.report.exchange} REST trades"
         space = REST_ID_SPACES.get(self.report.exchange)
         days = ts // DAY_MS
         for d in np.unique(days):
@@ -494,6 +518,7 @@ def ingest_rest(
     backoff: Backoff | None = None,
     progress: bool = True,
     replace: bool = False,
+    skip_bad_rows: bool = False,
 ) -> RestIngestReport:
     """Fetch the trades of ``[since_ms, until_ms)`` from an exchange's REST API into bronze.
 
@@ -516,6 +541,9 @@ def ingest_rest(
         replace: overwrite the span's bronze days with the fetched trades instead of merging
             (implies ``resume=False``); without it a stored day of another id space is refused
             before the first request.
+        skip_bad_rows: quarantine trades that fail :func:`datasets.validate.screen_trades` (under
+            ``quarantine/rest/``) and store the rest; by default a batch holding one raises before
+            it is written (batches written before it stay).
 
     Each partition records the time range the run paged through as covered (``coverage_source``
     ``rest``) and the endpoint's id space (:data:`REST_ID_SPACES`).
@@ -569,7 +597,7 @@ def ingest_rest(
         )
 
     bar = _Bar(start_ms, until_ms, f"{exchange} {bronze_symbol}", progress)
-    batcher = _Batcher(lake, report, batch_rows, bar, cover_from=start_ms, replace=replace)
+    batcher = _Batcher(lake, report, batch_rows, bar, cover_from=start_ms, replace=replace, skip_bad_rows=skip_bad_rows)
     try:
         if exchange == "binance_usdm":
             _run_binance(call, bronze_symbol, start_ms, until_ms, report.resumed_from, limit, window_ms, batcher, bar)
