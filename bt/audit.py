@@ -17,7 +17,7 @@ import numpy as np
 
 from bt.config import RunConfig
 from bt.metrics import MIN_CLUSTERS_FOR_CI, MIN_DAYS_CAGR, MIN_DAYS_SHARPE
-from datasets._cli import UserError
+from whalebt.cli import UserError
 
 __all__ = [
     "Check",

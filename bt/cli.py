@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from datasets._cli import run_cli
+from whalebt.cli import run_cli
 
 DESCRIPTION = """whalebt backtester: event studies and portfolios of whale-triggered long signals.
 

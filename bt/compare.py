@@ -7,6 +7,7 @@ plotly library is inlined, so the page works without a network.
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import json
 import os
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def resolve_run(ref: str, results_dir: str | os.PathLike[str] = "results") -> Pa
     import difflib
 
     close = difflib.get_close_matches(ref, known, n=1)
-    raise FileNotFoundError(
+    raise UserError(
         2,
         f"no run {ref!r}: expected a folder with metrics.json or a run id under {results_dir}/"
         + (f" (did you mean {close[0]!r}?)" if close else f"; runs there: {known[:10]}"),
@@ -209,7 +210,7 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     from plotly.offline import get_plotlyjs
 
     if len(runs) < 1:
-        raise ValueError("give at least one run to compare")
+        raise UserError("give at least one run to compare")
     eq_html, dist_html = _figures(runs)
     links: list[dict[str, str | None]] = []
     for r in runs:

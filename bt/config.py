@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from bt.space import SearchSpace, parse_space
-from datasets._cli import UserError
+from whalebt.cli import DEFAULT_LAKE, UserError
 from datasets.durations import format_duration, parse_duration_ms
 from signals.config import WhaleParams
 from signals.journal import canonical_json, config_id
@@ -57,8 +57,6 @@ __all__ = [
     "parse_duration_ms",
     "format_duration",
 ]
-
-DEFAULT_LAKE = "results/lake"
 
 
 class ConfigError(UserError):

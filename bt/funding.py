@@ -14,6 +14,7 @@ notional ignores the price move up to ``t``, an error of ``rate * move`` (1e-4 *
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import numpy as np
 
 __all__ = ["funding_return", "funding_count", "funding_covered"]
@@ -61,7 +62,7 @@ def funding_return(entry_ts_ms, exit_ts_ms, funding_ts_ms, funding_rate) -> np.n
     if rate.shape != ts.shape:
         raise ValueError(f"funding times and rates must have the same length; got {ts.shape} and {rate.shape}")
     if not np.isfinite(rate).all():
-        raise ValueError("funding rates must be finite; drop or fill the missing ones")
+        raise UserError("funding rates must be finite; drop or fill the missing ones")
     csum = np.concatenate(([0.0], np.cumsum(rate)))
     lo = np.searchsorted(ts, entry, side="right")  # first funding time after entry
     hi = np.searchsorted(ts, exit_, side="right")  # first funding time after exit

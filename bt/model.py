@@ -41,6 +41,7 @@ __all__ = [
     "train_and_evaluate",
     "objective_value",
     "event_table",
+    "outcome_kwargs",
     "events_frame_table",
     "ModelVerdict",
     "apply_model",
@@ -665,13 +666,20 @@ def events_frame_table(events, ts_ms: np.ndarray, price: np.ndarray, config) -> 
         X,
         FEATURE_NAMES,
         horizon_ms=b.horizon_ms,
-        latency_ms=b.entry_latency_ms,
-        fee=b.fee_bps / 1e4,
-        slippage=b.slippage_bps / 1e4,
-        label_threshold=b.label_threshold,
-        take_profit=b.take_profit,
-        stop_loss=b.stop_loss,
+        **outcome_kwargs(b),
     )
+
+
+def outcome_kwargs(backtest) -> dict[str, Any]:
+    """The ``backtest`` settings :func:`event_table` takes besides the horizon (costs as fractions)."""
+    return {
+        "latency_ms": backtest.entry_latency_ms,
+        "fee": backtest.fee_bps / 1e4,
+        "slippage": backtest.slippage_bps / 1e4,
+        "label_threshold": backtest.label_threshold,
+        "take_profit": backtest.take_profit,
+        "stop_loss": backtest.stop_loss,
+    }
 
 
 @dataclass

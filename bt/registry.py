@@ -12,6 +12,7 @@ registry URI ``databricks-uc`` (``--registry-uri`` or ``MLFLOW_REGISTRY_URI``).
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import datetime as dt
 import getpass
 import json
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bt.config import GateConfig
-from datasets._cli import UserError
+from whalebt.cli import UserError
 
 __all__ = [
     "ModelBundle",
@@ -57,7 +58,7 @@ TAG_PREFIX = "whalebt."
 _RUNTIME_PACKAGES = ("mlflow", "lightgbm", "numpy", "pandas", "numba", "scipy")
 
 
-class PromotionRefused(ValueError):
+class PromotionRefused(WhalebtError, ValueError):
     """The gate refused a promotion; the message lists every failed condition."""
 
 
@@ -120,7 +121,7 @@ class ModelBundle:
         want = self.signal_config.get("feature_spec_hash")
         have = feature_spec_hash()
         if want != have:
-            raise ValueError(
+            raise UserError(
                 f"the model was trained on feature spec {want}, but this code computes spec {have}; "
                 "retrain it (bt sweep / bt run) with the current code"
             )
@@ -134,7 +135,7 @@ class ModelBundle:
         columns = list(columns)
         missing = [n for n in self.feature_names if n not in columns]
         if missing:
-            raise ValueError(f"the model needs features {missing}; the input has {columns}")
+            raise UserError(f"the model needs features {missing}; the input has {columns}")
         return [columns.index(n) for n in self.feature_names]
 
     def predict_matrix(self, X: np.ndarray, columns: Sequence[str]) -> np.ndarray:
@@ -254,7 +255,7 @@ def load_bundle(uri: str) -> ModelBundle:
     try:
         m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
-        raise ValueError(
+        raise UserError(
             f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"
         ) from None
     bundle = m.unwrap_python_model().bundle
@@ -333,7 +334,7 @@ def model_lineage(uri: str) -> dict | None:
     try:
         m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
-        raise ValueError(
+        raise UserError(
             f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"
         ) from None
     return m.unwrap_python_model().bundle.lineage
@@ -536,7 +537,7 @@ def promote(
     try:
         mv = client.get_model_version(name, str(version))
     except Exception as exc:
-        raise ValueError(f"no version {version} of registered model {name!r}: {exc}. See `bt promote --list`") from None
+        raise UserError(f"no version {version} of registered model {name!r}: {exc}. See `bt promote --list`") from None
     res = check_gate(_gate_values(client, name, mv), gate)
     if not res.ok and not force:
         raise PromotionRefused(

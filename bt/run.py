@@ -21,11 +21,11 @@ from bt.config import RunConfig
 from bt.engine import Costs, FundingSeries, event_study
 from bt.metrics import event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import PortfolioResult, simulate_portfolio
-from datasets._cli import UserError
+from whalebt.cli import UserError
 from datasets.build import DataHolesError, TradeSpan, ensure_gold, ensure_silver, holes_line, load_trades, span_holes
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
-from signals.journal import decide, journal_record
+from signals.journal import decide, journal_line, journal_record
 from signals.outcome import DROP_KINDS, EXIT_REASONS
 
 __all__ = ["RunResult", "SignalSet", "compute_signals", "run_backtest", "DEFAULT_RESULTS"]
@@ -541,7 +541,7 @@ def _write_run(
         (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False, default=_json_default))
         with open(tmp / "signals.jsonl", "w") as fh:
             for rec in sig.journal():
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(journal_line(rec))
         study.to_parquet(tmp / "trades.parquet", index=False)
         pf.positions.to_parquet(tmp / "positions.parquet", index=False)
         pf.equity.to_frame().to_parquet(tmp / "equity.parquet")

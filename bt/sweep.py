@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets._cli import UserError
+from whalebt.cli import UserError
 from bt.config import ModelConfig, parse_model_config
 from bt.model import (
     EventTable,
     event_table,
     evaluate_test,
     fit_validate,
+    outcome_kwargs,
     purged_splits,
 )
 from bt.space import Dist, SearchSpace, parse_space
@@ -123,12 +124,12 @@ def open_storage(url: str | None, attempts: int = 8):
             text = str(exc)
             if "already exists" in text or "duplicate" in text.lower() or "UniqueViolation" in text:
                 raise _Race(text) from None
-            raise ValueError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
+            raise UserError(f"cannot open Optuna storage {url}: {text.splitlines()[0]}") from None
 
     try:
         return retry(open_once, retries=attempts - 1, delay=lambda i, _: 0.25 * (i + 1), retry_on=(_Race,))
     except _Race as exc:
-        raise ValueError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
 
 
 def make_pruner(kind: str):
@@ -199,12 +200,7 @@ class FeatureCache:
                     X,
                     FEATURE_NAMES,
                     horizon_ms=horizon_ms,
-                    latency_ms=b.entry_latency_ms,
-                    fee=b.fee_bps / 1e4,
-                    slippage=b.slippage_bps / 1e4,
-                    label_threshold=b.label_threshold,
-                    take_profit=b.take_profit,
-                    stop_loss=b.stop_loss,
+                    **outcome_kwargs(b),
                 )
             return self._tables[key]
 
@@ -317,7 +313,7 @@ def summarize(
     finished = _finished(study)
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise ValueError(
+        raise UserError(
             f"study {study.study_name!r} has no completed trial ({len(finished)} pruned); "
             "widen the search space or the data span"
         )
@@ -445,12 +441,12 @@ def run_sweep(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run_config.model is None:
-        raise ValueError("the config has no model section; add one with a sweep: search space")
+        raise UserError("the config has no model section; add one with a sweep: search space")
     base_model = run_config.model
     space = base_model.sweep or SearchSpace()
     ts = np.asarray(trades.ts_ms, dtype=np.int64)
     if ts.size < 2:
-        raise ValueError("not enough trades to sweep over")
+        raise UserError("not enough trades to sweep over")
     span_ms = (int(ts[0]), int(ts[-1]) + 1)
     sp = base_model.split
     test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))

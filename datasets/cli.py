@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from datasets._cli import run_cli
+from whalebt.cli import run_cli
 
 DESCRIPTION = """whalebt data: ingest sources into the medallion lake, build layers, make synthetic markets.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import re
 from typing import Any
 
@@ -14,16 +15,16 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d":
 def parse_duration_ms(value: Any) -> int:
     """``"1h"`` → 3_600_000; ``"90s"``, ``"15m"``, ``"500ms"``, ``"1d"``; a bare number is seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '1h', '15m', '30s'; got {value!r}")
+        raise UserError(f"expected a duration like '1h', '15m', '30s'; got {value!r}")
     if isinstance(value, (int, float)):
         ms = int(round(float(value) * 1000))
     else:
         m = _DURATION.match(str(value))
         if not m:
-            raise ValueError(f"expected a duration like '1h', '15m', '30s' or '500ms'; got {value!r}")
+            raise UserError(f"expected a duration like '1h', '15m', '30s' or '500ms'; got {value!r}")
         ms = int(round(float(m.group(1)) * _UNIT_MS[m.group(2)]))
     if ms <= 0:
-        raise ValueError(f"a duration must be positive; got {value!r}")
+        raise UserError(f"a duration must be positive; got {value!r}")
     return ms
 
 

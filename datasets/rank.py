@@ -38,6 +38,7 @@ excluded ones follow, by name, with every reason that applies:
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import datetime as dt
 import difflib
 import io
@@ -108,7 +109,7 @@ DAY_MS = 86_400_000
 _US_FROM = 10**14
 
 
-class RankError(ValueError):
+class RankError(WhalebtError, ValueError):
     """Kline input that cannot be ranked (missing columns, no files, bad options)."""
 
 

@@ -19,6 +19,7 @@ A key is protected if it is listed in any run's ``keys`` or starts with one of i
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import datetime as dt
 import hashlib
 import json
@@ -68,14 +69,14 @@ def _load_doc(lake: Lake) -> dict:
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
-            raise ValueError("expected an object with a 'runs' list")
+            raise UserError("expected an object with a 'runs' list")
         for r in doc["runs"]:
             if (
                 not isinstance(r, dict)
                 or not isinstance(r.get("keys", []), list)
                 or not isinstance(r.get("prefixes", []), list)
             ):
-                raise ValueError(f"each run needs 'keys' (and optional 'prefixes') lists; got {str(r)[:120]}")
+                raise UserError(f"each run needs 'keys' (and optional 'prefixes') lists; got {str(r)[:120]}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise LakeError(
             f"{lake.uri}/{PROTECTED_KEY} cannot be read ({exc}); retention refuses to guess what is "

@@ -6,6 +6,7 @@ frames that do not match it, with a message that says what arrived and what was 
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import difflib
 
 import numpy as np
@@ -48,7 +49,7 @@ SILVER_COLUMNS: dict[str, str] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(WhalebtError, ValueError):
     """A frame does not match a layer's column contract."""
 
 

@@ -16,6 +16,8 @@ Keep-alive, per exchange:
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
+from whalebt.errors import WhalebtError
 from typing import Any, Iterable
 
 import orjson
@@ -27,7 +29,7 @@ from datasets.exchanges.okx import OKX_CONTRACT_VALUES, UnknownContractError
 __all__ = ["Adapter", "BinanceAdapter", "BybitAdapter", "OkxAdapter", "make_adapter", "ADAPTERS", "RestError"]
 
 
-class RestError(RuntimeError):
+class RestError(WhalebtError, RuntimeError):
     """A REST request for backfill or warm-up failed."""
 
 
@@ -106,7 +108,7 @@ class BinanceAdapter(Adapter):
 
     def __init__(self, stream: str = "aggTrade"):
         if stream not in ("aggTrade", "trade"):
-            raise ValueError(f"Binance stream must be 'aggTrade' or 'trade'; got {stream!r}")
+            raise UserError(f"Binance stream must be 'aggTrade' or 'trade'; got {stream!r}")
         self.stream = stream
         self.merge_fills = stream == "trade"
         #: with the @trade stream, warm-up rows are aggTrades numbered by their first fill (as merged
@@ -233,7 +235,7 @@ def make_adapter(exchange: str, **kwargs: Any) -> Adapter:
     try:
         cls = ADAPTERS[exchange]
     except KeyError:
-        raise ValueError(f"unknown exchange {exchange!r}; expected one of {sorted(ADAPTERS)}") from None
+        raise UserError(f"unknown exchange {exchange!r}; expected one of {sorted(ADAPTERS)}") from None
     if exchange == "binance_usdm":
         return cls(stream=kwargs.get("stream") or "aggTrade")
     if exchange == "okx_swap":

@@ -6,6 +6,7 @@ Built from a run config (docs/spec.md §7) so that `live run` hashes and decides
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from signals.journal import decide
 __all__ = ["Decider", "ModelUnavailable"]
 
 
-class ModelUnavailable(ValueError):
+class ModelUnavailable(WhalebtError, ValueError):
     """A model was asked for but cannot be loaded (no registry module, unknown URI, ...)."""
 
 

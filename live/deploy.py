@@ -7,6 +7,7 @@ people (`render(..., reveal=False)`) masks every secret, so a dry run never prin
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import base64
 import os
 import re
@@ -81,7 +82,7 @@ class AciSpec:
         if not (0 < self.cpu <= 4) or not (0 < self.memory_gb <= 16):
             problems.append(f"--cpu must be in (0, 4] and --memory-gb in (0, 16]; got {self.cpu}, {self.memory_gb}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise UserError("; ".join(problems))
 
     def command(self) -> list[str]:
         cmd = ["live", "run"]

@@ -8,6 +8,7 @@ appending, so every line of the file stays a whole record.
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import asyncio
 import json
 import logging
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from signals.journal import journal_line
 
 __all__ = ["JournalWriter", "JournalState", "read_journal", "StdoutEcho", "AppendBlobSink"]
 
@@ -86,7 +89,7 @@ def read_journal(path: str | os.PathLike[str], *, exchange: str, config_id: str)
                 rec = json.loads(line)
                 sym, tid, ts = str(rec["symbol"]), int(rec["trade_id"]), int(rec["ts_ms"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(
+                raise UserError(
                     f"journal {p} line {n} is not a journal record (expected the docs/spec.md §5 keys); "
                     f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file"
                 ) from None
@@ -135,7 +138,7 @@ class JournalWriter:
             self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, rec: dict[str, Any]) -> None:
-        line = json.dumps(rec)
+        line = journal_line(rec).removesuffix("\n")
         if self._fh is not None:
             self._fh.write(line + "\n")
             self._fh.flush()
@@ -231,7 +234,7 @@ class AppendBlobSink:
 
         _, container, path = parse_az_uri(uri)
         if not path or path.endswith("/"):
-            raise ValueError(f"--journal-blob needs a blob path like az://container/live/journal.jsonl; got {uri!r}")
+            raise UserError(f"--journal-blob needs a blob path like az://container/live/journal.jsonl; got {uri!r}")
         folder, _, name = path.rpartition("/")
         self.uri = uri
         self._blob = AzureStore(container, folder).append_client(name)

@@ -22,6 +22,7 @@ client sees a gap), ``repeat`` (frames sent again after a reconnect: duplicates)
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import asyncio
 import bisect
 import json
@@ -110,11 +111,11 @@ def load_tape(path: str | Path) -> Tape:
         families.add(fam)
         frames.append(TapeFrame(fr.recv_ns, key, text))
     if not frames:
-        raise ValueError(
+        raise UserError(
             f"{p.name}: no exchange data frames to replay (found no Binance stream, Bybit topic or OKX channel frames)"
         )
     if len(families) > 1:
-        raise ValueError(f"{p.name} mixes exchanges {sorted(families)}; replay serves one exchange per file")
+        raise UserError(f"{p.name} mixes exchanges {sorted(families)}; replay serves one exchange per file")
     return Tape(families.pop(), frames, p.name)
 
 
@@ -150,7 +151,7 @@ class ReplayServer:
         start_frame: int = 0,
     ):
         if not (speed > 0):
-            raise ValueError(f"speed must be > 0 (or max); got {speed!r}")
+            raise UserError(f"speed must be > 0 (or max); got {speed!r}")
         self.tape = tape
         self.host = host
         self.port = port

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any, Mapping
 
-__all__ = ["JOURNAL_KEYS", "config_id", "decide", "journal_record", "canonical_json"]
+__all__ = ["JOURNAL_KEYS", "config_id", "decide", "journal_record", "journal_line", "canonical_json"]
 
 JOURNAL_KEYS = (
     "exchange",
@@ -73,3 +73,12 @@ def journal_record(
         "config_id": str(config_id),
         "model": model,
     }
+
+
+def journal_line(record: dict[str, Any]) -> str:
+    """The one encoding of a journal line (docs/spec.md §5.2), newline included.
+
+    ``bt signals``, the run folder's ``signals.jsonl`` and ``live run`` all write through here,
+    which is what keeps their journals byte-identical.
+    """
+    return json.dumps(record) + "\n"

@@ -16,7 +16,7 @@ import pytest
 import bt.cli
 import datasets.cli
 import live.cli
-from datasets._cli import build_parser
+from whalebt.cli import build_parser
 from datasets.lake import Lake
 
 CLIS = [
@@ -140,3 +140,45 @@ def test_error_not_yaml(tmp_path, capsys):
     assert _error(capsys, ["run", str(p)]) == (
         f"Error: {p}: not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'"
     )
+
+
+def test_a_user_error_is_one_line_and_a_bug_shows_its_traceback(tmp_path, monkeypatch, capsys):
+    from whalebt.cli import run_cli
+
+    pkg = tmp_path / "fakecmds"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "boom.py").write_text(
+        "from whalebt.errors import UserError\n"
+        "def register(sub):\n"
+        "    p = sub.add_parser('boom')\n"
+        "    p.add_argument('--kind')\n"
+        "    p.set_defaults(func=run)\n"
+        "def run(args):\n"
+        "    if args.kind == 'user':\n"
+        "        raise UserError('--kind user: expected something else; pass --kind ok')\n"
+        "    if args.kind == 'bug':\n"
+        "        raise ValueError('internal invariant broken')\n"
+        "    return 0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert run_cli("fake", "d", "fakecmds", ["boom", "--kind", "ok"]) == 0
+    assert run_cli("fake", "d", "fakecmds", ["boom", "--kind", "user"]) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: --kind user: expected something else; pass --kind ok\n"
+    assert run_cli("fake", "d", "fakecmds", ["boom", "--kind", "bug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: internal invariant broken" in err
+    assert "a bug" in err and not err.startswith("Error:")
+
+
+def test_every_error_class_users_see_derives_from_whalebt_error():
+    from bt.config import ConfigError
+    from datasets.lake import LakeError, StoreError
+    from datasets.schema import SchemaError
+    from datasets.sources.binance_archive import ArchiveError
+    from live.decider import ModelUnavailable
+    from whalebt.errors import UserError, WhalebtError
+
+    for cls in (ConfigError, LakeError, StoreError, SchemaError, ArchiveError, ModelUnavailable, UserError):
+        assert issubclass(cls, WhalebtError), cls

@@ -1,1 +1,1 @@
-"""`bt` subcommands, one module each (see ``datasets/_cli.py``)."""
+"""`bt` subcommands, one module each (see ``whalebt/cli.py``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter
+from whalebt.cli import HelpFormatter, add_lake_option, add_tracking_uri_option
 
 EXAMPLE = """Example:
   bt audit configs/demo.yaml
@@ -32,12 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("config", help="YAML run config")
-    p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI of model.uri (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
-    )
+    add_lake_option(p, overrides_config=True)
+    add_tracking_uri_option(p, what="of model.uri")
     p.add_argument("--samples", type=int, default=12, help="events perturbed by the causality check")
     p.add_argument("--seed", type=int, default=0, help="seed of the causality perturbations")
     p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
@@ -49,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bt.audit import FAIL, audit
     from bt.config import load_config
-    from datasets._cli import UserError
+    from whalebt.cli import UserError
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1; got {args.samples}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, env_default
+from whalebt.cli import HelpFormatter, add_results_option
 
 EXAMPLE = """Example:
   bt compare plant-whale-1h-3f2a9c1d04 whale-lgbm-1a2b3c4d --out compare.html
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", help="run folders or run ids under --results")
     p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder")
+    add_results_option(p)
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError, add_tracking_uri_option
 
 EXAMPLE = """Example:
   bt promote whale-btcusdt --version 3 --alias live --reason "beat v2 on March data"
@@ -44,11 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="take the gate bounds from this config's model.gate")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded)")
     p.add_argument("--list", action="store_true", help="list aliases and the versions they point to")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
-    )
+    add_tracking_uri_option(p)
     p.add_argument("--registry-uri", default=None, help="MLflow registry URI (env MLFLOW_REGISTRY_URI)")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, env_default
+from whalebt.cli import HelpFormatter, add_lake_option, add_results_option, add_tracking_uri_option
 
 EXAMPLE = """Example:
   bt run configs/demo.yaml
@@ -26,15 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("config", help="YAML run config")
-    p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
-    p.add_argument(
-        "--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder (env WHALEBT_RESULTS)"
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
-    )
+    add_lake_option(p, overrides_config=True)
+    add_results_option(p)
+    add_tracking_uri_option(p)
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tearsheet")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of the table")

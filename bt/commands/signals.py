@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter
+from whalebt.cli import HelpFormatter, add_lake_option
 
 EXAMPLE = """Example:
   bt signals configs/demo.yaml --out results/demo-signals.jsonl
@@ -24,23 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     p.add_argument("--out", required=True, help="output JSONL file, or - for stdout")
-    p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
+    add_lake_option(p, overrides_config=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import os
     import sys
     import tempfile
 
     from bt.config import load_config
     from bt.run import compute_signals
+    from signals.journal import journal_line
 
     config = load_config(args.config, lake=args.lake)
     sig = compute_signals(config, quiet=False)
     records = sig.journal()
-    lines = [json.dumps(rec) + "\n" for rec in records]
+    lines = [journal_line(rec) for rec in records]
     if args.out == "-":
         sys.stdout.writelines(lines)
     else:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, env_default
+from whalebt.cli import HelpFormatter, add_lake_option, add_results_option, add_tracking_uri_option, env_default
 
 EXAMPLE = """Example:
   bt sweep configs/whale_lgbm.yaml --trials 100
@@ -43,13 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default=None, help="study name (default: config name + config hash)")
     p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (threads)")
     p.add_argument("--worker", type=int, default=0, help="worker number, added to the sampler seed")
-    p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
-    p.add_argument("--results", default=env_default("WHALEBT_RESULTS", "results"), help="results folder")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///results/mlflow.db)",
-    )
+    add_lake_option(p, overrides_config=True)
+    add_results_option(p)
+    add_tracking_uri_option(p)
     p.add_argument(
         "--registry-uri",
         default=None,
@@ -82,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from bt.sweep import sweep_command
 
     if args.trials < 1:
-        raise ValueError(f"--trials must be at least 1; got {args.trials}")
+        raise UserError(f"--trials must be at least 1; got {args.trials}")
     config = load_config(args.config, lake=args.lake)
     out = sweep_command(
         config,

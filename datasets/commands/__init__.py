@@ -1,3 +1,3 @@
-"""`datasets` subcommands, one module each (see ``datasets/_cli.py``)."""
+"""`datasets` subcommands, one module each (see ``whalebt/cli.py``)."""
 
 GROUP_HELP = {"ingest": "bring trades from a source into the lake (raw + bronze)"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter
+from whalebt.cli import HelpFormatter, add_lake_option
 
 EXAMPLE = """Example:
   datasets build configs/demo.yaml
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("config", help="YAML run config (its data and signal sections are used)")
-    p.add_argument("--lake", default=None, help="override data.lake (env WHALEBT_LAKE)")
+    add_lake_option(p, overrides_config=True)
     p.set_defaults(func=run)
 
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from datasets._cli import UserError
+    from whalebt.cli import UserError
     from datasets.build import ensure_gold, ensure_silver, load_trades
     from datasets.durations import parse_duration_ms
     from datasets.lake import Lake

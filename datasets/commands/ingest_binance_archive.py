@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option
 
 GROUP = "ingest"
 
@@ -43,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     p.add_argument("--start", required=True, metavar="YYYY-MM-DD", help="first UTC day")
     p.add_argument("--end", required=True, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
-    p.add_argument(
-        "--lake", default=env_default("WHALEBT_LAKE", "results/lake"), help="lake directory or URI (env WHALEBT_LAKE)"
-    )
+    add_lake_option(p)
     p.add_argument("--workers", type=int, default=4, help="concurrent downloads")
     p.add_argument("--retries", type=int, default=4, help="extra attempts per file after a network error")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option
 
 GROUP = "ingest"
 
@@ -30,11 +30,7 @@ def add_archive_args(p: argparse.ArgumentParser, default_base: str, symbol_help:
     p.add_argument("--symbol", required=True, help=symbol_help)
     p.add_argument("--start", required=True, help="first UTC day, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last UTC day, YYYY-MM-DD (included)")
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument("--workers", type=int, default=4, help="downloads in flight at once")
     p.add_argument(
         "--force", action="store_true", help="re-read files already ingested (bronze is merged, so nothing doubles)"

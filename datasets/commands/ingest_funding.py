@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option, env_default
 
 GROUP = "ingest"
 
@@ -38,11 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--base-url", default=None, help="Binance archive base URL (https://data.binance.vision)")
     src.add_argument("--root", default=None, help="local directory laid out like the Binance archive")
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument(
         "--api-url",
         default=env_default("WHALEBT_REST_API_URL", ""),

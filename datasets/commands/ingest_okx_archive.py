@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError
 from datasets.commands.ingest_bybit_archive import add_archive_args, parse_span, print_report
 
 GROUP = "ingest"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option
 
 GROUP = "ingest"
 
@@ -32,11 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="the recording")
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument(
         "--exchange", default=None, help="keep only this exchange (default: binance_usdm, bybit_linear, okx_swap)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option, env_default
 
 GROUP = "ingest"
 
@@ -37,11 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT (OKX also BTC-USDT-SWAP)")
     p.add_argument("--since", required=True, help="start, UTC: 2024-06-30, 2024-06-30T00:00 or epoch ms")
     p.add_argument("--until", default=None, help="end (exclusive), same forms; default: now")
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument(
         "--restart",
         action="store_true",

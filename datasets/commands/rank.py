@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 import argparse
 import sys
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError
 
 EXAMPLE = """\
 Score = weighted mix of Kyle's lambda (|cov(r, q)| / var(q), r = ln(close/open), q = signed

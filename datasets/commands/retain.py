@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option
 
 EXAMPLE = """\
 Lists what is older than --older-than (by the partition's date, or the date in a raw file's
@@ -29,11 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument("--layer", required=True, choices=["raw", "bronze"], help="which layer")
     p.add_argument("--older-than", required=True, help="age in whole days, e.g. 90d")
     p.add_argument(

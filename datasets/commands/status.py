@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option
 
 EXAMPLE = """\
 One line per layer and exchange/symbol (per source for raw): partitions, date span, missing
@@ -35,11 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--lake",
-        default=env_default("WHALEBT_LAKE", "results/lake"),
-        help="lake directory or az://container/prefix (env WHALEBT_LAKE)",
-    )
+    add_lake_option(p)
     p.add_argument("--layer", default=",".join(LAYERS), help="comma-separated layers to show")
     p.add_argument("--refresh", action="store_true", help="compute missing or stale bronze quality reports")
     p.add_argument("--detail", action="store_true", help="one line per bronze partition")

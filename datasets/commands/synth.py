@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError
 
 EXAMPLE = """\
 Generates aggTrades calibrated to recorded Binance USD-M minutes (trade rate and bursts, sizes,

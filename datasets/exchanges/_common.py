@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import json
 from typing import Any, Mapping, NamedTuple
 
@@ -20,7 +21,7 @@ class Trade(NamedTuple):
     side: int
 
 
-class FrameError(ValueError):
+class FrameError(WhalebtError, ValueError):
     """A frame could not be read as the exchange's message format."""
 
 

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import datetime as dt
 import hashlib
 import json
@@ -68,7 +69,7 @@ def to_exchange_symbol(symbol: str) -> str:
     """``BTCUSDT``, ``btc-usdt``, ``BTC/USDT:USDT`` → ``BTCUSDT`` (what Binance's APIs and archive take)."""
     s = plain_symbol(symbol)
     if not s:
-        raise ValueError(f"binance_usdm: expected a symbol like BTCUSDT; got {symbol!r}")
+        raise UserError(f"binance_usdm: expected a symbol like BTCUSDT; got {symbol!r}")
     return s
 
 
@@ -192,7 +193,7 @@ class AggTradePager:
         error: type[Exception] = ValueError,
     ):
         if not 1 <= window_ms <= HOUR_MS:
-            raise ValueError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
+            raise UserError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
         self.symbol, self.lo, self.hi, self.limit, self.window_ms = symbol, int(lo_ms), int(hi_ms), limit, window_ms
         self.from_id, self.by_first_fill, self.error = from_id, by_first_fill, error
         self.position_ms = self.lo

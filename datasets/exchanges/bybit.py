@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import datetime as dt
 import json
 import uuid
@@ -48,7 +49,7 @@ def to_exchange_symbol(symbol: str) -> str:
     """``BTCUSDT``, ``btc-usdt``, ``BTC/USDT:USDT`` → ``BTCUSDT``."""
     s = plain_symbol(symbol)
     if not s:
-        raise ValueError(f"bybit_linear: expected a symbol like BTCUSDT; got {symbol!r}")
+        raise UserError(f"bybit_linear: expected a symbol like BTCUSDT; got {symbol!r}")
     return s
 
 

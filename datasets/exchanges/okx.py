@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
+from whalebt.errors import WhalebtError
 import datetime as dt
 import json
 from typing import Any, Iterable, Mapping
@@ -54,7 +56,7 @@ _QUOTES = ("USDT", "USDC", "USD")
 PERP_EXCHANGES = ("binance_usdm", "bybit_linear", "okx_swap")
 
 
-class UnknownContractError(ValueError):
+class UnknownContractError(WhalebtError, ValueError):
     """An OKX contract instrument whose contract value is not known."""
 
 
@@ -98,7 +100,7 @@ def to_inst_id(symbol: str) -> str:
         for quote in _QUOTES:
             if s.endswith(quote) and len(s) > len(quote):
                 return f"{s[: -len(quote)]}-{quote}-SWAP"
-    raise ValueError(
+    raise UserError(
         f"okx_swap: cannot tell base and quote apart in symbol {symbol!r}; expected a symbol ending in "
         "USDT, USDC or USD (BTCUSDT), or give the OKX instrument id, e.g. BTC-USDT-SWAP"
     )
@@ -121,7 +123,7 @@ def check_swap_inst_id(inst_id: str, what: str = "okx-archive") -> str:
         guess = f" (did you mean {to_inst_id(inst)}?)"
     except ValueError:
         guess = ""
-    raise ValueError(f"{what} ingests perpetual swaps named like BTC-USDT-SWAP; got {inst_id!r}{guess}")
+    raise UserError(f"{what} ingests perpetual swaps named like BTC-USDT-SWAP; got {inst_id!r}{guess}")
 
 
 def okx_exchange(inst_id: str) -> str:

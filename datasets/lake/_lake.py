@@ -26,6 +26,7 @@ Bronze footers also say what the trades are worth as evidence (see ``docs/datase
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import datetime as dt
 import hashlib
 import io
@@ -67,7 +68,7 @@ HASH_KEY = b"whalebt.content_sha256"
 WriteMode = Literal["error", "merge", "replace"]
 
 
-class LakeError(RuntimeError):
+class LakeError(WhalebtError, RuntimeError):
     """Base class of lake errors shown to users."""
 
 

@@ -11,6 +11,7 @@ per-key lock in memory. Lock objects live under ``.locks/`` and are never listed
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import contextlib
 import hashlib
 import os
@@ -30,7 +31,7 @@ def lock_name(key: str) -> str:
     return f"{LOCKS}{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
 
 
-class StoreError(RuntimeError):
+class StoreError(WhalebtError, RuntimeError):
     """A backend could not be opened or answered with an error."""
 
 

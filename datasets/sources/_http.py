@@ -16,6 +16,7 @@ reads them through :func:`fetch` / :func:`fetch_many`, so they share one behavio
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import http.client
 import os
 import re
@@ -47,7 +48,7 @@ class NotFound(Exception):
         self.where = where
 
 
-class FetchError(OSError):
+class FetchError(WhalebtError, OSError):
     """A file exists (or may) but could not be read completely, after all retries."""
 
 

@@ -22,6 +22,7 @@ Ingest runs in two phases so that a bad file leaves the lake untouched:
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import calendar
 import contextlib
 import datetime as dt
@@ -67,7 +68,7 @@ _US_FROM = 10**14  # 10^14 ms is the year 5138; 10^14 µs is 1973
 _log = logging.getLogger(__name__)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(WhalebtError, ValueError):
     """A source file failed verification (checksum, zip, columns, values) or nothing was found."""
 
 

@@ -31,6 +31,8 @@ partition written for each day of it so far), bronze merged idempotently, qualit
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
+from whalebt.errors import WhalebtError
 import concurrent.futures as cf
 import datetime as dt
 import difflib
@@ -76,7 +78,7 @@ DAY_MS = 86_400_000
 
 
 # ---------------------------------------------------------------------------- errors
-class CorruptFile(ValueError):
+class CorruptFile(WhalebtError, ValueError):
     """A downloaded file fails its own integrity check (gzip/zip CRC, truncated stream)."""
 
 
@@ -495,5 +497,5 @@ def ingest_bybit_archive(base: str, symbol: str, start: dt.date, end: dt.date, l
     """
     symbol = symbol.strip().upper()
     if not symbol.isalnum():
-        raise ValueError(f"Bybit archive symbols look like BTCUSDT; got {symbol!r} (try {normalise_symbol(symbol)!r})")
+        raise UserError(f"Bybit archive symbols look like BTCUSDT; got {symbol!r} (try {normalise_symbol(symbol)!r})")
     return ingest_daily_archive(BYBIT_ARCHIVE, base, symbol, start, end, lake, **kwargs)

@@ -26,6 +26,7 @@ Sources:
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import datetime as dt
 import io
 import os
@@ -74,7 +75,7 @@ ROUND_MS = 60_000
 _US_FROM = 10**14  # a time above this is in microseconds
 
 
-class FundingError(ValueError):
+class FundingError(WhalebtError, ValueError):
     """A funding file or answer is not in the expected format, or a request makes no sense."""
 
 

@@ -19,6 +19,7 @@ coin-margined Binance streams in the same file are left out.
 
 from __future__ import annotations
 
+from whalebt.errors import WhalebtError
 import gzip
 import io
 import json
@@ -101,7 +102,7 @@ def _at(n: int, recv_ns: int, direction: str, url: str | None, text: str) -> Rec
     return fr
 
 
-class RecordingFormatError(ValueError):
+class RecordingFormatError(WhalebtError, ValueError):
     """A file is not one of the recording layouts this module reads."""
 
 

@@ -47,6 +47,8 @@ the run stops, keeps what it stored and says when to rerun.
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
+from whalebt.errors import WhalebtError
 import datetime as dt
 import sys
 import time
@@ -94,7 +96,7 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
 
-class RestError(RuntimeError):
+class RestError(WhalebtError, RuntimeError):
     """The exchange refused a request or kept failing; what was stored before stays stored."""
 
 
@@ -110,7 +112,7 @@ def parse_time_ms(text: str | int, what: str = "time") -> int:
     try:
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"{what}: expected a date or time like 2024-06-30 or 2024-06-30T00:00 (UTC) "
             f"or epoch milliseconds; got {s!r}"
         ) from None
@@ -169,7 +171,7 @@ def make_client(
         timeout_ms: per-request timeout.
     """
     if exchange not in REST_EXCHANGES:
-        raise ValueError(
+        raise UserError(
             f"unknown exchange {exchange!r} for REST ingestion; expected one of {', '.join(REST_EXCHANGES)}"
         )
     import ccxt  # heavy: only when a client is made
@@ -556,16 +558,16 @@ def ingest_rest(
         ValueError: a bad argument.
     """
     if exchange not in REST_EXCHANGES:
-        raise ValueError(f"unknown exchange {exchange!r}; expected one of {', '.join(REST_EXCHANGES)}")
+        raise UserError(f"unknown exchange {exchange!r}; expected one of {', '.join(REST_EXCHANGES)}")
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     until_ms = int(until_ms) if until_ms is not None else int(time.time() * 1000)
     if until_ms <= since_ms:
-        raise ValueError(f"--until ({format_ms(until_ms)}) must be after --since ({format_ms(since_ms)})")
+        raise UserError(f"--until ({format_ms(until_ms)}) must be after --since ({format_ms(since_ms)})")
     limit = int(page_limit or PAGE_MAX[exchange])
     if not 1 <= limit <= PAGE_MAX[exchange]:
-        raise ValueError(f"page limit for {exchange} must be 1..{PAGE_MAX[exchange]}; got {limit}")
+        raise UserError(f"page limit for {exchange} must be 1..{PAGE_MAX[exchange]}; got {limit}")
     if exchange == "binance_usdm" and not 1 <= window_ms <= HOUR_MS:
-        raise ValueError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
+        raise UserError(f"binance_usdm time windows must be 1 ms..1 h; got {window_ms} ms")
     inst = okx.to_inst_id(symbol) if exchange == "okx_swap" else ""  # OKX only
     bronze_symbol = okx.from_inst_id(inst) if exchange == "okx_swap" else normalise_symbol(symbol)
     report = RestIngestReport(exchange, bronze_symbol, int(since_ms), until_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import gzip
 import hashlib
 import json
@@ -42,7 +43,7 @@ def read_trade_stream(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             qty.append(float(d["q"]))
             mk.append(bool(d["m"]))
     if not ids:
-        raise ValueError(f"{path}: no '@trade' frames found; expected an hftbacktest USD-M stream recording")
+        raise UserError(f"{path}: no '@trade' frames found; expected an hftbacktest USD-M stream recording")
     tid = np.asarray(ids, np.int64)
     order = np.argsort(tid, kind="stable")
     keep = np.ones(len(order), bool)
@@ -308,6 +309,6 @@ def load_calibration(path: str | os.PathLike[str] | None = None) -> dict:
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise UserError(
             2, "synth calibration not found; regenerate it with `python -m datasets.synth RECORDING.txt.gz ...`", str(p)
         ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import datetime as dt
 import hashlib
 import json
@@ -110,7 +111,7 @@ class SynthMarket:
     def __init__(self, params: SynthParams, calibration: dict | None = None):
         cal = calibration or load_calibration()
         if params.profile not in cal["profiles"]:
-            raise ValueError(f"unknown profile {params.profile!r}; calibrated profiles: {sorted(cal['profiles'])}")
+            raise UserError(f"unknown profile {params.profile!r}; calibrated profiles: {sorted(cal['profiles'])}")
         self.params = params
         self.calibration_sha256 = hashlib.sha256(json.dumps(cal, sort_keys=True).encode()).hexdigest()
         prof = self.profile = cal["profiles"][params.profile]

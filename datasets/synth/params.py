@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import datetime as dt
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ class SynthParams:
 
     def __post_init__(self):
         if not self.symbol or not self.symbol.isalnum() or self.symbol != self.symbol.upper():
-            raise ValueError(f"symbol must be upper case letters and digits (like PLANTUSDT); got {self.symbol!r}")
+            raise UserError(f"symbol must be upper case letters and digits (like PLANTUSDT); got {self.symbol!r}")
         if not isinstance(self.start, dt.date):
             object.__setattr__(self, "start", dt.date.fromisoformat(str(self.start)))
         checks = [
@@ -55,10 +56,10 @@ class SynthParams:
         ]
         for name, value, ok, want in checks:
             if not ok:
-                raise ValueError(f"{name} must be {want}; got {value}")
+                raise UserError(f"{name} must be {want}; got {value}")
         max_rate = DAY_S / (1.25 * self.plant_horizon_s)
         if self.whale_rate_per_day >= max_rate:
-            raise ValueError(
+            raise UserError(
                 f"whale_rate_per_day {self.whale_rate_per_day:g} is too high for plant_horizon_s "
                 f"{self.plant_horizon_s:g}: planted effects must not overlap (gaps of at least 1.25 x horizon), "
                 f"so use fewer than {max_rate:.1f} whales per day or a shorter horizon"

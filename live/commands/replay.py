@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError
 
 EXAMPLE = """\
 Serves the recording's frames on the exchange's URL paths (Binance /stream?streams=...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError, add_results_option
 
 EXAMPLE = """\
 Reads the paper-trading outcomes `live run` wrote (--paper, by default next to its journal)
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="the run config `live run` used")
     p.add_argument("--paper", required=True, help="paper-trading outcomes (JSONL) written by `live run`")
-    p.add_argument("--results", default="results", help="where `bt run` wrote results/<run_id>/")
+    add_results_option(p)
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     p.set_defaults(func=run)
 

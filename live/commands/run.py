@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datasets._cli import HelpFormatter, UserError, env_default
+from whalebt.cli import HelpFormatter, UserError, add_lake_option, add_tracking_uri_option, env_default
 
 EXAMPLE = """\
 One kernel state per symbol; each whale event is decided as `bt signals` decides it and
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="history before signals are allowed (default: rest; none with --ws-url)",
     )
     p.add_argument("--warmup-s", type=float, default=None, help="seconds of warm-up history (default: from the rule)")
-    p.add_argument("--lake", default=env_default("WHALEBT_LAKE", "results/lake"), help="lake for --warmup-from lake")
+    add_lake_option(p, help="lake for --warmup-from lake")
     p.add_argument(
         "--stream",
         choices=["aggTrade", "trade"],
@@ -98,12 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also append journal lines to an Azure append blob, e.g. az://journals/live/btc.jsonl "
         "(credentials as for an Azure lake; env WHALEBT_JOURNAL_BLOB)",
     )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI for --model / model.uri (env MLFLOW_TRACKING_URI, "
-        "default sqlite:///results/mlflow.db)",
-    )
+    add_tracking_uri_option(p, what="for --model / model.uri")
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import asyncio
 import logging
 import math
@@ -54,7 +55,7 @@ async def _connect_loop(self: Runner) -> None:
                 )
             got_data = await self._serve_connection(transport, cast(_Listener, listener), url)
         except WSInvalidURL as exc:
-            raise ValueError(
+            raise UserError(
                 f"--ws-url {url!r} is not a WebSocket URL ({exc}); expected ws://host:port/path or wss://..."
             ) from None
         except (OSError, WSError, TimeoutError) as exc:

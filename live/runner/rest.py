@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whalebt.errors import UserError
 import asyncio
 import json
 import logging
@@ -150,7 +151,7 @@ async def _warm_up(self: Runner) -> None:
         elif mode == "lake":
             rows = self._lake_rows(sym, since, until)
         else:
-            raise ValueError(f"--warmup-from must be rest, lake or none; got {mode!r}")
+            raise UserError(f"--warmup-from must be rest, lake or none; got {mode!r}")
         for r in rows:
             self._on_row(feed, r, True)
         raw_last = getattr(self.adapter, "last_raw_ids", {}).get(sym)
@@ -178,7 +179,7 @@ def _lake_rows(self: Runner, symbol: str, since_ms: int, until_ms: int) -> list[
     from datasets.lake import Lake, NoDataError
 
     if not self.opts.lake:
-        raise ValueError("--warmup-from lake needs --lake (or WHALEBT_LAKE)")
+        raise UserError("--warmup-from lake needs --lake (or WHALEBT_LAKE)")
     lake = Lake(self.opts.lake)
     d0 = dt.datetime.fromtimestamp(since_ms / 1000, dt.timezone.utc).date()
     d1 = dt.datetime.fromtimestamp(until_ms / 1000, dt.timezone.utc).date()

@@ -20,13 +20,26 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from typing import Callable, Sequence
 
-__all__ = ["UserError", "run_cli", "HelpFormatter", "env_default"]
+from whalebt.errors import UserError, WhalebtError
 
+__all__ = [
+    "UserError",
+    "WhalebtError",
+    "run_cli",
+    "HelpFormatter",
+    "env_default",
+    "add_lake_option",
+    "add_results_option",
+    "add_tracking_uri_option",
+    "DEFAULT_LAKE",
+    "DEFAULT_RESULTS",
+]
 
-class UserError(Exception):
-    """A problem with the user's input: printed as ``Error: ...``, exit code 1."""
+DEFAULT_LAKE = "results/lake"
+DEFAULT_RESULTS = "results"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -38,11 +51,39 @@ def env_default(var: str, default: str) -> str:
     return os.environ.get(var, default)
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from datasets.lake import LakeError, StoreError
-    from datasets.schema import SchemaError
+def add_lake_option(p: argparse.ArgumentParser, *, overrides_config: bool = False, help: str | None = None) -> None:
+    """``--lake``: a directory or ``az://`` URI, default ``$WHALEBT_LAKE`` or ``results/lake``.
 
-    return (UserError, LakeError, StoreError, SchemaError, ValueError, FileNotFoundError)
+    With ``overrides_config`` the default is None, meaning "the config's ``data.lake``" (which
+    ``bt.config.load_config`` resolves with the same environment variable).
+    """
+    if overrides_config:
+        p.add_argument("--lake", default=None, help=help or "override data.lake (env WHALEBT_LAKE)")
+    else:
+        p.add_argument(
+            "--lake",
+            default=env_default("WHALEBT_LAKE", DEFAULT_LAKE),
+            help=help or "lake directory or az://container/prefix (env WHALEBT_LAKE)",
+        )
+
+
+def add_results_option(p: argparse.ArgumentParser) -> None:
+    """``--results``: where run folders go, default ``$WHALEBT_RESULTS`` or ``results``."""
+    p.add_argument(
+        "--results",
+        default=env_default("WHALEBT_RESULTS", DEFAULT_RESULTS),
+        help="results folder (env WHALEBT_RESULTS)",
+    )
+
+
+def add_tracking_uri_option(p: argparse.ArgumentParser, *, what: str = "") -> None:
+    """``--tracking-uri``: the MLflow tracking store (None: ``$MLFLOW_TRACKING_URI``, then the sqlite default)."""
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI{' ' + what if what else ''} (env MLFLOW_TRACKING_URI; "
+        f"default sqlite:///{DEFAULT_RESULTS}/mlflow.db)",
+    )
 
 
 def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.ArgumentParser:
@@ -71,7 +112,11 @@ def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.Arg
 
 
 def run_cli(prog: str, description: str, commands_pkg: str, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the chosen command, turn user errors into ``Error: ...`` + exit 1."""
+    """Parse ``argv`` and run the chosen command.
+
+    A :class:`WhalebtError` becomes one ``Error: ...`` line and exit 1. Any other exception is a
+    bug: its traceback is printed with a line asking to report it, exit 2.
+    """
     parser = build_parser(prog, description, commands_pkg)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int | None] = args.func
@@ -80,10 +125,15 @@ def run_cli(prog: str, description: str, commands_pkg: str, argv: Sequence[str] 
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
-    except _user_error_types() as exc:
-        msg = str(exc) or type(exc).__name__
-        if isinstance(exc, FileNotFoundError) and exc.filename:
-            msg = f"file not found: {exc.filename}"
-        print(f"Error: {msg}", file=sys.stderr)
+    except WhalebtError as exc:
+        print(f"Error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"{prog} {args.command}: an internal error (a bug, not a problem with your input); "
+            "please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 2
     return int(rc or 0)
