@@ -92,7 +92,8 @@ def event_study(
         exit_ts = np.where(ok, ts_ms[safe_exit], -1)
         fund = np.zeros(n)
         if funding is not None and len(funding):
-            fund = np.where(ok, funding.return_between(entry_ts, exit_ts), np.nan)
+            # Dropped signals (no exit) are measured over an empty window, then set to NaN.
+            fund = np.where(ok, funding.return_between(np.where(ok, entry_ts, 0), np.where(ok, exit_ts, 0)), np.nan)
         net = gross - 2.0 * costs.fee + fund
         rows.append(
             pd.DataFrame(

@@ -89,6 +89,7 @@ def cluster_bootstrap_mean_ci(
     k = int(inv.max()) + 1 if inv.size else 0
     if k < 2 or n_boot <= 0:
         return [math.nan, math.nan]
+    # Ours: vectorbt has no CI of the mean, quantstats only shuffles single returns (montecarlo).
     sums = np.bincount(inv, weights=x, minlength=k)
     counts = np.bincount(inv, minlength=k).astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -233,6 +234,11 @@ def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, 
         return out
     span_days = (equity.index[-1] - equity.index[0]).total_seconds() / 86_400.0
     daily = daily_returns(equity).to_numpy()
+    # total_return, max_drawdown, sharpe and sortino are quantstats' comp, max_drawdown, sharpe and
+    # sortino (periods=365) on the same series (tests/test_api.py checks it); written out because
+    # importing quantstats or vectorbt costs seconds per `bt run`, and ours are null below 30 days.
+    # vectorbt's Portfolio (bt.api) also values the order instants between bars, so its max
+    # drawdown can only be deeper than this one, taken on bar closes.
     peak = np.maximum.accumulate(eq)
     dd = eq / peak - 1.0
     total = eq[-1] / eq[0] - 1.0
@@ -247,6 +253,7 @@ def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, 
     else:
         notes.append(f"Sharpe and Sortino need {MIN_DAYS_SHARPE} days of daily returns")
     if span_days >= MIN_DAYS_CAGR:
+        # quantstats' cagr counts years as returns / 365 (a partial day is a whole one); ours uses the span.
         cagr = _f((1.0 + total) ** (PERIODS_PER_YEAR / span_days) - 1.0) if total > -1 else -1.0
     else:
         notes.append(f"CAGR needs {MIN_DAYS_CAGR} days")

@@ -103,6 +103,7 @@ class PortfolioResult:
     exposure: np.ndarray
     positions: pd.DataFrame  # accepted positions with units, allocation and pnl
     periods_per_year: float
+    price: pd.Series  # the mark price of each equity point: the last trade at or before it
 
 
 def simulate_portfolio(
@@ -147,9 +148,14 @@ def simulate_portfolio(
     pos["position_return"] = np.where(alloc > 0, pnl / np.where(alloc > 0, alloc, 1.0), np.nan)
     index = pd.to_datetime(bar_end, unit="ms", utc=True)
     # Prepend the starting point so the first bar's return is measured from init_cash.
-    eq = pd.Series(
-        np.r_[init_cash, equity], index=index.insert(0, pd.Timestamp(start_ms, unit="ms", tz="UTC")), name="equity"
-    )
+    index = index.insert(0, pd.Timestamp(start_ms, unit="ms", tz="UTC"))
+    eq = pd.Series(np.r_[init_cash, equity], index=index, name="equity")
+    at_start = int(np.searchsorted(ts_ms, start_ms, side="right")) - 1
+    start_px = price[max(at_start, 0)] if price.size else np.nan
     return PortfolioResult(
-        eq, np.r_[0.0, exposure], pos.reset_index(drop=True), periods_per_year=365.0 * 86_400_000 / bar_ms
+        eq,
+        np.r_[0.0, exposure],
+        pos.reset_index(drop=True),
+        periods_per_year=365.0 * 86_400_000 / bar_ms,
+        price=pd.Series(np.r_[start_px, bar_px], index=index, name="price"),
     )

@@ -288,7 +288,7 @@ def run_backtest(
 
     Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (docs/spec.md §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
-    and ``tearsheet.html`` (quantstats).
+    (equity and the mark price at each bar end) and ``tearsheet.html`` (quantstats).
 
     With a registered model (``model.uri``) whose train or validation range the span overlaps,
     the run is refused (:class:`bt.registry.InSampleSpan`) unless ``allow_in_sample``; then the
@@ -544,7 +544,8 @@ def _write_run(
                 fh.write(journal_line(rec))
         study.to_parquet(tmp / "trades.parquet", index=False)
         pf.positions.to_parquet(tmp / "positions.parquet", index=False)
-        pf.equity.to_frame().to_parquet(tmp / "equity.parquet")
+        # The mark price beside the equity: bt.api values the positions with it (Run.portfolio).
+        pd.concat([pf.equity, pf.price], axis=1).to_parquet(tmp / "equity.parquet")
         if tearsheet:
             from bt.report import write_tearsheet
 
