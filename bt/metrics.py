@@ -235,7 +235,7 @@ def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, 
     span_days = (equity.index[-1] - equity.index[0]).total_seconds() / 86_400.0
     daily = daily_returns(equity).to_numpy()
     # total_return, max_drawdown, sharpe and sortino are quantstats' comp, max_drawdown, sharpe and
-    # sortino (periods=365) on the same series (tests/test_api.py checks it); written out because
+    # sortino (periods=365) on the same series (tests/bt/test_api.py checks it); written out because
     # importing quantstats or vectorbt costs seconds per `bt run`, and ours are null below 30 days.
     # vectorbt's Portfolio (bt.api) also values the order instants between bars, so its max
     # drawdown can only be deeper than this one, taken on bar closes.

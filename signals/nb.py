@@ -238,7 +238,7 @@ def dd_diff_exact_nb(hi_a, lo_a, hi_b, lo_b):
 def update_nb(st, params_arr, ts_ms, price, qty, side, feat_out):
     """Process one trade: advance the windows, write its feature row, return its event code.
 
-    Slow equivalent: `tests/reference_pipeline.py` (searchsorted windows, np.sum, np.quantile).
+    Slow equivalent: `tests/signals/reference_pipeline.py` (searchsorted windows, np.sum, np.quantile).
 
     Args:
         st: `StateNb`, mutated in place (untouched but for IV_LAST_STATUS on a status < 0).

@@ -29,7 +29,7 @@ Example:
 
 
 # The library's defaults (datasets.rank.DEFAULT_WEIGHTS / RankFilters), repeated here so that
-# `--help` does not import pandas; tests/test_rank.py checks that they agree.
+# `--help` does not import pandas; tests/datasets/test_rank.py checks that they agree.
 DEFAULTS = {
     "weights": "kyle_lambda=0.4,big_move_share=0.3,wide_range_share=0.3",
     "min_days": 60,

@@ -33,7 +33,7 @@ from datasets.sources.recordings import (
     recording_trades,
 )
 
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BTC = REAL / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 BINANCE_MULTI = REAL / "binance_usdm_multi_2021-07-22_frames.txt"
 BYBIT = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"

@@ -23,7 +23,7 @@ from datasets.lake import Lake, Partition
 from datasets.quality import partition_quality, span_id_report
 from datasets.sources.binance_archive import COLUMNS, daily_relpath
 
-REC = Path(__file__).parent / "data" / "real" / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
+REC = Path(__file__).resolve().parents[1] / "data" / "real" / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 DAY = dt.date(2024, 8, 8)
 P = Partition("bronze", "binance_usdm", "BTCUSDT", DAY)
 

@@ -24,7 +24,7 @@ from conftest_azurite import azure_lake_uri, azurite_conn_str  # noqa: F401  (fi
 from datasets.lake import Lake, LakeConflictError, NoDataError, Partition, StoreError, open_store
 from datasets.lake._azure import AzureStore, parse_az_uri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from live.cli import main as live_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BTC = REAL / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 CONFIG = ROOT / "configs" / "demo_live.yaml"
 

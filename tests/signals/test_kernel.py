@@ -1,6 +1,6 @@
 """The per-trade kernel (`signals`): oracles on real trades, whale rules, causality, parity.
 
-Slow references live in `tests/reference_pipeline.py`; the real trades are the Binance
+Slow references live in `tests/signals/reference_pipeline.py`; the real trades are the Binance
 USD-M BTCUSDT recording in `tests/data/real/` (MIT, see LICENSES.md there).
 """
 
@@ -23,16 +23,11 @@ from signals.config import WhaleParams
 from signals.features import FEATURE_NAMES, N_FEATURES, feature_index, feature_spec_hash
 from signals.kernel import KernelState, new_state, run_batch, update
 
-try:
-    from tests.reference_pipeline import (
-        load_binance_trade_stream, reference_event_codes, reference_features, reference_flow,
-    )
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    from reference_pipeline import (
-        load_binance_trade_stream, reference_event_codes, reference_features, reference_flow,
-    )
+from reference_pipeline import (  # beside this file (pytest puts test folders on sys.path)
+    load_binance_trade_stream, reference_event_codes, reference_features, reference_flow,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 COUNT_COLS = [COL[f"trade_count_{w}s"] for w in (1, 5, 30, 60)]

@@ -18,7 +18,7 @@ from datasets.exchanges import binance, bybit, okx
 from datasets.exchanges._common import Trade
 from servers.exchange_rest import load_binance_aggtrades, load_bybit_trades
 
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 
 
 # ------------------------------------------------------------------ checksum sidecars

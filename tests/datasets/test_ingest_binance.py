@@ -120,22 +120,12 @@ def archive(tmp_path, three_zips) -> Path:
     return root
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def http_root(tmp_path):
+def http_root(tmp_path, serve_dir):
     """A real HTTP server (stdlib http.server in a thread) serving tmp_path/www."""
     root = tmp_path / "www"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return root, serve_dir(root)
 
 
 # ------------------------------------------------------------------ happy path
@@ -342,6 +332,11 @@ def test_base_url_through_a_real_http_server_with_a_404_day(tmp_path, http_root,
     assert_bronze_equals(tmp_path / "lake", {D1: three_days[D1], D3: three_days[D3]})
     raw = tmp_path / "lake" / "raw" / "binance_usdm" / daily_relpath(SYM, D3)
     assert raw.read_bytes() == (archive / daily_relpath(SYM, D3)).read_bytes()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 class CuttingHandler(QuietHandler):

@@ -17,7 +17,7 @@ import numpy as np
 
 from signals.features import FEATURE_NAMES, RET_HORIZONS_S, WINDOWS_S
 
-REAL_DIR = Path(__file__).parent / "data" / "real"
+REAL_DIR = Path(__file__).resolve().parents[1] / "data" / "real"
 BTC_STREAM = REAL_DIR / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bt.cli import main as bt_main
-from tests.test_sweep import raw_config, write_lake
+from planted_sweep import raw_config, write_lake
 
 
 @pytest.fixture(scope="module")

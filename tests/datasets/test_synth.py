@@ -28,7 +28,7 @@ from datasets.synth import (
     write_synth_archive,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL_FILES = ("binance_usdm_btcusdt_2024-08-08_stream.txt.gz", "binance_usdm_ethusdt_2024-08-08_stream.txt.gz")
 
 

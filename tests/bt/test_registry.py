@@ -15,7 +15,7 @@ import pytest
 from bt.config import GateConfig
 from bt.registry import PromotionRefused, check_gate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 

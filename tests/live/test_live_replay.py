@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from datasets.sources.recordings import RecordingFormatError, iter_frames
 from live.replay import FaultPlan, ReplayServer, load_tape
 
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BTC = REAL / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 BINANCE_MULTI = REAL / "binance_usdm_multi_2021-07-22_frames.txt"
 BYBIT = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +126,8 @@ def archive(tmp_path, server):
 
 
 @pytest.fixture()
-def http_root(archive):
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(archive))
-    handler.log_message = lambda *a, **k: None
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def http_root(archive, serve_dir):
+    return serve_dir(archive)
 
 
 def test_archive_ingest_rounds_times_keeps_raw_reports_the_missing_month_and_is_idempotent(archive, server, tmp_path, capsys):

@@ -26,7 +26,7 @@ from live.runner import Runner, RunnerOptions, backoff_delay
 from signals import run_batch
 from signals.journal import JOURNAL_KEYS, journal_record
 
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BTC = REAL / "binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
 BINANCE_MULTI = REAL / "binance_usdm_multi_2021-07-22_frames.txt"
 BYBIT = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"

@@ -11,7 +11,7 @@ from datasets.sources.frames import FrameError, Trade
 from datasets.sources.recordings import iter_frames, recording_trades
 from live.adapters import BinanceAdapter, BybitAdapter, OkxAdapter, make_adapter, okx_inst_id
 
-REAL = Path(__file__).parent / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BINANCE_MULTI = REAL / "binance_usdm_multi_2021-07-22_frames.txt"
 BYBIT = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"
 OKX = REAL / "okx_v5_multi_2022-05-13_frames.txt"

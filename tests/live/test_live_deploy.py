@@ -11,7 +11,7 @@ import yaml
 from live.cli import main as live_main
 from live.deploy import MASK, AciSpec, env_from_process, render_aci
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "demo_live.yaml"
 SECRET = "AccountKey=SUPERSECRET0123456789"
 

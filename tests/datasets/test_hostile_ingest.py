@@ -25,7 +25,7 @@ from datasets.cli import main as datasets_main
 from datasets.lake import Lake
 from datasets.quality import read_quality
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT / "tests" / "data" / "real"
 MULTI = REAL / "binance_usdm_multi_2021-07-22_frames.txt"
 LINES = MULTI.read_text().split("\n")
