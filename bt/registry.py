@@ -16,7 +16,6 @@ from whalebt.errors import WhalebtError
 import datetime as dt
 import getpass
 import json
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -74,20 +73,10 @@ def pip_requirements() -> list[str]:
 
 
 def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
-    """Point MLflow at the tracking store (default ``sqlite:///results/mlflow.db``) and registry."""
-    from bt.tracking import _quiet_mlflow, resolve_tracking_uri
+    """Point MLflow at the tracking store and registry (:func:`bt.tracking.connect`)."""
+    from bt.tracking import connect as _connect
 
-    _quiet_mlflow()
-    import mlflow
-
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    reg = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
-    if reg:
-        mlflow.set_registry_uri(reg)
-    return mlflow
+    return _connect(tracking_uri, registry_uri)
 
 
 # --- the bundle -------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ folder and logs it to MLflow. Reports read the folder afterwards; they never rec
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -534,11 +533,11 @@ def _write_run(
     quiet: bool,
 ) -> Path:
     """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder)."""
-    from bt.runfolder import write_run_folder
+    from bt.runfolder import json_text, write_run_folder
 
     def fill(tmp: Path) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
-        (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False, default=_json_default))
+        (tmp / "metrics.json").write_text(json_text(metrics))
         with open(tmp / "signals.jsonl", "w") as fh:
             for rec in sig.journal():
                 fh.write(journal_line(rec))
@@ -554,24 +553,3 @@ def _write_run(
     final = write_run_folder(results_dir / config.run_id, fill)
     _say(f"wrote {final}", quiet)
     return final
-
-
-def _clean(o):
-    """NaN/inf → None, recursively, so metrics.json is strict JSON."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    return str(o)

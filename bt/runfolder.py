@@ -28,7 +28,33 @@ from typing import Callable
 
 from datasets._tempdirs import owned_name, owner_pid, pid_alive, sigterm_exits
 
-__all__ = ["write_run_folder", "clean_stale_run_folders"]
+__all__ = ["write_run_folder", "clean_stale_run_folders", "json_text"]
+
+
+def _plain(o):
+    """NaN/inf → None and NumPy scalars/arrays → Python, recursively."""
+    import math
+
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if hasattr(o, "tolist") and not isinstance(o, (str, bytes)):  # NumPy scalar or array
+        return _plain(o.tolist())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    return o
+
+
+def json_text(obj) -> str:
+    """The one encoding of the JSON files in a run or sweep folder: strict JSON (no NaN), indent 2.
+
+    Non-finite numbers become null; anything else JSON does not know is written as its ``str``.
+    """
+    import json
+
+    return json.dumps(_plain(obj), indent=2, allow_nan=False, default=str)
+
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

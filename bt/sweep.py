@@ -550,7 +550,6 @@ def sweep_command(
         allow_in_sample: with ``model.uri``, do not refuse a span overlapping that model's
             train or validation range.
     """
-    import json
     from pathlib import Path
 
     import pandas as pd
@@ -649,12 +648,12 @@ def sweep_command(
         "lineage": lineage,
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
-    from bt.runfolder import write_run_folder
+    from bt.runfolder import json_text, write_run_folder
 
     def fill(tmp: Path) -> None:
-        (tmp / "sweep.json").write_text(json.dumps(sweep_doc, indent=2, default=_jsonable))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
-        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, default=_jsonable))
+        (tmp / "sweep.json").write_text(json_text(sweep_doc))
+        (tmp / "metrics.json").write_text(json_text(metrics))
+        (tmp / "lineage.json").write_text(json_text(lineage))
         (tmp / "best.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         (tmp / "config.yaml").write_text(yaml.safe_dump(winner_config(run_config, summary.spec), sort_keys=False))
         study.trials_dataframe().drop(columns=["user_attrs_period_returns"], errors="ignore").to_parquet(
@@ -705,16 +704,6 @@ def sweep_command(
         )
         result["registered"] = result.get("model_uri") is not None
     return result
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _log_sweep(

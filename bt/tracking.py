@@ -13,7 +13,15 @@ import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "log_backtest", "flatten", "code_version", "experiment"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "resolve_tracking_uri",
+    "connect",
+    "log_backtest",
+    "flatten",
+    "code_version",
+    "experiment",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "whalebt"
@@ -82,10 +90,12 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def log_backtest(
-    config, metrics: dict, run_dir: Path, *, tracking_uri: str | None = None, experiment_name: str | None = None
-) -> str:
-    """Log one ``bt run`` to MLflow; returns the MLflow run id."""
+def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
+    """The one way whalebt points MLflow at its stores; returns the ``mlflow`` module.
+
+    Tracking: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///results/mlflow.db``
+    (its folder is created). Registry: ``registry_uri`` or ``$MLFLOW_REGISTRY_URI`` if set.
+    """
     _quiet_mlflow()
     import mlflow
 
@@ -93,6 +103,17 @@ def log_backtest(
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    reg = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
+    if reg:
+        mlflow.set_registry_uri(reg)
+    return mlflow
+
+
+def log_backtest(
+    config, metrics: dict, run_dir: Path, *, tracking_uri: str | None = None, experiment_name: str | None = None
+) -> str:
+    """Log one ``bt run`` to MLflow; returns the MLflow run id."""
+    mlflow = connect(tracking_uri)
     exp_id = experiment(mlflow, experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
     parts = metrics["data"]["partitions"] + metrics["data"].get("price_partitions", [])
     data_hash = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
