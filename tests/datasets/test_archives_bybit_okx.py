@@ -41,10 +41,8 @@ from datasets.sources.bybit_archive import (
 from datasets.sources.frames import UnknownContractError
 from datasets.sources.okx_archive import ingest_okx_archive, okx_relpath, parse_okx_zip
 
-# The project's copy of the recordings (with their licences), else shared/ beside the repo.
-REAL = next(p for p in (Path(__file__).resolve().parents[1] / "data" / "real",
-                        Path(__file__).resolve().parents[3] / "shared" / "data" / "real")
-            if (p / "okx_v5_multi_2022-05-13_frames.txt").is_file())
+# The project's copy of the recordings (with their licences: tests/data/real/LICENSES.md).
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 BYBIT_FILE = REAL / "bybit_v5_multi_2026-08-09_frames.jsonl.zst"
 OKX_FILE = REAL / "okx_v5_multi_2022-05-13_frames.txt"
 BYBIT_DAY = dt.date(2026, 8, 9)
