@@ -16,6 +16,8 @@ from whalebt.errors import UserError
 import datetime as dt
 import json
 import uuid
+
+import numpy as np
 from typing import Any, Iterable, Mapping
 
 from datasets.exchanges._common import Request, Trade, bad_frame, load_json, plain_symbol
@@ -63,13 +65,56 @@ def archive_relpath(symbol: str, day: dt.date) -> str:
     return f"trading/{symbol}/{symbol}{day.isoformat()}.csv.gz"
 
 
+_MASK63 = (1 << 63) - 1
+
+
 def trade_id(i: Any) -> int:
-    """The id every Bybit source agrees on: a UUID → its top 63 bits; a numeric id as is."""
+    """The id every Bybit source agrees on: a UUID → its top 63 bits; a numeric id as is (63 bits)."""
     if isinstance(i, str) and i.isdigit():
-        return int(i)
+        return int(i) & _MASK63
     if isinstance(i, str):
         return uuid.UUID(i).int >> 65
     raise ValueError("trade has no id i")
+
+
+def trade_ids(ids: Any, *, error: type[Exception] = ValueError) -> np.ndarray:
+    """int64 ids of ``trdMatchID`` strings: a UUID's top 63 bits, a numeric id as is.
+
+    Same as ``[uuid.UUID(s).int >> 65 for s in ids]`` for UUIDs, vectorised over the
+    36-character canonical form (the common case); anything else goes through the slow path.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.chunked_array([ids]) if not isinstance(ids, (pa.Array, pa.ChunkedArray)) else ids
+    arr = pa.chunked_array([arr]) if isinstance(arr, pa.Array) else arr
+    arr = arr.combine_chunks().cast(pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, np.int64)
+    lengths = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+    if arr.null_count == 0 and (lengths == 36).all():
+        offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
+        data = np.frombuffer(arr.buffers()[2], np.uint8)
+        chars = data[offsets[0] : offsets[0] + 36 * n].reshape(n, 36)
+        hexpos = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17]  # the first 64 bits
+        if (chars[:, [8, 13, 18, 23]] == ord("-")).all():
+            try:
+                top = np.frombuffer(bytes.fromhex(chars[:, hexpos].tobytes().decode("ascii")), ">u8")
+            except (ValueError, UnicodeDecodeError):
+                top = None  # not all hex: the slow path says which id is bad
+            if top is not None:
+                return (top >> np.uint64(1)).astype(np.int64)
+    return np.array([_one_id(s, error) for s in arr.to_pylist()], dtype=np.int64)
+
+
+def _one_id(s: str | None, error: type[Exception]) -> int:
+    if s is None:
+        raise error("trdMatchID is empty; expected a UUID or a number")
+    try:
+        return trade_id(s.strip())
+    except ValueError:
+        raise error(f"trdMatchID {s!r} is neither a UUID nor a number") from None
 
 
 # ---------------------------------------------------------------------------- REST

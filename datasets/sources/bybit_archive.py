@@ -73,7 +73,6 @@ __all__ = [
 
 BYBIT_BASE_URL = bybit.ARCHIVE_URL
 BYBIT_COLUMNS = ("timestamp", "symbol", "side", "size", "price", "trdMatchID")
-_MASK63 = (1 << 63) - 1
 DAY_MS = 86_400_000
 
 
@@ -87,48 +86,8 @@ bybit_relpath = bybit.archive_relpath
 
 
 def bybit_trade_ids(ids: "pa.Array | list[str]") -> np.ndarray:
-    """int64 ids of ``trdMatchID`` strings: a UUID's top 63 bits, a numeric id as is.
-
-    Same as ``[uuid.UUID(s).int >> 65 for s in ids]`` for UUIDs, vectorised over the
-    36-character canonical form (the common case); anything else goes through the slow path.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pa.chunked_array([ids]) if not isinstance(ids, (pa.Array, pa.ChunkedArray)) else ids
-    arr = pa.chunked_array([arr]) if isinstance(arr, pa.Array) else arr
-    arr = arr.combine_chunks().cast(pa.string())
-    n = len(arr)
-    if n == 0:
-        return np.empty(0, np.int64)
-    lengths = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
-    if arr.null_count == 0 and (lengths == 36).all():
-        offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
-        data = np.frombuffer(arr.buffers()[2], np.uint8)
-        chars = data[offsets[0] : offsets[0] + 36 * n].reshape(n, 36)
-        hexpos = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17]  # the first 64 bits
-        if (chars[:, [8, 13, 18, 23]] == ord("-")).all():
-            try:
-                top = np.frombuffer(bytes.fromhex(chars[:, hexpos].tobytes().decode("ascii")), ">u8")
-            except (ValueError, UnicodeDecodeError):
-                top = None  # not all hex: the slow path says which id is bad
-            if top is not None:
-                return (top >> np.uint64(1)).astype(np.int64)
-    return np.array([_one_id(s) for s in arr.to_pylist()], dtype=np.int64)
-
-
-def _one_id(s: str | None) -> int:
-    import uuid
-
-    if s is None:
-        raise SchemaError("trdMatchID is empty; expected a UUID or a number")
-    s = s.strip()
-    if s.isdigit():
-        return int(s) & _MASK63
-    try:
-        return uuid.UUID(s).int >> 65
-    except ValueError:
-        raise SchemaError(f"trdMatchID {s!r} is neither a UUID nor a number") from None
+    """int64 ids of ``trdMatchID`` strings (:func:`datasets.exchanges.bybit.trade_ids`)."""
+    return bybit.trade_ids(ids, error=SchemaError)
 
 
 def _csv_table(data: bytes, name: str, compression: str | None, columns: dict[str, "pa.DataType"]):
