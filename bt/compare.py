@@ -1,7 +1,8 @@
 """One offline HTML page comparing runs side by side (``bt compare``).
 
 Reads each run folder as written by ``bt run`` or ``bt sweep`` (``metrics.json``, ``config.yaml``,
-``equity.parquet``, ``trades.parquet``, ``tearsheet.html``); never recomputes a backtest. The
+``equity.parquet``, ``trades.parquet``) and links each run's ``report.html`` and ``tearsheet.html``
+where the folder has them; never recomputes a backtest. The
 plotly library is inlined, so the page works without a network.
 """
 
@@ -54,6 +55,7 @@ class RunView:
     equity: Any  # pandas Series or None
     returns: Any  # numpy array of per-signal net returns (primary horizon) or None
     tearsheet: Path | None
+    report: Path | None = None  # report.html (bt.evaluation), when the folder has one
 
 
 def resolve_run(ref: str, results_dir: str | os.PathLike[str] = "results") -> Path:
@@ -102,7 +104,7 @@ def load_run(path: Path) -> RunView:
         if "net_return" in tr.columns:
             r = tr["net_return"].to_numpy(np.float64)
             returns = r[np.isfinite(r)]
-    tear = path / "tearsheet.html"
+    tear, report = path / "tearsheet.html", path / "report.html"
     return RunView(
         str(metrics.get("run_id") or path.name),
         path,
@@ -111,6 +113,7 @@ def load_run(path: Path) -> RunView:
         equity,
         returns,
         tear if tear.is_file() else None,
+        report if report.is_file() else None,
     )
 
 
@@ -212,13 +215,11 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     if len(runs) < 1:
         raise UserError("give at least one run to compare")
     eq_html, dist_html = _figures(runs)
-    links: list[dict[str, str | None]] = []
-    for r in runs:
-        if r.tearsheet is not None:
-            rel = os.path.relpath(r.tearsheet.resolve(), out_path.resolve().parent)
-            links.append({"run": r.run_id, "href": Path(rel).as_posix()})
-        else:
-            links.append({"run": r.run_id, "href": None})
+
+    def rel(p: Path | None) -> str | None:
+        return None if p is None else Path(os.path.relpath(p.resolve(), out_path.resolve().parent)).as_posix()
+
+    links = [{"run": r.run_id, "href": rel(r.tearsheet), "report": rel(r.report)} for r in runs]
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     tpl = env.from_string(TEMPLATE.read_text())
     return tpl.render(

@@ -18,6 +18,7 @@ __all__ = [
     "event_metrics",
     "bootstrap_mean_ci",
     "cluster_bootstrap_mean_ci",
+    "cluster_bootstrap_mean_band",
     "signal_clusters",
     "n_independent",
     "portfolio_metrics",
@@ -101,6 +102,38 @@ def cluster_bootstrap_mean_ci(
         means[lo:hi] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     alpha = (1.0 - level) / 2.0
     return [float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))]
+
+
+def cluster_bootstrap_mean_band(
+    x: np.ndarray, cluster: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column percentile CI of the mean of ``x`` (n signals × m columns), resampling clusters.
+
+    The same cluster draws as :func:`cluster_bootstrap_mean_ci` with the same ``seed``, applied to
+    every column at once, so a column equal to the returns gives that function's interval (up to
+    summation order). ``(low[m], high[m])``, NaN with fewer than 2 clusters.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    m = x.shape[1] if x.ndim == 2 else 0
+    _, inv = np.unique(np.asarray(cluster, dtype=np.int64), return_inverse=True)
+    k = int(inv.max()) + 1 if inv.size else 0
+    if k < 2 or n_boot <= 0:
+        return np.full(m, math.nan), np.full(m, math.nan)
+    sums = np.zeros((k, m))
+    np.add.at(sums, inv, x)
+    counts = np.bincount(inv, minlength=k).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_boot, m))
+    chunk = max(1, min(n_boot, 20_000_000 // k))
+    for lo in range(0, n_boot, chunk):
+        hi = min(n_boot, lo + chunk)
+        idx = rng.integers(0, k, size=(hi - lo, k))
+        # Times each cluster is drawn in each replicate, then all columns in one product.
+        w = np.bincount((idx + k * np.arange(hi - lo)[:, None]).ravel(), minlength=(hi - lo) * k)
+        w = w.reshape(hi - lo, k).astype(np.float64)
+        means[lo:hi] = (w @ sums) / (w @ counts)[:, None]
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(means, alpha, axis=0), np.quantile(means, 1.0 - alpha, axis=0)
 
 
 def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:

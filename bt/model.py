@@ -33,6 +33,7 @@ __all__ = [
     "train_booster",
     "ThresholdChoice",
     "choose_threshold",
+    "threshold_curve",
     "independent_counts",
     "ValidationResult",
     "fit_validate",
@@ -297,6 +298,33 @@ def independent_counts(
     return out
 
 
+def _curve(prob, ret, lab, grid, win) -> dict[str, np.ndarray]:
+    counts, mean, prec = _candidate_stats(prob, ret, lab, grid)
+    ind = counts if win is None else independent_counts(prob, win[0], win[1], grid)
+    return {"threshold": grid, "n_signals": counts, "n_independent": ind, "mean_return": mean, "precision": prec}
+
+
+def threshold_curve(
+    prob: np.ndarray,
+    net_return: np.ndarray,
+    label: np.ndarray,
+    step: float,
+    *,
+    ts_ms: np.ndarray | None = None,
+    end_ts_ms: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """What each candidate threshold of :func:`choose_threshold` keeps on validation.
+
+    Arrays over the grid ``step, 2 * step, ... < 1``: ``threshold``, ``n_signals``,
+    ``n_independent`` (clusters of overlapping ``[ts_ms, end_ts_ms]`` windows), ``mean_return``
+    and ``precision`` (NaN where nothing is kept), the numbers the policies choose from.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    grid = np.round(np.arange(step, 1.0 - 1e-12, step), 10)
+    win = _windows(prob.shape[0], ts_ms, end_ts_ms, None)
+    return _curve(prob, np.asarray(net_return, dtype=np.float64), np.asarray(label, dtype=bool), grid, win)
+
+
 def choose_threshold(
     prob: np.ndarray,
     net_return: np.ndarray,
@@ -356,12 +384,12 @@ def choose_threshold(
         )
 
     if cfg.policy == "fixed":
-        ok = n_ind(cfg.value) >= cfg.min_signals
-        return result(cfg.value, "fixed" if ok else "fixed:below_min_signals", ok)
+        fits = n_ind(cfg.value) >= cfg.min_signals
+        return result(cfg.value, "fixed" if fits else "fixed:below_min_signals", fits)
     if prob.size == 0:
         return result(0.0, "take_all:no_validation_events")
-    counts, mean, prec = _candidate_stats(prob, ret, lab, grid)
-    ind = counts if win is None else independent_counts(prob, win[0], win[1], grid)
+    curve = _curve(prob, ret, lab, grid, win)
+    counts, mean, prec, ind = curve["n_signals"], curve["mean_return"], curve["precision"], curve["n_independent"]
     enough = ind >= cfg.min_signals
     if cfg.policy == "top_fraction":
         ok = enough & (counts >= math.ceil(cfg.fraction * prob.size))
@@ -697,6 +725,7 @@ class ModelVerdict:
     metrics: dict
     result: ModelResult | None = None
     lineage: dict | None = None  # a registered model's lineage.json (None: trained here, or older model)
+    threshold_curve: dict | None = None  # a model trained here: :func:`threshold_curve` on validation
 
 
 def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
@@ -743,4 +772,13 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     )
     cols = [FEATURE_NAMES.index(n) for n in cfg.feature_names]
     prob = predict_proba(ensemble_from_booster(res.booster), X_all[:, cols]) if len(events) else np.empty(0)
-    return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res)
+    val = res.validation
+    curve = threshold_curve(
+        val.val_prob,
+        table.net_return[val.val_idx],
+        table.label[val.val_idx],
+        cfg.threshold.step,
+        ts_ms=table.ts_ms[val.val_idx],
+        end_ts_ms=table.end_ts_ms[val.val_idx],
+    )
+    return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res, None, curve)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 
-__all__ = ["metrics_table", "print_metrics", "write_tearsheet"]
+__all__ = ["metrics_table", "print_metrics", "write_tearsheet", "price_on_bars", "tearsheet_inputs"]
 
 
 def _pct(x) -> str:
@@ -100,16 +100,71 @@ def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
         console.print(f"annualised figures: {note}")
     if run_dir is not None:
         console.print(f"results: {run_dir}")
+        if (run_dir / "report.html").exists():
+            console.print(f"report: {run_dir / 'report.html'}")
         if (run_dir / "tearsheet.html").exists():
             console.print(f"tearsheet: {run_dir / 'tearsheet.html'}")
 
 
-def write_tearsheet(pf, metrics: dict, path: Path) -> None:
+def price_on_bars(index, ts_ms, price):
+    """Buy and hold on an equity curve's bar grid: the last trade price at or before each bar end."""
+    import numpy as np
+    import pandas as pd
+
+    ends = np.asarray(index.as_unit("ms").asi8, dtype=np.int64)  # bar ends, ms UTC
+    idx = np.searchsorted(np.asarray(ts_ms, dtype=np.int64), ends, side="right") - 1
+    px = np.asarray(price, dtype=np.float64)[np.maximum(idx, 0)]
+    if (idx < 0).any():  # bars before the first trade hold its price
+        px[idx < 0] = float(price[0])
+    return pd.Series(px, index=index, name="buy_and_hold")
+
+
+def _daily(values):
+    """Day-close returns of a series indexed by bar end (UTC), days without tz.
+
+    A bar ending at midnight closes the day before (the curve's first point, its starting value,
+    stays on its own day), so a run over 2024-03-01..02 has those two days and no third one.
+    """
+    import numpy as np
+    import pandas as pd
+
+    s = values.astype(np.float64)
+    if s.empty:
+        return pd.Series(dtype=np.float64)
+    day = s.index.floor("D")
+    at_midnight = (s.index == day) & (np.arange(len(s)) > 0)
+    day = day.where(~at_midnight, day - pd.Timedelta(days=1))
+    closes = s.groupby(day.tz_localize(None)).last()
+    base = np.r_[s.iloc[0], closes.to_numpy()[:-1]]
+    return pd.Series(closes.to_numpy() / base - 1.0, index=closes.index)
+
+
+def tearsheet_inputs(pf, metrics: dict, benchmark=None):
+    """``(returns, benchmark_returns, title)`` as handed to quantstats.
+
+    Both return series are daily (UTC day closes, a bar ending at midnight closing the day
+    before) on the same days; the benchmark is buying the symbol at the first bar and holding it to the last
+    (``benchmark``: its price on the equity curve's bars, :func:`price_on_bars`).
+    """
+    rets = _daily(pf.equity).rename("strategy")
+    bench = None
+    if benchmark is not None and len(benchmark):
+        bench = _daily(benchmark).rename(f"buy and hold {metrics['data']['symbol']}")
+    span = f"{rets.index[0]:%Y-%m-%d} → {rets.index[-1]:%Y-%m-%d}" if len(rets) else "no days"
+    title = (
+        f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} "
+        f"{span}, horizon {metrics['horizon']}"
+    )
+    return rets, bench, title
+
+
+def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
     """quantstats HTML tearsheet of the portfolio's daily returns (365 periods a year).
 
-    quantstats annualises whatever it is given; when the span is too short for that to mean
-    anything (``portfolio.annualisation_note`` in the metrics), the page opens with a note
-    saying so, and the metrics.json figures are null.
+    ``benchmark``: the symbol's price on the equity curve's bars (:func:`price_on_bars`); its
+    daily returns are quantstats' benchmark (buy and hold over the same span). The title names
+    the span of days. When the span is too short to annualise (``portfolio.annualisation_note``
+    in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
     """
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import html
@@ -119,26 +174,30 @@ def write_tearsheet(pf, metrics: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import quantstats as qs
 
-    from bt.metrics import PERIODS_PER_YEAR, daily_returns
+    from bt.metrics import PERIODS_PER_YEAR
 
-    rets = daily_returns(pf.equity)
-    rets.index = rets.index.tz_localize(None)
-    title = (
-        f"whalebt {metrics['name']} — {metrics['data']['exchange']}/{metrics['data']['symbol']} "
-        f"{metrics['data']['start']}..{metrics['data']['end']}, horizon {metrics['horizon']}"
-    )
+    rets, bench, title = tearsheet_inputs(pf, metrics, benchmark)
+    no_bench = None
+    if bench is not None and not (len(rets) > 1 and rets.std() > 0 and bench.std() > 0):
+        # quantstats regresses one on the other: a flat series (no trades, a flat price) breaks it.
+        no_bench = "the benchmark is left out: the strategy or the price did not move"
+        bench = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qs.reports.html(rets, output=str(path), title=title, periods_per_year=PERIODS_PER_YEAR)
+        qs.reports.html(rets, benchmark=bench, output=str(path), title=title, periods_per_year=PERIODS_PER_YEAR)
     note = (metrics.get("portfolio") or {}).get("annualisation_note")
+    banner = ""
     if note:
-        page = path.read_text()
-        banner = (
+        banner += (
             f'<div style="background:#fff3cd;border:1px solid #c9a227;padding:8px;margin:8px 0;'
             f'font-family:sans-serif"><b>Not annualised by whalebt:</b> {html.escape(note)}. '
             "The annualised figures quantstats prints below (CAGR, Sharpe, Sortino, ...) "
             "extrapolate too short a span; metrics.json leaves them null.</div>"
         )
+    if no_bench:
+        banner += f'<div style="padding:8px;font-family:sans-serif">Note: {html.escape(no_bench)}.</div>'
+    if banner:
+        page = path.read_text()
         at = page.find("<body>")
         page = page[: at + 6] + banner + page[at + 6 :] if at >= 0 else banner + page
         path.write_text(page)

@@ -7,6 +7,7 @@ folder and logs it to MLflow. Reports read the folder afterwards; they never rec
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class SignalSet:
     model_metrics: dict | None = None  # validation/test figures of a model trained by the run
     oos_from_ms: int | None = None  # a trained model's test boundary: events before it were dropped
     model_lineage: dict | None = None  # a registered model's lineage (train/validation/test ranges)
+    threshold_curve: dict | None = None  # a model trained by the run: validation curve (bt.model.threshold_curve)
 
     def journal(self) -> list[dict]:
         ev = self.events
@@ -112,6 +114,7 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     model_metrics = None
     oos_from_ms = None
     lineage = None
+    curve = None
     if config.model is not None:
         from bt.model import apply_model
 
@@ -124,6 +127,7 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
         lineage = verdict.lineage
         prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri
         model_metrics, oos_from_ms = verdict.metrics, verdict.oos_from_ms
+        curve = verdict.threshold_curve
         if oos_from_ms is not None:
             # A model trained by this run: only events from its test boundary on are out of sample.
             keep = events["ts_ms"].to_numpy(np.int64) >= oos_from_ms
@@ -135,7 +139,9 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
             events, prob = events[keep].reset_index(drop=True), prob[keep]
     events["prob"] = prob
     events["decision"] = [decide(None if np.isnan(p) else p, threshold) for p in prob]
-    return SignalSet(span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms, lineage)
+    return SignalSet(
+        span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms, lineage, curve
+    )
 
 
 def span_ms(config: RunConfig) -> tuple[int, int]:
@@ -287,7 +293,9 @@ def run_backtest(
 
     Files: ``config.yaml`` (resolved), ``metrics.json``, ``signals.jsonl`` (docs/spec.md §5 journal),
     ``trades.parquet`` (event study, every horizon), ``positions.parquet``, ``equity.parquet``
-    (equity and the mark price at each bar end) and ``tearsheet.html`` (quantstats).
+    (equity and the mark price at each bar end), ``tearsheet.html`` (quantstats) and ``report.html``
+    (:mod:`bt.evaluation`, with the frames it reads: ``paths.parquet``, ``price.parquet``; model runs
+    ``calibration.parquet``, and ``threshold_curve.parquet`` for a model trained by the run).
 
     With a registered model (``model.uri``) whose train or validation range the span overlaps,
     the run is refused (:class:`bt.registry.InSampleSpan`) unless ``allow_in_sample``; then the
@@ -321,20 +329,24 @@ def run_backtest(
     holes = _check_holes(config, span, price_span, strict)
     funding = _load_funding(lake, price_span) if len(price_span) else None
     t1 = time.perf_counter()
-    study = event_study(
-        price_span.ts_ms,
-        price_span.price,
-        trig_idx,
-        horizons_ms=horizons,
-        latency_ms=bt.entry_latency_ms,
-        costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
-        label_threshold=bt.label_threshold,
-        take_profit=bt.take_profit,
-        stop_loss=bt.stop_loss,
-        funding=funding,
-        trigger_ts_ms=trig_ts,
-        coverage=price_span.coverage,
-    )
+
+    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
+        return event_study(
+            price_span.ts_ms,
+            price_span.price,
+            idx,
+            horizons_ms=hs,
+            latency_ms=bt.entry_latency_ms,
+            costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
+            label_threshold=bt.label_threshold,
+            take_profit=bt.take_profit,
+            stop_loss=bt.stop_loss,
+            funding=funding,
+            trigger_ts_ms=ts,
+            coverage=price_span.coverage,
+        )
+
+    study = study_of(trig_idx, trig_ts, horizons)
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
     timings["event_study_s"] = time.perf_counter() - t1
@@ -471,7 +483,17 @@ def run_backtest(
     if sig.model_metrics is not None:
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")
-    run_dir = _write_run(config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet)
+    t3 = time.perf_counter()
+    artefacts = _report_artefacts(config, sig, study, study_of, price_span, funding, (start_ms, end_ms))
+    benchmark = None
+    if len(price_span):
+        from bt.report import price_on_bars
+
+        benchmark = price_on_bars(pf.equity.index, price_span.ts_ms, price_span.price)
+    timings["report_data_s"] = time.perf_counter() - t3
+    run_dir = _write_run(
+        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings
+    )
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
     if log_mlflow:
@@ -479,6 +501,44 @@ def run_backtest(
 
         result.mlflow_run_id = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri)
     return result
+
+
+def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms) -> dict[str, pd.DataFrame]:
+    """The frames report.html needs beyond trades.parquet (see :func:`bt.evaluation.run_artefacts`).
+
+    Model runs also score every headline event's outcome at the primary horizon (not only the
+    signals kept by the threshold) for the calibration figure.
+    """
+    from bt.evaluation import calibration_table, run_artefacts
+
+    bt = config.backtest
+    calibration = None
+    if config.model is not None and len(price_span):
+        ev = sig.events
+        if "in_sample" in study.columns:
+            from bt.registry import in_sample_mask
+
+            ev = ev[~in_sample_mask(sig.model_lineage, ev["ts_ms"].to_numpy(np.int64))]
+        ts = ev["ts_ms"].to_numpy(np.int64)
+        if config.data.price_exchange and config.data.price_exchange != config.data.exchange:
+            every = study_of(
+                np.searchsorted(price_span.ts_ms, ts, side="right").astype(np.int64) - 1, ts, [bt.horizon_ms]
+            )
+        else:
+            every = study_of(ev["trade_idx"].to_numpy(np.int64), None, [bt.horizon_ms])
+        calibration = calibration_table(ev["prob"].to_numpy(np.float64), every, ts)
+    return run_artefacts(
+        study,
+        ts_ms=price_span.ts_ms,
+        price=price_span.price,
+        fee=bt.fee_bps / 1e4,
+        funding=funding,
+        n_boot=bt.bootstrap,
+        seed=bt.seed,
+        span_ms=span_ms,
+        calibration=calibration,
+        threshold_curve=sig.threshold_curve,
+    )
 
 
 def _check_holes(config: RunConfig, span: TradeSpan, price_span: TradeSpan, strict: bool) -> list[dict]:
@@ -531,9 +591,19 @@ def _write_run(
     results_dir: Path,
     tearsheet: bool,
     quiet: bool,
+    artefacts: dict[str, pd.DataFrame] | None = None,
+    benchmark: pd.Series | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Path:
-    """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder)."""
+    """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder).
+
+    Without ``tearsheet``, the folder's previous ``tearsheet.html`` is kept only when its
+    ``metrics.json`` is byte-identical to the new one (same run, same numbers); otherwise it
+    would describe another result, so it goes with the old folder.
+    """
     from bt.runfolder import json_text, write_run_folder
+
+    final = results_dir / config.run_id
 
     def fill(tmp: Path) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
@@ -545,11 +615,22 @@ def _write_run(
         pf.positions.to_parquet(tmp / "positions.parquet", index=False)
         # The mark price beside the equity: bt.api values the positions with it (Run.portfolio).
         pd.concat([pf.equity, pf.price], axis=1).to_parquet(tmp / "equity.parquet")
+        for name, frame in (artefacts or {}).items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
         if tearsheet:
             from bt.report import write_tearsheet
 
-            write_tearsheet(pf, metrics, tmp / "tearsheet.html")
+            write_tearsheet(pf, metrics, tmp / "tearsheet.html", benchmark=benchmark)
+        elif (final / "tearsheet.html").is_file() and (final / "metrics.json").is_file():
+            if (final / "metrics.json").read_bytes() == (tmp / "metrics.json").read_bytes():
+                shutil.copy2(final / "tearsheet.html", tmp / "tearsheet.html")
+        t = time.perf_counter()
+        from bt.evaluation import write_report
 
-    final = write_run_folder(results_dir / config.run_id, fill)
+        write_report(tmp)
+        if timings is not None:
+            timings["report_s"] = time.perf_counter() - t
+
+    write_run_folder(final, fill)
     _say(f"wrote {final}", quiet)
     return final

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="backtest a config: event study, portfolio, tearsheet, MLflow run",
         description="Backtest a YAML config (docs/spec.md §7) and write results/<run_id>/: config.yaml, "
-        "metrics.json, signals.jsonl, trades.parquet, tearsheet.html. The run is logged to MLflow.",
+        "metrics.json, signals.jsonl, trades.parquet, report.html, tearsheet.html. The run is logged to MLflow.",
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )

@@ -1,0 +1,734 @@
+"""The signal-evaluation report of a run: ``results/<run_id>/report.html``.
+
+Three layers, each usable alone:
+
+* artefacts (:func:`run_artefacts`), computed by ``bt run`` from data only it has at hand (the
+  price tape, funding) and written into the run folder: ``paths.parquet`` (the average
+  cumulative net return path after the entry at fine steps, with its cluster-bootstrap band),
+  ``price.parquet`` (the price downsampled to at most :data:`MAX_PRICE_POINTS` points) and, for
+  model runs, ``calibration.parquet`` (every scored event with its outcome) and
+  ``threshold_curve.parquet`` (validation: what each candidate threshold keeps);
+* figures (``fig_*``): pure functions of those frames, ``trades.parquet`` and ``metrics.json``,
+  returning plotly figures whose titles name the span they cover;
+* :func:`write_report`: one offline page from the run folder alone (plotly.js inlined once,
+  nothing fetched), so a report can be re-rendered without the lake.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from bt.engine import FundingSeries
+
+__all__ = [
+    "PATH_STEPS",
+    "MAX_PRICE_POINTS",
+    "FIGURE_IDS",
+    "downsample_price",
+    "return_paths",
+    "average_path",
+    "calibration_table",
+    "run_artefacts",
+    "headline_trades",
+    "report_spans",
+    "span_text",
+    "figures",
+    "render_report",
+    "write_report",
+]
+
+#: Steps of the average return path from the entry to the longest horizon (PATH_STEPS + 1 points).
+PATH_STEPS = 60
+#: Most points of the price chart.
+MAX_PRICE_POINTS = 5000
+#: Div id of each figure on the page, in page order (model figures only for model runs).
+FIGURE_IDS = (
+    "fig-path",
+    "fig-horizon",
+    "fig-distribution",
+    "fig-size",
+    "fig-hour",
+    "fig-exit-reasons",
+    "fig-per-day",
+    "fig-price",
+    "fig-calibration",
+    "fig-threshold",
+)
+DAY_MS = 86_400_000
+
+
+# --- artefacts ---------------------------------------------------------------------------------
+
+
+def downsample_price(
+    ts_ms: np.ndarray, price: np.ndarray, start_ms: int, end_ms: int, max_points: int = MAX_PRICE_POINTS
+) -> pd.DataFrame:
+    """The last trade at or before each of ``max_points`` equal steps of ``[start_ms, end_ms)``."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    if ts.size == 0 or end_ms <= start_ms:
+        return pd.DataFrame({"ts_ms": np.empty(0, np.int64), "price": np.empty(0)})
+    edges = np.linspace(start_ms, end_ms, max_points + 1)[1:]
+    idx = np.searchsorted(ts, edges, side="right") - 1
+    idx = np.unique(idx[(idx >= 0) & (ts[np.maximum(idx, 0)] >= start_ms)])
+    return pd.DataFrame({"ts_ms": ts[idx], "price": np.asarray(price, dtype=np.float64)[idx]})
+
+
+def return_paths(
+    rows: pd.DataFrame,
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    *,
+    horizon_ms: int,
+    fee: float,
+    funding: FundingSeries | None = None,
+    steps: int = PATH_STEPS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each held signal's cumulative net return at ``steps + 1`` times from its entry to ``horizon_ms``.
+
+    ``rows``: event-study rows of one horizon with an exit. At offset ``t`` the value is the last
+    trade at or before ``entry + t`` (held at the exit trade once the signal has exited, e.g. on
+    take-profit) over the entry price, minus both fees, plus the funding settled so far: the last
+    column is the event study's ``net_return``. Returns ``(offsets_ms[steps + 1], values[n, steps + 1])``.
+    """
+    offsets = np.round(np.linspace(0, horizon_ms, steps + 1)).astype(np.int64)
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    px = np.asarray(price, dtype=np.float64)
+    entry_ts = rows["entry_ts_ms"].to_numpy(np.int64)[:, None]
+    exit_ts = rows["exit_ts_ms"].to_numpy(np.int64)[:, None]
+    entry_idx = rows["entry_idx"].to_numpy(np.int64)[:, None]
+    exit_idx = rows["exit_idx"].to_numpy(np.int64)[:, None]
+    t = np.minimum(entry_ts + offsets[None, :], exit_ts)
+    idx = np.clip(np.searchsorted(ts, t, side="right") - 1, entry_idx, exit_idx)
+    gross = px[idx] / rows["entry_price"].to_numpy(np.float64)[:, None] - 1.0
+    fund = np.zeros_like(gross)
+    if funding is not None and len(funding) and gross.size:
+        fund = funding.return_between(np.broadcast_to(entry_ts, t.shape).ravel(), t.ravel()).reshape(t.shape)
+    return offsets, gross - 2.0 * fee + fund
+
+
+def average_path(
+    offsets_ms: np.ndarray, values: np.ndarray, cluster: np.ndarray, *, n_boot: int, seed: int
+) -> pd.DataFrame:
+    """Mean and median of the paths at each offset, with a 95 % band resampling whole clusters.
+
+    The band uses :func:`bt.metrics.cluster_bootstrap_mean_band` (the draws of the run's
+    ``mean_return_ci95``); it is NaN below :data:`bt.metrics.MIN_CLUSTERS_FOR_CI` clusters.
+    """
+    from bt.metrics import MIN_CLUSTERS_FOR_CI, cluster_bootstrap_mean_band, n_independent
+
+    n, m = values.shape[0], len(offsets_ms)
+    lo = hi = np.full(m, math.nan)
+    if n and n_independent(cluster) >= MIN_CLUSTERS_FOR_CI:
+        lo, hi = cluster_bootstrap_mean_band(values, cluster, n_boot=n_boot, seed=seed)
+    return pd.DataFrame(
+        {
+            "offset_ms": np.asarray(offsets_ms, dtype=np.int64),
+            "mean": values.mean(axis=0) if n else np.full(m, math.nan),
+            "median": np.median(values, axis=0) if n else np.full(m, math.nan),
+            "ci_low": lo,
+            "ci_high": hi,
+            "n_signals": np.int64(n),
+            "n_independent": np.int64(n_independent(cluster) if n else 0),
+        }
+    )
+
+
+def calibration_table(prob: np.ndarray, outcome: pd.DataFrame, ts_ms: np.ndarray) -> pd.DataFrame:
+    """Every scored event with its outcome at the primary horizon (dropped ones left out).
+
+    ``outcome``: event-study rows of the primary horizon, one per event, in event order.
+    """
+    net = outcome["net_return"].to_numpy(np.float64)
+    ok = np.isfinite(net) & np.isfinite(prob)
+    return pd.DataFrame(
+        {
+            "ts_ms": np.asarray(ts_ms, dtype=np.int64)[ok],
+            "prob": np.asarray(prob, dtype=np.float64)[ok],
+            "net_return": net[ok],
+            "label": outcome["label"].to_numpy(bool)[ok],
+        }
+    )
+
+
+def run_artefacts(
+    study: pd.DataFrame,
+    *,
+    ts_ms: np.ndarray,
+    price: np.ndarray,
+    fee: float,
+    funding: FundingSeries | None,
+    n_boot: int,
+    seed: int,
+    span_ms: tuple[int, int],
+    calibration: pd.DataFrame | None = None,
+    threshold_curve: dict | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The report's frames that need the price tape: ``{file stem: frame}`` for the run folder."""
+    rows = headline_trades(study)
+    longest = int(rows["horizon_ms"].max()) if len(rows) else 0
+    held = rows[(rows["horizon_ms"] == longest) & (rows["exit_idx"] >= 0)]
+    offsets, values = return_paths(held, ts_ms, price, horizon_ms=longest, fee=fee, funding=funding)
+    out = {
+        "paths": average_path(offsets, values, held["cluster"].to_numpy(np.int64), n_boot=n_boot, seed=seed),
+        "price": downsample_price(ts_ms, price, *span_ms),
+    }
+    if calibration is not None:
+        out["calibration"] = calibration
+    if threshold_curve is not None:
+        out["threshold_curve"] = pd.DataFrame(threshold_curve)
+    return out
+
+
+# --- spans -------------------------------------------------------------------------------------
+
+
+def _when(ms: int) -> str:
+    t = pd.Timestamp(int(ms), unit="ms", tz="UTC")
+    return t.strftime("%Y-%m-%d") if t == t.normalize() else t.strftime("%Y-%m-%d %H:%M")
+
+
+def span_text(lo_ms: int, hi_ms: int) -> str:
+    """``2024-03-01 → 2024-03-10`` for ``[lo, hi)``; an end at midnight names the day before."""
+    end = int(hi_ms)
+    t = pd.Timestamp(end, unit="ms", tz="UTC")
+    end_txt = (t - pd.Timedelta(days=1)).strftime("%Y-%m-%d") if t == t.normalize() else _when(end)
+    return f"{_when(lo_ms)} → {end_txt}"
+
+
+def report_spans(metrics: dict) -> dict[str, str]:
+    """``{"signals": ..., "validation": ...}``: what the figures cover, as title text.
+
+    A model trained by the run: its test period (validation for the threshold curve); with
+    ``--allow-in-sample``: the data span, out-of-sample signals only; else the data span.
+    """
+    d = metrics["data"]
+    lo = int(pd.Timestamp(d["start"], tz="UTC").value // 1_000_000)
+    hi = int(pd.Timestamp(d["end"], tz="UTC").value // 1_000_000) + DAY_MS
+    b = (metrics.get("model_metrics") or {}).get("boundaries_ms") or {}
+    out = {"signals": span_text(lo, hi)}
+    if "test" in b:
+        out["signals"] = f"test {span_text(max(lo, b['test']), min(hi, b.get('end', hi)))}"
+        out["validation"] = f"validation {span_text(b['validation'], b['test'])}"
+    elif metrics.get("headline") == "out_of_sample":
+        out["signals"] += ", out of sample"
+    return out
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def headline_trades(trades: pd.DataFrame, horizon: str | None = None) -> pd.DataFrame:
+    """Rows of the headline (out of sample when the run split them), optionally of one horizon."""
+    rows = trades
+    if "in_sample" in rows.columns:
+        rows = rows[~rows["in_sample"].to_numpy(bool)]
+    if horizon is not None:
+        rows = rows[rows["horizon"].astype(str) == str(horizon)]
+    return rows
+
+
+def _held(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[np.isfinite(rows["net_return"].to_numpy(np.float64))]
+
+
+def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=kw.pop("height", 380),
+        margin=dict(l=60, r=30, t=60, b=45),
+        legend=dict(orientation="h", y=-0.18),
+        **kw,
+    )
+    return fig
+
+
+def fig_path(paths: pd.DataFrame, span: str) -> go.Figure:
+    """The average cumulative net return after the entry, with its cluster-bootstrap band."""
+    import plotly.graph_objects as go
+
+    x = (paths["offset_ms"].to_numpy() / 60_000).tolist()
+    n = int(paths["n_signals"].iloc[0]) if len(paths) else 0
+    k = int(paths["n_independent"].iloc[0]) if len(paths) else 0
+    fig = go.Figure()
+    if paths["ci_low"].notna().any():
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=paths["ci_high"].tolist() + paths["ci_low"].tolist()[::-1],
+                fill="toself",
+                fillcolor="rgba(31,119,180,0.18)",
+                line=dict(width=0),
+                hoverinfo="skip",
+                name="95 % band (bootstrap over clusters)",
+            )
+        )
+    fig.add_trace(go.Scatter(x=x, y=paths["mean"].tolist(), mode="lines", name="mean", line=dict(color="#1f77b4")))
+    fig.add_trace(
+        go.Scatter(x=x, y=paths["median"].tolist(), mode="lines", name="median", line=dict(dash="dot", color="#555"))
+    )
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    band = "" if paths["ci_low"].notna().any() else "; too few clusters for a band"
+    return _layout(
+        fig,
+        f"Average cumulative net return after the signal — {span} ({n} signals, {k} independent{band})",
+        xaxis_title="minutes after the entry (trigger + latency)",
+        yaxis=dict(title="net return", tickformat=".2%"),
+        height=420,
+    )
+
+
+def _horizon_items(metrics: dict) -> list[tuple[str, dict]]:
+    from datasets.durations import parse_duration_ms
+
+    return sorted((metrics.get("by_horizon") or {}).items(), key=lambda kv: parse_duration_ms(kv[0]))
+
+
+def fig_horizon(metrics: dict, span: str) -> go.Figure:
+    """Mean (with its 95 % CI where there is one) and median net return at each horizon."""
+    import plotly.graph_objects as go
+
+    items = _horizon_items(metrics)
+    hs = [h for h, _ in items]
+    mean = [m.get("mean_return") for _, m in items]
+    ci = [m.get("mean_return_ci95") or [None, None] for _, m in items]
+    up = [None if c[1] is None or v is None else c[1] - v for c, v in zip(ci, mean)]
+    down = [None if c[0] is None or v is None else v - c[0] for c, v in zip(ci, mean)]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=hs,
+            y=mean,
+            mode="lines+markers",
+            name="mean",
+            error_y=dict(type="data", array=up, arrayminus=down, visible=True),
+            customdata=[m.get("n_signals") for _, m in items],
+            hovertemplate="%{x}: mean %{y:.3%} (%{customdata} signals)<extra></extra>",
+        )
+    )
+    fig.add_trace(go.Scatter(x=hs, y=[m.get("median_return") for _, m in items], mode="lines+markers", name="median"))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    return _layout(
+        fig,
+        f"Net return vs horizon — {span}",
+        xaxis=dict(title="horizon", type="category"),
+        yaxis=dict(title="net return", tickformat=".2%"),
+    )
+
+
+def fig_distribution(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Histogram of the primary horizon's net returns with the mean, the median and +1 %."""
+    import plotly.graph_objects as go
+
+    r = _held(headline_trades(trades, metrics["horizon"]))["net_return"].to_numpy(np.float64)
+    fig = go.Figure(go.Histogram(x=r.tolist(), nbinsx=60, name="signals", marker_color="#1f77b4"))
+    for value, label, color in (
+        (metrics.get("mean_return"), "mean", "#d62728"),
+        (metrics.get("median_return"), "p50", "#2ca02c"),
+        (0.01, "+1 %", "#7f7f7f"),
+    ):
+        if value is not None:
+            fig.add_vline(
+                x=value,
+                line=dict(color=color, dash="dash"),
+                annotation_text=f"{label} {value:+.2%}",
+                annotation_position="top",
+            )
+    return _layout(
+        fig,
+        f"Net return per signal at {metrics['horizon']} — {span} ({r.size} signals)",
+        xaxis=dict(title="net return", tickformat=".1%"),
+        yaxis_title="signals",
+        showlegend=False,
+    )
+
+
+def _bucket_stats(r: np.ndarray, key: np.ndarray, order: list) -> dict[str, list]:
+    out: dict[str, list] = {"bucket": [], "n": [], "mean_return": [], "win_rate": [], "hit_rate_1pct": []}
+    for b in order:
+        x = r[key == b]
+        out["bucket"].append(b)
+        out["n"].append(int(x.size))
+        out["mean_return"].append(float(x.mean()) if x.size else None)
+        out["win_rate"].append(float((x > 0).mean()) if x.size else None)
+        out["hit_rate_1pct"].append(float((x >= 0.01).mean()) if x.size else None)
+    return out
+
+
+def _bucket_fig(stats: dict[str, list], title: str, xtitle: str) -> go.Figure:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x = [str(b) for b in stats["bucket"]]
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=stats["mean_return"],
+            name="mean net return",
+            marker_color="#1f77b4",
+            customdata=stats["n"],
+            hovertemplate="%{x}: mean %{y:.3%}, %{customdata} signals<extra></extra>",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=stats["win_rate"], mode="lines+markers", name="win rate (net > 0)"), secondary_y=True
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=stats["hit_rate_1pct"], mode="lines+markers", name="share ≥ +1 %"), secondary_y=True
+    )
+    fig.update_yaxes(title_text="mean net return", tickformat=".2%", secondary_y=False)
+    fig.update_yaxes(title_text="share of signals", tickformat=".0%", range=[0, 1], secondary_y=True)
+    fig.update_xaxes(title_text=xtitle, type="category")
+    return _layout(fig, title)
+
+
+def size_buckets(notional: np.ndarray, q: int = 5) -> tuple[np.ndarray, list[str]]:
+    """Quantile bucket (0 .. q-1) of each whale notional and the buckets' labels (``$1.25M–1.60M``)."""
+    x = np.asarray(notional, dtype=np.float64)
+    if x.size == 0:
+        return np.empty(0, np.int64), []
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, q + 1)))
+    if edges.size < 2:
+        edges = np.array([x.min(), x.max()])
+    pos = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, edges.size - 2)
+
+    def usd(v: float) -> str:
+        return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v:,.0f}"
+
+    return pos, [f"${usd(edges[i])}–{usd(edges[i + 1])}" for i in range(edges.size - 1)]
+
+
+def fig_size(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Mean return, win rate and share ≥ +1 % by whale notional quintile (primary horizon)."""
+    rows = _held(headline_trades(trades, metrics["horizon"]))
+    pos, labels = size_buckets(rows["trigger_notional_usd"].to_numpy(np.float64))
+    stats = _bucket_stats(rows["net_return"].to_numpy(np.float64), pos, list(range(len(labels))))
+    stats["bucket"] = labels
+    return _bucket_fig(stats, f"By whale size (notional quintiles) at {metrics['horizon']} — {span}", "whale notional")
+
+
+def fig_hour(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Mean return, win rate and share ≥ +1 % by the trigger's hour of day (UTC)."""
+    rows = _held(headline_trades(trades, metrics["horizon"]))
+    hour = (rows["trigger_ts_ms"].to_numpy(np.int64) // 3_600_000) % 24
+    stats = _bucket_stats(rows["net_return"].to_numpy(np.float64), hour, list(range(24)))
+    return _bucket_fig(stats, f"By hour of day (UTC) at {metrics['horizon']} — {span}", "hour of the trigger (UTC)")
+
+
+def _table(header: list[str], columns: list[list], title: str, height: int) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Table(
+            header=dict(values=header, fill_color="#f0f0f0", align="left", font=dict(size=13)),
+            cells=dict(values=columns, align="left", font=dict(size=12)),
+        )
+    )
+    return _layout(fig, title, height=height)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:+.3%}"
+
+
+def exit_reason_rows(trades: pd.DataFrame, metrics: dict) -> dict[str, list]:
+    """``{reason, count, mean_return}`` of the primary horizon: the exits, then the drops of metrics.json."""
+    from signals.outcome import DROP_KINDS, EXIT_REASONS
+
+    rows = headline_trades(trades, metrics["horizon"])
+    reason = rows["exit_reason"].astype(str).to_numpy()
+    r = rows["net_return"].to_numpy(np.float64)
+    out: dict[str, list] = {"reason": [], "count": [], "mean_return": []}
+    for name in ("horizon", "take_profit", "stop_loss"):
+        x = r[reason == name]
+        out["reason"].append(name)
+        out["count"].append(int(x.size))
+        out["mean_return"].append(float(x.mean()) if x.size else None)
+    dropped = metrics.get("dropped") or {}
+    for code, kind in DROP_KINDS.items():
+        out["reason"].append(f"dropped: {kind}")
+        out["count"].append(int(dropped.get(kind, int((reason == EXIT_REASONS[code]).sum()))))
+        out["mean_return"].append(None)
+    return out
+
+
+def fig_exit_reasons(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Table of how the primary horizon's signals ended (dropped counts as in metrics.json)."""
+    t = exit_reason_rows(trades, metrics)
+    return _table(
+        ["exit", "signals", "mean net return"],
+        [t["reason"], t["count"], [_pct(v) for v in t["mean_return"]]],
+        f"Exit reasons at {metrics['horizon']} — {span}",
+        300,
+    )
+
+
+def per_day_rows(trades: pd.DataFrame, metrics: dict) -> dict[str, list]:
+    """``{day, signals, mean_return, win_rate}`` per UTC day of the trigger (primary horizon)."""
+    rows = _held(headline_trades(trades, metrics["horizon"]))
+    day = pd.to_datetime(rows["trigger_ts_ms"].to_numpy(np.int64), unit="ms", utc=True).strftime("%Y-%m-%d")
+    r = rows["net_return"].to_numpy(np.float64)
+    g = pd.DataFrame({"day": day, "r": r}).groupby("day")["r"]
+    agg = pd.DataFrame({"n": g.size(), "mean": g.mean(), "win": g.apply(lambda x: float((x > 0).mean()))})
+    return {
+        "day": agg.index.tolist(),
+        "signals": agg["n"].astype(int).tolist(),
+        "mean_return": agg["mean"].astype(float).tolist(),
+        "win_rate": agg["win"].astype(float).tolist(),
+    }
+
+
+def fig_per_day(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Table of signals, mean net return and win rate per UTC day."""
+    t = per_day_rows(trades, metrics)
+    return _table(
+        ["day (UTC)", "signals", "mean net return", "win rate"],
+        [t["day"], t["signals"], [_pct(v) for v in t["mean_return"]], [f"{v:.1%}" for v in t["win_rate"]]],
+        f"Per day at {metrics['horizon']} — {span}",
+        min(700, 120 + 28 * len(t["day"])),
+    )
+
+
+def fig_price(price: pd.DataFrame, trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """The downsampled price with the primary horizon's entries and exits (coloured by reason)."""
+    import plotly.graph_objects as go
+
+    def ts(x: np.ndarray) -> list[str]:
+        return pd.to_datetime(x, unit="ms", utc=True).strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3].tolist()
+
+    rows = _held(headline_trades(trades, metrics["horizon"]))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scattergl(
+            x=ts(price["ts_ms"].to_numpy(np.int64)),
+            y=price["price"].tolist(),
+            mode="lines",
+            name="price",
+            line=dict(color="#888", width=1),
+        )
+    )
+    fig.add_trace(
+        go.Scattergl(
+            x=ts(rows["entry_ts_ms"].to_numpy(np.int64)),
+            y=rows["entry_price"].tolist(),
+            mode="markers",
+            name="entry",
+            marker=dict(symbol="triangle-up", size=9, color="#2ca02c"),
+        )
+    )
+    colors = {"horizon": "#1f77b4", "take_profit": "#17becf", "stop_loss": "#d62728"}
+    reason = rows["exit_reason"].astype(str).to_numpy()
+    for name, color in colors.items():
+        sel = rows[reason == name]
+        if len(sel):
+            fig.add_trace(
+                go.Scattergl(
+                    x=ts(sel["exit_ts_ms"].to_numpy(np.int64)),
+                    y=sel["exit_price"].tolist(),
+                    mode="markers",
+                    name=f"exit ({name.replace('_', ' ')})",
+                    marker=dict(symbol="triangle-down", size=9, color=color),
+                )
+            )
+    d = metrics["data"]
+    return _layout(
+        fig,
+        f"{d.get('price_exchange') or d['exchange']}/{d['symbol']} price with entries and exits at "
+        f"{metrics['horizon']} — {span}",
+        xaxis_title="time (UTC)",
+        yaxis_title="price",
+        height=460,
+    )
+
+
+def calibration_rows(cal: pd.DataFrame, bins: int = 10) -> dict[str, list]:
+    """Per probability bucket ``[i/bins, (i+1)/bins)``: events, mean predicted, label rate, win rate."""
+    p = cal["prob"].to_numpy(np.float64)
+    b = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    out: dict[str, list] = {"bucket": [], "n": [], "mean_prob": [], "label_rate": [], "win_rate": []}
+    lab = cal["label"].to_numpy(bool)
+    win = cal["net_return"].to_numpy(np.float64) > 0
+    for i in range(bins):
+        m = b == i
+        if not m.any():
+            continue
+        out["bucket"].append(f"{i / bins:.1f}–{(i + 1) / bins:.1f}")
+        out["n"].append(int(m.sum()))
+        out["mean_prob"].append(float(p[m].mean()))
+        out["label_rate"].append(float(lab[m].mean()))
+        out["win_rate"].append(float(win[m].mean()))
+    return out
+
+
+def fig_calibration(cal: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Predicted probability (bucket mean) against the realised label rate and win rate."""
+    import plotly.graph_objects as go
+
+    t = calibration_rows(cal)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dot", color="#999"))
+    )
+    size = [6 + 18 * math.sqrt(n / max(t["n"])) for n in t["n"]] if t["n"] else []
+    for key, name in (
+        ("label_rate", "realised label rate (what the model predicts)"),
+        ("win_rate", "win rate (net > 0)"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=t["mean_prob"],
+                y=t[key],
+                mode="lines+markers",
+                name=name,
+                marker=dict(size=size),
+                customdata=list(zip(t["bucket"], t["n"])),
+                hovertemplate="p %{customdata[0]}: %{y:.1%} of %{customdata[1]} events<extra></extra>",
+            )
+        )
+    thr = metrics.get("threshold")
+    if thr is not None:
+        fig.add_vline(x=thr, line=dict(color="#d62728", dash="dash"), annotation_text=f"threshold {thr:.2f}")
+    return _layout(
+        fig,
+        f"Calibration: predicted probability vs realised outcome — {span} ({len(cal)} events)",
+        xaxis=dict(title="predicted probability (bucket mean)", range=[0, 1]),
+        yaxis=dict(title="realised share", range=[0, 1], tickformat=".0%"),
+        height=420,
+    )
+
+
+def fig_threshold(curve: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+    """Validation mean net return and signal counts of each candidate threshold; the chosen one marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x = curve["threshold"].tolist()
+    mean = [None if not np.isfinite(v) else float(v) for v in curve["mean_return"].to_numpy(np.float64)]
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name="mean net return"), secondary_y=False)
+    fig.add_trace(
+        go.Scatter(x=x, y=curve["n_signals"].tolist(), mode="lines", name="signals", line=dict(dash="dot")),
+        secondary_y=True,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=curve["n_independent"].tolist(), mode="lines", name="independent signals"),
+        secondary_y=True,
+    )
+    thr = metrics.get("threshold")
+    rule = (metrics.get("model_metrics") or {}).get("threshold_rule")
+    if thr is not None:
+        fig.add_vline(
+            x=thr,
+            line=dict(color="#d62728", dash="dash"),
+            annotation_text=f"chosen {thr:.2f}" + (f" ({rule})" if rule else ""),
+        )
+    fig.update_yaxes(title_text="mean net return", tickformat=".2%", secondary_y=False)
+    fig.update_yaxes(title_text="signals", secondary_y=True)
+    fig.update_xaxes(title_text="threshold (prob ≥)", range=[0, 1])
+    return _layout(fig, f"Threshold choice on validation — {span}", height=420)
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
+    p = run_dir / f"{name}.parquet"
+    return pd.read_parquet(p) if p.is_file() else None
+
+
+def figures(run_dir: Path) -> dict[str, go.Figure]:
+    """``{div id: figure}`` of a run folder, in page order (see :data:`FIGURE_IDS`)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    trades = pd.read_parquet(run_dir / "trades.parquet")
+    spans = report_spans(metrics)
+    s = spans["signals"]
+    out: dict[str, go.Figure] = {}
+    paths = _read(run_dir, "paths")
+    if paths is not None:
+        out["fig-path"] = fig_path(paths, s)
+    out["fig-horizon"] = fig_horizon(metrics, s)
+    out["fig-distribution"] = fig_distribution(trades, metrics, s)
+    out["fig-size"] = fig_size(trades, metrics, s)
+    out["fig-hour"] = fig_hour(trades, metrics, s)
+    out["fig-exit-reasons"] = fig_exit_reasons(trades, metrics, s)
+    out["fig-per-day"] = fig_per_day(trades, metrics, s)
+    price = _read(run_dir, "price")
+    if price is not None:
+        out["fig-price"] = fig_price(price, trades, metrics, s)
+    cal = _read(run_dir, "calibration")
+    if cal is not None:
+        out["fig-calibration"] = fig_calibration(cal, metrics, s)
+    curve = _read(run_dir, "threshold_curve")
+    if curve is not None:
+        out["fig-threshold"] = fig_threshold(curve, metrics, spans.get("validation", s))
+    return out
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
+h1{font-size:22px;margin-bottom:4px}.sub{color:#555;margin:0 0 16px}.fig{margin:18px 0;border-top:1px solid #eee}
+table.h{border-collapse:collapse}table.h td{padding:2px 12px 2px 0}"""
+
+_RENDER = """document.querySelectorAll("div.fig").forEach(function (div) {
+  var spec = JSON.parse(document.getElementById(div.id + "-data").textContent);
+  Plotly.newPlot(div, spec.data, spec.layout, {displaylogo: false, responsive: true});
+});"""
+
+
+def render_report(run_dir: Path) -> str:
+    """The report page of a run folder as one HTML string (plotly.js inlined once)."""
+    from plotly.offline import get_plotlyjs
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    figs = figures(run_dir)
+    d = metrics["data"]
+    ci = metrics.get("mean_return_ci95")
+    head = [
+        ("signals", f"{metrics.get('n_signals')} ({metrics.get('n_independent')} independent)"),
+        ("mean net return", _pct(metrics.get("mean_return"))),
+        ("95 % CI", f"{_pct(ci[0])} … {_pct(ci[1])}" if ci else (metrics.get("ci_note") or "–")),
+        ("win rate", "–" if metrics.get("win_rate") is None else f"{metrics['win_rate']:.1%}"),
+        ("costs", f"fee {metrics['costs']['fee_bps']} bps per side, slippage {metrics['costs']['slippage_bps']} bps"),
+    ]
+    if metrics.get("model"):
+        head.append(("model", f"{metrics['model']}, threshold {metrics.get('threshold')}"))
+    elif metrics.get("threshold") is not None:
+        head.append(("model", f"trained by this run, threshold {metrics['threshold']}"))
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(metrics['name'])} — signal evaluation</title><style>{_STYLE}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>',
+        f"<h1>{e(metrics['name'])} — signal evaluation</h1>",
+        f"<p class='sub'>{e(metrics['run_id'])} · {e(d['exchange'])}/{e(d['symbol'])} · "
+        f"{e(report_spans(metrics)['signals'])} · primary horizon {e(metrics['horizon'])}</p>",
+        "<table class='h'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in head) + "</table>",
+    ]
+    for div_id, fig in figs.items():
+        spec = fig.to_json().replace("</", "<\\/")
+        parts.append(f'<div id="{div_id}" class="fig"></div>')
+        parts.append(f'<script type="application/json" id="{div_id}-data">{spec}</script>')
+    parts.append(f"<script>{_RENDER}</script></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render ``report.html`` of a run folder (or ``out``) from the folder's files alone."""
+    run_dir = Path(run_dir)
+    path = Path(out) if out is not None else run_dir / "report.html"
+    page = render_report(run_dir)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
