@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import json
 import subprocess
 import sys
@@ -75,10 +77,12 @@ def test_run_errors_name_what_exists(run, lake_cfg):
     tmp, _ = lake_cfg
     with pytest.raises(FileNotFoundError, match=f"runs in .*results: {run.run_id}"):
         bt.load_run("nope", results_dir=tmp / "results")
+    assert run.report_path == run.path / "report.html" and run.report_path.is_file()
+    bare = tmp / "bare" / run.run_id
+    shutil.copytree(run.path, bare)
+    (bare / "report.html").unlink()
     with pytest.raises(FileNotFoundError, match="report.html not found"):
-        run.report_path
-    (run.path / "report.html").write_text("<html></html>")
-    assert bt.load_run(run.path).report_path == run.path / "report.html"
+        bt.load_run(bare).report_path
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         bt.nothing  # noqa: B018
 
