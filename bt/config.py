@@ -235,8 +235,6 @@ class DataConfig(_Frozen):
 
 
 class SignalConfig(_Frozen):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
     whale: WhaleParams  # the resolved rule: defaults filled in, numbers canonical (1e6 == 1000000)
 
     @field_validator("whale", mode="before")

@@ -13,6 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from whalebt.cli import DEFAULT_TRACKING_URI  # one default for --tracking-uri and the API
+
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "resolve_tracking_uri",
@@ -23,7 +25,6 @@ __all__ = [
     "experiment",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_EXPERIMENT = "whalebt"
 
 

@@ -36,10 +36,12 @@ __all__ = [
     "add_tracking_uri_option",
     "DEFAULT_LAKE",
     "DEFAULT_RESULTS",
+    "DEFAULT_TRACKING_URI",
 ]
 
 DEFAULT_LAKE = "results/lake"
 DEFAULT_RESULTS = "results"
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_RESULTS}/mlflow.db"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -82,7 +84,7 @@ def add_tracking_uri_option(p: argparse.ArgumentParser, *, what: str = "") -> No
         "--tracking-uri",
         default=None,
         help=f"MLflow tracking URI{' ' + what if what else ''} (env MLFLOW_TRACKING_URI; "
-        f"default sqlite:///{DEFAULT_RESULTS}/mlflow.db)",
+        f"default {DEFAULT_TRACKING_URI})",
     )
 
 
