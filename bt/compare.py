@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RunView", "load_run", "resolve_run", "metric_rows", "config_diff", "render_compare", "write_compare"]
+__all__ = [
+    "RunView",
+    "load_run",
+    "resolve_run",
+    "metric_rows",
+    "config_diff",
+    "run_span",
+    "span_warning",
+    "render_compare",
+    "write_compare",
+]
 
 TEMPLATE = Path(__file__).with_name("templates") / "compare.html"
 
@@ -114,6 +124,36 @@ def load_run(path: Path) -> RunView:
         returns,
         tear if tear.is_file() else None,
         report if report.is_file() else None,
+    )
+
+
+def run_span(run: RunView) -> tuple[str, str, int] | None:
+    """``(start, end, days)`` of the data a run covers (metrics.json ``data``, else config.yaml)."""
+    import datetime as dt
+
+    for src in (run.metrics.get("data"), run.config.get("data")):
+        if isinstance(src, dict) and src.get("start") and src.get("end"):
+            try:
+                a, b = dt.date.fromisoformat(str(src["start"])), dt.date.fromisoformat(str(src["end"]))
+            except ValueError:
+                continue
+            return str(a), str(b), (b - a).days + 1
+    return None
+
+
+def _span_text(span: tuple[str, str, int] | None) -> str:
+    return "unknown span" if span is None else f"{span[0]} – {span[1]} ({span[2]} days)"
+
+
+def span_warning(runs: Sequence[RunView]) -> str | None:
+    """One line when the runs do not all cover the same span (their figures are then not like for like)."""
+    spans = [run_span(r) for r in runs]
+    if len({s[:2] if s else None for s in spans}) <= 1:
+        return None
+    each = "; ".join(f"{r.run_id}: {_span_text(s)}" for r, s in zip(runs, spans))
+    return (
+        f"the runs cover different spans ({each}); figures over different days are not like for like, "
+        "compare runs with the same data.start and data.end"
     )
 
 
@@ -229,9 +269,11 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
                 "path": str(r.path),
                 "name": r.metrics.get("name", ""),
                 "kind": r.metrics.get("kind", "backtest"),
+                "span": _span_text(run_span(r)),
             }
             for r in runs
         ],
+        span_warning=span_warning(runs),
         metric_rows=metric_rows(runs),
         config_rows=config_diff(runs),
         links=links,
@@ -241,9 +283,23 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     )
 
 
-def write_compare(refs: Sequence[str], out: str | os.PathLike[str], *, results_dir: str = "results") -> Path:
-    """Resolve runs, render the page and write it atomically to ``out``."""
+def write_compare(
+    refs: Sequence[str], out: str | os.PathLike[str], *, results_dir: str = "results", quiet: bool = False
+) -> Path:
+    """Resolve runs, render the page and write it atomically to ``out``.
+
+    Unless ``quiet``, prints each run's span to stderr, and a warning when the spans differ.
+    """
+    import sys
+
     runs = [load_run(resolve_run(r, results_dir)) for r in refs]
+    if not quiet:
+        width = max(len(r.run_id) for r in runs)
+        for r in runs:
+            print(f"{r.run_id:{width}s}  {_span_text(run_span(r))}", file=sys.stderr)
+        warning = span_warning(runs)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     page = render_compare(runs, out_path)

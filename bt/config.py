@@ -18,7 +18,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import (
@@ -56,6 +56,10 @@ __all__ = [
     "parse_config",
     "parse_duration_ms",
     "format_duration",
+    "apply_overrides",
+    "parse_override_value",
+    "cli_overrides",
+    "LIMITS",
 ]
 
 
@@ -64,7 +68,45 @@ class ConfigError(UserError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity anywhere: a bound like `gt=0` lets `.inf` through otherwise.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+#: What makes sense for a config value; beyond it a run costs hours or gigabytes, or means nothing.
+#: Each is refused with one line naming the key, the limit and the value (docs/spec.md §7).
+LIMITS: dict[str, Any] = {
+    "first_date": dt.date(2017, 1, 1),  # before any crypto perpetual future traded
+    "future_days": 1,  # data.end at most this many days after today (UTC)
+    "name_chars": 100,
+    "min_bar_ms": 1000,
+    "max_bars": 5_000_000,  # equity bars over the span (about 80 bytes each, several copies)
+    "max_horizon_ms": 30 * 86_400_000,
+    "max_latency_ms": 3_600_000,
+    "max_bootstrap": 100_000,
+    "max_bps": 10_000,  # fees and slippage: 100 %
+    "max_positions": 1_000,
+    "max_cash": 1e15,
+    "max_seed": 2**32 - 1,  # what numpy's legacy seeding accepts
+    "max_period_ms": 30 * 86_400_000,
+    "max_walk_forward": 100,
+    "max_window_s": 86_400,
+    "max_lookback_s": 30 * 86_400,
+    "max_cooldown_s": 30 * 86_400,
+}
+
+
+def _bounded_duration(v: Any, key: str, *, lo_ms: int = 1, hi_ms: int) -> str:
+    """A duration in its canonical spelling, refused outside ``[lo_ms, hi_ms]``."""
+    ms = parse_duration_ms(v)
+    if ms < lo_ms:
+        raise ValueError(
+            f"{key} must be at least {format_duration(lo_ms)}; got {v!r}; use {format_duration(lo_ms)} or more"
+        )
+    if ms > hi_ms:
+        raise ValueError(
+            f"{key} must be at most {format_duration(hi_ms)}; got {v!r}; use {format_duration(hi_ms)} or less"
+        )
+    return format_duration(ms)
 
 
 #: LightGBM defaults for whale events: small trees (a few thousand events), one thread each,
@@ -88,8 +130,15 @@ class SplitConfig(_Frozen):
     validation: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.2, gt=0, lt=1)
     purge: str | None = None  # gap before each boundary; default (and minimum): the horizon
-    walk_forward: int = Field(0, ge=0, description="folds over train+validation; 0 = one split")
+    walk_forward: int = Field(
+        0, ge=0, le=LIMITS["max_walk_forward"], description="folds over train+validation; 0 = one split"
+    )
     window: Literal["expanding", "rolling"] = "expanding"
+
+    @field_validator("purge")
+    @classmethod
+    def _purge(cls, v: Any) -> str | None:
+        return None if v is None else _bounded_duration(v, "purge", hi_ms=LIMITS["max_horizon_ms"])
 
     @model_validator(mode="after")
     def _sums(self) -> "SplitConfig":
@@ -106,7 +155,7 @@ class ThresholdConfig(_Frozen):
 
     policy: Literal["precision_target", "max_mean_return", "top_fraction", "fixed"] = "precision_target"
     precision_target: float = Field(0.55, gt=0, le=1)
-    min_signals: int = Field(20, ge=1)  # independent signals (every policy, fixed included)
+    min_signals: int = Field(20, ge=1, le=1_000_000)  # independent signals (every policy, fixed included)
     fraction: float = Field(0.2, gt=0, le=1)  # top_fraction
     value: float = Field(0.5, ge=0, le=1)  # fixed
     step: float = Field(0.01, gt=0, lt=0.5)  # candidate grid step
@@ -123,7 +172,7 @@ class GateConfig(_Frozen):
     """Promotion gate (``bt promote``, and ``bt sweep`` before registering): every condition must hold."""
 
     min_mean_return: float = 0.0  # out-of-sample mean net return must be above this
-    min_test_signals: int = Field(30, ge=0)  # independent test signals (clusters of overlapping windows)
+    min_test_signals: int = Field(30, ge=0, le=1_000_000)  # independent test signals (clusters of overlapping windows)
     min_dsr: float = Field(0.5, ge=0, le=1)
     max_pbo: float = Field(0.5, ge=0, le=1)  # probability of backtest overfitting (sweeps) at most this
 
@@ -139,7 +188,7 @@ class ModelConfig(_Frozen):
     threshold: ThresholdConfig = ThresholdConfig()
     objective: Literal["mean_return", "sum_return", "sharpe"] = "mean_return"
     period: str = "1h"  # per-period returns for Sharpe, DSR and PBO
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=LIMITS["max_seed"])
     registry_name: str | None = None  # default whale-<symbol, lower case>
     gate: GateConfig = GateConfig()
     sweep: SearchSpace | None = None  # what `bt sweep` searches (bt.space)
@@ -177,7 +226,7 @@ class ModelConfig(_Frozen):
     @field_validator("period")
     @classmethod
     def _period(cls, v: Any) -> str:
-        return format_duration(parse_duration_ms(v))
+        return _bounded_duration(v, "period", lo_ms=1000, hi_ms=LIMITS["max_period_ms"])
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -227,10 +276,23 @@ class DataConfig(_Frozen):
             raise ValueError(f"symbol must be upper case with no separators (like BTCUSDT); got {v!r}")
         return v
 
+    @field_validator("lake")
+    @classmethod
+    def _lake(cls, v: str) -> str:
+        if "://" not in v and os.path.isfile(v):
+            raise ValueError(f"lake {v!r} is a file; give a lake directory or an az:// URI")
+        return v
+
     @model_validator(mode="after")
     def _span(self) -> "DataConfig":
         if self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}; swap them")
+        first = LIMITS["first_date"]
+        if self.start < first:
+            raise ValueError(f"start {self.start} is before {first} (no perpetual future traded); use {first} or later")
+        last = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=LIMITS["future_days"])
+        if self.end > last:
+            raise ValueError(f"end {self.end} is in the future; use {last} (tomorrow, UTC) or earlier")
         return self
 
 
@@ -240,7 +302,15 @@ class SignalConfig(_Frozen):
     @field_validator("whale", mode="before")
     @classmethod
     def _whale(cls, v: Any) -> WhaleParams:
-        return v if isinstance(v, WhaleParams) else WhaleParams.from_dict(v)  # ValueError with the reason
+        w = v if isinstance(v, WhaleParams) else WhaleParams.from_dict(v)  # ValueError with the reason
+        for key, value, limit in (
+            ("window_s", w.window_s, LIMITS["max_window_s"]),
+            ("lookback_s", w.lookback_s if w.uses_flow else None, LIMITS["max_lookback_s"]),
+            ("cooldown_s", w.cooldown_s, LIMITS["max_cooldown_s"]),
+        ):
+            if value is not None and value > limit:
+                raise ValueError(f"{key} must be at most {limit:,} s ({format_duration(limit * 1000)}); got {value:g}")
+        return w
 
     @field_serializer("whale")
     def _dump_whale(self, v: WhaleParams) -> dict[str, Any]:
@@ -250,14 +320,14 @@ class SignalConfig(_Frozen):
 class BacktestConfig(_Frozen):
     horizon: str = "1h"
     horizons: tuple[str, ...] = ()  # extra horizons evaluated in the same pass
-    entry_latency_ms: int = Field(0, ge=0)
-    fee_bps: float = Field(5.0, ge=0)
-    slippage_bps: float = Field(0.0, ge=0)
-    label_threshold: float = 0.01
-    take_profit: float | None = Field(None, gt=0, description="fraction, e.g. 0.02")
+    entry_latency_ms: int = Field(0, ge=0, le=LIMITS["max_latency_ms"])
+    fee_bps: float = Field(5.0, ge=0, le=LIMITS["max_bps"])
+    slippage_bps: float = Field(0.0, ge=0, le=LIMITS["max_bps"])
+    label_threshold: float = Field(0.01, gt=-1, le=100)
+    take_profit: float | None = Field(None, gt=0, le=100, description="fraction, e.g. 0.02")
     stop_loss: float | None = Field(None, gt=0, lt=1, description="fraction, e.g. 0.01")
-    bootstrap: int = Field(2000, ge=0)
-    seed: int = 0
+    bootstrap: int = Field(2000, ge=0, le=LIMITS["max_bootstrap"])
+    seed: int = Field(0, ge=0, le=LIMITS["max_seed"])
     # Funding missing for some holding windows: "optional" charges it as zero with one warning
     # line, "required" refuses the run.
     funding: Literal["optional", "required"] = "optional"
@@ -265,14 +335,16 @@ class BacktestConfig(_Frozen):
     @field_validator("horizon")
     @classmethod
     def _horizon(cls, v: Any) -> str:
-        return format_duration(parse_duration_ms(v))
+        return _bounded_duration(v, "horizon", hi_ms=LIMITS["max_horizon_ms"])
 
     @field_validator("horizons", mode="before")
     @classmethod
     def _horizons(cls, v: Any) -> tuple[str, ...]:
         if isinstance(v, (str, int, float)):
             v = [v]
-        return tuple(format_duration(parse_duration_ms(x)) for x in v)
+        if len(v) > 50:
+            raise ValueError(f"at most 50 extra horizons; got {len(v)}")
+        return tuple(_bounded_duration(x, "each of horizons", hi_ms=LIMITS["max_horizon_ms"]) for x in v)
 
     @property
     def horizon_ms(self) -> int:
@@ -290,14 +362,14 @@ class BacktestConfig(_Frozen):
 
 
 class PortfolioConfig(_Frozen):
-    max_positions: int = Field(1, ge=1)
-    init_cash: float = Field(10_000.0, gt=0)
-    bar: str = "1m"  # equity curve resolution
+    max_positions: int = Field(1, ge=1, le=LIMITS["max_positions"])
+    init_cash: float = Field(10_000.0, gt=0, le=LIMITS["max_cash"])
+    bar: str = "1m"  # equity curve resolution (the span's bar count is bounded in RunConfig)
 
     @field_validator("bar")
     @classmethod
     def _bar(cls, v: Any) -> str:
-        return format_duration(parse_duration_ms(v))
+        return _bounded_duration(v, "bar", lo_ms=LIMITS["min_bar_ms"], hi_ms=LIMITS["max_horizon_ms"])
 
 
 class RunConfig(_Frozen):
@@ -311,9 +383,25 @@ class RunConfig(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
+        n = LIMITS["name_chars"]
+        if len(v) > n:
+            raise ValueError(f"name must be at most {n} characters (it names the run folder); got {len(v)}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError(f"name may hold letters, digits, '.', '_' and '-' only; got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _bars(self) -> "RunConfig":
+        span_ms = ((self.data.end - self.data.start).days + 1) * 86_400_000
+        bar_ms = parse_duration_ms(self.portfolio.bar)
+        cap = LIMITS["max_bars"]
+        if span_ms // bar_ms > cap:
+            least = format_duration(-(-span_ms // cap // 1000) * 1000)
+            raise ValueError(
+                f"portfolio.bar {self.portfolio.bar} over {span_ms // 86_400_000} days is {span_ms // bar_ms:,} "
+                f"equity bars, more than {cap:,}; use bar: {least} or coarser, or a shorter span"
+            )
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, as plain YAML-able data."""
@@ -359,6 +447,14 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(cur, "model_fields", {}))
 
 
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else f"{s[:30]}... ({len(s)} characters)"
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -373,7 +469,10 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"missing key {loc!r}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg}")
+            if err["type"] in _BOUND_ERRORS:  # pydantic names the limit; add the value and the fix
+                fix = "give a finite number" if err["type"] == "finite_number" else "use a value within that limit"
+                msg = f"{msg}; got {_short(err.get('input'))}; {fix}"
+            lines.append(f"{loc}: {msg}" if err["loc"] else msg)
     return f"{source}: " + "; ".join(lines)
 
 
@@ -409,12 +508,78 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> RunConfig:
+# YAML 1.1 reads `2e6` as a string; a config means the number (as YAML 1.2 and JSON do).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_override_value(text: str) -> Any:
+    """A ``--set`` value read as YAML (``2e6`` → 2000000.0, ``[5m, 1h]`` → a list, ``null`` → None)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError:
+        return text  # not YAML on its own (e.g. "a: b: c"): the plain string
+
+
+def cli_overrides(args: Any) -> list[tuple[str, Any]]:
+    """The ``(key, value)`` pairs of ``whalebt.cli.add_config_override_options``' flags, in order:
+    ``--start``, ``--end``, ``--symbol``, then each ``--set`` (its value read as YAML)."""
+    out: list[tuple[str, Any]] = []
+    for flag, key in (("start", "data.start"), ("end", "data.end"), ("symbol", "data.symbol")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append((key, value))
+    out.extend((k, parse_override_value(v)) for k, v in getattr(args, "overrides", None) or ())
+    return out
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[tuple[str, Any]], source: str = "config") -> dict:
+    """``raw`` with each ``(dotted.key, value)`` set, creating the mappings on the way.
+
+    Keys are not checked here: validation names an unknown one with a suggestion, as for the file.
+    """
+    out: dict[str, Any] = _deep_copy(raw)
+    for path, value in overrides:
+        parts = path.split(".")
+        if not path or any(not part for part in parts):
+            raise ConfigError(f"--set {path}=...: expected a dotted key like signal.whale.min_notional_usd")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                here = ".".join(parts[: i + 1])
+                raise ConfigError(
+                    f"{source}: cannot set {path}: {here} is {str(child)[:40]}, not a mapping; set {here} itself"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _deep_copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_deep_copy(x) for x in v]
+    return v
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    lake: str | None = None,
+    overrides: Sequence[tuple[str, Any]] = (),
+) -> RunConfig:
     """Load and validate a YAML run config.
 
     Args:
         path: the YAML file.
         lake: overrides ``data.lake`` (flag or ``WHALEBT_LAKE``).
+        overrides: ``(dotted.key, value)`` pairs set before validation, in order (``--start``,
+            ``--end``, ``--symbol``, ``--set``; see :func:`apply_overrides`).
     """
     p = Path(path)
     if not p.is_file():
@@ -429,4 +594,7 @@ def load_config(path: str | os.PathLike[str], *, lake: str | None = None) -> Run
     lake = lake or os.environ.get("WHALEBT_LAKE")
     if lake and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
         raw = {**raw, "data": {**raw["data"], "lake": lake}}
+    if overrides and isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides, str(p))
+        return parse_config(raw, f"{p} (with {', '.join(f'{k}={_short(v)}' for k, v in overrides)})")
     return parse_config(raw, str(p))

@@ -1,7 +1,7 @@
 """Row checks every ingest runs on its whole input before the first write (docs/datasets.md).
 
 A trade row is refused when its ``price`` is not a finite number above zero, its ``qty`` not a
-finite number above zero, its ``ts_ms`` not an integer from 2009-01-01 to one day after the
+finite number above zero, ``price × qty`` not finite, its ``ts_ms`` not an integer from 2009-01-01 to one day after the
 wall clock, its ``trade_id`` not an integer inside int64, or its ``side`` not ±1; and two rows
 of one input that share ``(exchange, symbol, trade_id)`` but differ in price, qty or side are both
 refused (a repeat of the same trade is not). :func:`screen_trades` either raises
@@ -68,6 +68,7 @@ REASONS = {
     "price_not_positive": "not above zero",
     "qty_not_finite": "not a finite number",
     "qty_not_positive": "not above zero",
+    "notional_not_finite": "so large that price × qty is not a finite number",
     "side_not_pm1": "not +1 (taker buy) or -1 (taker sell)",
     "duplicate_id_conflict": "the same trade id with other content",
 }
@@ -188,6 +189,8 @@ def screen_trades(
             v = _as_float(df[col])
             flag(~np.isfinite(v), f"{col}_not_finite", col)
             flag(np.isfinite(v) & ~(v > 0), f"{col}_not_positive", col)
+        with np.errstate(over="ignore", invalid="ignore"):
+            flag(~np.isfinite(_as_float(df["price"]) * _as_float(df["qty"])), "notional_not_finite", "qty")
         side = _as_float(df["side"])
         flag(~np.isin(side, (-1.0, 1.0)), "side_not_pm1", "side")
         if "ts_us" in df.columns:

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any, Mapping
 
-__all__ = ["JOURNAL_KEYS", "config_id", "decide", "journal_record", "journal_line", "canonical_json"]
+__all__ = ["JOURNAL_KEYS", "NonFiniteError", "config_id", "decide", "journal_record", "journal_line", "canonical_json"]
 
 JOURNAL_KEYS = (
     "exchange",
@@ -75,10 +75,22 @@ def journal_record(
     }
 
 
+class NonFiniteError(ValueError):
+    """A journal record holds NaN or infinity, which JSON cannot carry (the trade was invalid)."""
+
+
 def journal_line(record: dict[str, Any]) -> str:
     """The one encoding of a journal line (docs/spec.md §5.2), newline included.
 
     ``bt signals``, the run folder's ``signals.jsonl`` and ``live run`` all write through here,
-    which is what keeps their journals byte-identical.
+    which is what keeps their journals byte-identical. A NaN or infinite value raises
+    :class:`NonFiniteError` naming the key: a journal never holds ``NaN``/``Infinity``.
     """
-    return json.dumps(record) + "\n"
+    try:
+        return json.dumps(record, allow_nan=False) + "\n"
+    except ValueError:
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        raise NonFiniteError(
+            f"journal record of trade {record.get('trade_id')!r} has non-finite {bad}: "
+            f"{ {k: record[k] for k in bad} }; such a trade is invalid and must be refused before it reaches the journal"
+        ) from None

@@ -182,3 +182,114 @@ def test_every_error_class_users_see_derives_from_whalebt_error():
 
     for cls in (ConfigError, LakeError, StoreError, SchemaError, ArchiveError, ModelUnavailable, UserError):
         assert issubclass(cls, WhalebtError), cls
+
+
+def _all_parsers():
+    """(``prog sub ...``, parser) for every page of the three CLIs, group pages included."""
+    for prog, _, pkg in CLIS:
+        stack = [([prog], build_parser(prog, "", pkg))]
+        while stack:
+            path, p = stack.pop()
+            yield " ".join(path), p
+            for a in p._actions:
+                if isinstance(a, argparse._SubParsersAction):
+                    stack.extend((path + [name], child) for name, child in a.choices.items())
+
+
+def test_help_pages_print_each_default_once():
+    import re
+
+    pages = 0
+    for where, p in _all_parsers():
+        pages += 1
+        formatter = p._get_formatter()
+        for action in p._actions:
+            if not action.help or action.help is argparse.SUPPRESS:
+                continue
+            text = formatter._expand_help(action)
+            flag = "/".join(action.option_strings) or action.dest
+            assert len(re.findall(r"default", text, re.I)) <= 1, f"`{where} --help` {flag}: {text!r}"
+            assert not re.search(r"\(default: (None|False|True|\[\])\)", text), f"`{where} --help` {flag}: {text!r}"
+    assert pages > 20
+
+
+def test_group_pages_have_examples_of_each_subcommand(capsys):
+    for mod, group, subs in ((datasets.cli, "ingest", ("binance-archive", "bybit-archive", "okx-archive",
+                                                         "recording", "rest", "funding")),
+                             (live.cli, "deploy", ("aci",))):
+        with pytest.raises(SystemExit):
+            mod.main([group, "--help"])
+        out = capsys.readouterr().out
+        assert "Examples" in out, out
+        examples = out.split("Examples", 1)[1]
+        prog = "datasets" if mod is datasets.cli else "live"
+        for s in subs:
+            assert f"  {prog} {group} {s} " in examples, (s, examples)
+            with pytest.raises(SystemExit):
+                mod.main([group, s, "--help"])
+            assert f"{prog} {group} {s} " in capsys.readouterr().out.split("Example", 1)[1]
+
+
+def test_one_progress_library():
+    """Progress shows through tqdm only (whalebt.progress); rich draws tables, never progress."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for pkg in ("whalebt", "signals", "datasets", "bt", "live"):
+        for f in (root / pkg).rglob("*.py"):
+            text = f.read_text()
+            if re.search(r"rich\.progress|rich\.live|\.status\(|import Progress|Progress\(", text):
+                offenders.append(str(f.relative_to(root)))
+    assert not offenders, offenders
+
+
+def test_progress_status_line(tmp_path):
+    import io
+
+    from whalebt.progress import bar, status
+
+    buf = io.StringIO()
+    with status("reading x", enabled=True, file=buf, every_s=0.01) as line:
+        time.sleep(0.05)
+        line.update("reading x: 3 files")
+    text = buf.getvalue()
+    assert "reading x (" in text and "reading x: 3 files" in text
+    quiet = io.StringIO()  # not a terminal: nothing at all
+    with status("reading y", file=quiet):
+        pass
+    with bar(3, desc="d", file=quiet) as b:
+        b.update(3)
+    assert quiet.getvalue() == ""
+
+
+def _fake_run(root: Path, run_id: str, start: str, end: str) -> Path:
+    import json
+
+    d = root / run_id
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"run_id": run_id, "name": run_id, "n_signals": 3, "mean_return": 0.01,
+                                                "data": {"start": start, "end": end}}))
+    return d
+
+
+def test_compare_shows_spans_and_warns_when_they_differ(tmp_path, capsys):
+    a = _fake_run(tmp_path, "a-1", "2024-03-01", "2024-03-10")
+    b = _fake_run(tmp_path, "b-2", "2024-03-01", "2024-03-05")
+    c = _fake_run(tmp_path, "c-3", "2024-03-01", "2024-03-10")
+    out = tmp_path / "cmp.html"
+    assert bt.cli.main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].split() == ["a-1", "2024-03-01", "–", "2024-03-10", "(10", "days)"]
+    assert err[1].split() == ["b-2", "2024-03-01", "–", "2024-03-05", "(5", "days)"]
+    assert err[2] == (
+        "warning: the runs cover different spans (a-1: 2024-03-01 – 2024-03-10 (10 days); b-2: 2024-03-01 – "
+        "2024-03-05 (5 days)); figures over different days are not like for like, compare runs with the same "
+        "data.start and data.end"
+    )
+    page = out.read_text()
+    assert "<th>span</th>" in page and "2024-03-01 – 2024-03-05 (5 days)" in page
+    assert "<strong>Warning:</strong> the runs cover different spans" in page
+    assert bt.cli.main(["compare", str(a), str(c), "--out", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "<strong>Warning:</strong>" not in out.read_text()

@@ -34,6 +34,9 @@ __all__ = [
     "add_lake_option",
     "add_results_option",
     "add_tracking_uri_option",
+    "add_out_option",
+    "add_config_override_options",
+    "check_path_options",
     "DEFAULT_LAKE",
     "DEFAULT_RESULTS",
     "DEFAULT_TRACKING_URI",
@@ -45,12 +48,95 @@ DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_RESULTS}/mlflow.db"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the ``Example:`` blocks as written and shows defaults."""
+    """Keeps the ``Example:`` blocks as written and shows each default once.
+
+    ``(default: X)`` is added only where it says something: not for None, False, empty lists or
+    flags, and not when the help already states its default in words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (
+            "%(default)" in text
+            or "default" in text.lower()
+            or d is None
+            or d is argparse.SUPPRESS
+            or isinstance(d, bool)
+            or d == []
+            or action.nargs == 0
+        ):
+            return text
+        return super()._get_help_string(action) or text
 
 
 def env_default(var: str, default: str) -> str:
     """A flag default that an environment variable overrides."""
     return os.environ.get(var, default)
+
+
+def _mark_path(p: argparse.ArgumentParser, dest: str, flag: str, kind: str) -> None:
+    """Record that option ``dest`` names a directory (``kind="dir"``) or a file, checked by run_cli."""
+    paths = dict(p.get_default("_whalebt_paths") or {})
+    paths[dest] = (flag, kind)
+    p.set_defaults(_whalebt_paths=paths)
+
+
+def check_path_options(args: argparse.Namespace) -> None:
+    """Refuse a directory option that names an existing regular file, or a file option that names a
+    directory (URIs like ``az://`` and ``-`` for stdout pass); raises :class:`UserError`."""
+    for dest, (flag, kind) in (getattr(args, "_whalebt_paths", None) or {}).items():
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or value == "-" or "://" in value:
+            continue
+        if kind == "dir" and os.path.isfile(value):
+            raise UserError(f"{flag} {value} is a file; expected a directory (created if missing); give another path")
+        if kind == "file" and os.path.isdir(value):
+            raise UserError(f"{flag} {value} is a directory; expected a file name, e.g. {os.path.join(value, 'out')}")
+
+
+def add_out_option(
+    p: argparse.ArgumentParser,
+    *,
+    kind: str,
+    help: str,
+    required: bool = False,
+    metavar: str | None = None,
+    default: str | None = None,
+) -> None:
+    """``--out``: a file (``kind="file"``; an existing directory is refused) or a directory
+    (``kind="dir"``; an existing regular file is refused)."""
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir'; got {kind!r}")
+    p.add_argument("--out", required=required, default=default, metavar=metavar or kind.upper(), help=help)
+    _mark_path(p, "out", "--out", kind)
+
+
+def add_config_override_options(p: argparse.ArgumentParser) -> None:
+    """``--start``/``--end``/``--symbol`` and repeatable ``--set key.path=value`` over a run config."""
+    g = p.add_argument_group(
+        "config overrides (applied before validation; the run folder's config.yaml holds the result)"
+    )
+    g.add_argument("--start", metavar="DATE", help="override data.start (YYYY-MM-DD)")
+    g.add_argument("--end", metavar="DATE", help="override data.end (YYYY-MM-DD)")
+    g.add_argument("--symbol", metavar="SYM", help="override data.symbol")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="override any config key, value read as YAML, e.g. --set signal.whale.min_notional_usd=2e6 "
+        "--set backtest.horizons=[5m,15m]; repeatable",
+    )
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE like model.threshold.min_signals=20; got {text!r}")
+    return key.strip(), value
 
 
 def add_lake_option(p: argparse.ArgumentParser, *, overrides_config: bool = False, help: str | None = None) -> None:
@@ -67,6 +153,7 @@ def add_lake_option(p: argparse.ArgumentParser, *, overrides_config: bool = Fals
             default=env_default("WHALEBT_LAKE", DEFAULT_LAKE),
             help=help or "lake directory or az://container/prefix (env WHALEBT_LAKE)",
         )
+    _mark_path(p, "lake", "--lake", "dir")
 
 
 def add_results_option(p: argparse.ArgumentParser) -> None:
@@ -76,6 +163,7 @@ def add_results_option(p: argparse.ArgumentParser) -> None:
         default=env_default("WHALEBT_RESULTS", DEFAULT_RESULTS),
         help="results folder (env WHALEBT_RESULTS)",
     )
+    _mark_path(p, "results", "--results", "dir")
 
 
 def add_tracking_uri_option(p: argparse.ArgumentParser, *, what: str = "") -> None:
@@ -93,6 +181,8 @@ def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.Arg
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     groups: dict[str, argparse._SubParsersAction] = {}
+    group_parsers: dict[str, argparse.ArgumentParser] = {}
+    examples: dict[str, list[str]] = {}
     pkg = importlib.import_module(commands_pkg)
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -106,11 +196,28 @@ def build_parser(prog: str, description: str, commands_pkg: str) -> argparse.Arg
                 )
                 gsub = gp.add_subparsers(dest="subcommand", metavar="SOURCE")
                 gsub.required = True
-                groups[group] = gsub
+                groups[group], group_parsers[group] = gsub, gp
             mod.register(groups[group])
+            examples.setdefault(group, []).extend(_first_example(getattr(mod, "EXAMPLE", ""), f"{prog} {group} "))
         else:
             mod.register(sub)
+    for group, gp in group_parsers.items():
+        if examples.get(group):
+            gp.epilog = "Examples (one per subcommand; `--help` on each shows more):\n" + "\n".join(examples[group])
     return parser
+
+
+def _first_example(text: str, prefix: str) -> list[str]:
+    """The first command line of an ``Example:`` block that starts with ``prefix``, continuation lines included."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(prefix):
+            out = [line]
+            while out[-1].rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                out.append(lines[i])
+            return out
+    return []
 
 
 def run_cli(prog: str, description: str, commands_pkg: str, argv: Sequence[str] | None = None) -> int:
@@ -123,6 +230,7 @@ def run_cli(prog: str, description: str, commands_pkg: str, argv: Sequence[str] 
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
+        check_path_options(args)
         rc = func(args)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

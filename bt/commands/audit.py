@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from whalebt.cli import HelpFormatter, add_lake_option, add_tracking_uri_option
+from whalebt.cli import HelpFormatter, add_config_override_options, add_lake_option, add_tracking_uri_option
 
 EXAMPLE = """Example:
   bt audit configs/demo.yaml
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     add_lake_option(p, overrides_config=True)
+    add_config_override_options(p)
     add_tracking_uri_option(p, what="of model.uri")
     p.add_argument("--samples", type=int, default=12, help="events perturbed by the causality check")
     p.add_argument("--seed", type=int, default=0, help="seed of the causality perturbations")
@@ -44,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from bt.audit import FAIL, audit
-    from bt.config import load_config
+    from bt.config import cli_overrides, load_config
     from whalebt.cli import UserError
 
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1; got {args.samples}")
-    config = load_config(args.config, lake=args.lake)
+    config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
     checks = audit(config, samples=args.samples, seed=args.seed, tracking_uri=args.tracking_uri)
     failed = any(c.verdict == FAIL for c in checks)
     if args.json:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from whalebt.cli import HelpFormatter, add_lake_option, add_results_option, add_tracking_uri_option
+from whalebt.cli import (
+    HelpFormatter,
+    add_config_override_options,
+    add_lake_option,
+    add_results_option,
+    add_tracking_uri_option,
+)
 
 EXAMPLE = """Example:
   bt run configs/demo.yaml
   bt run configs/demo.yaml --lake az://lake/whale --tracking-uri http://127.0.0.1:5000
   bt run configs/registered.yaml --allow-in-sample   # model.uri over its own training span
+  bt run configs/demo.yaml --start 2024-03-01 --end 2024-03-05 --set signal.whale.min_notional_usd=2e6
+  bt run configs/whale_lgbm.yaml --set model.threshold.min_signals=20 --set backtest.horizons=[5m,15m]
+
+--start/--end/--symbol/--set change the config before it is validated (an unknown key is refused
+as in the file); config.yaml in the run folder holds the resolved result, and run_id is its hash.
 
 With model.uri, a span that overlaps the model's train or validation range is refused (the
 model has seen those outcomes); --allow-in-sample runs anyway and reports those signals apart.
@@ -27,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML run config")
     add_lake_option(p, overrides_config=True)
+    add_config_override_options(p)
     add_results_option(p)
     add_tracking_uri_option(p)
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
@@ -49,11 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    from bt.config import load_config
+    from bt.config import cli_overrides, load_config
     from bt.report import print_metrics
     from bt.run import run_backtest
 
-    config = load_config(args.config, lake=args.lake)
+    config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
     result = run_backtest(
         config,
         results_dir=args.results,

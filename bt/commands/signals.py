@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from whalebt.cli import HelpFormatter, add_lake_option
+from whalebt.cli import HelpFormatter, add_config_override_options, add_lake_option, add_out_option
 
 EXAMPLE = """Example:
   bt signals configs/demo.yaml --out results/demo-signals.jsonl
   bt signals configs/demo.yaml --out -      # to stdout
+  bt signals configs/demo.yaml --out results/one-day.jsonl --start 2024-03-05 --end 2024-03-05
 """
 
 
@@ -23,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("config", help="YAML run config")
-    p.add_argument("--out", required=True, help="output JSONL file, or - for stdout")
+    add_out_option(p, kind="file", required=True, metavar="FILE", help="output JSONL file, or - for stdout")
     add_lake_option(p, overrides_config=True)
+    add_config_override_options(p)
     p.set_defaults(func=run)
 
 
@@ -33,14 +35,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import tempfile
 
-    from bt.config import load_config
+    from bt.config import cli_overrides, load_config
     from bt.run import compute_signals
-    from signals.journal import journal_line
+    from signals.journal import NonFiniteError, journal_line
+    from whalebt.errors import UserError
 
-    config = load_config(args.config, lake=args.lake)
+    config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
     sig = compute_signals(config, quiet=False)
     records = sig.journal()
-    lines = [journal_line(rec) for rec in records]
+    try:
+        lines = [journal_line(rec) for rec in records]
+    except NonFiniteError as exc:  # a trade stored before ingest refused such rows
+        raise UserError(f"{exc}; re-ingest that day (ingest now refuses it)") from None
     if args.out == "-":
         sys.stdout.writelines(lines)
     else:

@@ -6,11 +6,19 @@ from whalebt.errors import UserError
 import argparse
 import sys
 
-from whalebt.cli import HelpFormatter, add_lake_option, add_results_option, add_tracking_uri_option, env_default
+from whalebt.cli import (
+    HelpFormatter,
+    add_config_override_options,
+    add_lake_option,
+    add_results_option,
+    add_tracking_uri_option,
+    env_default,
+)
 
 EXAMPLE = """Example:
   bt sweep configs/whale_lgbm.yaml --trials 100
   bt sweep configs/whale_lgbm.yaml --trials 100 --storage postgresql+psycopg://postgres@127.0.0.1:5432/optuna --worker 1
+  bt sweep configs/whale_lgbm.yaml --trials 20 --end 2024-03-08 --set model.gate.min_test_signals=10
 
 Re-running the same command resumes the study (Ctrl-C is safe). Several processes or machines
 given the same --storage and config share one study; give each a different --worker.
@@ -45,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (threads)")
     p.add_argument("--worker", type=int, default=0, help="worker number, added to the sampler seed")
     add_lake_option(p, overrides_config=True)
+    add_config_override_options(p)
     add_results_option(p)
     add_tracking_uri_option(p)
     p.add_argument(
@@ -75,12 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from bt.config import load_config
+    from bt.config import cli_overrides, load_config
     from bt.sweep import sweep_command
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1; got {args.trials}")
-    config = load_config(args.config, lake=args.lake)
+    config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
     out = sweep_command(
         config,
         n_trials=args.trials,

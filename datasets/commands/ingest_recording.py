@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from datasets.lake import Lake
+    from whalebt.progress import status
     from datasets.sources.frames import FrameError, UnknownContractError
     from datasets.sources.recordings import recording_bronze
 
@@ -71,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
             "recorded file such as tests/data/real/okx_v5_multi_2022-05-13_frames.txt"
         )
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    err = Console(stderr=True)
     # Parse everything before writing anything, so a bad file leaves the lake untouched.
-    with err.status(f"reading {path.name}"):
+    with status(f"reading {path.name}"):
         try:
             import pandas as pd
 

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from whalebt.progress import status
     from datasets.rank import RankError, RankFilters, load_exchange_info, load_klines, parse_weights, rank_symbols
 
     out = Path(args.out) if args.out else None
@@ -134,12 +135,12 @@ def run(args: argparse.Namespace) -> int:
             stablecoins=tuple(s.strip().upper() for s in args.stablecoins.split(",") if s.strip()),
         )
         n_files = 0
-        with err.status("reading klines") as status:
+        with status("reading klines") as line:
 
             def seen(path: str) -> None:
                 nonlocal n_files
                 n_files += 1
-                status.update(f"reading klines: {n_files} files ({Path(path).name})")
+                line.update(f"reading klines: {n_files} files ({Path(path).name})")
 
             klines = load_klines(args.klines, symbols=symbols, start=start, end=end, on_file=seen)
         info = load_exchange_info(args.exchange_info) if args.exchange_info else None

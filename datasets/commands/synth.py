@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from whalebt.cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError, add_out_option
 
 EXAMPLE = """\
 Generates aggTrades calibrated to recorded Binance USD-M minutes (trade rate and bursts, sizes,
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (archive root)")
+    add_out_option(p, kind="dir", required=True, metavar="DIR", help="output directory (archive root)")
     p.add_argument("--symbol", default="PLANTUSDT", help="symbol written in file names")
     p.add_argument("--start", type=_date, default=dt.date(2024, 3, 1), metavar="YYYY-MM-DD", help="first UTC day")
     p.add_argument("--days", type=int, default=10, help="number of days")
