@@ -115,3 +115,11 @@ def test_set_needs_key_equals_value(cfg_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bt.cli.main(["run", str(cfg_path), "--set", "backtest.horizon"])
     assert exc.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_config_file_reads_2e6_as_a_number(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: e\ndata: {exchange: binance_usdm, symbol: BTCUSDT, start: 2024-03-01, end: 2024-03-01}\n"
+                 "signal: {whale: {min_notional_usd: 2e6}}\nbacktest: {bootstrap: 1e3}\n")
+    cfg = load_config(p)
+    assert cfg.signal.whale.min_notional_usd == 2e6 and cfg.backtest.bootstrap == 1000
