@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 import argparse
 import sys
 
-from whalebt.cli import HelpFormatter, UserError
+from whalebt.cli import HelpFormatter, UserError, add_out_option
 
 EXAMPLE = """\
 Score = weighted mix of Kyle's lambda (|cov(r, q)| / var(q), r = ln(close/open), q = signed
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stablecoins", default=d["stablecoins"], help="base assets treated as stablecoins")
     p.add_argument("--top", type=int, default=None, help="show only the best N eligible symbols in the table")
-    p.add_argument("--out", default=None, help="also write the full table: .html or .csv")
+    add_out_option(p, kind="file", metavar="FILE", help="also write the full table: .html or .csv")
     p.set_defaults(func=run)
 
 
