@@ -64,17 +64,22 @@ def run(args: argparse.Namespace) -> int:
     from bt.config import cli_overrides, load_config
     from bt.report import print_metrics
     from bt.run import run_backtest
+    from signals.journal import NonFiniteError
+    from whalebt.errors import UserError
 
     config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
-    result = run_backtest(
-        config,
-        results_dir=args.results,
-        tracking_uri=args.tracking_uri,
-        log_mlflow=not args.no_mlflow,
-        tearsheet=not args.no_tearsheet,
-        allow_in_sample=args.allow_in_sample,
-        strict=args.strict,
-    )
+    try:
+        result = run_backtest(
+            config,
+            results_dir=args.results,
+            tracking_uri=args.tracking_uri,
+            log_mlflow=not args.no_mlflow,
+            tearsheet=not args.no_tearsheet,
+            allow_in_sample=args.allow_in_sample,
+            strict=args.strict,
+        )
+    except NonFiniteError as exc:  # a trade stored before ingest refused such rows
+        raise UserError(f"{exc}; re-ingest that day (ingest now refuses it)") from None
     if args.json:
         print((result.run_dir / "metrics.json").read_text())
     else:

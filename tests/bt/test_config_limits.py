@@ -159,3 +159,29 @@ def test_a_trade_whose_notional_overflows_is_refused_at_ingest():
         screen_trades(df, what="f.csv")
     screened = screen_trades(df, what="f.csv", skip_bad_rows=True)
     assert len(screened.good) == 1 and list(screened.bad["reason"]) == ["notional_not_finite"]
+
+
+def test_a_stored_overflowing_trade_is_an_error_line_not_a_journal_with_infinity(tmp_path, capsys):
+    """A lake written before ingest refused such rows: bt signals / bt run say so in one line."""
+    from datasets.lake import Lake
+
+    n = 2000
+    t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
+    qty = np.ones(n)
+    qty[1000] = 1e308
+    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": np.arange(n),
+                       "ts_ms": t0 + np.arange(n) * 1000, "price": 100.0, "qty": qty,
+                       "side": np.ones(n, dtype=np.int8)})
+    Lake(tmp_path / "lake").write_trades(df)  # the lake API itself does not screen rows
+    cfg = tmp_path / "cfg.yaml"
+    raw = _with("data.lake", str(tmp_path / "lake"))
+    raw["data"].update(start="2024-03-01", end="2024-03-01")
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "s.jsonl"
+    for argv in (["signals", str(cfg), "--out", str(out)],
+                 ["run", str(cfg), "--no-mlflow", "--no-tearsheet", "--results", str(tmp_path / "r")]):
+        rc = bt.cli.main(argv)
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(("Error", "Traceback"))]
+        assert rc == 1 and len(err) == 1, (argv, err)
+        assert "has non-finite ['notional_usd']" in err[0] and "re-ingest that day" in err[0]
+    assert not out.exists() and not list((tmp_path / "r").iterdir())  # nothing written, no temp left
