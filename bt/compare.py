@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RunView", "load_run", "resolve_run", "metric_rows", "config_diff", "render_compare", "write_compare"]
+__all__ = [
+    "RunView",
+    "load_run",
+    "resolve_run",
+    "metric_rows",
+    "config_diff",
+    "span_warnings",
+    "render_compare",
+    "write_compare",
+]
 
 TEMPLATE = Path(__file__).with_name("templates") / "compare.html"
 
@@ -179,6 +188,38 @@ def config_diff(runs: Sequence[RunView]) -> list[dict]:
     return rows
 
 
+def _run_span(m: dict) -> str | None:
+    """What a run's headline figures cover: its data span, a trained model's test period, a sweep's test."""
+    from bt.evaluation import report_spans, span_text
+
+    d = m.get("data") or {}
+    if d.get("start") and d.get("end"):
+        return f"{d.get('exchange')}/{d.get('symbol')} {report_spans(m)['signals']}"
+    b = (m.get("model_metrics") or {}).get("boundaries_ms") or {}
+    if "test" in b and "end" in b:
+        return f"test {span_text(int(b['test']), int(b['end']))}"
+    return None
+
+
+def span_warnings(runs: Sequence[RunView]) -> list[str]:
+    """Lines warning that the runs' figures are not over the same span, or rest on data with holes."""
+    out = []
+    spans = [(r.run_id, _run_span(r.metrics)) for r in runs]
+    if len(runs) > 1 and len({s for _, s in spans}) > 1:
+        out.append(
+            "the runs' figures cover different spans, so they are not over the same signals: "
+            + "; ".join(f"{rid}: {s or 'span unknown'}" for rid, s in spans)
+        )
+    for r in runs:
+        holes = (r.metrics.get("data") or {}).get("holes") or []
+        if holes:
+            secs = sum(float(h.get("seconds") or 0) for h in holes)
+            out.append(
+                f"{r.run_id}: its data has {len(holes)} hole(s) of a minute or more ({secs / 3600:.1f} h uncovered)"
+            )
+    return out
+
+
 def _figures(runs: Sequence[RunView]) -> tuple[str, str]:
     import plotly.graph_objects as go
 
@@ -234,6 +275,7 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
         ],
         metric_rows=metric_rows(runs),
         config_rows=config_diff(runs),
+        span_warnings=span_warnings(runs),
         links=links,
         equity_html=Markup(eq_html),
         dist_html=Markup(dist_html),
