@@ -64,20 +64,27 @@ def _cell(p: Any, report: dict | None) -> DayCell:
     )
 
 
-def _weeks(first: dt.date, last: dt.date, cells: dict[str, DayCell]) -> list[list[DayCell | None]]:
-    """Monday-first weeks from ``first``'s week to ``last``'s; days outside the span are None, gaps ``missing``."""
+def _weeks(first: dt.date, last: dt.date, cells: dict[str, DayCell]) -> list[dict[str, Any]]:
+    """Monday-first weeks ``{label, days}`` from ``first``'s week to ``last``'s.
+
+    ``label`` names the month in the first week and in each week holding a month's 1st; days
+    outside the span are None, days inside it without a partition are ``missing``.
+    """
     start = first - dt.timedelta(days=first.weekday())
-    weeks: list[list[DayCell | None]] = []
+    weeks: list[dict[str, Any]] = []
     d = start
     while d <= last:
         week: list[DayCell | None] = []
+        label = ""
         for _ in range(7):
             if d < first or d > last:
                 week.append(None)
             else:
+                if not weeks and not label or d.day == 1:
+                    label = d.strftime("%b %Y" if not weeks or d.month == 1 else "%b")
                 week.append(cells.get(d.isoformat()) or DayCell(date=d.isoformat(), state="missing"))
             d += dt.timedelta(days=1)
-        weeks.append(week)
+        weeks.append({"label": label, "days": week})
     return weeks
 
 

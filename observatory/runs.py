@@ -24,8 +24,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("n_independent", "independent", "int"),
     ("mean_return", "mean", "pct"),
     ("p50", "p50", "pct"),
-    ("win_rate", "win rate", "pct"),
-    ("hit_rate_1pct", "≥ +1 %", "pct"),
+    ("win_rate", "win rate", "share"),
+    ("hit_rate_1pct", "≥ +1 %", "share"),
     ("span", "span", "text"),
     ("symbols", "symbols", "text"),
     ("model", "model", "text"),
@@ -194,5 +194,6 @@ def figure_rows(metrics: dict) -> list[tuple[str, Any, str]]:
     """``(label, value, kind)`` of the run page's figure table: ``bt compare``'s rows present in ``metrics``."""
     from bt.compare import METRIC_ROWS
 
-    rows = [(label, _at(metrics, path), kind) for label, path, kind in METRIC_ROWS]
+    shares = ("win rate", "hit rate >= 1%", "precision", "exposure")  # fractions of signals or bars, unsigned
+    rows = [(label, _at(metrics, path), "share" if label in shares else kind) for label, path, kind in METRIC_ROWS]
     return [r for r in rows if r[1] is not None]

@@ -6,11 +6,11 @@
     if (!td) return "";
     return td.hasAttribute("data-v") ? td.getAttribute("data-v") : td.textContent.trim();
   }
-  // th data-kind int|pct|num: numeric cells (data-v holds the plain number); anything else sorts as text
+  // th data-kind int|pct|num|share: numeric cells (data-v holds the plain number); anything else sorts as text
   function sortBy(table, th) {
     var i = th.cellIndex, body = table.tBodies[0];
     if (!body) return;
-    var numeric = /^(int|pct|num)$/.test(th.getAttribute("data-kind") || "");
+    var numeric = /^(int|pct|num|share)$/.test(th.getAttribute("data-kind") || "");
     var asc = !th.classList.contains("asc");
     Array.prototype.forEach.call(th.parentNode.cells, function (c) { c.classList.remove("asc", "desc"); });
     th.classList.add(asc ? "asc" : "desc");
