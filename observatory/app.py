@@ -285,6 +285,24 @@ async def _session_ctx(app: web.Application):
     await app[SESSION].close()
 
 
+async def _warm_registry(app: web.Application) -> None:
+    """Import MLflow and open the store in the background, so the first Sweeps page does not wait for it."""
+    opts = app[OPTS]
+    if not opts.tracking_uri:
+        return
+
+    def warm() -> None:
+        try:
+            registry_versions(opts.tracking_uri or "", opts.registry_uri)
+        except Exception:  # the page reports the same error when it is opened
+            pass
+
+    app[WARMUP] = asyncio.get_running_loop().run_in_executor(None, warm)
+
+
+WARMUP: web.AppKey[Any] = web.AppKey("warmup", object)
+
+
 def make_app(opts: Options) -> web.Application:
     """The observatory over ``opts`` (nothing is read until a page is opened)."""
     app = web.Application(middlewares=[_headers])
@@ -292,6 +310,7 @@ def make_app(opts: Options) -> web.Application:
     app[ENV] = _env()
     app[RUNS] = RunIndex(opts.results)
     app.cleanup_ctx.append(_session_ctx)
+    app.on_startup.append(_warm_registry)
     r = app.router
     r.add_get("/", runs_page)
     r.add_get("/runs", runs_page)
