@@ -15,7 +15,7 @@ DEMO_END := 2024-03-10
 DEMO_ARCHIVE := results/demo-archive
 
 .PHONY: venv demo demo-live test test-fast test-slow lint bench demo-live wheel lock clean
-LINTED := whalebt signals datasets bt live
+LINTED := whalebt signals datasets bt live observatory
 
 venv: $(STAMP)
 

@@ -22,7 +22,7 @@ __all__ = [
     "metric_rows",
     "config_diff",
     "run_span",
-    "span_warning",
+    "span_warnings",
     "render_compare",
     "write_compare",
 ]
@@ -145,18 +145,6 @@ def _span_text(span: tuple[str, str, int] | None) -> str:
     return "unknown span" if span is None else f"{span[0]} – {span[1]} ({span[2]} days)"
 
 
-def span_warning(runs: Sequence[RunView]) -> str | None:
-    """One line when the runs do not all cover the same span (their figures are then not like for like)."""
-    spans = [run_span(r) for r in runs]
-    if len({s[:2] if s else None for s in spans}) <= 1:
-        return None
-    each = "; ".join(f"{r.run_id}: {_span_text(s)}" for r, s in zip(runs, spans))
-    return (
-        f"the runs cover different spans ({each}); figures over different days are not like for like, "
-        "compare runs with the same data.start and data.end"
-    )
-
-
 def _get(d: Any, path: Sequence[str]) -> Any:
     for part in path:
         if isinstance(d, dict):
@@ -219,6 +207,41 @@ def config_diff(runs: Sequence[RunView]) -> list[dict]:
     return rows
 
 
+def _figure_span(run: RunView) -> str:
+    """The span a run's headline figures cover: a trained model's test period, else its data span."""
+    from bt.evaluation import report_spans, span_text
+
+    m = run.metrics
+    d = m.get("data") or {}
+    if d.get("start") and d.get("end"):
+        return report_spans(m)["signals"]
+    b = (m.get("model_metrics") or {}).get("boundaries_ms") or {}
+    if "test" in b and "end" in b:
+        return f"test {span_text(int(b['test']), int(b['end']))}"
+    span = run_span(run)
+    return "unknown span" if span is None else f"{span[0]} → {span[1]}"
+
+
+def span_warnings(runs: Sequence[RunView]) -> list[str]:
+    """Lines warning that the runs' figures are not over the same span, or rest on data with holes."""
+    out = []
+    spans = [_figure_span(r) for r in runs]
+    if len(runs) > 1 and len(set(spans)) > 1:
+        each = "; ".join(f"{r.run_id}: {s}" for r, s in zip(runs, spans))
+        out.append(
+            f"the runs cover different spans ({each}); figures over different days are not like for like, "
+            "compare runs with the same data.start and data.end"
+        )
+    for r in runs:
+        holes = (r.metrics.get("data") or {}).get("holes") or []
+        if holes:
+            secs = sum(float(h.get("seconds") or 0) for h in holes)
+            out.append(
+                f"{r.run_id}: its data has {len(holes)} hole(s) of a minute or more ({secs / 3600:.1f} h uncovered)"
+            )
+    return out
+
+
 def _figures(runs: Sequence[RunView]) -> tuple[str, str]:
     import plotly.graph_objects as go
 
@@ -273,9 +296,9 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
             }
             for r in runs
         ],
-        span_warning=span_warning(runs),
         metric_rows=metric_rows(runs),
         config_rows=config_diff(runs),
+        span_warnings=span_warnings(runs),
         links=links,
         equity_html=Markup(eq_html),
         dist_html=Markup(dist_html),
@@ -297,8 +320,7 @@ def write_compare(
         width = max(len(r.run_id) for r in runs)
         for r in runs:
             print(f"{r.run_id:{width}s}  {_span_text(run_span(r))}", file=sys.stderr)
-        warning = span_warning(runs)
-        if warning:
+        for warning in span_warnings(runs):
             print(f"warning: {warning}", file=sys.stderr)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

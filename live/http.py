@@ -1,4 +1,4 @@
-"""The runner's HTTP side: `/health`, `/metrics` (Prometheus text), `/signals?limit=N`."""
+"""The runner's HTTP side: `/health`, `/metrics` (Prometheus text), `/signals?limit=N`, `/paper?limit=N`."""
 
 from __future__ import annotations
 
@@ -27,21 +27,38 @@ async def start_http(runner: "Runner", host: str, port: int):
             charset="utf-8",
         )
 
-    async def signals(request: web.Request) -> web.Response:
-        raw = request.query.get("limit", "50")
+    def _limit(request: web.Request) -> int | None:
         try:
-            limit = int(raw)
-            if limit < 0:
-                raise ValueError
+            limit = int(request.query.get("limit", "50"))
         except ValueError:
-            return web.json_response({"error": f"limit must be a whole number >= 0; got {raw!r}"}, status=400)
+            return None
+        return limit if limit >= 0 else None
+
+    def _bad_limit(request: web.Request) -> web.Response:
+        raw = request.query.get("limit", "50")
+        return web.json_response({"error": f"limit must be a whole number >= 0; got {raw!r}"}, status=400)
+
+    async def signals(request: web.Request) -> web.Response:
+        limit = _limit(request)
+        if limit is None:
+            return _bad_limit(request)
         recs = list(runner.recent)[-limit:] if limit else []
+        return web.Response(text=json.dumps(recs), content_type="application/json")
+
+    async def paper(request: web.Request) -> web.Response:
+        """The last closed paper positions (docs/spec.md §5.5 lines); [] without a paper book."""
+        limit = _limit(request)
+        if limit is None:
+            return _bad_limit(request)
+        book = runner.paper
+        recs = book.closed[-limit:] if book is not None and limit else []
         return web.Response(text=json.dumps(recs), content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/signals", signals)
+    app.router.add_get("/paper", paper)
     app_runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await app_runner.setup()
     site = web.TCPSite(app_runner, host, port)

@@ -283,8 +283,8 @@ def test_compare_shows_spans_and_warns_when_they_differ(tmp_path, capsys):
     assert err[0].split() == ["a-1", "2024-03-01", "–", "2024-03-10", "(10", "days)"]
     assert err[1].split() == ["b-2", "2024-03-01", "–", "2024-03-05", "(5", "days)"]
     assert err[2] == (
-        "warning: the runs cover different spans (a-1: 2024-03-01 – 2024-03-10 (10 days); b-2: 2024-03-01 – "
-        "2024-03-05 (5 days)); figures over different days are not like for like, compare runs with the same "
+        "warning: the runs cover different spans (a-1: 2024-03-01 → 2024-03-10; b-2: 2024-03-01 → "
+        "2024-03-05); figures over different days are not like for like, compare runs with the same "
         "data.start and data.end"
     )
     page = out.read_text()

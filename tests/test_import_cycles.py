@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("whalebt", "signals", "datasets", "bt", "live")
+PACKAGES = ("whalebt", "signals", "datasets", "bt", "live", "observatory")
 
 
 def _modules() -> dict[str, Path]:

@@ -112,3 +112,16 @@ def test_sweep_registers_the_winner_with_a_nested_run_per_trial(runs):
 
     X = trades[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy()
     np.testing.assert_allclose(bundle.predict_matrix(X, FEATURE_NAMES), trades["prob"].to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_compare_warns_when_runs_cover_different_spans(runs):
+    from bt.compare import load_run, span_warnings
+
+    _, _, run_dir, sweep_dir, _ = runs
+    run, sweep = load_run(run_dir), load_run(sweep_dir)
+    (w,) = span_warnings([run, sweep])
+    assert "cover different spans" in w
+    assert f"{run.run_id}: 2024-03-01 → 2024-03-08" in w and f"{sweep.run_id}: test 2024-03-" in w
+    assert span_warnings([run, run]) == [] and span_warnings([run]) == []
+    run.metrics["data"]["holes"] = [{"seconds": 5400}]
+    assert span_warnings([run]) == [f"{run.run_id}: its data has 1 hole(s) of a minute or more (1.5 h uncovered)"]
