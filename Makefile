@@ -83,3 +83,14 @@ lock: venv
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
+
+# The live image (Dockerfile): docker, podman or buildah, whichever works; without a registry the
+# Debian base is bootstrapped with mmdebstrap (scripts/base_image.sh). Both install what they need.
+.PHONY: image image-smoke
+image:
+	scripts/image.sh
+
+# Builds the image and runs `live run` in it as uid 10001 against `live replay` of real frames:
+# /health 200 and journal == `bt signals`, byte for byte (scripts/image_smoke.sh).
+image-smoke:
+	scripts/image_smoke.sh

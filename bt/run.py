@@ -305,6 +305,9 @@ def run_backtest(
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    from bt.runfolder import clean_stale_run_folders
+
+    clean_stale_run_folders(results_dir)  # scratch folders of killed runs (bt.runfolder)
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
     sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)

@@ -12,9 +12,13 @@ when it is complete puts it in place:
   in that window leaves the old folder under the ``.old-`` name, and the next start puts it back.
 
 A reader sees the old folder or the new one, never a mix. ``kill -9`` leaves the scratch
-directory; the next :func:`write_run_folder` into the same parent removes those whose pid is dead
-(and restores an ``.old-`` folder whose ``dest`` is missing). SIGTERM while writing removes the
-scratch directory before the process exits.
+directory; the next :func:`write_run_folder` into the same parent (and the start of ``bt run``)
+removes those whose pid is dead (and restores an ``.old-`` folder whose ``dest`` is missing).
+SIGTERM while writing removes the scratch directory before the process exits.
+
+Versions before this writer used ``tempfile.mkdtemp(prefix=".<name>.")``: ``.<name>.<8 characters>``,
+mode 0700, no pid. Those are removed too once untouched for :data:`OLD_STYLE_STALE_S` (no writer
+of this version makes them, so only an older version still running could own one).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
+import stat
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +62,11 @@ def json_text(obj) -> str:
 
     return json.dumps(_plain(obj), indent=2, allow_nan=False, default=str)
 
+
+#: Age (seconds since the last change) after which an old-style ``.<name>.<8 characters>`` scratch
+#: folder counts as left by a killed writer.
+OLD_STYLE_STALE_S = 600
+_OLD_STYLE = re.compile(r"\.(?P<dest>.+)\.[a-z0-9_]{8}")  # tempfile.mkdtemp's 8 random characters
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -89,15 +101,28 @@ def _scratch_kind(name: str) -> tuple[str, str, int] | None:
     return None
 
 
+def _old_style_stale(e: os.DirEntry, now: float) -> bool:
+    """An old-style ``mkdtemp`` scratch folder (``.<name>.<8 characters>``, mode 0700) untouched for long."""
+    if not _OLD_STYLE.fullmatch(e.name) or not e.is_dir(follow_symlinks=False):
+        return False
+    st = e.stat(follow_symlinks=False)
+    return stat.S_IMODE(st.st_mode) == 0o700 and now - st.st_mtime >= OLD_STYLE_STALE_S
+
+
 def clean_stale_run_folders(parent: str | os.PathLike[str]) -> list[Path]:
     """Remove scratch folders under ``parent`` whose writer died; put back an orphaned old folder."""
     out: list[Path] = []
     try:
         entries = list(os.scandir(parent))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return out
+    now = time.time()
     for e in entries:
         got = _scratch_kind(e.name)
+        if got is None and _old_style_stale(e, now):
+            shutil.rmtree(e.path, ignore_errors=True)
+            out.append(Path(e.path))
+            continue
         if got is None or not e.is_dir(follow_symlinks=False):
             continue
         dest_name, kind, pid = got

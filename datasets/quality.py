@@ -66,17 +66,26 @@ def refresh_quality(
     """Make sure every partition in ``parts`` (default: all bronze) has a current report.
 
     A report is current when it exists and names the partition's present ``content_sha256``.
-    Returns the reports (recomputed or stored), in partition order.
+    A stale one is recomputed under the partition's writer lock (``Store.lock``, as
+    :meth:`Lake.write` holds it), so a concurrent ingest's report is never replaced by one of an
+    older version of the partition. Returns the reports (recomputed or stored), in partition order.
     """
     parts = sorted(parts if parts is not None else lake.partitions("bronze"))
 
-    def one(p: Partition) -> dict[str, Any]:
+    def current(p: Partition) -> dict[str, Any] | None:
         old = None if force else read_quality(lake, p)
         if old is not None and old.get("version") == QUALITY_VERSION:
-            sha = lake.partition_meta(p).get("content_sha256")
-            if old.get("content_sha256") == sha:
+            if old.get("content_sha256") == lake.partition_meta(p).get("content_sha256"):
                 return old
-        return write_quality(lake, p)
+        return None
+
+    def one(p: Partition) -> dict[str, Any]:
+        old = current(p)
+        if old is not None:
+            return old
+        with lake.store.lock(p.key):
+            old = None if force else current(p)  # another writer may have refreshed it meanwhile
+            return old if old is not None else write_quality(lake, p)
 
     out: list[dict[str, Any]] = []
     with cf.ThreadPoolExecutor(max(1, workers)) as pool:

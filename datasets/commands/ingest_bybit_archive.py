@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             skip_bad_rows=args.skip_bad_rows,
         )
     except FetchError as exc:
-        raise UserError(f"{exc} (files ingested before this one are kept; re-run to continue)") from None
+        raise UserError(
+            f"{exc} (nothing of this run was written: every file is fetched and checked first; re-run to try again)"
+        ) from None
     print_report(rep, f"bybit {args.symbol.upper()} {lo}..{hi}", lake.uri)
     return 0

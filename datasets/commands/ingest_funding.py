@@ -14,7 +14,10 @@ Stores funding times and rates under funding/exchange=E/symbol=S/part-YYYY-MM.pa
 `bt run` reads to charge (rate > 0) or credit (rate < 0) long positions at every funding time
 they span. With --base-url or --root, Binance's monthly fundingRate files (checked against their
 .CHECKSUM, kept in raw/); otherwise the exchange's REST API through ccxt (Bybit and OKX only
-have REST; OKX keeps about three months). Re-running changes nothing.
+have REST; OKX keeps about three months). Re-running changes nothing. Every row is checked first
+(time from 2009 to now, rate a finite fraction inside ±1): one bad row refuses the ingest with
+nothing written, or with --skip-bad-rows goes to quarantine/funding_archive/ (or funding_rest/)
+and is counted in that day's bronze quality report (`datasets status`).
 
 Example:
   datasets ingest funding --exchange binance_usdm --symbol BTCUSDT --start 2024-01-01 \\
@@ -46,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rate-limit-ms", type=float, default=None, help="REST: ccxt's spacing per unit of weight")
     p.add_argument("--max-retries", type=int, default=8, help="REST: retries per request")
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="store the valid funding rows and quarantine invalid ones (quarantine/funding_*/...) instead of "
+        "refusing the ingest",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     lake = Lake(args.lake)
     try:
         if archive:
-            rep = ingest_funding_archive(lake, args.symbol, start, end, archive, progress=not args.quiet)
+            rep = ingest_funding_archive(
+                lake, args.symbol, start, end, archive, progress=not args.quiet, skip_bad_rows=args.skip_bad_rows
+            )
         else:
             start_ms = int(dt.datetime.combine(start, dt.time(), dt.timezone.utc).timestamp() * 1000)
             end_ms = (
@@ -86,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 api_url=args.api_url or None,
                 rate_limit_ms=args.rate_limit_ms,
                 backoff=Backoff(max_retries=args.max_retries),
+                skip_bad_rows=args.skip_bad_rows,
             )
     except (FundingError, RestError) as exc:
         raise UserError(str(exc)) from None
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{rep.exchange} {rep.symbol}: {rep.rows} funding times ({span}) from {rep.source}; "
         f"{len(rep.keys_changed)} month(s) changed in {lake.uri}"
+        + (f"; {rep.quarantined} bad rows quarantined under quarantine/funding_*/" if rep.quarantined else "")
     )
     for k in rep.keys_changed:
         print(f"  {k}")

@@ -42,6 +42,7 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
@@ -50,8 +51,9 @@ import pandas as pd
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from datasets._tempdirs import INGEST_PREFIX, owned_tempdir
 from datasets.exchanges import bybit
-from datasets.lake import Lake, Partition
+from datasets.lake import Lake
 from datasets.schema import SchemaError, normalise_symbol
 from datasets.sources._http import NotFound, fetch
 from datasets.validate import screen_trades
@@ -274,13 +276,12 @@ def ingest_daily_archive(
     ``replace``: then each day of the span is overwritten by this archive's rows (the first file
     that holds it replaces it, later files of the run merge) and every file is read again.
 
-    Each file's rows are screened (:func:`datasets.validate.screen_trades`, rows named by CSV line)
-    before anything of it is stored: a bad row raises, leaving that file's raw copy, bronze,
-    reports and manifest unwritten (files before it in the run stay ingested); with
+    Two phases, as the Binance archive: every file of the run is fetched, parsed and its rows
+    screened (:func:`datasets.validate.screen_trades`, rows named by CSV line) and spooled to a
+    scratch directory before the first write, so a damaged file or a bad row anywhere in the
+    range raises with nothing of the run stored (no raw copy, bronze, report or manifest); with
     ``skip_bad_rows`` the bad rows go to ``quarantine/<source>/`` and the rest is stored.
     """
-    from datasets.quality import write_quality
-
     t0 = time.perf_counter()
     rep = IngestReport()
     force = force or replace
@@ -318,119 +319,167 @@ def ingest_daily_archive(
         except NotFound:
             return None, False
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"{archive.source} {symbol}", unit="file", leave=False)
-    try:
-        with cf.ThreadPoolExecutor(max(1, workers)) as pool:
-            futures: dict[int, cf.Future] = {}
-            ahead = max(1, workers)
-            for i in range(min(ahead, len(todo))):
-                futures[i] = pool.submit(load, todo[i][1])
-            for i, (day, rel, man) in enumerate(todo):
-                data, stored = futures.pop(i).result()
-                if i + ahead < len(todo):
-                    futures[i + ahead] = pool.submit(load, todo[i + ahead][1])
-                if data is None:
-                    rep.gaps.append(rel)
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                name = rel.rsplit("/", 1)[-1]
-                try:
-                    df = archive.parse(data, symbol, name)
-                except archive.corrupt:
-                    if stored:
-                        raise SchemaError(
-                            f"raw/{archive.source}/{rel} in the lake is damaged; delete it "
-                            "(`datasets retain` or the store's tools) and ingest again"
-                        ) from None
-                    data = fetcher(base, rel)  # a truncated transfer: one more try
-                    try:
-                        df = archive.parse(data, symbol, name)
-                    except archive.corrupt as exc:
-                        raise SchemaError(
-                            f"{rel} from {base} is damaged twice in a row ({exc}); "
-                            "the archive copy may be broken, try again later"
-                        ) from None
-                checked = screen_trades(df, what=name, rows=np.arange(2, len(df) + 2), skip_bad_rows=skip_bad_rows)
-                df = checked.good.reset_index(drop=True)
-                if stored:
-                    rep.from_raw += 1
-                else:
-                    rep.bytes_downloaded += len(data)
-                    lake.put_raw(archive.source, rel, data)
-                lake.write_quarantine(archive.source, checked.bad)
-                sha, nbytes = hashlib.sha256(data).hexdigest(), len(data)
-                del data  # stored: from here on only this file's trades are held
-                day_idx = df["ts_ms"].to_numpy(np.int64) // DAY_MS
-                present = (np.flatnonzero(np.bincount(day_idx - day_idx.min())) + day_idx.min()) if len(df) else []
-                dates_in_file = [str(np.datetime64(int(d), "D")) for d in present]
-                keep = (day_idx >= lo.astype(np.int64)) & (day_idx <= hi.astype(np.int64))
-                written = dict((man or {}).get("partitions", {}))
-                if keep.any():
-                    part = df if keep.all() else df.loc[keep]
-                    cov = [list(archive.covers(day))] if archive.covers else None
-                    kept_days = day_idx[keep]
-                    for d in np.unique(kept_days):
-                        one = part if len(np.unique(kept_days)) == 1 else part.loc[kept_days == d]
-                        mode: Literal["replace", "merge"] = "replace" if replace and int(d) not in replaced else "merge"
-                        replaced.add(int(d))
-                        for r in lake.write_trades(
-                            one,
-                            mode=mode,
-                            what=name,
-                            coverage=cov,
-                            coverage_source="archive",
-                            id_space=archive.id_space,
-                        ):
-                            written[r.partition.date.isoformat()] = r.partition.key
-                            _refresh_report(lake, r, part, day_idx[keep], write_quality)
-                            if r.changed:
-                                rep.partitions_changed += 1
-                            else:
-                                rep.partitions_unchanged += 1
-                rep.rows += int(keep.sum())
-                manifest = {
-                    "source": archive.source,
-                    "relpath": rel,
-                    "symbol": symbol,
-                    "sha256": sha,
-                    "bytes": nbytes,
-                    "rows_in_file": int(len(df)),
-                    "dates_in_file": dates_in_file,
-                    "partitions": dict(sorted(written.items())),
-                    "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                }
-                lake.store.put(_manifest_key(archive.source, rel), json.dumps(manifest, indent=1).encode())
-                rep.ingested += 1
-                if bar is not None:
+    staged: list[_Staged] = []
+    with owned_tempdir(INGEST_PREFIX) as tmp:  # removed on exit and SIGTERM; a kill -9 leftover at the next start
+        # Phase 1: every file fetched, parsed and screened; its rows spooled. Nothing is written.
+        with _progress(progress, len(todo), f"{archive.source} {symbol} verify") as bar:
+            with cf.ThreadPoolExecutor(max(1, workers)) as pool:
+                futures: dict[int, cf.Future] = {}
+                ahead = max(1, workers)
+                for i in range(min(ahead, len(todo))):
+                    futures[i] = pool.submit(load, todo[i][1])
+                for i, (day, rel, man) in enumerate(todo):
+                    data, stored = futures.pop(i).result()
+                    if i + ahead < len(todo):
+                        futures[i + ahead] = pool.submit(load, todo[i + ahead][1])
                     bar.update(1)
-                    bar.set_postfix(rows=rep.rows, gaps=len(rep.gaps))
-    finally:
-        if bar is not None:
-            bar.close()
+                    if data is None:
+                        rep.gaps.append(rel)
+                        continue
+                    staged.append(
+                        _verify(archive, base, symbol, day, rel, man, data, stored, fetcher, skip_bad_rows, tmp, i)
+                    )
+                    del data
+        # Phase 2: write, file by file (raw, quarantine, bronze with its reports, manifest last).
+        with _progress(progress, len(staged), f"{archive.source} {symbol}") as bar:
+            for st in staged:
+                _write_staged(archive, st, lake, lo, hi, replace, replaced, rep)
+                bar.update(1)
+                bar.set_postfix(rows=rep.rows, gaps=len(rep.gaps))
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
-def _refresh_report(lake: Lake, r, part: pd.DataFrame, day_idx: np.ndarray, write_quality) -> None:
-    """Quality report of a just-written partition; reuses our rows when they are all it holds."""
-    p: Partition = r.partition
-    mask = day_idx == (np.datetime64(p.date, "D").astype(np.int64))
-    ids = part["trade_id"].to_numpy(np.int64)[mask]
-    # The lake keeps the last row of each id, ordered by (ts_ms, trade_id): do the same in NumPy.
-    by_id = np.lexsort((np.arange(ids.size), ids))
-    last = by_id[np.r_[ids[by_id][1:] != ids[by_id][:-1], True]] if ids.size else by_id
-    if r.rows != last.size:
-        write_quality(lake, p)  # the partition holds rows from elsewhere too: read it back
-        return
-    ts = part["ts_ms"].to_numpy(np.int64)[mask][last]
-    order = last[np.lexsort((ids[last], ts))]
-    cols = {c: part[c].to_numpy()[mask][order] for c in ("trade_id", "ts_ms", "price", "qty", "side")}
-    write_quality(lake, p, pd.DataFrame(cols), sha256=r.sha256, meta=r.meta)
+@dataclass
+class _Staged:
+    """One verified file waiting for phase 2: its rows (and raw bytes, unless already stored) on disk."""
+
+    day: dt.date
+    symbol: str
+    rel: str
+    man: dict | None
+    stored: bool  # the raw copy came from the lake
+    raw_path: Path | None
+    rows_path: Path
+    bad: pd.DataFrame
+    sha256: str
+    nbytes: int
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", leave=False, disable=not enabled)
+
+
+def _verify(
+    archive: DailyArchive,
+    base: str,
+    symbol: str,
+    day: dt.date,
+    rel: str,
+    man: dict | None,
+    data: bytes,
+    stored: bool,
+    fetcher: Callable[[str, str], bytes],
+    skip_bad_rows: bool,
+    tmp: Path,
+    i: int,
+) -> _Staged:
+    """Parse and screen one file (a damaged download is fetched once more); spool what phase 2 writes."""
+    import pyarrow as pa
+
+    name = rel.rsplit("/", 1)[-1]
+    try:
+        df = archive.parse(data, symbol, name)
+    except archive.corrupt:
+        if stored:
+            raise SchemaError(
+                f"raw/{archive.source}/{rel} in the lake is damaged; delete it "
+                "(`datasets retain` or the store's tools) and ingest again"
+            ) from None
+        data = fetcher(base, rel)  # a truncated transfer: one more try
+        try:
+            df = archive.parse(data, symbol, name)
+        except archive.corrupt as exc:
+            raise SchemaError(
+                f"{rel} from {base} is damaged twice in a row ({exc}); the archive copy may be broken, try again later"
+            ) from None
+    checked = screen_trades(df, what=name, rows=np.arange(2, len(df) + 2), skip_bad_rows=skip_bad_rows)
+    rows_path = tmp / f"rows-{i}.arrow"
+    table = pa.Table.from_pandas(checked.good.reset_index(drop=True), preserve_index=False)
+    opts = pa.ipc.IpcWriteOptions(compression="zstd")  # about a third of the plain size on disk
+    with pa.ipc.new_file(str(rows_path), table.schema, options=opts) as w:
+        w.write_table(table)
+    raw_path = None
+    if not stored:
+        raw_path = tmp / f"raw-{i}"
+        raw_path.write_bytes(data)
+    return _Staged(
+        day, symbol, rel, man, stored, raw_path, rows_path, checked.bad, hashlib.sha256(data).hexdigest(), len(data)
+    )
+
+
+def _write_staged(
+    archive: DailyArchive,
+    st: _Staged,
+    lake: Lake,
+    lo: np.datetime64,
+    hi: np.datetime64,
+    replace: bool,
+    replaced: set[int],
+    rep: IngestReport,
+) -> None:
+    import pyarrow as pa
+
+    from datasets.quality import refresh_quality
+
+    rel, man, name = st.rel, st.man, st.rel.rsplit("/", 1)[-1]
+    with pa.memory_map(str(st.rows_path)) as src:
+        df = pa.ipc.open_file(src).read_all().to_pandas()
+    if st.stored:
+        rep.from_raw += 1
+    else:
+        assert st.raw_path is not None
+        rep.bytes_downloaded += st.nbytes
+        lake.put_raw(archive.source, rel, st.raw_path.read_bytes())
+    lake.write_quarantine(archive.source, st.bad)
+    day_idx = df["ts_ms"].to_numpy(np.int64) // DAY_MS
+    present = (np.flatnonzero(np.bincount(day_idx - day_idx.min())) + day_idx.min()) if len(df) else []
+    dates_in_file = [str(np.datetime64(int(d), "D")) for d in present]
+    keep = (day_idx >= lo.astype(np.int64)) & (day_idx <= hi.astype(np.int64))
+    written = dict((man or {}).get("partitions", {}))
+    if keep.any():
+        part = df if keep.all() else df.loc[keep]
+        cov = [list(archive.covers(st.day))] if archive.covers else None
+        kept_days = day_idx[keep]
+        for d in np.unique(kept_days):
+            one = part if len(np.unique(kept_days)) == 1 else part.loc[kept_days == d]
+            mode: Literal["replace", "merge"] = "replace" if replace and int(d) not in replaced else "merge"
+            replaced.add(int(d))
+            for r in lake.write_trades(
+                one, mode=mode, what=name, coverage=cov, coverage_source="archive", id_space=archive.id_space
+            ):
+                written[r.partition.date.isoformat()] = r.partition.key
+                if r.changed:  # its quality report was written with it, under the partition's lock
+                    rep.partitions_changed += 1
+                else:  # a report missing or of an older version is recomputed (under the lock)
+                    refresh_quality(lake, [r.partition], workers=1)
+                    rep.partitions_unchanged += 1
+    rep.rows += int(keep.sum())
+    manifest = {
+        "source": archive.source,
+        "relpath": rel,
+        "symbol": st.symbol,
+        "sha256": st.sha256,
+        "bytes": st.nbytes,
+        "rows_in_file": int(len(df)),
+        "dates_in_file": dates_in_file,
+        "partitions": dict(sorted(written.items())),
+        "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    lake.store.put(_manifest_key(archive.source, rel), json.dumps(manifest, indent=1).encode())
+    rep.ingested += 1
 
 
 # ---------------------------------------------------------------------------- Bybit entry point

@@ -41,6 +41,19 @@ from datasets.exchanges import binance
 from datasets.sources._zipcsv import csv_bytes
 from datasets.lake import Lake, content_sha256
 from datasets.schema import normalise_symbol
+from datasets.validate import (
+    _HINT,
+    FUTURE_SLACK_MS,
+    QUARANTINE_COLUMNS,
+    ROW,
+    TS_MIN_MS,
+    BadRowsError,
+    Screened,
+    _as_float,
+    _int64_ok,
+    _show,
+    quarantine_date,
+)
 from datasets.sources.rest import (
     REST_EXCHANGES,
     Backoff,
@@ -59,6 +72,8 @@ __all__ = [
     "funding_key",
     "funding_relpath",
     "parse_binance_funding",
+    "screen_funding",
+    "FUNDING_REASONS",
     "normalise_funding",
     "write_funding",
     "read_funding",
@@ -71,6 +86,9 @@ __all__ = [
 FUNDING_COLUMNS = {"ts_ms": "int64", "rate": "float64"}
 ARCHIVE_COLUMNS = ("calc_time", "funding_interval_hours", "last_funding_rate")
 RAW_SOURCE = "binance_usdm"  # same raw folder as the Binance trade archive
+QUARANTINE_ARCHIVE = "funding_archive"  # quarantine/<source>/ of refused funding rows
+QUARANTINE_REST = "funding_rest"
+MAX_ABS_RATE = 1.0  # a funding rate is a fraction of the notional per settlement; 100 % or more is no rate
 ROUND_MS = 60_000
 _US_FROM = 10**14  # a time above this is in microseconds
 
@@ -94,6 +112,7 @@ class FundingReport:
     changed_rates: int = 0
     requests: int = 0
     retries: int = 0
+    quarantined: int = 0  # rows refused and kept under quarantine/ (skip_bad_rows)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -110,16 +129,95 @@ def _month_of(ts_ms: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- parsing
-def parse_binance_funding(data: bytes, name: str = "fundingRate file") -> pd.DataFrame:
-    """A Binance ``fundingRate`` zip (or its CSV) → ``DataFrame[ts_ms, rate]``, normalised.
+#: Quarantine reasons of funding rows → what the message says.
+FUNDING_REASONS = {
+    "funding_ts_not_int64": "not an integer millisecond time inside int64",
+    "funding_ts_before_2009": "before 2009-01-01",
+    "funding_ts_in_future": "more than a day after the wall clock",
+    "funding_rate_not_finite": "not a finite number",
+    "funding_rate_out_of_range": f"not between -{MAX_ABS_RATE:g} and {MAX_ABS_RATE:g} (a fraction of the notional)",
+}
+
+
+def screen_funding(
+    df: pd.DataFrame,
+    *,
+    what: str,
+    exchange: str,
+    symbol: str,
+    unit: str = "line",
+    skip_bad_rows: bool = False,
+    now_ms: int | None = None,
+) -> Screened:
+    """Check every funding row before anything is stored (as :func:`datasets.validate.screen_trades`).
+
+    A row is refused when its ``ts_ms`` is not an integer from 2009-01-01 to one day after the
+    wall clock, or its ``rate`` is not a finite number inside ±:data:`MAX_ABS_RATE`. ``df`` holds
+    ``ts_ms``, ``rate`` (any dtype; unparsed text counts as bad) and optionally ``_row`` (the
+    source line or answer row, default position + 1).
 
     Raises:
-        FundingError: not a zip with one CSV, wrong columns, or values that are not numbers.
+        BadRowsError: a bad row and not ``skip_bad_rows``: one line naming ``what``, the row and the value.
     """
+    import time
+
+    n = len(df)
+    rows = df[ROW].to_numpy(np.int64) if ROW in df.columns else np.arange(1, n + 1, dtype=np.int64)
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    reason = np.full(n, "", dtype=object)
+    column = np.full(n, "", dtype=object)
+    if n:
+        ts, rate = _as_float(df["ts_ms"]), _as_float(df["rate"])
+        checks = [
+            (~_int64_ok(df["ts_ms"]) | ~np.isfinite(ts), "funding_ts_not_int64", "ts_ms"),
+            (ts < TS_MIN_MS, "funding_ts_before_2009", "ts_ms"),
+            (ts > now + FUTURE_SLACK_MS, "funding_ts_in_future", "ts_ms"),
+            (~np.isfinite(rate), "funding_rate_not_finite", "rate"),
+            (np.isfinite(rate) & ~(np.abs(rate) < MAX_ABS_RATE), "funding_rate_out_of_range", "rate"),
+        ]
+        for mask, why, col in checks:
+            new = mask & (reason == "")
+            reason[new], column[new] = why, col
+    bad_pos = np.flatnonzero(reason != "")
+    if len(bad_pos) and not skip_bad_rows:
+        i = int(bad_pos[0])
+        col = str(column[i])
+        more = len(bad_pos) - 1
+        raise BadRowsError(
+            f"{what} {unit} {rows[i]}: {col} {_show(df[col].iloc[i])} is {FUNDING_REASONS[str(reason[i])]}"
+            f"{f'; {more} more bad rows' if more else ''}. {_HINT}"
+        )
+    good = df.iloc[np.flatnonzero(reason == "")] if len(bad_pos) else df
+    blank = np.full(len(bad_pos), "", dtype=object)
+    bad = pd.DataFrame(
+        {
+            "file": what,
+            "row": rows[bad_pos],
+            "reason": reason[bad_pos].astype(str),
+            "column": column[bad_pos].astype(str),
+            "value": [_show(df[str(column[i])].iloc[i]) for i in bad_pos],
+            "exchange": exchange,
+            "symbol": symbol,
+            "trade_id": blank,
+            "ts_ms": [str(df["ts_ms"].iloc[i]) for i in bad_pos],
+            "price": blank,
+            "qty": blank,
+            "side": blank,
+        },
+        columns=list(QUARANTINE_COLUMNS),
+    )
+    bad["date"] = quarantine_date(df, bad_pos) if len(bad_pos) else []
+    return Screened(good.drop(columns=[ROW], errors="ignore"), bad)
+
+
+def _funding_csv_rows(data: bytes, name: str) -> pd.DataFrame:
+    """The rows of a ``fundingRate`` zip (or CSV) as read: ``ts_ms``/``rate`` (numbers, or the text
+    that is none) and ``_row``, the CSV line. Wrong columns raise :class:`FundingError`."""
     text = csv_bytes(data, name, FundingError).decode("utf-8", "replace")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    lines = [ln for _, ln in numbered]
     if not lines:
-        return normalise_funding(pd.DataFrame({"ts_ms": [], "rate": []}))
+        return pd.DataFrame({"ts_ms": pd.Series([], dtype=object), "rate": pd.Series([], dtype=object), ROW: []})
     first = [c.strip() for c in lines[0].split(",")]
     if first and not first[0].lstrip("-").isdigit():
         missing = [c for c in ARCHIVE_COLUMNS if c not in first]
@@ -127,22 +225,52 @@ def parse_binance_funding(data: bytes, name: str = "fundingRate file") -> pd.Dat
             raise FundingError(
                 f"{name}: missing column(s) {missing}; got {first}; expected {','.join(ARCHIVE_COLUMNS)}"
             )
-        cols, body = first, lines[1:]
+        cols, body = first, numbered[1:]
     else:
         if len(first) != len(ARCHIVE_COLUMNS):
             raise FundingError(
                 f"{name}: expected {len(ARCHIVE_COLUMNS)} columns "
                 f"({','.join(ARCHIVE_COLUMNS)}); got {len(first)} in {lines[0]!r}"
             )
-        cols, body = list(ARCHIVE_COLUMNS), lines
+        cols, body = list(ARCHIVE_COLUMNS), numbered
     it, ir = cols.index("calc_time"), cols.index("last_funding_rate")
-    try:
-        rows = [ln.split(",") for ln in body]
-        ts = np.array([int(float(r[it])) for r in rows], dtype=np.int64)
-        rate = np.array([float(r[ir]) for r in rows], dtype=np.float64)
-    except (ValueError, IndexError) as exc:
-        raise FundingError(f"{name}: a row does not parse as {','.join(ARCHIVE_COLUMNS)} ({exc})") from None
-    return normalise_funding(pd.DataFrame({"ts_ms": ts, "rate": rate}))
+
+    def number(parts: list[str], i: int, kind: type) -> Any:
+        text = parts[i].strip() if i < len(parts) else ""
+        try:
+            return kind(text)
+        except ValueError:
+            try:  # "1719792000004.0" is a time too
+                f = float(text)
+                return int(f) if kind is int and f.is_integer() else (f if kind is float else text)
+            except (ValueError, OverflowError):
+                return text
+
+    split = [(no, ln.split(",")) for no, ln in body]
+    return pd.DataFrame(
+        {
+            "ts_ms": pd.Series([number(p, it, int) for _, p in split], dtype=object),
+            "rate": pd.Series([number(p, ir, float) for _, p in split], dtype=object),
+            ROW: np.array([no for no, _ in split], dtype=np.int64),
+        }
+    )
+
+
+def parse_binance_funding(data: bytes, name: str = "fundingRate file") -> pd.DataFrame:
+    """A Binance ``fundingRate`` zip (or its CSV) → ``DataFrame[ts_ms, rate]``, normalised.
+
+    Raises:
+        FundingError: not a zip with one CSV, or wrong columns.
+        BadRowsError: a row whose time or rate is not plausible (:func:`screen_funding`).
+    """
+    rows = _funding_csv_rows(data, name)
+    return _normalised(screen_funding(rows, what=name, exchange="", symbol="").good)
+
+
+def _normalised(good: pd.DataFrame) -> pd.DataFrame:
+    """Screened rows (object columns) → normalised ``DataFrame[ts_ms, rate]``."""
+    ts = np.array([int(v) for v in good["ts_ms"]], dtype=np.int64)
+    return normalise_funding(pd.DataFrame({"ts_ms": ts, "rate": _as_float(good["rate"])}))
 
 
 def normalise_funding(df: pd.DataFrame) -> pd.DataFrame:
@@ -267,8 +395,12 @@ def ingest_funding_archive(
     source: str | os.PathLike[str],
     *,
     progress: bool = False,
+    skip_bad_rows: bool = False,
 ) -> FundingReport:
     """Binance monthly ``fundingRate`` files of the months touching ``start..end`` → the lake.
+
+    Month by month: each file is checked against its ``.CHECKSUM`` and its rows screened
+    (:func:`screen_funding`) before anything of it is stored; months before a refused one stay stored.
 
     Args:
         lake: the lake (or its URI).
@@ -276,9 +408,12 @@ def ingest_funding_archive(
         start, end: UTC days (inclusive); whole months are ingested.
         source: a local directory or ``http(s)://`` base URL laid out like the archive.
         progress: a progress bar on stderr.
+        skip_bad_rows: store the other rows and keep the refused ones under
+            ``quarantine/funding_archive/`` (counted in that day's bronze quality report).
 
     Raises:
         FundingError: a checksum mismatch, a damaged file, or no file found at all.
+        BadRowsError: a bad row (naming file and line) and not ``skip_bad_rows``.
     """
     from tqdm import tqdm
 
@@ -311,8 +446,13 @@ def ingest_funding_archive(
                 "unverified file (nothing from this month was stored)"
             ) from None
         binance.verify_checksum(data, checksum, name, FundingError)
-        df = parse_binance_funding(data, name)
+        checked = screen_funding(
+            _funding_csv_rows(data, name), what=name, exchange="binance_usdm", symbol=sym, skip_bad_rows=skip_bad_rows
+        )
+        df = _normalised(checked.good)
         lake.put_raw(RAW_SOURCE, rel, data)
+        lake.write_quarantine(QUARANTINE_ARCHIVE, checked.bad)
+        report.quarantined += len(checked.bad)
         found += 1
         _account(report, df)
         report.keys_changed += write_funding(lake, "binance_usdm", sym, df, source=f"archive:{rel}", report=report)
@@ -345,11 +485,17 @@ def fetch_funding_rest(
     rate_limit_ms: float | None = None,
     backoff: Backoff | None = None,
     stats: _Stats | None = None,
+    skip_bad_rows: bool = False,
+    refused: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Funding history of ``[start_ms, end_ms]`` from an exchange's REST API → ``DataFrame[ts_ms, rate]``.
 
+    Every row is screened (:func:`screen_funding`, rows numbered in order received); with
+    ``skip_bad_rows`` the refused ones are appended to ``refused`` instead of raising.
+
     Raises:
         RestError: the exchange rejected a request or kept failing.
+        BadRowsError: a bad row and not ``skip_bad_rows``.
     """
     if exchange not in REST_EXCHANGES:
         raise FundingError(f"unknown exchange {exchange!r}; expected one of {', '.join(REST_EXCHANGES)}")
@@ -361,8 +507,8 @@ def fetch_funding_rest(
     def call(method: str, params: dict[str, Any]) -> Any:
         return call_with_backoff(client, method, params, backoff=backoff, stats=stats, what=f"{exchange} {sym} funding")
 
-    ts: list[int] = []
-    rate: list[float] = []
+    ts: list[Any] = []  # as received; screened below
+    rate: list[Any] = []
     try:
         if exchange == "binance_usdm":
             cursor = int(start_ms)
@@ -372,8 +518,8 @@ def fetch_funding_rest(
                     {"symbol": sym, "startTime": cursor, "endTime": int(end_ms), "limit": 1000},
                 )
                 for r in rows:
-                    ts.append(int(r["fundingTime"]))
-                    rate.append(float(r["fundingRate"]))
+                    ts.append(r["fundingTime"])
+                    rate.append(r["fundingRate"])
                 if len(rows) < 1000:
                     break
                 cursor = int(rows[-1]["fundingTime"]) + 1
@@ -386,8 +532,8 @@ def fetch_funding_rest(
                 )
                 rows = (res.get("result") or {}).get("list") or []
                 for r in rows:
-                    ts.append(int(r["fundingRateTimestamp"]))
-                    rate.append(float(r["fundingRate"]))
+                    ts.append(r["fundingRateTimestamp"])
+                    rate.append(r["fundingRate"])
                 if len(rows) < 200:
                     break
                 cursor = min(int(r["fundingRateTimestamp"]) for r in rows) - 1
@@ -399,8 +545,8 @@ def fetch_funding_rest(
                     "data"
                 ]
                 for r in rows:
-                    ts.append(int(r["fundingTime"]))
-                    rate.append(float(r.get("realizedRate") or r["fundingRate"]))
+                    ts.append(r["fundingTime"])
+                    rate.append(r.get("realizedRate") or r["fundingRate"])
                 if len(rows) < 100:
                     break
                 cursor = min(int(r["fundingTime"]) for r in rows)
@@ -408,9 +554,26 @@ def fetch_funding_rest(
         raise RestError(
             f"{exchange} {sym} funding: an answer is not in the expected format ({type(exc).__name__}: {exc})"
         ) from None
-    df = normalise_funding(pd.DataFrame({"ts_ms": np.array(ts, np.int64), "rate": np.array(rate, np.float64)}))
+    raw = pd.DataFrame(
+        {"ts_ms": pd.Series([_as_number(v, int) for v in ts], dtype=object), "rate": pd.Series(rate, dtype=object)}
+    )
+    what = f"{exchange} {sym} funding answer"
+    checked = screen_funding(raw, what=what, exchange=exchange, symbol=sym, unit="row", skip_bad_rows=skip_bad_rows)
+    if refused is not None and len(checked.bad):
+        refused.append(checked.bad)
+    df = _normalised(checked.good)
     t = df["ts_ms"].to_numpy()
     return df[(t >= start_ms) & (t <= end_ms)].reset_index(drop=True)
+
+
+def _as_number(v: Any, kind: type) -> Any:
+    """``"1719792000000"`` → 1719792000000; anything that is not such a number stays as it is."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    try:
+        return kind(str(v).strip())
+    except (ValueError, OverflowError):
+        return v
 
 
 def ingest_funding_rest(
@@ -424,13 +587,19 @@ def ingest_funding_rest(
     client: Any = None,
     rate_limit_ms: float | None = None,
     backoff: Backoff | None = None,
+    skip_bad_rows: bool = False,
 ) -> FundingReport:
-    """Fetch funding history of ``[start_ms, end_ms]`` over REST and merge it into the lake."""
+    """Fetch funding history of ``[start_ms, end_ms]`` over REST and merge it into the lake.
+
+    A bad row (:func:`screen_funding`) refuses the ingest before anything is written, unless
+    ``skip_bad_rows``: then it is kept under ``quarantine/funding_rest/`` and the rest is stored.
+    """
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     if end_ms < start_ms:
         raise FundingError(f"end {format_ms(end_ms)} is before start {format_ms(start_ms)}")
     sym = normalise_symbol(okx_inst_id(symbol) if exchange == "okx_swap" else symbol)
     stats = _Stats()
+    refused: list[pd.DataFrame] = []
     df = fetch_funding_rest(
         exchange,
         symbol,
@@ -441,8 +610,13 @@ def ingest_funding_rest(
         rate_limit_ms=rate_limit_ms,
         backoff=backoff,
         stats=stats,
+        skip_bad_rows=skip_bad_rows,
+        refused=refused,
     )
     report = FundingReport(exchange, sym, f"rest:{exchange}", requests=stats.requests, retries=stats.retries)
+    for bad in refused:
+        lake.write_quarantine(QUARANTINE_REST, bad.assign(symbol=sym))
+        report.quarantined += len(bad)
     _account(report, df)
     if df.empty:
         report.gaps.append(
