@@ -282,6 +282,7 @@ def run_backtest(
     quiet: bool = False,
     allow_in_sample: bool = False,
     strict: bool = False,
+    new_run: bool = False,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
@@ -302,6 +303,9 @@ def run_backtest(
     signals inside those ranges go to ``metrics["in_sample"]``, the rest to
     ``metrics["out_of_sample"]``, and every headline figure (top level, ``by_horizon``,
     portfolio) is out of sample.
+
+    MLflow (``log_mlflow``): the run logged before for the same resolved config and the same
+    data (content hashes) is updated in place; ``new_run`` logs a new one (:mod:`bt.tracking`).
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -499,7 +503,12 @@ def run_backtest(
     if log_mlflow:
         from bt.tracking import log_backtest
 
-        result.mlflow_run_id = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri)
+        t4 = time.perf_counter()
+        logged = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri, new_run=new_run)
+        result.mlflow_run_id = logged.run_id
+        timings["mlflow_s"] = time.perf_counter() - t4
+        what = "updated (same config and data; --new-run adds a copy)" if logged.updated else "logged"
+        _say(f"MLflow run {logged.run_id} {what}" + (f": {logged.url}" if logged.url else ""), quiet)
     return result
 
 
