@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "EXPERIMENT_KIND",
     "run_url",
     "LoggedRun",
+    "write_figures",
 ]
 
 DEFAULT_EXPERIMENT = "whalebt"
@@ -370,12 +373,19 @@ def _artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
     return out
 
 
+#: Most points of the equity figure (evenly spaced bars, the last one always kept).
+MAX_EQUITY_POINTS = 5000
+
+
 def _equity_figure(run_dir: Path, metrics: dict):
-    """Equity of the portfolio against buying and holding the symbol (both from ``init_cash``)."""
+    """Equity of the portfolio against buying and holding the symbol (both from the initial equity)."""
+    import numpy as np
     import pandas as pd
     import plotly.graph_objects as go
 
     eq = pd.read_parquet(run_dir / "equity.parquet")
+    if len(eq) > MAX_EQUITY_POINTS:
+        eq = eq.iloc[np.unique(np.r_[np.linspace(0, len(eq) - 1, MAX_EQUITY_POINTS).astype(np.int64), len(eq) - 1])]
     fig = go.Figure()
     if len(eq):
         fig.add_scatter(x=eq.index, y=eq["equity"], name="portfolio", mode="lines")
@@ -391,18 +401,43 @@ def _equity_figure(run_dir: Path, metrics: dict):
     return fig
 
 
-def _log_figures(client, run_id: str, run_dir: Path, metrics: dict) -> set[str]:
-    """The report's figures (and the equity curve) as ``figures/<name>.html`` via ``log_figure``."""
-    from bt.evaluation import figures
+_SPEC = re.compile(r'<script type="application/json" id="fig-([\w-]+)-data">(.*?)</script>', re.S)
 
-    figs = {"equity": _equity_figure(run_dir, metrics)}
-    figs.update({k.removeprefix("fig-").replace("-", "_"): v for k, v in figures(run_dir).items()})
-    paths = set()
-    for name, fig in figs.items():
-        path = f"figures/{name}.html"
-        client.log_figure(run_id, fig, path)
-        paths.add(path)
-    return paths
+
+def _figure_page(name: str, spec_json: str, head: str) -> str:
+    """What ``mlflow.log_figure`` stores for a plotly figure: one page, plotly.js from its CDN."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{name}</title>{head}</head>"
+        "<body style='margin:0'><div id='fig' style='width:100%;height:100vh'></div>"
+        f'<script type="application/json" id="spec">{spec_json}</script>'
+        "<script>var s=JSON.parse(document.getElementById('spec').textContent);"
+        "Plotly.newPlot('fig',s.data,s.layout,{responsive:true,displaylogo:false});</script></body></html>"
+    )
+
+
+def write_figures(run_dir: Path, out: Path, metrics: dict) -> list[str]:
+    """``out/<name>.html`` for the equity curve and every figure of the run's ``report.html``.
+
+    The report's figures are taken from the page itself (the JSON it renders), so they are not
+    rebuilt; each page is what ``mlflow.log_figure`` writes for a plotly figure (plotly.js from
+    its CDN, pinned by version and hash). Returns the names written.
+    """
+    import base64
+
+    from plotly.io._utils import plotly_cdn_url
+    from plotly.offline import get_plotlyjs
+
+    sri = "sha384-" + base64.b64encode(hashlib.sha384(get_plotlyjs().encode()).digest()).decode()
+    head = f'<script charset="utf-8" src="{plotly_cdn_url()}" integrity="{sri}" crossorigin="anonymous"></script>'
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {"equity": _equity_figure(run_dir, metrics).to_json().replace("</", "<\\/")}
+    report = Path(run_dir) / "report.html"
+    if report.is_file():
+        for div, spec in _SPEC.findall(report.read_text(encoding="utf-8")):
+            specs[div.replace("-", "_")] = spec
+    for name, spec in specs.items():
+        (out / f"{name}.html").write_text(_figure_page(name, spec, head), encoding="utf-8")
+    return list(specs)
 
 
 @dataclass(frozen=True)
@@ -473,7 +508,10 @@ def log_backtest(
         client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "backtest")])])
         client.log_artifacts(run_id, str(run_dir))
         now_paths = {p.relative_to(run_dir).as_posix() for p in Path(run_dir).rglob("*") if p.is_file()}
-        now_paths |= _log_figures(client, run_id, Path(run_dir), metrics)
+        with tempfile.TemporaryDirectory(prefix="whalebt-figures-") as tmp:
+            names = write_figures(Path(run_dir), Path(tmp), metrics)
+            client.log_artifacts(run_id, tmp, "figures")
+        now_paths |= {f"figures/{n}.html" for n in names}
         if before - now_paths:
             _delete_artifacts(client, run_id, sorted(before - now_paths))
         client.set_terminated(run_id)

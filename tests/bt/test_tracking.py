@@ -120,6 +120,10 @@ def test_run_logs_its_lake_partitions_as_a_dataset_input_figures_and_context_tag
     # Figures via log_figure, beside report.html.
     figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/equity.html", "figures/path.html", "figures/distribution.html"} <= figs
+    page = Path(client.download_artifacts(run.info.run_id, "figures/path.html", str(tmp / "dl"))).read_text()
+    report = (tmp / "results" / load_config(path).run_id / "report.html").read_text()
+    spec = re.search(r'id="fig-path-data">(.*?)</script>', report, re.S).group(1)
+    assert spec in page and "Plotly.newPlot" in page and "cdn.plot.ly" in page
     # Times, spans and cash are params/tags; metrics are the result's numbers.
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     assert not [k for k in metrics if k.endswith("_ms") or "init_cash" in k or "n_days" in k
