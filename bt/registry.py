@@ -17,7 +17,6 @@ import datetime as dt
 import getpass
 import json
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -206,9 +205,10 @@ def log_model_bundle(
         if lineage is not None:
             lpath = Path(tmp) / LINEAGE_ARTIFACT
             lpath.write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
-        with warnings.catch_warnings():
+        from bt.tracking import mlflow_calls
+
+        with mlflow_calls():
             # MLflow nags about type hints and input examples; the explicit signature covers both.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
             info = _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name, lpath)
     mv = None
     if registered_model_name:
@@ -239,10 +239,13 @@ def _log_pyfunc(mlflow, name, signal_config, bpath, cpath, registered_model_name
 
 def load_bundle(uri: str) -> ModelBundle:
     """Load a logged or registered model (``models:/name@live``, ``runs:/...``) as a bundle."""
-    import mlflow.pyfunc
+    from bt.tracking import mlflow_calls
 
     try:
-        m = mlflow.pyfunc.load_model(uri)
+        with mlflow_calls():  # no progress bar or warnings while the artifacts download
+            import mlflow.pyfunc
+
+            m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
         raise UserError(
             f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"
@@ -318,10 +321,13 @@ def model_lineage(uri: str) -> dict | None:
     Reads the model's own ``lineage.json`` artifact (no feature-spec check, so an audit can
     inspect models this code could not score). Raises ValueError when the model cannot be loaded.
     """
-    import mlflow.pyfunc
+    from bt.tracking import mlflow_calls
 
     try:
-        m = mlflow.pyfunc.load_model(uri)
+        with mlflow_calls():
+            import mlflow.pyfunc
+
+            m = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
         raise UserError(
             f"cannot load model {uri!r}: {exc}. Check the name, version or alias with `bt promote --list`"

@@ -282,6 +282,7 @@ def run_backtest(
     quiet: bool = False,
     allow_in_sample: bool = False,
     strict: bool = False,
+    new_run: bool = False,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
@@ -302,12 +303,52 @@ def run_backtest(
     signals inside those ranges go to ``metrics["in_sample"]``, the rest to
     ``metrics["out_of_sample"]``, and every headline figure (top level, ``by_horizon``,
     portfolio) is out of sample.
+
+    MLflow (``log_mlflow``): the run logged before for the same resolved config and the same
+    data (content hashes) is updated in place; ``new_run`` logs a new one (:mod:`bt.tracking`).
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     from bt.runfolder import clean_stale_run_folders
 
     clean_stale_run_folders(results_dir)  # scratch folders of killed runs (bt.runfolder)
+    _warm_imports(mlflow=log_mlflow)
+    # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
+    worker = _TearsheetWorker() if tearsheet and "quantstats" not in sys.modules else None
+    try:
+        return _run_backtest(
+            config,
+            t0,
+            timings,
+            worker,
+            results_dir,
+            tracking_uri,
+            log_mlflow,
+            tearsheet,
+            quiet,
+            allow_in_sample,
+            strict,
+            new_run,
+        )
+    finally:
+        if worker is not None:
+            worker.cancel()
+
+
+def _run_backtest(
+    config: RunConfig,
+    t0: float,
+    timings: dict[str, float],
+    worker: _TearsheetWorker | None,
+    results_dir: str | os.PathLike[str],
+    tracking_uri: str | None,
+    log_mlflow: bool,
+    tearsheet: bool,
+    quiet: bool,
+    allow_in_sample: bool,
+    strict: bool,
+    new_run: bool,
+) -> RunResult:
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
     sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)
@@ -495,15 +536,115 @@ def run_backtest(
         benchmark = price_on_bars(pf.equity.index, price_span.ts_ms, price_span.price)
     timings["report_data_s"] = time.perf_counter() - t3
     run_dir = _write_run(
-        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings
+        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
     )
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
     if log_mlflow:
         from bt.tracking import log_backtest
 
-        result.mlflow_run_id = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri)
+        t4 = time.perf_counter()
+        logged = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri, new_run=new_run)
+        result.mlflow_run_id = logged.run_id
+        timings["mlflow_s"] = time.perf_counter() - t4
+        what = "updated (same config and data; --new-run adds a copy)" if logged.updated else "logged"
+        _say(f"MLflow run {logged.run_id} {what}" + (f": {logged.url}" if logged.url else ""), quiet)
     return result
+
+
+#: What the end of a run imports for MLflow (the sqlite store pulls in most of MLflow).
+_MLFLOW_MODULES = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.data.meta_dataset")
+
+
+def _warm_imports(*, mlflow: bool) -> None:
+    """Import MLflow in a background thread while the run loads and computes.
+
+    It takes seconds to import and is needed only at the end; the main thread's own import of it
+    then waits for (at most) the rest. Failures are left for that import to report.
+    """
+    import importlib
+    import threading
+
+    if not mlflow:
+        return
+
+    def load() -> None:
+        from bt.tracking import quiet_mlflow
+
+        quiet_mlflow()
+        for name in _MLFLOW_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                return
+
+    threading.Thread(target=load, name="whalebt-warm-imports", daemon=True).start()
+
+
+_TEARSHEET_CHILD = """
+import json, pathlib, sys, types
+import matplotlib
+matplotlib.use("Agg")
+import pandas as pd
+import quantstats
+from bt.report import write_tearsheet
+line = sys.stdin.readline().strip()
+if line:
+    d = pathlib.Path(line)
+    f = pd.read_parquet(d / ".tearsheet-input.parquet")
+    bench = f["benchmark"] if "benchmark" in f.columns else None
+    m = json.loads((d / "metrics.json").read_text())
+    write_tearsheet(types.SimpleNamespace(equity=f["equity"]), m, d / "tearsheet.html", benchmark=bench)
+"""
+
+
+class _TearsheetWorker:
+    """A child process that imports quantstats while the run computes, then renders its tearsheet.
+
+    quantstats takes seconds to import and to draw; in a child both overlap the event study, the
+    report and the other files. :meth:`render` hands it the folder being built (``metrics.json``
+    and the equity written there first), :meth:`wait` waits for ``tearsheet.html``. The page is
+    the one :func:`bt.report.write_tearsheet` writes in process.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+        import tempfile
+
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _TEARSHEET_CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+            env=env,
+        )
+
+    def render(self, folder: Path, pf: PortfolioResult, benchmark: pd.Series | None) -> None:
+        frame = pd.DataFrame({"equity": pf.equity})
+        if benchmark is not None:
+            frame["benchmark"] = benchmark.to_numpy()
+        frame.to_parquet(folder / ".tearsheet-input.parquet")
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{folder}\n".encode())
+        self.proc.stdin.close()
+
+    def wait(self, folder: Path) -> None:
+        rc = self.proc.wait()
+        (folder / ".tearsheet-input.parquet").unlink(missing_ok=True)
+        if rc != 0 or not (folder / "tearsheet.html").is_file():
+            self._err.seek(0)
+            tail = self._err.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError("the tearsheet process failed: " + " | ".join(tail))
+        self._err.close()
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
 
 
 def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms) -> dict[str, pd.DataFrame]:
@@ -597,6 +738,7 @@ def _write_run(
     artefacts: dict[str, pd.DataFrame] | None = None,
     benchmark: pd.Series | None = None,
     timings: dict[str, float] | None = None,
+    worker: _TearsheetWorker | None = None,
 ) -> Path:
     """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder).
 
@@ -611,6 +753,8 @@ def _write_run(
     def fill(tmp: Path) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
         (tmp / "metrics.json").write_text(json_text(metrics))
+        if tearsheet and worker is not None:
+            worker.render(tmp, pf, benchmark)  # drawn while the other files are written
         with open(tmp / "signals.jsonl", "w") as fh:
             for rec in sig.journal():
                 fh.write(journal_line(rec))
@@ -620,11 +764,11 @@ def _write_run(
         pd.concat([pf.equity, pf.price], axis=1).to_parquet(tmp / "equity.parquet")
         for name, frame in (artefacts or {}).items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        if tearsheet:
+        if tearsheet and worker is None:
             from bt.report import write_tearsheet
 
             write_tearsheet(pf, metrics, tmp / "tearsheet.html", benchmark=benchmark)
-        elif (final / "tearsheet.html").is_file() and (final / "metrics.json").is_file():
+        elif not tearsheet and (final / "tearsheet.html").is_file() and (final / "metrics.json").is_file():
             if (final / "metrics.json").read_bytes() == (tmp / "metrics.json").read_bytes():
                 shutil.copy2(final / "tearsheet.html", tmp / "tearsheet.html")
         t = time.perf_counter()
@@ -633,6 +777,11 @@ def _write_run(
         write_report(tmp)
         if timings is not None:
             timings["report_s"] = time.perf_counter() - t
+        if tearsheet and worker is not None:
+            t = time.perf_counter()
+            worker.wait(tmp)
+            if timings is not None:
+                timings["tearsheet_wait_s"] = time.perf_counter() - t
 
     write_run_folder(final, fill)
     _say(f"wrote {final}", quiet)

@@ -700,6 +700,7 @@ def sweep_command(
                 register_model=will_register,
                 gate=verdict,
                 lineage=lineage,
+                metrics=metrics,
             )
         )
         result["registered"] = result.get("model_uri") is not None
@@ -721,67 +722,108 @@ def _log_sweep(
     register_model: bool = True,
     gate=None,
     lineage: dict | None = None,
+    metrics: dict | None = None,
 ) -> dict:
-    """Parent MLflow run with one nested run per trial this call ran; register the winner if asked.
+    """One parent MLflow run per study, one nested run per trial; register the winner if asked.
 
-    The parent run gets the tags ``whalebt.gate`` (pass/fail) and ``whalebt.gate_reasons``; so does
-    a registered version, with its lineage (``lineage.json`` and ``whalebt.lineage.*`` tags).
+    The parent (tags ``whalebt.kind=sweep``, ``whalebt.study``) is found again by every later call
+    and every worker on the study, so resuming adds the new trials under it and updates its
+    metrics, tags and artifacts. Its metrics are those of the sweep's ``metrics.json`` named as a
+    ``bt run``'s (:func:`bt.tracking.metric_values`): the winner's test figures as ``mean_return``,
+    ``n_signals``, ..., and ``test_*``/``val_*``/``baseline_*``, ``dsr``, ``pbo``; a trial's are
+    its ``val_*`` figures. The winner's params are tags ``whalebt.best.<name>`` (they change as the
+    study grows; MLflow params cannot). The parent gets ``whalebt.gate`` (pass/fail) and
+    ``whalebt.gate_reasons``; so does a registered version, with its lineage.
     """
-    import hashlib
-    import json
-
     from bt.registry import connect, log_model_bundle
-    from bt.tracking import DEFAULT_EXPERIMENT, code_version, experiment
+    from bt.tracking import (
+        DEFAULT_EXPERIMENT,
+        code_version,
+        context_tags,
+        data_digest,
+        experiment,
+        find_run,
+        flatten,
+        lake_dataset,
+        metric_values,
+        mlflow_calls,
+    )
 
     mlflow = connect(tracking_uri, registry_uri)
-    exp_id = experiment(mlflow, DEFAULT_EXPERIMENT)
-    data_hash = hashlib.sha256(json.dumps(span.sources, sort_keys=True).encode()).hexdigest()[:16]
-    tags = {
-        "whalebt.kind": "sweep",
-        "whalebt.study": summary.study_name,
-        "whalebt.code_version": code_version(),
-        "whalebt.data_snapshot": data_hash,
-        "whalebt.config_id": sig_cfg["config_id"],
-    }
-    res = summary.result
-    name = register_as or run_config.model.registry_name or f"whale-{run_config.data.symbol.lower()}"
-    numeric = {
-        k: float(v)
-        for k, v in res.metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
-    }
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"sweep {summary.study_name}") as parent:
+    with mlflow_calls():
+        from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+        from mlflow.tracking.context.registry import resolve_tags
+
+        client = mlflow.MlflowClient()
+        exp_id = experiment(mlflow, DEFAULT_EXPERIMENT)
+        data_hash = data_digest(span.sources)
+        tags = {
+            "whalebt.kind": "sweep",
+            "whalebt.study": summary.study_name,
+            "whalebt.code_version": code_version(),
+            "whalebt.data_snapshot": data_hash,
+            "whalebt.config_id": sig_cfg["config_id"],
+        }
+        res = summary.result
+        name = register_as or run_config.model.registry_name or f"whale-{run_config.data.symbol.lower()}"
+        parent_id = _study_parent(client, exp_id, summary.study_name, resolve_tags, find_run)
         gate_info = (
             {}
             if gate is None
             else {"whalebt.gate": "pass" if gate.ok else "fail", "whalebt.gate_reasons": "; ".join(gate.reasons)[:5000]}
         )
-        mlflow.set_tags({**tags, **gate_info})
-        mlflow.log_params({k: str(v)[:500] for k, v in summary.best_params.items()})
-        mlflow.log_metrics(numeric)
-        mlflow.log_artifacts(str(out_dir))
+        have = client.get_run(parent_id).data.params
+        params = {k: str(v)[:6000] for k, v in flatten(run_config.resolved()).items() if k not in have}
+        best = {f"whalebt.best.{k}": str(v)[:5000] for k, v in summary.best_params.items()}
+        now = _now_ms()
+        values = metric_values(metrics if metrics is not None else res.metrics)
+        client.log_batch(
+            parent_id,
+            metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in {**tags, **gate_info, **best, **context_tags(metrics or {})}.items()],
+        )
+        d = run_config.data
+        ds = lake_dataset(d.lake, span.sources, f"{d.exchange}/{d.symbol} {d.start}..{d.end}")
+        client.log_inputs(
+            parent_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "training")])]
+        )
+        client.log_artifacts(parent_id, str(out_dir))
         new = set(summary.new_trials)
         for t in _finished(study):
             if t.number not in new:  # logged by the worker (or the earlier call) that ran it
                 continue
-            with mlflow.start_run(experiment_id=exp_id, run_name=f"trial {t.number}", nested=True):
-                mlflow.set_tags(
-                    {
-                        **tags,
-                        "whalebt.kind": "trial",
-                        "whalebt.trial": str(t.number),
-                        "whalebt.trial_state": t.state.name,
-                    }
-                )
-                mlflow.log_params({k: str(v)[:500] for k, v in t.params.items()})
-                m = {
-                    k: float(v)
-                    for k, v in t.user_attrs.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                }
-                if t.value is not None:
-                    m["objective"] = float(t.value)
-                mlflow.log_metrics(m)
+            child = client.create_run(
+                exp_id,
+                run_name=f"trial {t.number}",
+                tags={
+                    **resolve_tags(),
+                    **tags,
+                    "mlflow.parentRunId": parent_id,
+                    "whalebt.kind": "trial",
+                    "whalebt.trial": str(t.number),
+                    "whalebt.trial_state": t.state.name,
+                    "whalebt.worker": str(t.user_attrs.get("worker", worker)),
+                    **(
+                        {"whalebt.pruned_reason": str(t.user_attrs["pruned_reason"])[:5000]}
+                        if "pruned_reason" in t.user_attrs
+                        else {}
+                    ),
+                },
+            )
+            attrs = {k: v for k, v in t.user_attrs.items() if k not in ("worker", "period_returns", "pruned_reason")}
+            m = metric_values(attrs)
+            if t.value is not None:
+                m.setdefault("val_objective", float(t.value))
+            client.log_batch(
+                child.info.run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in m.items()],
+                params=[Param(k, str(v)[:500]) for k, v in t.params.items()],
+            )
+            client.set_terminated(child.info.run_id)
+        if not register_model:
+            client.set_terminated(parent_id)
+            return {"model_uri": None, "mlflow_run_id": parent_id, "registered_model": None, "version": None}
         gate_tags = {
             k: res.metrics.get(k) for k in ("test_mean_return", "test_n_independent", "test_n_signals", "dsr", "pbo")
         }
@@ -791,12 +833,38 @@ def _log_sweep(
             data_snapshot=data_hash,
             **{k[len("whalebt.") :]: v for k, v in gate_info.items()},
         )
-        if not register_model:
-            return {"model_uri": None, "mlflow_run_id": parent.info.run_id, "registered_model": None, "version": None}
-        _, version = log_model_bundle(res.booster, sig_cfg, registered_model_name=name, tags=gate_tags, lineage=lineage)
+        with mlflow.start_run(run_id=parent_id):
+            _, version = log_model_bundle(
+                res.booster, sig_cfg, registered_model_name=name, tags=gate_tags, lineage=lineage
+            )
     return {
         "model_uri": f"models:/{name}/{version}",
-        "mlflow_run_id": parent.info.run_id,
+        "mlflow_run_id": parent_id,
         "registered_model": name,
         "version": str(version),
     }
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _study_parent(client, exp_id: str, study_name: str, resolve_tags, find_run) -> str:
+    """The study's parent run: the one logged before, else a new one.
+
+    Workers starting together may each create one; all of them then keep the oldest and a
+    worker whose own is not the oldest deletes it, so the study ends with one parent.
+    """
+    want = {"whalebt.kind": "sweep", "whalebt.study": study_name}
+    found = find_run(client, exp_id, want)
+    if found is not None:
+        return found.info.run_id
+    mine = client.create_run(exp_id, run_name=f"sweep {study_name}", tags={**resolve_tags(), **want}).info.run_id
+    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in want.items())
+    oldest = client.search_runs([exp_id], filter_string=filt, max_results=1, order_by=["attributes.start_time ASC"])
+    if oldest and oldest[0].info.run_id != mine:
+        client.delete_run(mine)
+        return oldest[0].info.run_id
+    return mine

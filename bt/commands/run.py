@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_results_option(p)
     add_tracking_uri_option(p)
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    p.add_argument(
+        "--new-run",
+        action="store_true",
+        help="log a new MLflow run even if one exists for the same resolved config and data "
+        "(by default that run is updated)",
+    )
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats tearsheet")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of the table")
     p.add_argument(
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             tearsheet=not args.no_tearsheet,
             allow_in_sample=args.allow_in_sample,
             strict=args.strict,
+            new_run=args.new_run,
         )
     except NonFiniteError as exc:  # a trade stored before ingest refused such rows
         raise UserError(f"{exc}; re-ingest that day (ingest now refuses it)") from None

@@ -121,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
             "threshold",
             "results",
         ):
-            print(f"{k:22s} {out.get(k)}")
+            v = out.get(k)
+            if k.endswith("mean_return") and v is not None:
+                v = f"{100 * v:+.3f} %"  # a fraction in the JSON, a percentage here (as `bt run` prints it)
+            print(f"{k:22s} {v}")
         print(f"{'gate':22s} {out['gate']}")
         for r in out["gate_reasons"]:
             print(f"{'':22s} - {r}")
