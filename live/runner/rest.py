@@ -152,6 +152,7 @@ async def _warm_up(self: Runner) -> None:
             rows = self._lake_rows(sym, since, until)
         else:
             raise UserError(f"--warmup-from must be rest, lake or none; got {mode!r}")
+        self.warm_rows[sym] = len(rows)
         for r in rows:
             self._on_row(feed, r, True)
         raw_last = getattr(self.adapter, "last_raw_ids", {}).get(sym)
