@@ -514,3 +514,33 @@ def test_deploy_aci_warns_about_a_local_registry_and_needs_the_http_token(monkey
     cap = capsys.readouterr()
     assert "s3cr3t-token" not in cap.out and "Azure cannot reach" not in cap.err
     assert '- name: WHALEBT_HTTP_TOKEN' in cap.out
+
+
+@pytest.mark.slow  # MLflow creates its sqlite registry
+def test_a_model_trained_on_another_symbol_is_warned_about(tmp_path):
+    import lightgbm as lgb
+    import mlflow
+    import numpy as np
+
+    from bt.registry import connect, log_model_bundle
+    from bt.tracking import experiment
+    from signals import FEATURE_NAMES, feature_spec_hash
+    from test_live_runner import BTC_WHALE
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    connect(tracking)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, len(FEATURE_NAMES)))
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 5},
+                        lgb.Dataset(X, (X[:, 0] > 0).astype(int)), num_boost_round=5)
+    cfg = {"whale": dict(BTC_WHALE), "horizon": "1m", "threshold": 0.5, "feature_names": list(FEATURE_NAMES),
+           "feature_spec_hash": feature_spec_hash()}
+    mlflow.set_experiment(experiment_id=experiment(mlflow, "whalebt-live-test"))
+    with mlflow.start_run():
+        _, mv = log_model_bundle(booster, cfg, registered_model_name="whale-eth", lineage={
+            "lineage_version": 1, "exchange": "binance_usdm", "symbols": ["ETHUSDT"], "ranges_ms": {}})
+    p = _live("run", "--model", f"models:/whale-eth/{mv}", "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
+              "--ws-url", "ws://127.0.0.1:9/stream", "--idle-exit-s", "1", "--tracking-uri", tracking, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (f"model models:/whale-eth/{mv} was trained on binance_usdm ETHUSDT; running it on binance_usdm BTCUSDT"
+            in p.stderr)
