@@ -390,10 +390,15 @@ def test_busy_http_port_is_refused(tmp_path):
 def test_no_network_at_start_is_one_error_line():
     p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
               "--rest-url", "http://127.0.0.1:9", "--backoff-base-s", "0.01", "--backoff-cap-s", "0.02")
-    assert "warm-up of BTCUSDT over REST failed" in _one_error_line(p)
+    last = _one_error_line(p)
+    assert last.startswith("Error: warm-up of BTCUSDT over REST failed: GET http://127.0.0.1:9/fapi/v1/aggTrades "
+                           "failed: cannot connect to 127.0.0.1:9 ("), last
+    assert "ConnectionKey" not in last and len(last) < 400
     p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
               "--rest-url", "http://no-such-host.invalid", "--backoff-base-s", "0.01", "--backoff-cap-s", "0.02")
-    assert "warm-up of BTCUSDT over REST failed" in _one_error_line(p)
+    last = _one_error_line(p)
+    assert "failed: cannot resolve no-such-host.invalid (no network, or DNS down?)" in last
+    assert "ConnectionKey" not in last and "--warmup-from lake or none" in last
     # the WebSocket side retries with back-off and says so
     p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
               "--ws-url", "ws://no-such-host.invalid/stream", "--backoff-base-s", "0.05", "--backoff-cap-s", "0.1",
