@@ -73,6 +73,10 @@ class Adapter:
     def subscribe_messages(self, symbols: list[str], url: str) -> list[str]:
         return []
 
+    def subscription_names(self, symbols: list[str]) -> str:
+        """What the connection asks the server for, as logs name it."""
+        return ",".join(symbols)
+
     def parse(self, text: str | bytes) -> list[Trade]:
         raise NotImplementedError
 
@@ -120,6 +124,9 @@ class BinanceAdapter(Adapter):
 
     def ws_url(self, symbols: list[str], base: str | None = None) -> str:
         return binance.ws_url(symbols, self.stream, base)
+
+    def subscription_names(self, symbols: list[str]) -> str:
+        return ",".join(self.streams(symbols))
 
     def subscribe_messages(self, symbols: list[str], url: str) -> list[str]:
         return binance.subscribe_messages(symbols, url, self.stream)

@@ -65,6 +65,16 @@ def _predictor(bundle) -> Callable[[np.ndarray], float]:
     return predict
 
 
+def _trained_on(bundle) -> tuple[str | None, tuple[str, ...]] | None:
+    """(exchange, symbols) of the model's lineage.json, or None if it has none."""
+    lin = getattr(bundle, "lineage", None)
+    if not isinstance(lin, dict):
+        return None
+    syms = tuple(str(s) for s in lin.get("symbols") or ())
+    ex = lin.get("exchange")
+    return (str(ex) if ex else None, syms) if (ex or syms) else None
+
+
 def _rules_from_bundle(sc: dict) -> Any:
     """Paper-trading rules from a model's signal_config.json (None if it has no horizon)."""
     from live.paper import PaperRules
@@ -103,6 +113,20 @@ class Decider:
     predict: Callable[[np.ndarray], float] | None = None
     name: str = ""
     paper_rules: Any = None  # live.paper.PaperRules, from the config's backtest section
+    trained_on: tuple[str | None, tuple[str, ...]] | None = None  # the model's (exchange, symbols), if it says
+
+    def symbol_warning(self, exchange: str, symbols: list[str]) -> str | None:
+        """A warning if the model was trained on another exchange or other symbols than these."""
+        if self.trained_on is None:
+            return None
+        ex, syms = self.trained_on
+        other = [s for s in symbols if syms and s not in syms]
+        if (ex and ex != exchange) or other:
+            return (
+                f"model {self.model_uri} was trained on {ex or '?'} {','.join(syms) or '?'}; running it on "
+                f"{exchange} {','.join(symbols)}: its probabilities may not mean there what they did in training"
+            )
+        return None
 
     @classmethod
     def from_config(cls, config: Any, model_uri: str | None = None, tracking_uri: str | None = None) -> "Decider":
@@ -140,7 +164,16 @@ class Decider:
                 f"model {uri} was trained on whale events of {trained}, but the config's signal.whale is "
                 f"{whale}; use the model's rule (see its signal_config.json) or run with --model alone"
             )
-        return cls(params, cid, uri, float(bundle.threshold), _predictor(bundle), name=config.name, paper_rules=rules)
+        return cls(
+            params,
+            cid,
+            uri,
+            float(bundle.threshold),
+            _predictor(bundle),
+            name=config.name,
+            paper_rules=rules,
+            trained_on=_trained_on(bundle),
+        )
 
     @classmethod
     def from_model(cls, uri: str, tracking_uri: str | None = None) -> "Decider":
@@ -168,6 +201,7 @@ class Decider:
             _predictor(bundle),
             name=uri,
             paper_rules=_rules_from_bundle(bundle.signal_config),
+            trained_on=_trained_on(bundle),
         )
 
     def decide(self, features: np.ndarray | None) -> tuple[float | None, str]:

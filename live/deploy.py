@@ -17,7 +17,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["AciSpec", "render_aci", "az_create_command", "SECURE_ENV_DEFAULT", "PLAIN_ENV_DEFAULT"]
+__all__ = [
+    "AciSpec",
+    "render_aci",
+    "az_create_command",
+    "SECURE_ENV_DEFAULT",
+    "PLAIN_ENV_DEFAULT",
+    "model_reach_warning",
+]
 
 #: Passed as secureValue when set in the environment of `live deploy aci`.
 SECURE_ENV_DEFAULT = (
@@ -27,6 +34,7 @@ SECURE_ENV_DEFAULT = (
     "MLFLOW_TRACKING_PASSWORD",
     "DATABRICKS_TOKEN",
     "BINANCE_API_KEY",
+    "WHALEBT_HTTP_TOKEN",  # the bearer token of /signals and /metrics: the container serves on 0.0.0.0
 )
 #: Passed as plain values when set (a tracking URI with credentials in it becomes secure).
 PLAIN_ENV_DEFAULT = (
@@ -200,3 +208,32 @@ def env_from_process(
         if v:
             secure[k] = v
     return plain, secure
+
+
+def _is_local_store(uri: str) -> bool:
+    """An MLflow store on this machine's disk (sqlite, file, a plain path): no container reaches it."""
+    u = uri.strip().lower()
+    return u.startswith(("sqlite:", "file:", "/", "./", "../", "~")) or "://" not in u and ":" not in u
+
+
+def model_reach_warning(model_uri: str | None, env: dict[str, str]) -> str | None:
+    """A warning if the container cannot load ``model_uri`` (a local registry or a local path)."""
+    if not model_uri:
+        return None
+    if _is_local_store(model_uri):
+        return f"--model {model_uri} is a path on this machine; the container cannot read it: register the model"
+    if not model_uri.lower().startswith(("models:", "runs:")):
+        return None
+    store = env.get("MLFLOW_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI")
+    if store is None:
+        return (
+            f"--model {model_uri} is resolved in the container against its default local registry "
+            "(sqlite:///results/mlflow.db), which holds no model there: export MLFLOW_TRACKING_URI "
+            "(a tracking server or Databricks) before deploying"
+        )
+    if _is_local_store(store):
+        return (
+            f"--model {model_uri} is resolved against {store.split('?')[0]}, a registry on this machine that Azure "
+            "cannot reach: point MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI at a tracking server or Databricks"
+        )
+    return None

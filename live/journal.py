@@ -22,7 +22,15 @@ from typing import Any
 
 from signals.journal import journal_line
 
-__all__ = ["JournalWriter", "JournalState", "read_journal", "StdoutEcho", "AppendBlobSink"]
+__all__ = [
+    "JournalWriter",
+    "JournalState",
+    "read_journal",
+    "check_journal_path",
+    "StdoutEcho",
+    "AppendBlobSink",
+    "HOLE",
+]
 
 log = logging.getLogger("whalebt.live")
 
@@ -35,6 +43,8 @@ class JournalState:
     last: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> max (ts_ms, trade_id)
     records: int = 0
     other_configs: int = 0
+    holes: list[dict[str, Any]] = field(default_factory=list)  # hole records of this config (see HOLE)
+    implausible: int = 0  # records ignored on resume: their time is beyond the wall clock
 
     def seen(self, symbol: str, ts_ms: int, trade_id: int) -> bool:
         """True if this event was journaled before (by id, or at or before the last one)."""
@@ -74,27 +84,62 @@ def _repair_tail(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def read_journal(path: str | os.PathLike[str], *, exchange: str, config_id: str) -> JournalState:
-    """Events of `config_id` on `exchange` already in the journal at `path` (empty if no file)."""
+#: value of the ``record`` key of a hole record (docs/spec.md §5.4); signal lines have no ``record`` key
+HOLE = "hole"
+
+
+def check_journal_path(path: str | os.PathLike[str]) -> None:
+    """A UserError if ``path`` cannot be a journal file (a directory, a parent that is a file)."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--journal {p} is a directory; expected a file, e.g. {p / 'journal.jsonl'}")
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--journal {p}: {parent} is a file, not a directory; choose another path")
+        if parent.exists():
+            break
+
+
+def read_journal(
+    path: str | os.PathLike[str], *, exchange: str, config_id: str, max_ts_ms: int | None = None
+) -> JournalState:
+    """Events of `config_id` on `exchange` already in the journal at `path` (empty if no file).
+
+    A record timed after ``max_ts_ms`` (the wall clock plus the allowed skew) cannot be real: it is
+    logged and ignored, so that it does not mark every later event as already emitted.
+    """
+    p = Path(path)
+    check_journal_path(p)
     st = JournalState()
     if not p.exists():
         return st
-    _repair_tail(p)
-    with open(p, encoding="utf-8") as fh:
+    try:
+        _repair_tail(p)
+        fh = open(p, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--journal {p} cannot be read: {exc.strerror or exc}") from None
+    with fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
+                if type(rec) is dict and rec.get("record") == HOLE:
+                    if rec.get("config_id") == config_id and rec.get("exchange") == exchange:
+                        st.holes.append(rec)
+                    continue
                 sym, tid, ts = str(rec["symbol"]), int(rec["trade_id"]), int(rec["ts_ms"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
                 raise UserError(
                     f"journal {p} line {n} is not a journal record (expected the docs/spec.md §5 keys); "
                     f"got {line[:120]!r}. Point --journal at a whalebt journal or a new file"
                 ) from None
             if rec.get("config_id") != config_id or rec.get("exchange") != exchange:
                 st.other_configs += 1
+                continue
+            if max_ts_ms is not None and ts > max_ts_ms:
+                st.implausible += 1
+                log.warning("journal %s line %d: ts_ms %d is after the wall clock; ignored when resuming", p, n, ts)
                 continue
             st.ids.setdefault(sym, set()).add(tid)
             key = (ts, tid)
@@ -132,12 +177,17 @@ class JournalWriter:
         self._pending: list[str] = []
         self._scheduled = False
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists():
-                _repair_tail(self.path)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            check_journal_path(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.path.exists():
+                    _repair_tail(self.path)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"--journal {self.path} cannot be written: {exc.strerror or exc}") from None
 
     def write(self, rec: dict[str, Any]) -> None:
+        """Append one record: a signal line (§5.1) or a hole record (``{"record": "hole", ...}``)."""
         line = journal_line(rec).removesuffix("\n")
         if self._fh is not None:
             self._fh.write(line + "\n")

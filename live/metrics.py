@@ -133,6 +133,12 @@ class Metrics:
         "connected": ("gauge", "1 while a WebSocket connection is open"),
         "ready": ("gauge", "1 once warm-up is over and signals are allowed"),
         "last_trade_ts_ms": ("gauge", "exchange time of the last trade processed"),
+        "implausible_trades_total": ("counter", "trades refused as implausible ids, times or values (bad frames)"),
+        "stuck_seconds": ("gauge", "seconds trades of the symbol kept arriving while the kernel took none"),
+        "journal_holes_total": ("counter", "holes recorded in the journal: a restart that could not warm up"),
+        "warmup_trades": ("gauge", "trades the warm-up ran through the kernel"),
+        "silent": ("gauge", "1 while the connection brings no trade of the subscribed symbols"),
+        "silent_connections_total": ("counter", "connections that brought no trade of the subscribed symbols"),
     }
 
     def __init__(self) -> None:

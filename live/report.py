@@ -27,11 +27,17 @@ ROW_KEYS = (
 )
 
 
-def scorecard(config: Any, paper_path: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> dict:
+def scorecard(
+    config: Any,
+    paper_path: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    journal: str | os.PathLike[str] | None = None,
+) -> dict:
     """Event-study metrics (`bt.metrics.event_metrics`) of the live outcomes next to `metrics.json`.
 
     Only outcomes of the config's `config_id` count. Returns a dict with `rows`
-    ([(metric, backtest value, live value)]), both metric dicts and where they came from.
+    ([(metric, backtest value, live value)]), both metric dicts and where they came from, and
+    `holes`: the journal's hole records of the config (docs/spec.md §5.4; [] without a journal).
     """
     from bt.metrics import event_metrics
 
@@ -47,8 +53,16 @@ def scorecard(config: Any, paper_path: str | os.PathLike[str], results_dir: str 
     rows = [(k, None if bt is None else bt.get(k), live.get(k)) for k in ROW_KEYS]
     from bt.config import format_duration
 
+    holes: list[dict] = []
+    if journal is not None and Path(journal).is_file():
+        from live.journal import read_journal
+
+        exchange = outcomes[0]["exchange"] if outcomes else config.data.exchange
+        holes = read_journal(journal, exchange=exchange, config_id=cid).holes
     return {
         "config_id": cid,
+        "holes": holes,
+        "journal_path": None if journal is None else str(journal),
         "horizon": format_duration(config.backtest.horizon_ms),
         "rows": rows,
         "live_metrics": live,

@@ -73,9 +73,14 @@ def parse_metrics(text: str) -> list[dict[str, Any]]:
 
 
 async def _get(session: Any, url: str, timeout_s: float) -> tuple[int, str]:
+    """GET with the runner's bearer token when ``WHALEBT_HTTP_TOKEN`` is set (docs/live.md)."""
+    import os
+
     import aiohttp
 
-    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+    token = os.environ.get("WHALEBT_HTTP_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers) as r:
         return r.status, await r.text()
 
 
@@ -106,7 +111,8 @@ async def fetch_runner(session: Any, base: str, *, timeout_s: float = 3.0, limit
             continue
         if status >= 400 and not (name == "health" and status == 503):
             snap[name] = None
-            snap["errors"].append(f"{path}: HTTP {status}")
+            hint = " (the runner wants a bearer token: set WHALEBT_HTTP_TOKEN for bt ui)" if status == 401 else ""
+            snap["errors"].append(f"{path}: HTTP {status}{hint}")
             continue
         if name == "metrics":
             snap[name] = parse_metrics(body)

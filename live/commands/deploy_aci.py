@@ -13,8 +13,10 @@ Renders an Azure Container Instances container group (YAML, API 2021-10-01) runn
 `live run` with /health probes, and the `az container create` command. Settings come from
 the environment: MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI, AZURE_CLIENT_ID, AZURE_TENANT_ID
 as plain values; AZURE_STORAGE_CONNECTION_STRING, AZURE_CLIENT_SECRET, MLFLOW_TRACKING_TOKEN,
-DATABRICKS_TOKEN, BINANCE_API_KEY (and AZURE_STORAGE_KEY, ACR_PASSWORD) as secure values,
-which are never printed. Reference points: the seed system ran for 0.89 EUR/day in Japan East,
+DATABRICKS_TOKEN, BINANCE_API_KEY, WHALEBT_HTTP_TOKEN (and AZURE_STORAGE_KEY, ACR_PASSWORD)
+as secure values, which are never printed. WHALEBT_HTTP_TOKEN is required (the container serves
+on a public IP; /signals and /metrics need it as a bearer token, /health stays open). A model
+URI resolved against a local registry (sqlite, file) is warned about: Azure cannot reach it. Reference points: the seed system ran for 0.89 EUR/day in Japan East,
 next to the exchanges' Tokyo matching engines.
 
 Example:
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from live.deploy import AciSpec, az_create_command, env_from_process, render_aci
+    from live.deploy import AciSpec, az_create_command, env_from_process, model_reach_warning, render_aci
 
     plain, secure = env_from_process()
     for item in args.env:
@@ -116,6 +118,17 @@ def run(args: argparse.Namespace) -> int:
         masked = render_aci(spec, reveal=False)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    reach = model_reach_warning(args.model, {**plain, **secure})
+    if reach:
+        print(f"warning: {reach}", file=sys.stderr)
+    if "WHALEBT_HTTP_TOKEN" not in secure:
+        hint = (
+            "the container serves HTTP on 0.0.0.0 (a public IP), so `live run` there needs WHALEBT_HTTP_TOKEN "
+            "for /signals and /metrics: `export WHALEBT_HTTP_TOKEN=$(openssl rand -hex 32)` before deploying"
+        )
+        if not args.dry_run:
+            raise UserError(hint)
+        print(f"note: {hint}", file=sys.stderr)
     if args.out:
         Path(args.out).write_text(masked)
     shown_path = args.out or f"{args.name}.aci.yaml"

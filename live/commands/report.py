@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="the run config `live run` used")
     p.add_argument("--paper", required=True, help="paper-trading outcomes (JSONL) written by `live run`")
+    p.add_argument(
+        "--journal",
+        default=None,
+        help="the run's journal, for its holes (restarts that could not warm up); default: beside --paper",
+    )
     add_results_option(p)
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     p.set_defaults(func=run)
@@ -46,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
             f"paper file {args.paper} not found; `live run --journal J` writes J's .paper.jsonl "
             "next to it (or pass --paper to live run)"
         )
-    card = scorecard(config, args.paper, args.results)
+    journal = args.journal
+    if journal is None and args.paper.endswith(".paper.jsonl"):
+        journal = args.paper[: -len(".paper.jsonl")] + ".jsonl"
+    card = scorecard(config, args.paper, args.results, journal=journal)
     if args.json:
         json.dump(card, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -61,6 +69,20 @@ def run(args: argparse.Namespace) -> int:
     for key, bt_v, live_v in card["rows"]:
         t.add_row(key, _fmt(bt_v), _fmt(live_v))
     Console().print(t)
+    if card["holes"]:
+        h = Table(title=f"holes in the journal {card['journal_path']}: signals may be missing between")
+        for col in ("symbol", "from_ts_ms", "to_ts_ms", "from (UTC)", "to (UTC)", "reason"):
+            h.add_column(col)
+        for hole in card["holes"]:
+            h.add_row(
+                str(hole.get("symbol")),
+                str(hole.get("from_ts_ms")),
+                str(hole.get("to_ts_ms")),
+                _utc(hole.get("from_ts_ms")),
+                _utc(hole.get("to_ts_ms")),
+                str(hole.get("reason")),
+            )
+        Console(width=200).print(h)
     if card["backtest_metrics"] is None:
         print(f"no backtest yet: run `bt run {args.config}` (looked in {card['backtest_path']})", file=sys.stderr)
     return 0
@@ -74,3 +96,12 @@ def _fmt(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
+
+
+def _utc(ms) -> str:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "-"

@@ -67,7 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--http-host",
         default=env_default("WHALEBT_HTTP_HOST", "127.0.0.1"),
-        help="interface for --http-port (0.0.0.0 in a container)",
+        help="interface for --http-port (0.0.0.0 in a container: then WHALEBT_HTTP_TOKEN must be set, and "
+        "/signals and /metrics need `Authorization: Bearer $WHALEBT_HTTP_TOKEN`; /health stays open)",
+    )
+    p.add_argument(
+        "--health-max-age-s",
+        type=float,
+        default=60.0,
+        help="/health is 503 when no frame came for this long, or a symbol's trades arrive but none is taken",
+    )
+    p.add_argument(
+        "--silence-s",
+        type=float,
+        default=30.0,
+        help="warn (log, /health 503, metric) when a connection brings no trade of --symbols for this long",
     )
     p.add_argument("--stale-s", type=float, default=60.0, help="reconnect when no frame arrives for this long")
     p.add_argument("--backoff-base-s", type=float, default=0.5, help="first reconnect delay (doubles, with jitter)")
@@ -98,6 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also append journal lines to an Azure append blob, e.g. az://journals/live/btc.jsonl "
         "(credentials as for an Azure lake; env WHALEBT_JOURNAL_BLOB)",
     )
+    p.add_argument(
+        "--journal-blob-timeout-s",
+        type=float,
+        default=15.0,
+        help="give up starting when the --journal-blob storage account does not answer within this long",
+    )
     add_tracking_uri_option(p, what="for --model / model.uri")
     p.set_defaults(func=run)
 
@@ -105,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import os
     import sys
     from urllib.parse import urlsplit, urlunsplit
 
@@ -123,27 +143,22 @@ def run(args: argparse.Namespace) -> int:
     bad = [s for s in symbols if not s.isalnum()]
     if bad:
         raise UserError(f"symbols are upper case without separators (BTCUSDT, not BTC-USDT); got {bad}")
+    if args.journal:
+        from live.journal import check_journal_path
+
+        check_journal_path(args.journal)
+    if args.http_port is not None and not 0 <= args.http_port <= 65535:
+        raise UserError(f"--http-port must be between 0 and 65535; got {args.http_port}")
+    token = os.environ.get("WHALEBT_HTTP_TOKEN") or None
+    if args.http_port is not None and not token:
+        from live.http import is_loopback
+
+        if not is_loopback(args.http_host):
+            raise UserError(
+                f"--http-host {args.http_host} is reachable from other machines: set WHALEBT_HTTP_TOKEN to a "
+                "secret (e.g. `openssl rand -hex 32`) so that /signals and /metrics need it, or bind 127.0.0.1"
+            )
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-
-    try:
-        if args.config:
-            from bt.config import load_config
-
-            config = load_config(args.config)
-            decider = Decider.from_config(config, tracking_uri=args.tracking_uri)
-            if config.data.exchange != args.exchange or config.data.symbol not in symbols:
-                logging.getLogger("whalebt.live").info(
-                    "config %s was backtested on %s/%s; running it on %s/%s",
-                    config.name,
-                    config.data.exchange,
-                    config.data.symbol,
-                    args.exchange,
-                    ",".join(symbols),
-                )
-        else:
-            decider = Decider.from_model(args.model, tracking_uri=args.tracking_uri)
-    except ModelUnavailable as exc:
-        raise UserError(str(exc)) from None
 
     from live.runner import Runner, RunnerOptions
 
@@ -180,7 +195,34 @@ def run(args: argparse.Namespace) -> int:
         echo=not args.quiet,
         journal_blob=args.journal_blob or None,
         busy_poll=args.busy_poll,
+        max_frame_age_s=args.health_max_age_s,
+        silence_s=args.silence_s,
+        http_token=token,
+        journal_blob_timeout_s=args.journal_blob_timeout_s,
     )
+    try:
+        if args.config:
+            from bt.config import load_config
+
+            config = load_config(args.config)
+            decider = Decider.from_config(config, tracking_uri=args.tracking_uri)
+            if config.data.exchange != args.exchange or config.data.symbol not in symbols:
+                logging.getLogger("whalebt.live").info(
+                    "config %s was backtested on %s/%s; running it on %s/%s",
+                    config.name,
+                    config.data.exchange,
+                    config.data.symbol,
+                    args.exchange,
+                    ",".join(symbols),
+                )
+        else:
+            decider = Decider.from_model(args.model, tracking_uri=args.tracking_uri)
+    except ModelUnavailable as exc:
+        raise UserError(str(exc)) from None
+    warning = decider.symbol_warning(args.exchange, symbols)
+    if warning:
+        logging.getLogger("whalebt.live").warning("%s", warning)
+
     if args.exchange == "okx_swap":
         from datasets.sources.frames import UnknownContractError
         from live.adapters import OkxAdapter

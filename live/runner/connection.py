@@ -106,7 +106,9 @@ async def _serve_connection(self: Runner, transport: WSTransport, listener: "_Li
     stale_s = self.opts.stale_s
     renew_at = loop.time() + self.adapter.max_connection_s if self.adapter.max_connection_s else math.inf
     opened_ns = time.perf_counter_ns()
-    tick = min(1.0, stale_s / 4)
+    tick = min(1.0, stale_s / 4, self.opts.silence_s / 2)
+    trade_frames_at_open = self.n_trade_frames
+    messages_at_open = self.n_frames
     try:
         while not closed.done():
             await asyncio.wait((closed, stopped), timeout=tick, return_when=asyncio.FIRST_COMPLETED)
@@ -121,6 +123,12 @@ async def _serve_connection(self: Runner, transport: WSTransport, listener: "_Li
                 log.warning("no frame for %.1f s: treating the connection as dead", stale_s)
                 await self._close(transport, closed)
                 break
+            if self.n_trade_frames > trade_frames_at_open:
+                if self.silent:
+                    log.info("trades arrive now; the connection is no longer silent")
+                    self.silent = None
+            elif not self.silent and time.perf_counter_ns() - opened_ns > self.opts.silence_s * 1e9:
+                self._set_silent(url, self.n_frames - messages_at_open)
             if loop.time() >= renew_at:
                 log.info(
                     "renewing the connection before the exchange's %d h limit",
@@ -133,12 +141,24 @@ async def _serve_connection(self: Runner, transport: WSTransport, listener: "_Li
         if peer is not None and not self._stopping:
             log.warning("connection closed by the server: %s %s", peer.code.value, peer.reason)
     finally:
+        self.silent = None
         stopped.cancel()
         if pinger:
             pinger.cancel()
         if spinner:
             spinner.cancel()
     return listener.n_messages > 0
+
+
+def _set_silent(self: Runner, url: str, n_other: int) -> None:
+    """The connection brought no trade of our symbols for `silence_s`: say so (log, /health, metric)."""
+    what = self.adapter.subscription_names(self.symbols)
+    self.silent = (
+        f"connected to {url} {self.opts.silence_s:g} s ago, subscribed to {what}, and no trade for them came "
+        f"({n_other} other frame(s)); check --symbols and --stream (a `live replay` serves only its recording's streams)"
+    )
+    self.n_silent += 1
+    log.warning("silent connection: %s", self.silent)
 
 
 async def _close(transport: WSTransport, closed: asyncio.Future) -> None:

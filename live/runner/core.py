@@ -85,6 +85,13 @@ class Runner:
         self._stdout = sys.stdout
         self._echo: StdoutEcho | None = None
         self._blob_sink: AppendBlobSink | None = None
+        self._max_future_ms = int(opts.max_future_s * 1000)
+        self.holes: list[dict] = []  # journal holes recorded by this run (see _check_hole)
+        self.warm_rows: dict[str, int] = {}  # trades each symbol's warm-up gave
+        self.silent: str | None = None  # why the connection counts as silent (see connection._serve_connection)
+        self.n_silent = 0
+        self.n_trade_frames = 0  # frames that carried trades
+        self._vetted_ts: int | None = None  # time of the current frame's last plausible trade
 
     def _rehearse(self) -> None:
         """Run the last frame's first trade, renumbered, through a stand-in runner and the model.
@@ -103,6 +110,7 @@ class Runner:
                     stream=self.opts.stream,
                     contract_values=self.opts.contract_values,
                     echo=False,
+                    max_future_s=1e12,  # its renumbered trades run ahead of the wall clock by design
                 ),
                 self.decider,
                 self.adapter,
@@ -151,8 +159,10 @@ class Runner:
         rows = self._frame_rows(payload)
         if not rows:
             return None
+        self.n_trade_frames += 1
         self._sample = payload
         self._io_ns = 0
+        self._vetted_ts = None
         gap_at = self._take_rows(rows, 0)
         if gap_at is None:
             self._frame_done(rows, t_recv_ns)
@@ -164,33 +174,48 @@ class Runner:
         self.n_frames += 1
         try:
             rows = self.adapter.parse(payload)
+            if not rows and isinstance(payload, str):
+                info = self.adapter.control(payload)
+                if info and info.startswith("error"):
+                    log.warning("exchange says: %s", info)
         except (FrameError, UnknownContractError) as exc:
-            self.n_bad += 1
-            if self.n_bad <= 5 or self.n_bad % 1000 == 0:
-                log.warning("skipping malformed frame #%d: %s", self.n_bad, exc)
+            self._bad_frame(str(exc))
             return []
-        if not rows and isinstance(payload, str):
-            info = self.adapter.control(payload)
-            if info and info.startswith("error"):
-                log.warning("exchange says: %s", info)
+        except Exception as exc:  # noqa: BLE001  whatever a frame holds (nesting, huge numbers) never ends the run
+            self._bad_frame(f"{self.adapter.exchange}: unreadable frame ({type(exc).__name__}: {str(exc)[:120]})")
+            return []
         return rows
+
+    def _bad_frame(self, why: str) -> None:
+        self.n_bad += 1
+        if self.n_bad <= 5 or self.n_bad % 1000 == 0:
+            log.warning("skipping malformed frame #%d: %s", self.n_bad, why)
 
     def _take_rows(self, rows: list[Trade], start: int) -> int | None:
         """Process ``rows[start:]``; the index of the first row that needs a REST backfill first, or None."""
         feeds = self.feeds
+        now_ns = time.perf_counter_ns()
         for i in range(start, len(rows)):
             row = rows[i]
             feed = feeds.get(row.symbol)
-            if feed is not None and self._on_row(feed, row, False):
+            if feed is None:
+                continue
+            feed.last_row_ns = now_ns
+            if not feed.last_take_ns:
+                feed.last_take_ns = now_ns  # the stuck-symbol clock starts with its first row
+            if self._on_row(feed, row, False):
                 return i
         return None
 
     def _frame_done(self, rows: list[Trade], t_recv_ns: int) -> None:
-        self.last_stream_ts_ms = rows[-1].ts_ms
+        ts = self._vetted_ts  # the frame's last trade that passed the plausibility checks
+        if ts is None:
+            return  # nothing of it can be trusted, its times included
+        self.last_stream_ts_ms = ts
         # decision latency: the journal append and REST backfills are not in it (the fdatasync comes after
         # the burst, timed on its own)
         self.metrics.receipt_to_decision.observe((time.perf_counter_ns() - t_recv_ns - self._io_ns) * 1e-9)
-        self.metrics.exchange_to_receipt.observe((self.opts.clock_ms() - rows[-1].ts_ms) * 1e-3)
+        self.metrics.exchange_to_receipt.observe((self.opts.clock_ms() - ts) * 1e-3)
 
     async def _finish_frame(self, rows: list[Trade], gap_at: int, t_recv_ns: int) -> None:
         """Backfill the gap before ``rows[gap_at]``, then the rest of the frame (filling further gaps)."""
@@ -249,6 +274,15 @@ class Runner:
 
     def _on_row(self, feed: SymbolFeed, row: Trade, from_rest: bool) -> bool:
         """Id checks, then merge and decide; True (and nothing done) if a gap must be backfilled first."""
+        why = feed.vet(
+            row.trade_id, row.ts_ms, row.price, row.qty, from_rest, self.opts.clock_ms(), self._max_future_ms
+        )
+        if why is not None:
+            feed.n_implausible += 1
+            self._bad_frame(f"{feed.symbol}: implausible trade refused: {why}")
+            return False
+        if not from_rest:
+            self._vetted_ts = row.ts_ms
         verdict = feed.check(row.trade_id, row.ts_ms, from_rest)
         if verdict:
             return verdict == BACKFILL
@@ -268,6 +302,10 @@ class Runner:
             return
         feed.n_trades += 1
         feed.last_ts_ms = r.ts_ms
+        feed.last_ts_ns = feed.last_take_ns = time.perf_counter_ns()
+        if feed.first_ts_ms is None:
+            feed.first_ts_ms, feed.first_id = r.ts_ms, r.trade_id
+            self._check_hole(feed, r)
         paper = self.paper
         if paper is not None:
             paper.on_trade(feed.symbol, r.trade_id, r.ts_ms, r.price)
@@ -303,6 +341,47 @@ class Runner:
         if paper is not None and decision == "long":
             paper.add_signal(feed.symbol, r.trade_id, r.ts_ms)
 
+    def _check_hole(self, feed: SymbolFeed, r: Trade) -> None:
+        """The first trade since the start is later than the journal's last event: record the hole.
+
+        Events between the journal's last one and the end of the kernel's cold start (the first
+        trade plus the warm-up span) may be missing or differ from a backtest; the journal says so
+        in a hole record (docs/spec.md §5.4), which `live report` shows.
+        """
+        last = self.journal_state.last.get(feed.symbol)
+        if last is None or r.ts_ms <= last[0] or self.journal is None:
+            return
+        mode = self.opts.warmup_from
+        n_warm = self.warm_rows.get(feed.symbol, 0)
+        if mode == "none":
+            why = "started without warm-up (--warmup-from none)"
+        elif n_warm == 0:
+            why = f"the {mode} warm-up returned no trades"
+        else:
+            why = f"the {mode} warm-up began after the journal's last event"
+        rec = {
+            "record": "hole",
+            "exchange": self.adapter.exchange,
+            "symbol": feed.symbol,
+            "from_ts_ms": last[0],
+            "to_ts_ms": r.ts_ms + int(self.warmup_seconds() * 1000),
+            "last_trade_id": last[1],
+            "next_trade_id": r.trade_id,
+            "reason": why,
+            "config_id": self.decider.config_id,
+        }
+        self.journal.write(rec)
+        self.holes.append(rec)
+        log.error(
+            "%s: restart could not warm up (%s): events from ts_ms %d (after trade id %d) to %d may be "
+            "missing; recorded as a hole in the journal",
+            feed.symbol,
+            why,
+            rec["from_ts_ms"],
+            last[1],
+            rec["to_ts_ms"],
+        )
+
     # the parts in the package's other modules, as methods
     run = _lifecycle.run
     _warm_jit = _lifecycle._warm_jit
@@ -310,6 +389,7 @@ class Runner:
     stop = _lifecycle.stop
     _install_signal_handlers = _lifecycle._install_signal_handlers
     _drain = _lifecycle._drain
+    _open_journal = _lifecycle._open_journal
     _idle_watchdog = _lifecycle._idle_watchdog
     _connect_loop = _connection._connect_loop
     _on_connected = _connection._on_connected
@@ -317,6 +397,7 @@ class Runner:
     _close = staticmethod(_connection._close)
     _app_pings = _connection._app_pings
     _poll_busily = _connection._poll_busily
+    _set_silent = _connection._set_silent
     _get_json = _rest._get_json
     _backfill = _rest._backfill
     _backfill_ids = _rest._backfill_ids

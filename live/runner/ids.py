@@ -11,12 +11,26 @@ state, the ``@trade`` merger and the counters the runner keeps per symbol.
   last :attr:`IdTracker.RECENT_IDS`, or a trade older than the warm-up's end (``min_ts``).
 - The first live trade after a warm-up that is newer than it but numbered far from it (a
   warm-up from a source with other ids) starts the id sequence afresh.
+
+:meth:`SymbolFeed.vet` runs before these checks and refuses trades no exchange sends (the runner
+counts them as bad frames), so that one hostile trade cannot poison the id or time state:
+
+- ids outside ``0 .. 2**63-1``; times before 2010 or more than ``max_future_s`` (600 s) after the
+  wall clock; prices and quantities that are not finite and positive, or whose product is not;
+- a stream trade whose id jumps more than :attr:`SymbolFeed.MAX_ID_JUMP` (50 M, weeks of Binance
+  BTCUSDT) past the symbol's last id, or whose time runs more than :attr:`SymbolFeed.MAX_TS_JUMP_MS`
+  (1 h) ahead of the symbol's last trade plus the wall time elapsed since it. Such a jump is held:
+  if the next stream trade of the symbol continues from it (ids within ``max_backfill_ids``, time
+  within 1 h), the stream really moved on and the new sequence is taken from there; else it was
+  a stray and stays refused.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
+import time
 
 from datasets.exchanges.binance import BinanceTradeMerger
 
@@ -26,6 +40,9 @@ log = logging.getLogger("whalebt.live")
 
 #: what :meth:`IdTracker.check` says about a trade
 TAKE, REPEAT, BACKFILL = 0, 1, 2
+
+MIN_TS_MS = 1_262_304_000_000  # 2010-01-01 UTC: no crypto exchange traded before
+MAX_ID = 2**63 - 1
 
 
 class IdTracker:
@@ -141,8 +158,20 @@ class SymbolFeed(IdTracker):
         "n_signals",
         "n_suppressed",
         "n_rejects",
+        "n_implausible",
         "last_ts_ms",
+        "last_ts_ns",
+        "held",
+        "last_row_ns",
+        "last_take_ns",
+        "first_ts_ms",
+        "first_id",
     )
+
+    #: a stream id this far past the last one is held until the next trade confirms it
+    MAX_ID_JUMP = 50_000_000
+    #: a stream time this far ahead of the last trade (plus the wall time since) is held likewise
+    MAX_TS_JUMP_MS = 3_600_000
 
     def __init__(self, symbol: str, state, merge: bool, contiguous: bool = False, max_backfill_ids: int = 200_000):
         super().__init__(symbol, contiguous, max_backfill_ids)
@@ -150,6 +179,55 @@ class SymbolFeed(IdTracker):
         self.merger = BinanceTradeMerger() if merge else None
         self.live = False
         self.n_trades = self.n_backfilled = 0
-        self.n_events = self.n_suppressed = self.n_rejects = 0
+        self.n_events = self.n_suppressed = self.n_rejects = self.n_implausible = 0
         self.n_signals: dict[str, int] = {"long": 0, "skip": 0}
-        self.last_ts_ms: int | None = None
+        self.last_ts_ms: int | None = None  # time of the last trade the kernel took
+        self.last_ts_ns = 0  # perf_counter_ns when it took it
+        self.held: tuple[int, int] | None = None  # (id, ts) of a jump waiting for confirmation
+        self.last_row_ns = 0  # perf_counter_ns of the last stream row of this symbol
+        self.last_take_ns = 0  # ... and of the last one the kernel took
+        self.first_ts_ms: int | None = None  # the first trade the kernel took since the start
+        self.first_id: int | None = None
+
+    def vet(self, trade_id, ts_ms, price, qty, from_rest: bool, wall_ms: int, max_future_ms: int) -> str | None:
+        """Why this trade cannot be real (see the module doc), or None to go on to :meth:`check`."""
+        if type(trade_id) is not int or not 0 <= trade_id <= MAX_ID:
+            return f"trade id {trade_id!r} is not a 63-bit id"
+        if type(ts_ms) is not int or not MIN_TS_MS <= ts_ms <= wall_ms + max_future_ms:
+            return f"time {ts_ms!r} ms is before 2010 or more than {max_future_ms // 1000} s after the wall clock"
+        try:
+            ok = price > 0 and qty > 0 and math.isfinite(price * qty)
+        except TypeError:
+            ok = False
+        if not ok:
+            return f"price {price!r} and quantity {qty!r} must be finite and positive"
+        if from_rest:
+            return None
+        id_jump = self.contiguous and self.last_id is not None and trade_id - self.last_id > self.MAX_ID_JUMP
+        ts_jump = False
+        if self.last_ts_ms is not None:
+            elapsed_ms = (time.perf_counter_ns() - self.last_ts_ns) // 1_000_000
+            ts_jump = ts_ms > self.last_ts_ms + elapsed_ms + self.MAX_TS_JUMP_MS
+        held, self.held = self.held, None
+        if not (id_jump or ts_jump):
+            return None
+        if (
+            held is not None
+            and (not self.contiguous or 0 < trade_id - held[0] <= max(self.max_backfill_ids, 1))
+            and 0 <= ts_ms - held[1] <= self.MAX_TS_JUMP_MS
+        ):
+            log.warning(
+                "%s: trade %d at %d continues the jump of trade %d at %d: taking the stream's new sequence",
+                self.symbol,
+                trade_id,
+                ts_ms,
+                held[0],
+                held[1],
+            )
+            self.n_unfilled += 1  # the held trade itself
+            return None
+        self.held = (trade_id, ts_ms)
+        what = f"id {trade_id} is {trade_id - (self.last_id or 0):+d} from the last id" if id_jump else ""
+        if ts_jump:
+            what += ("; " if what else "") + f"time {ts_ms} is {(ts_ms - (self.last_ts_ms or 0)) / 1000:.0f} s ahead"
+        return what + " (held until the next trade confirms it)"

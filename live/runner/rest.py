@@ -43,7 +43,7 @@ async def _get_json(self: Runner, path: str, params: dict[str, Any], headers: di
                 error = RestError if resp.status in (400, 401, 403, 404) else _TransientRestError
                 raise error(f"GET {base}{path} → HTTP {resp.status}: {body[:200]}")
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
-            raise _TransientRestError(f"GET {base}{path} failed: {exc!r}") from None
+            raise _TransientRestError(f"GET {base}{path} failed: {_describe(exc)}") from None
 
     return await retry_async(
         once,
@@ -51,6 +51,22 @@ async def _get_json(self: Runner, path: str, params: dict[str, Any], headers: di
         delay=lambda i, _: backoff_delay(i, self.opts.backoff_base_s, self.opts.backoff_cap_s, self.rng),
         retry_on=(_TransientRestError,),
     )
+
+
+def _describe(exc: BaseException) -> str:
+    """A network error in a few words (no network, DNS, refused, timeout) instead of its repr."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host} (no network, or DNS down?)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({why.lower()}; no network, or the service is down?)"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer within 15 s"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"the answer is not JSON ({exc.msg})"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 async def _backfill(self: Runner, feed: SymbolFeed, lo: int, hi: int) -> None:
@@ -152,6 +168,7 @@ async def _warm_up(self: Runner) -> None:
             rows = self._lake_rows(sym, since, until)
         else:
             raise UserError(f"--warmup-from must be rest, lake or none; got {mode!r}")
+        self.warm_rows[sym] = len(rows)
         for r in rows:
             self._on_row(feed, r, True)
         raw_last = getattr(self.adapter, "last_raw_ids", {}).get(sym)

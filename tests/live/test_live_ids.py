@@ -82,3 +82,46 @@ def test_recent_ids_are_bounded(monkeypatch):
 def test_symbol_feed_is_an_id_tracker_with_a_merger():
     f = SymbolFeed("BTCUSDT", state=None, merge=True, contiguous=True, max_backfill_ids=5)
     assert f.merger is not None and verdicts(f, [1, 3]) == [TAKE, BACKFILL]
+
+
+def _fed(contiguous=True) -> SymbolFeed:
+    f = SymbolFeed("BTCUSDT", state=None, merge=False, contiguous=contiguous, max_backfill_ids=100)
+    assert f.check(1000, 1_700_000_000_000) == TAKE
+    f.last_ts_ms = 1_700_000_000_000  # as the runner sets it when the kernel takes the trade
+    import time
+
+    f.last_ts_ns = time.perf_counter_ns()
+    return f
+
+
+WALL = 1_700_000_100_000
+
+
+def test_vet_refuses_values_no_exchange_sends():
+    f = _fed()
+    ok = dict(price=60000.0, qty=0.1, from_rest=False, wall_ms=WALL, max_future_ms=600_000)
+    assert f.vet(1001, 1_700_000_000_001, **ok) is None
+    for tid, ts, px, q in [(2**63, WALL, 1.0, 1.0), (-1, WALL, 1.0, 1.0), (1001, 10**30, 1.0, 1.0),
+                           (1001, 2**62, 1.0, 1.0), (1001, 5, 1.0, 1.0), (1001, WALL + 600_001, 1.0, 1.0),
+                           (1001, WALL, float("nan"), 1.0), (1001, WALL, 1.0, -1.0), (1001, WALL, 1e300, 1e300),
+                           (1001, WALL, "1", 1.0)]:
+        assert f.vet(tid, ts, px, q, False, WALL, 600_000) is not None, (tid, ts, px, q)
+    assert f.vet(1001, WALL + 599_000, 1.0, 1.0, True, WALL, 600_000) is None  # REST rows: ranges only
+
+
+def test_a_stray_jump_stays_refused_and_a_confirmed_one_is_taken():
+    f = _fed()
+    args = (1.0, 1.0, False, WALL, 600_000)
+    assert "held" in f.vet(2**62, 1_700_000_000_001, *args)  # the stray id
+    assert f.vet(1001, 1_700_000_000_002, *args) is None  # the stream goes on: the stray is forgotten
+    assert f.check(1001, 1_700_000_000_002) == TAKE
+    # a recording with a hole: ids jump 60 M and the next trade continues from there
+    assert f.vet(60_001_001, 1_700_000_000_003, *args) is not None
+    assert f.vet(60_001_002, 1_700_000_000_004, *args) is None and f.n_unfilled == 1
+    # time: a day ahead of the symbol is held; confirmed by the next trade, taken
+    g = _fed(contiguous=False)
+    day = 86_400_000
+    assert "ahead" in g.vet(5, 1_700_000_000_000 + day, 1.0, 1.0, False, WALL + 2 * day, 600_000)
+    assert g.vet(6, 1_700_000_000_000 + 10, 1.0, 1.0, False, WALL + 2 * day, 600_000) is None
+    assert g.vet(7, 1_700_000_000_000 + day, 1.0, 1.0, False, WALL + 2 * day, 600_000) is not None
+    assert g.vet(8, 1_700_000_000_000 + day + 5, 1.0, 1.0, False, WALL + 2 * day, 600_000) is None
