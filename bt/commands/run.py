@@ -10,6 +10,7 @@ EXAMPLE = """Example:
   bt run configs/demo.yaml
   bt run configs/demo.yaml --lake az://lake/whale --tracking-uri http://127.0.0.1:5000
   bt run configs/registered.yaml --allow-in-sample   # model.uri over its own training span
+  bt run configs/universe.yaml --jobs 2               # data.symbols: one study per symbol, pooled
 
 With model.uri, a span that overlaps the model's train or validation range is refused (the
 model has seen those outcomes); --allow-in-sample runs anyway and reports those signals apart.
@@ -44,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
         "instead of running with a warning",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes for the symbols of a universe (default: every core); results do not depend on it",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         tearsheet=not args.no_tearsheet,
         allow_in_sample=args.allow_in_sample,
         strict=args.strict,
+        jobs=args.jobs,
     )
     if args.json:
         print((result.run_dir / "metrics.json").read_text())

@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from bt.config import load_config
-    from bt.run import compute_signals
+    from bt.run import compute_signals, universe_signals
     from signals.journal import journal_line
 
     config = load_config(args.config, lake=args.lake)
-    sig = compute_signals(config, quiet=False)
+    sig = universe_signals(config, quiet=False) if config.data.is_universe else compute_signals(config, quiet=False)
     records = sig.journal()
     lines = [journal_line(rec) for rec in records]
     if args.out == "-":
