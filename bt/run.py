@@ -96,7 +96,7 @@ class RunResult:
 
 
 class UniverseModelError(UserError):
-    """A universe config asks for a model trained by the run."""
+    """A model cannot be trained over a universe (no trades, or no training events)."""
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -104,10 +104,13 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None) -> SignalSet:
+def compute_signals(
+    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None
+) -> SignalSet:
     """Load trades, build (or reuse) silver and gold, and decide each whale event.
 
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
+    ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
@@ -132,11 +135,12 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
         from bt.model import apply_model
 
         uri = config.model.uri
-        if uri and bundle is None:
+        if verdict is None and uri and bundle is None:
             from bt.registry import load_bundle
 
             bundle = load_bundle(uri)
-        verdict = apply_model(config, events, span, bundle=bundle)
+        if verdict is None:
+            verdict = apply_model(config, events, span, bundle=bundle)
         lineage = verdict.lineage
         prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri
         model_metrics, oos_from_ms = verdict.metrics, verdict.oos_from_ms
@@ -157,33 +161,37 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     )
 
 
-def _signals_task(member: RunConfig) -> SignalSet:
+def _signals_task(task: tuple[RunConfig, object]) -> SignalSet:
     from bt.parallel import context
 
-    sig = compute_signals(member, quiet=bool(context().get("quiet", True)), bundle=context().get("bundle"))
+    member, verdict = task
+    ctx = context()
+    sig = compute_signals(member, quiet=bool(ctx.get("quiet", True)), bundle=ctx.get("bundle"), verdict=verdict)
     return replace(
         sig, span=replace(sig.span, trade_id=np.empty(0, np.int64), qty=np.empty(0), side=np.empty(0, np.int8))
     )
 
 
 def universe_signals(config: RunConfig, *, quiet: bool = True, jobs: int | None = None) -> UniverseSignals:
-    """:func:`compute_signals` of every member of a universe (``jobs`` processes); ``bt signals`` of a universe."""
-    from bt.parallel import run_tasks
+    """:func:`compute_signals` of every member of a universe (``jobs`` processes); ``bt signals`` of a universe.
+
+    A model trained by the run is trained once over the universe (as ``bt run`` does).
+    """
+    from bt.parallel import check_jobs, run_tasks
     from bt.universe import resolve_universe
 
+    n_jobs = check_jobs(jobs)
     config = resolve_universe(config, quiet=quiet)
-    if config.model is not None and not config.model.uri:
-        raise UniverseModelError(
-            "a universe cannot train its model here yet; train it with `bt sweep` or on one symbol "
-            "and set model.uri to the registered model"
-        )
     bundle = None
     if config.model is not None and config.model.uri:
         from bt.registry import load_bundle
 
         bundle = load_bundle(config.model.uri)
     members = [config.for_member(ex, sym) for ex, sym in config.data.members]
-    sigs = run_tasks(_signals_task, members, jobs, context={"bundle": bundle, "quiet": quiet})
+    verdicts: list = [None] * len(members)
+    if config.model is not None and not config.model.uri:
+        verdicts = _pooled_verdicts(members, config, n_jobs, quiet)
+    sigs = run_tasks(_signals_task, list(zip(members, verdicts)), n_jobs, context={"bundle": bundle, "quiet": quiet})
     return UniverseSignals(sigs, config.config_id, sigs[0].model_uri, sigs[0].threshold)
 
 
@@ -500,12 +508,13 @@ def study_symbol(
     quiet: bool = False,
     strict: bool = False,
     t0: float | None = None,
+    verdict=None,
 ) -> SymbolStudy:
     """Signals, event study, portfolio and metrics of a single-symbol config (no files written)."""
     t0 = time.perf_counter() if t0 is None else t0
     overlaps = overlaps or []
     timings: dict[str, float] = {}
-    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
     bt = config.backtest
@@ -644,13 +653,44 @@ def _light(st: SymbolStudy) -> SymbolStudy:
     return replace(st, sig=replace(st.sig, span=span), price_span=price_span)
 
 
-def _study_task(member: RunConfig) -> SymbolStudy:
-    """One universe member's study (a :func:`bt.parallel.run_tasks` task)."""
+def _events_task(member: RunConfig):
+    """A member's gold events and model table, for a model pooled over the universe."""
+    from bt.model import events_frame_table
     from bt.parallel import context
 
+    sig = compute_signals(member.model_copy(update={"model": None}), quiet=bool(context().get("quiet", True)))
+    table, _ = events_frame_table(sig.events, sig.span.ts_ms, sig.span.price, member)
+    first = int(sig.span.ts_ms[0]) if len(sig.span) else None
+    last = int(sig.span.ts_ms[-1]) + 1 if len(sig.span) else None
+    return sig.events, table, first, last
+
+
+def _pooled_verdicts(members: list[RunConfig], config: RunConfig, jobs: int, quiet: bool) -> list:
+    """Train one model over every member's events (same purged time splits for all)."""
+    from bt.model import train_pooled
+    from bt.parallel import run_tasks
+
+    got = run_tasks(_events_task, members, jobs, context={"quiet": quiet})
+    firsts = [g[2] for g in got if g[2] is not None]
+    lasts = [g[3] for g in got if g[3] is not None]
+    if not firsts:
+        raise UniverseModelError("no trades in the universe's span; nothing to train on")
+    _say(f"training one model over {sum(len(g[1]) for g in got):,} events of {len(members)} symbols", quiet)
+    try:
+        return train_pooled(config, [g[0] for g in got], [g[1] for g in got], (min(firsts), max(lasts)))
+    except ValueError as exc:
+        raise UniverseModelError(str(exc)) from None
+
+
+def _study_task(task: tuple[RunConfig, object]) -> SymbolStudy:
+    """One universe member's study (a :func:`bt.parallel.run_tasks` task): ``(member, verdict or None)``."""
+    from bt.parallel import context
+
+    member, verdict = task
     ctx = context()
     st = study_symbol(
         member,
+        verdict=verdict,
         lake=Lake(member.data.lake),
         bundle=ctx.get("bundle"),
         overlaps=ctx.get("overlaps"),
@@ -691,19 +731,17 @@ def run_universe(
     t0 = time.perf_counter()
     n_jobs = check_jobs(jobs)
     config = resolve_universe(config, quiet=quiet)
-    if config.model is not None and not config.model.uri:
-        raise UniverseModelError(
-            "a universe cannot train its model in `bt run` yet; train it with `bt sweep` or on one symbol "
-            "and set model.uri to the registered model"
-        )
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
     names = list(config.data.symbols or ())
     members = [config.for_member(ex, sym) for ex, sym in config.data.members]
     _say(f"universe of {len(members)} symbols ({','.join(names)}) on {min(n_jobs, len(members))} processes", quiet)
+    verdicts: list = [None] * len(members)
+    if config.model is not None and not config.model.uri:
+        verdicts = _pooled_verdicts(members, config, n_jobs, quiet)
     studies = run_tasks(
         _study_task,
-        members,
+        list(zip(members, verdicts)),
         n_jobs,
         context={"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict},
     )
@@ -772,6 +810,9 @@ def run_universe(
         metrics["headline"] = "out_of_sample"
     if sig.model_uri is not None:
         metrics["model_lineage"] = studies[0].metrics.get("model_lineage")
+    if verdicts[0] is not None:
+        metrics["model_metrics"] = verdicts[0].metrics
+        metrics["dsr"] = verdicts[0].metrics.get("dsr")
     metrics["by_symbol"] = {name: st.metrics for name, st in zip(names, studies)}
     t3 = time.perf_counter()
     artefacts = {"paths": pooled_paths(config, studies, study)}
@@ -793,6 +834,8 @@ def run_universe(
     )
     if any(c is not None for c in cal):
         artefacts["calibration"] = pd.concat([c for c in cal if c is not None], ignore_index=True)
+    if verdicts[0] is not None and verdicts[0].threshold_curve is not None:
+        artefacts["threshold_curve"] = pd.DataFrame(verdicts[0].threshold_curve)
     benchmark = equal_weight_benchmark(pf.equity.index, studies)
     timings["report_data_s"] = time.perf_counter() - t3
     study = study.drop(columns="_member")

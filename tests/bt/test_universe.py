@@ -155,3 +155,25 @@ def test_a_rank_with_no_eligible_symbol_says_how_to_see_why(lake, tmp_path):
     raw = raw_config(lake, universe={"rank": {"klines": str(tmp_path / "klines"), "top": 2, "lookback_days": 29}})
     with pytest.raises(ConfigError, match="no eligible symbol"):
         resolve_universe(parse_config(raw))  # min_days 60 by default: 29 days are too few
+
+
+def test_a_model_trained_by_a_universe_run_is_one_model_over_every_symbol(lake, tmp_path):
+    model = {"threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
+             "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5}}
+    raw = {**raw_config(lake, symbols=list(SYMBOLS)), "model": model}
+    one = _run(raw, tmp_path / "a", jobs=1)
+    two = _run(raw, tmp_path / "b", jobs=2)
+    for f in ("metrics.json", "signals.jsonl", "trades.parquet", "threshold_curve.parquet"):
+        assert (one.run_dir / f).read_bytes() == (two.run_dir / f).read_bytes(), f
+    m = one.metrics
+    mm = m["model_metrics"]
+    alone = _run({**raw_config(lake, symbol=SYMBOLS[0]), "model": model}, tmp_path / "c").metrics["model_metrics"]
+    # one model: its validation and test sets hold both symbols' events, cut at the same instants
+    assert mm["val_n_events"] > alone["val_n_events"] and mm["test_n_events"] > alone["test_n_events"]
+    assert mm["test_n_signals"] == m["n_signals"] == sum(m["by_symbol"][s]["n_signals"] for s in SYMBOLS)
+    trades = pd.read_parquet(one.run_dir / "trades.parquet")
+    assert set(trades["symbol"]) == set(SYMBOLS)
+    assert trades["trigger_ts_ms"].min() >= mm["boundaries_ms"]["test"]
+    for s in SYMBOLS:
+        b = m["by_symbol"][s]
+        assert b["model_metrics"] == mm and b["threshold"] == m["threshold"] == mm["threshold"]
