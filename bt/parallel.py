@@ -50,11 +50,18 @@ def context() -> dict[str, Any]:
 
 
 def run_tasks(
-    fn: Callable[[T], R], tasks: Sequence[T], jobs: int | None = None, *, context: dict[str, Any] | None = None
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    jobs: int | None = None,
+    *,
+    context: dict[str, Any] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[R]:
     """``[fn(t) for t in tasks]`` on up to ``jobs`` processes (one: in this process), in task order.
 
-    An exception of a task is raised here (the first in task order).
+    ``meanwhile``: run in this process while the workers run (e.g. loading what the step after
+    needs); not called with one process. An exception of a task is raised here (the first in
+    task order).
     """
     global _CONTEXT
     n = min(check_jobs(jobs), len(tasks))
@@ -64,6 +71,9 @@ def run_tasks(
             return [fn(t) for t in tasks]
         # fork: workers start at once with the parent's imports and compiled numba functions.
         with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(fn, tasks))
+            futures = [pool.submit(fn, t) for t in tasks]
+            if meanwhile is not None:
+                meanwhile()
+            return [f.result() for f in futures]
     finally:
         _CONTEXT = previous

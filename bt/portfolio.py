@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["PortfolioResult", "simulate_portfolio", "simulate_universe"]
+__all__ = ["PortfolioResult", "simulate_portfolio", "simulate_universe", "warm_universe"]
 
 
 @njit(cache=True)
@@ -298,3 +298,11 @@ def simulate_universe(
         periods_per_year=365.0 * 86_400_000 / bar_ms,
         price=pd.DataFrame(marks, index=index),
     )
+
+
+def warm_universe() -> None:
+    """Load the compiled code :func:`simulate_universe` runs (numba's cache), on a two-trade example."""
+    ts = np.array([0, 1], np.int64)
+    px = np.array([1.0, 1.0])
+    _accept_nb(ts, ts, 1)
+    _simulate_multi_nb(ts, ts, px, px, px, ts * 0, 0.0, 1.0, 1, ts, np.ones((1, 2)))

@@ -719,7 +719,7 @@ def run_universe(
     portfolio shares its slots and cash across symbols (:func:`bt.portfolio.simulate_universe`).
     """
     from bt.parallel import check_jobs, run_tasks
-    from bt.portfolio import simulate_universe
+    from bt.portfolio import simulate_universe, warm_universe
     from bt.universe import (
         equal_weight_benchmark,
         pooled_data,
@@ -744,6 +744,7 @@ def run_universe(
         list(zip(members, verdicts)),
         n_jobs,
         context={"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict},
+        meanwhile=warm_universe,  # the pooling's compiled code loads while the members run
     )
     timings: dict[str, float] = {"studies_s": time.perf_counter() - t0}
     bt = config.backtest
