@@ -257,6 +257,8 @@ def audit(config: RunConfig, *, samples: int = 12, seed: int = 0, tracking_uri: 
     from datasets.lake import Lake
     from datasets.quality import span_id_report
 
+    if config.data.is_universe:
+        raise UserError("bt audit checks one symbol (data.symbol); audit a universe's members one at a time")
     checks: list[Check] = []
     lake = Lake(config.data.lake)
     d = config.data

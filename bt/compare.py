@@ -183,6 +183,21 @@ def metric_rows(runs: Sequence[RunView]) -> list[dict]:
     return rows
 
 
+def symbol_table_rows(runs: Sequence[RunView]) -> list[dict]:
+    """``{run, symbol, values}`` for each universe member of each run (none for single-symbol runs)."""
+    from bt.metrics import SYMBOL_COLUMNS, format_symbol_value, symbol_rows
+
+    return [
+        {
+            "run": r.run_id,
+            "symbol": row["symbol"],
+            "values": [format_symbol_value(row[t], kind) for t, _, kind in SYMBOL_COLUMNS],
+        }
+        for r in runs
+        for row in symbol_rows(r.metrics)
+    ]
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(d, dict):
@@ -278,6 +293,7 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
     if len(runs) < 1:
         raise UserError("give at least one run to compare")
     eq_html, dist_html = _figures(runs)
+    from bt.metrics import SYMBOL_COLUMNS
 
     def rel(p: Path | None) -> str | None:
         return None if p is None else Path(os.path.relpath(p.resolve(), out_path.resolve().parent)).as_posix()
@@ -299,6 +315,8 @@ def render_compare(runs: Sequence[RunView], out_path: Path) -> str:
         metric_rows=metric_rows(runs),
         config_rows=config_diff(runs),
         span_warnings=span_warnings(runs),
+        symbol_header=[title for title, _, _ in SYMBOL_COLUMNS],
+        symbol_rows=symbol_table_rows(runs),
         links=links,
         equity_html=Markup(eq_html),
         dist_html=Markup(dist_html),

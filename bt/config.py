@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_serializer,
+    model_serializer,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,8 @@ __all__ = [
     "ConfigError",
     "RunConfig",
     "DataConfig",
+    "UniverseConfig",
+    "RankUniverse",
     "SignalConfig",
     "BacktestConfig",
     "PortfolioConfig",
@@ -261,19 +264,100 @@ def parse_model_config(raw: Any, source: str = "model") -> ModelConfig:
         raise ValueError("; ".join(msgs)) from None
 
 
+class RankUniverse(_Frozen):
+    """``data.universe.rank``: the top symbols of ``datasets rank`` over the days before ``data.start``."""
+
+    exchange: Literal["binance_usdm"] = "binance_usdm"
+    klines: str  # archive directory or base URL of daily klines (as `datasets rank --klines`)
+    top: int = Field(ge=1, le=500)
+    by: str = "score"  # the weighted score, or one component (kyle_lambda, big_move_share, wide_range_share)
+    lookback_days: int = Field(90, ge=1, le=3660)  # klines of these days, ending the day before data.start
+    exchange_info: str | None = None
+    filters: dict[str, Any] = Field(default_factory=dict)  # datasets.rank.RankFilters fields, e.g. min_days
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v: str) -> str:
+        known = ("score", "kyle_lambda", "big_move_share", "wide_range_share")
+        if v not in known:
+            raise ValueError(f"by must be one of {list(known)}; got {v!r}")
+        return v
+
+
+class UniverseConfig(_Frozen):
+    """``data.universe``: a universe chosen at run time (bt.universe resolves it into ``data.symbols``)."""
+
+    rank: RankUniverse
+
+
+_SYMBOL_RE = r"[A-Z0-9]+"
+
+
+def _check_symbol(v: str) -> str:
+    if not re.fullmatch(_SYMBOL_RE, v):
+        raise ValueError(f"symbol must be upper case with no separators (like BTCUSDT); got {v!r}")
+    return v
+
+
 class DataConfig(_Frozen):
+    """The data span: one ``symbol``, or a universe (``symbols``, or ``universe`` resolved at run time).
+
+    ``symbols`` entries are ``SYM`` (on ``exchange``) or ``exchange:SYM``; a mapping
+    ``{exchange: [SYM, ...]}`` is accepted too. One plain entry means ``symbol: SYM`` (same ids).
+    """
+
     lake: str = DEFAULT_LAKE
     exchange: str
-    symbol: str
+    symbol: str = ""  # empty in a universe
     start: dt.date
     end: dt.date
     price_exchange: str | None = None  # evaluate entries/exits on another venue's trades
+    symbols: tuple[str, ...] | None = None
+    universe: UniverseConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_symbol(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        syms = v.get("symbols")
+        if isinstance(syms, dict):  # {exchange: [SYM, ...]}
+            syms = [s if ex == v.get("exchange") else f"{ex}:{s}" for ex, lst in syms.items() for s in (lst or [])]
+            v = {**v, "symbols": syms}
+        if isinstance(syms, str):  # "A,B" (as on a command line)
+            syms = [x.strip() for x in syms.split(",") if x.strip()]
+            v = {**v, "symbols": syms}
+        if (
+            isinstance(syms, (list, tuple))
+            and len(syms) == 1
+            and isinstance(syms[0], str)
+            and ":" not in syms[0]
+            and not v.get("symbol")
+            and v.get("universe") is None
+        ):
+            v = {k: x for k, x in v.items() if k != "symbols"}
+            v["symbol"] = syms[0]
+        return v
 
     @field_validator("symbol")
     @classmethod
     def _upper(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Z0-9]+", v):
-            raise ValueError(f"symbol must be upper case with no separators (like BTCUSDT); got {v!r}")
+        return v if v == "" else _check_symbol(v)
+
+    @field_validator("symbols")
+    @classmethod
+    def _members(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("symbols is empty; list at least one, e.g. [BTCUSDT, ETHUSDT]")
+        for entry in v:
+            ex, _, sym = entry.rpartition(":")
+            if ex and not re.fullmatch(r"[a-z0-9_]+", ex):
+                raise ValueError(f"a symbols entry is SYM or exchange:SYM (like bybit_linear:BTCUSDT); got {entry!r}")
+            _check_symbol(sym)
+        if len(set(v)) != len(v):
+            raise ValueError(f"symbols are listed twice: {sorted({x for x in v if v.count(x) > 1})}")
         return v
 
     @field_validator("lake")
@@ -287,6 +371,10 @@ class DataConfig(_Frozen):
     def _span(self) -> "DataConfig":
         if self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}; swap them")
+        if self.symbol and (self.symbols is not None or self.universe is not None):
+            raise ValueError("give symbol, or symbols/universe, not both")
+        if not self.symbol and self.symbols is None and self.universe is None:
+            raise ValueError("data needs symbol (one), symbols (a list) or universe (a rank)")
         first = LIMITS["first_date"]
         if self.start < first:
             raise ValueError(f"start {self.start} is before {first} (no perpetual future traded); use {first} or later")
@@ -294,6 +382,32 @@ class DataConfig(_Frozen):
         if self.end > last:
             raise ValueError(f"end {self.end} is in the future; use {last} (tomorrow, UTC) or earlier")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # A single-symbol config dumps exactly as before universes existed (same run_id).
+        out = handler(self)
+        for key in ("symbols", "universe"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+    @property
+    def is_universe(self) -> bool:
+        return not self.symbol
+
+    @property
+    def members(self) -> tuple[tuple[str, str], ...]:
+        """``(exchange, symbol)`` of each study; a universe must be resolved first (bt.universe)."""
+        if self.symbol:
+            return ((self.exchange, self.symbol),)
+        if self.symbols is None:
+            raise ValueError("data.universe is not resolved yet (bt.universe.resolve_universe)")
+        out = []
+        for entry in self.symbols:
+            ex, _, sym = entry.rpartition(":")
+            out.append((ex or self.exchange, sym))
+        return tuple(out)
 
 
 class SignalConfig(_Frozen):
@@ -419,6 +533,11 @@ class RunConfig(_Frozen):
     @property
     def config_id(self) -> str:
         return config_id(self.signal_config())
+
+    def for_member(self, exchange: str, symbol: str) -> "RunConfig":
+        """The single-symbol config of one universe member (same everything else, same ids as written alone)."""
+        data = self.data.model_copy(update={"exchange": exchange, "symbol": symbol, "symbols": None, "universe": None})
+        return self.model_copy(update={"data": data})
 
 
 def signal_config(whale: WhaleParams, model: ModelConfig | None) -> dict[str, Any]:
@@ -556,6 +675,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[tuple[str, Any]]
                 )
             node = child
         node[parts[-1]] = value
+        if path == "data.symbol":  # one symbol replaces a universe (data.symbols / data.universe)
+            node.pop("symbols", None)
+            node.pop("universe", None)
     return out
 
 

@@ -63,6 +63,7 @@ FIGURE_IDS = (
     "fig-price",
     "fig-calibration",
     "fig-threshold",
+    "fig-symbols",
 )
 DAY_MS = 86_400_000
 
@@ -643,6 +644,18 @@ def fig_threshold(curve: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
 # --- the page ----------------------------------------------------------------------------------
 
 
+def fig_symbols(metrics: dict, span: str) -> go.Figure:
+    """A universe's per-symbol figures (each symbol as if run alone): ``metrics["by_symbol"]``."""
+    from bt.metrics import SYMBOL_COLUMNS, format_symbol_value, symbol_rows
+
+    rows = symbol_rows(metrics)
+    cols = [[r["symbol"] for r in rows]] + [
+        [format_symbol_value(r[title], kind) for r in rows] for title, _, kind in SYMBOL_COLUMNS
+    ]
+    header = ["symbol"] + [title for title, _, _ in SYMBOL_COLUMNS]
+    return _table(header, cols, f"By symbol (each as if run alone) · {span}", 120 + 28 * len(rows))
+
+
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
     p = run_dir / f"{name}.parquet"
     return pd.read_parquet(p) if p.is_file() else None
@@ -673,6 +686,8 @@ def figures(run_dir: Path) -> dict[str, go.Figure]:
     curve = _read(run_dir, "threshold_curve")
     if curve is not None:
         out["fig-threshold"] = fig_threshold(curve, metrics, spans.get("validation", s))
+    if metrics.get("by_symbol"):
+        out["fig-symbols"] = fig_symbols(metrics, s)
     return out
 
 

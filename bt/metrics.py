@@ -28,6 +28,9 @@ __all__ = [
     "MIN_DAYS_SHARPE",
     "MIN_DAYS_CAGR",
     "MIN_CLUSTERS_FOR_CI",
+    "SYMBOL_COLUMNS",
+    "symbol_rows",
+    "format_symbol_value",
 ]
 
 PERCENTILES = (10, 25, 50, 75, 90)
@@ -304,3 +307,42 @@ def portfolio_metrics(equity: "pd.Series", exposure: np.ndarray, n_trades: int, 
         }
     )
     return out
+
+
+#: Columns of the per-symbol table (console, report.html, bt compare): (title, key path, kind).
+SYMBOL_COLUMNS = (
+    ("signals", ("n_signals",), "int"),
+    ("independent", ("n_independent",), "int"),
+    ("mean", ("mean_return",), "pct"),
+    ("win rate", ("win_rate",), "share"),
+    ("portfolio return", ("portfolio", "total_return"), "pct"),
+    ("max drawdown", ("portfolio", "max_drawdown"), "pct"),
+)
+
+
+def symbol_rows(metrics: dict) -> list[dict]:
+    """One row per universe member (``metrics["by_symbol"]``): ``symbol`` and the :data:`SYMBOL_COLUMNS`.
+
+    Empty for a single-symbol run. Values are raw numbers (None when the run had none).
+    """
+    out = []
+    for sym, m in (metrics.get("by_symbol") or {}).items():
+        row: dict = {"symbol": sym}
+        for title, path, _ in SYMBOL_COLUMNS:
+            v: object = m
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            row[title] = v
+        out.append(row)
+    return out
+
+
+def format_symbol_value(v: object, kind: str) -> str:
+    """A :data:`SYMBOL_COLUMNS` value as the tables print it."""
+    if v is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * float(v):+.3f} %"  # type: ignore[arg-type]
+    if kind == "share":
+        return f"{float(v):.1%}"  # type: ignore[arg-type]
+    return str(v)

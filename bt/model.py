@@ -782,3 +782,48 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
         end_ts_ms=table.end_ts_ms[val.val_idx],
     )
     return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res, None, curve)
+
+
+def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[int, int]) -> list[ModelVerdict]:
+    """One model over a universe: the members' tables pooled in time order (ties: member order).
+
+    The purged time splits cut the pooled span at the same instants for every member; the
+    returned verdicts score each member's ``events`` with that one model and threshold.
+    """
+    from signals.features import FEATURE_NAMES
+    from signals.trees_nb import ensemble_from_booster, predict_proba
+
+    cfg = config.model
+    names = tables[0].feature_names
+    ts = np.concatenate([t.ts_ms for t in tables])
+    order = np.argsort(ts, kind="stable")
+    table = EventTable(
+        ts[order],
+        np.concatenate([t.end_ts_ms for t in tables])[order],
+        np.ascontiguousarray(np.concatenate([t.X for t in tables]).reshape(-1, len(names))[order]),
+        np.concatenate([t.net_return for t in tables])[order],
+        np.concatenate([t.label for t in tables])[order],
+        names,
+    )
+    res = train_and_evaluate(
+        table, cfg, span_ms=span_ms, horizon_ms=config.backtest.horizon_ms, n_boot=config.backtest.bootstrap
+    )
+    cols = [FEATURE_NAMES.index(n) for n in cfg.feature_names]
+    ens = ensemble_from_booster(res.booster)
+    val = res.validation
+    curve = threshold_curve(
+        val.val_prob,
+        table.net_return[val.val_idx],
+        table.label[val.val_idx],
+        cfg.threshold.step,
+        ts_ms=table.ts_ms[val.val_idx],
+        end_ts_ms=table.end_ts_ms[val.val_idx],
+    )
+    out = []
+    for ev in events:
+        X_all = ev[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy(np.float64)
+        prob = predict_proba(ens, X_all[:, cols]) if len(ev) else np.empty(0)
+        out.append(
+            ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res, None, curve)
+        )
+    return out

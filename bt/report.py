@@ -72,6 +72,21 @@ def metrics_table(metrics: dict):
     return t
 
 
+def symbol_table(metrics: dict):
+    """The universe's per-symbol figures (``metrics["by_symbol"]``) as a rich table."""
+    from rich.table import Table
+
+    from bt.metrics import SYMBOL_COLUMNS, format_symbol_value, symbol_rows
+
+    t = Table(title="by symbol (each as if run alone; the headline pools them)")
+    t.add_column("symbol")
+    for title, _, _ in SYMBOL_COLUMNS:
+        t.add_column(title, justify="right")
+    for row in symbol_rows(metrics):
+        t.add_row(row["symbol"], *(format_symbol_value(row[title], kind) for title, _, kind in SYMBOL_COLUMNS))
+    return t
+
+
 def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
     from rich.console import Console
 
@@ -81,6 +96,8 @@ def print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
         f"mean net return {_pct(metrics.get('mean_return'))}"
     )
     console.print(metrics_table(metrics))
+    if metrics.get("by_symbol"):
+        console.print(symbol_table(metrics))
     c = metrics["costs"]
     fc = metrics.get("funding_coverage")
     funding = (

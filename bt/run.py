@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from bt.config import RunConfig
 from bt.engine import Costs, FundingSeries, event_study
 from bt.metrics import event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import PortfolioResult, simulate_portfolio
+from bt.universe import UniverseSignals
 from whalebt.cli import UserError
 from datasets.build import DataHolesError, TradeSpan, ensure_gold, ensure_silver, holes_line, load_trades, span_holes
 from datasets.durations import format_duration, parse_duration_ms
@@ -28,7 +29,15 @@ from datasets.lake import Lake
 from signals.journal import decide, journal_line, journal_record
 from signals.outcome import DROP_KINDS, EXIT_REASONS
 
-__all__ = ["RunResult", "SignalSet", "compute_signals", "run_backtest", "DEFAULT_RESULTS"]
+__all__ = [
+    "RunResult",
+    "SignalSet",
+    "SymbolStudy",
+    "compute_signals",
+    "study_symbol",
+    "run_backtest",
+    "DEFAULT_RESULTS",
+]
 
 DEFAULT_RESULTS = "results"
 
@@ -81,9 +90,13 @@ class RunResult:
     metrics: dict
     study: pd.DataFrame
     portfolio: PortfolioResult
-    signals: SignalSet
+    signals: SignalSet | UniverseSignals
     timings_s: dict = field(default_factory=dict)
     mlflow_run_id: str | None = None
+
+
+class UniverseModelError(UserError):
+    """A model cannot be trained over a universe (no trades, or no training events)."""
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -91,10 +104,13 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None) -> SignalSet:
+def compute_signals(
+    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None
+) -> SignalSet:
     """Load trades, build (or reuse) silver and gold, and decide each whale event.
 
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
+    ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
@@ -119,11 +135,12 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
         from bt.model import apply_model
 
         uri = config.model.uri
-        if uri and bundle is None:
+        if verdict is None and uri and bundle is None:
             from bt.registry import load_bundle
 
             bundle = load_bundle(uri)
-        verdict = apply_model(config, events, span, bundle=bundle)
+        if verdict is None:
+            verdict = apply_model(config, events, span, bundle=bundle)
         lineage = verdict.lineage
         prob, threshold, model_uri = verdict.prob, verdict.threshold, verdict.model_uri
         model_metrics, oos_from_ms = verdict.metrics, verdict.oos_from_ms
@@ -142,6 +159,40 @@ def compute_signals(config: RunConfig, *, lake: Lake | None = None, quiet: bool 
     return SignalSet(
         span, events, config.config_id, model_uri, threshold, cached, model_metrics, oos_from_ms, lineage, curve
     )
+
+
+def _signals_task(task: tuple[RunConfig, object]) -> SignalSet:
+    from bt.parallel import context
+
+    member, verdict = task
+    ctx = context()
+    sig = compute_signals(member, quiet=bool(ctx.get("quiet", True)), bundle=ctx.get("bundle"), verdict=verdict)
+    return replace(
+        sig, span=replace(sig.span, trade_id=np.empty(0, np.int64), qty=np.empty(0), side=np.empty(0, np.int8))
+    )
+
+
+def universe_signals(config: RunConfig, *, quiet: bool = True, jobs: int | None = None) -> UniverseSignals:
+    """:func:`compute_signals` of every member of a universe (``jobs`` processes); ``bt signals`` of a universe.
+
+    A model trained by the run is trained once over the universe (as ``bt run`` does).
+    """
+    from bt.parallel import check_jobs, run_tasks
+    from bt.universe import resolve_universe
+
+    n_jobs = check_jobs(jobs)
+    config = resolve_universe(config, quiet=quiet)
+    bundle = None
+    if config.model is not None and config.model.uri:
+        from bt.registry import load_bundle
+
+        bundle = load_bundle(config.model.uri)
+    members = [config.for_member(ex, sym) for ex, sym in config.data.members]
+    verdicts: list = [None] * len(members)
+    if config.model is not None and not config.model.uri:
+        verdicts = _pooled_verdicts(members, config, n_jobs, quiet)
+    sigs = run_tasks(_signals_task, list(zip(members, verdicts)), n_jobs, context={"bundle": bundle, "quiet": quiet})
+    return UniverseSignals(sigs, config.config_id, sigs[0].model_uri, sigs[0].threshold)
 
 
 def span_ms(config: RunConfig) -> tuple[int, int]:
@@ -272,6 +323,24 @@ def _check_funding(
     )
 
 
+@dataclass
+class SymbolStudy:
+    """One symbol's event study with everything a single-symbol run writes (and a universe pools)."""
+
+    config: RunConfig  # the single-symbol config
+    sig: SignalSet
+    study: pd.DataFrame
+    primary: pd.DataFrame  # headline rows of the primary horizon
+    price_span: TradeSpan
+    funding: FundingSeries | None
+    coverage: float | None
+    holes: list[dict]
+    pf: PortfolioResult
+    span_ms: tuple[int, int]  # the portfolio's [start, end)
+    metrics: dict  # exactly the metrics.json of this symbol run alone
+    timings: dict = field(default_factory=dict)
+
+
 def run_backtest(
     config: RunConfig,
     *,
@@ -283,6 +352,7 @@ def run_backtest(
     allow_in_sample: bool = False,
     strict: bool = False,
     new_run: bool = False,
+    jobs: int | None = None,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
@@ -306,20 +376,34 @@ def run_backtest(
 
     MLflow (``log_mlflow``): the run logged before for the same resolved config and the same
     data (content hashes) is updated in place; ``new_run`` logs a new one (:mod:`bt.tracking`).
+
+    A universe (``data.symbols`` / ``data.universe``) runs one study per symbol (``jobs``
+    processes, default all cores; :mod:`bt.universe` pools them).
     """
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     from bt.runfolder import clean_stale_run_folders
 
     clean_stale_run_folders(results_dir)  # scratch folders of killed runs (bt.runfolder)
+    if config.data.is_universe:
+        return run_universe(
+            config,
+            results_dir=Path(results_dir),
+            tracking_uri=tracking_uri,
+            log_mlflow=log_mlflow,
+            tearsheet=tearsheet,
+            quiet=quiet,
+            allow_in_sample=allow_in_sample,
+            strict=strict,
+            jobs=jobs,
+            new_run=new_run,
+        )
+    t0 = time.perf_counter()
     _warm_imports(mlflow=log_mlflow)
     # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
     worker = _TearsheetWorker() if tearsheet and "quantstats" not in sys.modules else None
     try:
-        return _run_backtest(
+        return _run_single(
             config,
             t0,
-            timings,
             worker,
             results_dir,
             tracking_uri,
@@ -335,10 +419,9 @@ def run_backtest(
             worker.cancel()
 
 
-def _run_backtest(
+def _run_single(
     config: RunConfig,
     t0: float,
-    timings: dict[str, float],
     worker: _TearsheetWorker | None,
     results_dir: str | os.PathLike[str],
     tracking_uri: str | None,
@@ -349,9 +432,143 @@ def _run_backtest(
     strict: bool,
     new_run: bool,
 ) -> RunResult:
+    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow."""
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
-    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle)
+    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0)
+    timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
+    t3 = time.perf_counter()
+    artefacts = _report_artefacts(
+        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms
+    )
+    benchmark = None
+    if len(price_span):
+        from bt.report import price_on_bars
+
+        benchmark = price_on_bars(pf.equity.index, price_span.ts_ms, price_span.price)
+    timings["report_data_s"] = time.perf_counter() - t3
+    run_dir = _write_run(
+        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
+    )
+    timings["total_s"] = time.perf_counter() - t0
+    result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
+    if log_mlflow:
+        _log_mlflow(result, config, tracking_uri, new_run, quiet)
+    return result
+
+
+def _log_mlflow(result: RunResult, config: RunConfig, tracking_uri: str | None, new_run: bool, quiet: bool) -> None:
+    """Log (or update: same config, same data) the run's MLflow run (:mod:`bt.tracking`)."""
+    from bt.tracking import log_backtest
+
+    t4 = time.perf_counter()
+    logged = log_backtest(config, result.metrics, result.run_dir, tracking_uri=tracking_uri, new_run=new_run)
+    result.mlflow_run_id = logged.run_id
+    result.timings_s["mlflow_s"] = time.perf_counter() - t4
+    what = "updated (same config and data; --new-run adds a copy)" if logged.updated else "logged"
+    _say(f"MLflow run {logged.run_id} {what}" + (f": {logged.url}" if logged.url else ""), quiet)
+
+
+def _study_fn(config: RunConfig, price_span: TradeSpan, funding: FundingSeries | None):
+    """``study_of(idx, trigger_ts, horizons)``: the event study over the config's price tape."""
+    bt = config.backtest
+
+    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
+        return event_study(
+            price_span.ts_ms,
+            price_span.price,
+            idx,
+            horizons_ms=hs,
+            latency_ms=bt.entry_latency_ms,
+            costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
+            label_threshold=bt.label_threshold,
+            take_profit=bt.take_profit,
+            stop_loss=bt.stop_loss,
+            funding=funding,
+            trigger_ts_ms=ts,
+            coverage=price_span.coverage,
+        )
+
+    return study_of
+
+
+def horizon_metrics(headline: pd.DataFrame, config: RunConfig) -> dict[str, dict]:
+    """``by_horizon`` of metrics.json over the headline rows of an event study."""
+    bt = config.backtest
+    by_h = {}
+    for h in bt.all_horizons_ms:
+        rows = headline[headline["horizon_ms"] == h]
+        by_h[format_duration(h)] = event_metrics(
+            rows["net_return"].to_numpy(),
+            rows["label"].to_numpy(),
+            cluster=rows["cluster"].to_numpy(),
+            n_boot=bt.bootstrap,
+            seed=bt.seed,
+        )
+        reasons = rows["exit_reason"].astype(str).value_counts()
+        by_h[format_duration(h)]["dropped"] = {
+            name: int(reasons.get(EXIT_REASONS[code], 0)) for code, name in DROP_KINDS.items()
+        }
+    return by_h
+
+
+def split_metrics_of(study: pd.DataFrame, config: RunConfig, overlaps: list[dict]) -> dict:
+    """``in_sample`` / ``out_of_sample`` figures of a study with an ``in_sample`` column."""
+    bt = config.backtest
+    horizons = bt.all_horizons_ms
+    split_metrics: dict = {}
+    for name, want in (("in_sample", True), ("out_of_sample", False)):
+        part = study[study["in_sample"] == want]
+        prim = part[part["horizon_ms"] == horizons[0]]
+        split_metrics[name] = {
+            **event_metrics(
+                prim["net_return"].to_numpy(),
+                prim["label"].to_numpy(),
+                cluster=prim["cluster"].to_numpy(),
+                n_boot=bt.bootstrap,
+                seed=bt.seed,
+            ),
+            "by_horizon": {
+                format_duration(h): event_metrics(
+                    part.loc[part["horizon_ms"] == h, "net_return"].to_numpy(),
+                    part.loc[part["horizon_ms"] == h, "label"].to_numpy(),
+                    cluster=part.loc[part["horizon_ms"] == h, "cluster"].to_numpy(),
+                    n_boot=0,
+                )
+                for h in horizons
+            },
+        }
+    split_metrics["in_sample"]["ranges_ms"] = {o["part"]: [o["from_ms"], o["to_ms"]] for o in overlaps}
+    return split_metrics
+
+
+def add_clusters(study: pd.DataFrame, horizons: list[int]) -> None:
+    """Signals whose [trigger, exit] windows overlap form one cluster (per horizon), in place."""
+    study["cluster"] = np.int64(-1)
+    for h in horizons:
+        at = (study["horizon_ms"] == h).to_numpy()
+        rows = study[at]
+        study.loc[at, "cluster"] = signal_clusters(
+            rows["trigger_ts_ms"].to_numpy(np.int64), rows["exit_ts_ms"].to_numpy(np.int64)
+        )
+
+
+def study_symbol(
+    config: RunConfig,
+    *,
+    lake: Lake,
+    bundle=None,
+    overlaps: list[dict] | None = None,
+    quiet: bool = False,
+    strict: bool = False,
+    t0: float | None = None,
+    verdict=None,
+) -> SymbolStudy:
+    """Signals, event study, portfolio and metrics of a single-symbol config (no files written)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    overlaps = overlaps or []
+    timings: dict[str, float] = {}
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
     bt = config.backtest
@@ -373,82 +590,25 @@ def _run_backtest(
     holes = _check_holes(config, span, price_span, strict)
     funding = _load_funding(lake, price_span) if len(price_span) else None
     t1 = time.perf_counter()
-
-    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
-        return event_study(
-            price_span.ts_ms,
-            price_span.price,
-            idx,
-            horizons_ms=hs,
-            latency_ms=bt.entry_latency_ms,
-            costs=Costs.from_bps(bt.fee_bps, bt.slippage_bps),
-            label_threshold=bt.label_threshold,
-            take_profit=bt.take_profit,
-            stop_loss=bt.stop_loss,
-            funding=funding,
-            trigger_ts_ms=ts,
-            coverage=price_span.coverage,
-        )
-
+    study_of = _study_fn(config, price_span, funding)
     study = study_of(trig_idx, trig_ts, horizons)
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
     timings["event_study_s"] = time.perf_counter() - t1
     # Signals whose [trigger, exit] windows overlap form one cluster (per horizon): they share
     # their outcome, so they count once in n_independent and are resampled together.
-    study["cluster"] = np.int64(-1)
-    for h in horizons:
-        at = (study["horizon_ms"] == h).to_numpy()
-        rows = study[at]
-        study.loc[at, "cluster"] = signal_clusters(
-            rows["trigger_ts_ms"].to_numpy(np.int64), rows["exit_ts_ms"].to_numpy(np.int64)
-        )
+    add_clusters(study, horizons)
     split_metrics = None
     if overlaps:
         from bt.registry import in_sample_mask
 
         study["in_sample"] = in_sample_mask(sig.model_lineage, study["trigger_ts_ms"].to_numpy(np.int64))
-        split_metrics = {}
-        for name, want in (("in_sample", True), ("out_of_sample", False)):
-            part = study[study["in_sample"] == want]
-            prim = part[part["horizon_ms"] == horizons[0]]
-            split_metrics[name] = {
-                **event_metrics(
-                    prim["net_return"].to_numpy(),
-                    prim["label"].to_numpy(),
-                    cluster=prim["cluster"].to_numpy(),
-                    n_boot=bt.bootstrap,
-                    seed=bt.seed,
-                ),
-                "by_horizon": {
-                    format_duration(h): event_metrics(
-                        part.loc[part["horizon_ms"] == h, "net_return"].to_numpy(),
-                        part.loc[part["horizon_ms"] == h, "label"].to_numpy(),
-                        cluster=part.loc[part["horizon_ms"] == h, "cluster"].to_numpy(),
-                        n_boot=0,
-                    )
-                    for h in horizons
-                },
-            }
-        split_metrics["in_sample"]["ranges_ms"] = {o["part"]: [o["from_ms"], o["to_ms"]] for o in overlaps}
+        split_metrics = split_metrics_of(study, config, overlaps)
     headline = study if split_metrics is None else study[~study["in_sample"]]
     primary = headline[headline["horizon_ms"] == horizons[0]]
     coverage = funding_coverage(primary, funding)
     _check_funding(coverage, funding, bt.funding, price_span, quiet)
-    by_h = {}
-    for h in horizons:
-        rows = headline[headline["horizon_ms"] == h]
-        by_h[format_duration(h)] = event_metrics(
-            rows["net_return"].to_numpy(),
-            rows["label"].to_numpy(),
-            cluster=rows["cluster"].to_numpy(),
-            n_boot=bt.bootstrap,
-            seed=bt.seed,
-        )
-        reasons = rows["exit_reason"].astype(str).value_counts()
-        by_h[format_duration(h)]["dropped"] = {
-            name: int(reasons.get(EXIT_REASONS[code], 0)) for code, name in DROP_KINDS.items()
-        }
+    by_h = horizon_metrics(headline, config)
     t2 = time.perf_counter()
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
@@ -527,28 +687,219 @@ def _run_backtest(
     if sig.model_metrics is not None:
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")
-    t3 = time.perf_counter()
-    artefacts = _report_artefacts(config, sig, study, study_of, price_span, funding, (start_ms, end_ms))
-    benchmark = None
-    if len(price_span):
-        from bt.report import price_on_bars
-
-        benchmark = price_on_bars(pf.equity.index, price_span.ts_ms, price_span.price)
-    timings["report_data_s"] = time.perf_counter() - t3
-    run_dir = _write_run(
-        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
+    return SymbolStudy(
+        config, sig, study, primary, price_span, funding, coverage, holes, pf, (start_ms, end_ms), metrics, timings
     )
+
+
+def _light(st: SymbolStudy) -> SymbolStudy:
+    """The study without the arrays pooling does not read (sent back from a worker process)."""
+    empty_i, empty_f, empty_b = np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int8)
+
+    def slim(span: TradeSpan, keep_px: bool) -> TradeSpan:
+        out = replace(span, trade_id=empty_i, qty=empty_f, side=empty_b)
+        if not keep_px:
+            out = replace(out, ts_ms=empty_i, price=empty_f)
+        return out
+
+    price_span = slim(st.price_span, True)
+    span = price_span if st.sig.span is st.price_span else slim(st.sig.span, False)
+    return replace(st, sig=replace(st.sig, span=span), price_span=price_span)
+
+
+def _events_task(member: RunConfig):
+    """A member's gold events and model table, for a model pooled over the universe."""
+    from bt.model import events_frame_table
+    from bt.parallel import context
+
+    sig = compute_signals(member.model_copy(update={"model": None}), quiet=bool(context().get("quiet", True)))
+    table, _ = events_frame_table(sig.events, sig.span.ts_ms, sig.span.price, member)
+    first = int(sig.span.ts_ms[0]) if len(sig.span) else None
+    last = int(sig.span.ts_ms[-1]) + 1 if len(sig.span) else None
+    return sig.events, table, first, last
+
+
+def _pooled_verdicts(members: list[RunConfig], config: RunConfig, jobs: int, quiet: bool) -> list:
+    """Train one model over every member's events (same purged time splits for all)."""
+    from bt.model import train_pooled
+    from bt.parallel import run_tasks
+
+    got = run_tasks(_events_task, members, jobs, context={"quiet": quiet})
+    firsts = [g[2] for g in got if g[2] is not None]
+    lasts = [g[3] for g in got if g[3] is not None]
+    if not firsts:
+        raise UniverseModelError("no trades in the universe's span; nothing to train on")
+    _say(f"training one model over {sum(len(g[1]) for g in got):,} events of {len(members)} symbols", quiet)
+    try:
+        return train_pooled(config, [g[0] for g in got], [g[1] for g in got], (min(firsts), max(lasts)))
+    except ValueError as exc:
+        raise UniverseModelError(str(exc)) from None
+
+
+def _study_task(task: tuple[RunConfig, object]) -> SymbolStudy:
+    """One universe member's study (a :func:`bt.parallel.run_tasks` task): ``(member, verdict or None)``."""
+    from bt.parallel import context
+
+    member, verdict = task
+    ctx = context()
+    st = study_symbol(
+        member,
+        verdict=verdict,
+        lake=Lake(member.data.lake),
+        bundle=ctx.get("bundle"),
+        overlaps=ctx.get("overlaps"),
+        quiet=bool(ctx.get("quiet", True)),
+        strict=bool(ctx.get("strict", False)),
+    )
+    return _light(st)
+
+
+def run_universe(
+    config: RunConfig,
+    *,
+    results_dir: Path,
+    tracking_uri: str | None,
+    log_mlflow: bool,
+    tearsheet: bool,
+    quiet: bool,
+    allow_in_sample: bool,
+    strict: bool,
+    jobs: int | None,
+    new_run: bool = False,
+) -> RunResult:
+    """A universe run: one :func:`study_symbol` per member (``jobs`` processes), pooled.
+
+    ``metrics["by_symbol"][member]`` is the member's single-symbol metrics.json; the headline
+    pools every member's signals (clusters of overlapping windows across symbols), and the
+    portfolio shares its slots and cash across symbols (:func:`bt.portfolio.simulate_universe`).
+    """
+    from bt.parallel import check_jobs, run_tasks
+    from bt.portfolio import simulate_universe, warm_universe
+    from bt.universe import (
+        equal_weight_benchmark,
+        pooled_data,
+        pooled_funding_coverage,
+        pooled_paths,
+        resolve_universe,
+    )
+
+    t0 = time.perf_counter()
+    n_jobs = check_jobs(jobs)
+    config = resolve_universe(config, quiet=quiet)
+    lake = Lake(config.data.lake)
+    bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
+    names = list(config.data.symbols or ())
+    members = [config.for_member(ex, sym) for ex, sym in config.data.members]
+    _say(f"universe of {len(members)} symbols ({','.join(names)}) on {min(n_jobs, len(members))} processes", quiet)
+    verdicts: list = [None] * len(members)
+    if config.model is not None and not config.model.uri:
+        verdicts = _pooled_verdicts(members, config, n_jobs, quiet)
+    studies = run_tasks(
+        _study_task,
+        list(zip(members, verdicts)),
+        n_jobs,
+        context={"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict},
+        meanwhile=warm_universe,  # the pooling's compiled code loads while the members run
+    )
+    timings: dict[str, float] = {"studies_s": time.perf_counter() - t0}
+    bt = config.backtest
+    horizons = bt.all_horizons_ms
+    parts = []
+    for i, st in enumerate(studies):
+        part = st.study.copy()
+        part.insert(0, "symbol", st.config.data.symbol)
+        part.insert(0, "exchange", st.config.data.exchange)
+        part["_member"] = np.int64(i)
+        parts.append(part)
+    study = pd.concat(parts, ignore_index=True)
+    add_clusters(study, horizons)  # across symbols: overlapping windows share market moves
+    split_metrics = split_metrics_of(study, config, overlaps) if overlaps else None
+    headline = study if split_metrics is None else study[~study["in_sample"]]
+    primary = headline[headline["horizon_ms"] == horizons[0]]
+    by_h = horizon_metrics(headline, config)
+    start_ms = min(st.span_ms[0] for st in studies)
+    end_ms = max(st.span_ms[1] for st in studies)
+    pf = simulate_universe(
+        [st.primary for st in studies],
+        [(st.price_span.ts_ms, st.price_span.price) for st in studies],
+        names,
+        fee=bt.fee_bps / 1e4,
+        init_cash=config.portfolio.init_cash,
+        max_positions=config.portfolio.max_positions,
+        bar_ms=parse_duration_ms(config.portfolio.bar),
+        start_ms=start_ms,
+        end_ms=end_ms,
+    )
+    dropped = primary["exit_reason"].astype(str).str.startswith("dropped")
+    sig = UniverseSignals(
+        [st.sig for st in studies], config.config_id, studies[0].sig.model_uri, studies[0].sig.threshold
+    )
+    metrics = {
+        "run_id": config.run_id,
+        "name": config.name,
+        "config_id": config.config_id,
+        "model": sig.model_uri,
+        "threshold": sig.threshold,
+        "horizon": format_duration(horizons[0]),
+        **by_h[format_duration(horizons[0])],
+        "mean_funding_return": float(primary["funding_return"].mean()) if len(primary) else 0.0,
+        "funding_coverage": pooled_funding_coverage(studies),
+        "n_whale_events": int(sum(st.metrics["n_whale_events"] for st in studies)),
+        "n_dropped": int(dropped.sum()),
+        "costs": {
+            "fee_bps": bt.fee_bps,
+            "slippage_bps": bt.slippage_bps,
+            "entry_latency_ms": bt.entry_latency_ms,
+            "funding": any(st.funding is not None for st in studies),
+        },
+        "data": pooled_data(config, studies, lake.uri),
+        "by_horizon": by_h,
+        "portfolio": portfolio_metrics(
+            pf.equity, pf.exposure, len(pf.positions), pf.positions["position_return"].to_numpy()
+        ),
+    }
+    metrics["portfolio"].update(
+        max_positions=config.portfolio.max_positions, bar=config.portfolio.bar, init_cash=config.portfolio.init_cash
+    )
+    if split_metrics is not None:
+        metrics.update(split_metrics)
+        metrics["headline"] = "out_of_sample"
+    if sig.model_uri is not None:
+        metrics["model_lineage"] = studies[0].metrics.get("model_lineage")
+    if verdicts[0] is not None:
+        metrics["model_metrics"] = verdicts[0].metrics
+        metrics["dsr"] = verdicts[0].metrics.get("dsr")
+    metrics["by_symbol"] = {name: st.metrics for name, st in zip(names, studies)}
+    t3 = time.perf_counter()
+    artefacts = {"paths": pooled_paths(config, studies, study)}
+    cal = (
+        [
+            _report_artefacts(
+                st.config,
+                st.sig,
+                st.study,
+                _study_fn(st.config, st.price_span, st.funding),
+                st.price_span,
+                st.funding,
+                st.span_ms,
+            ).get("calibration")
+            for st in studies
+        ]
+        if config.model is not None
+        else []
+    )
+    if any(c is not None for c in cal):
+        artefacts["calibration"] = pd.concat([c for c in cal if c is not None], ignore_index=True)
+    if verdicts[0] is not None and verdicts[0].threshold_curve is not None:
+        artefacts["threshold_curve"] = pd.DataFrame(verdicts[0].threshold_curve)
+    benchmark = equal_weight_benchmark(pf.equity.index, studies)
+    timings["report_data_s"] = time.perf_counter() - t3
+    study = study.drop(columns="_member")
+    run_dir = _write_run(config, metrics, sig, study, pf, results_dir, tearsheet, quiet, artefacts, benchmark, timings)
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
     if log_mlflow:
-        from bt.tracking import log_backtest
-
-        t4 = time.perf_counter()
-        logged = log_backtest(config, metrics, run_dir, tracking_uri=tracking_uri, new_run=new_run)
-        result.mlflow_run_id = logged.run_id
-        timings["mlflow_s"] = time.perf_counter() - t4
-        what = "updated (same config and data; --new-run adds a copy)" if logged.updated else "logged"
-        _say(f"MLflow run {logged.run_id} {what}" + (f": {logged.url}" if logged.url else ""), quiet)
+        _log_mlflow(result, config, tracking_uri, new_run, quiet)
     return result
 
 
@@ -729,7 +1080,7 @@ def _coverage_summary(span: TradeSpan, limit: int = 100) -> dict:
 def _write_run(
     config: RunConfig,
     metrics: dict,
-    sig: SignalSet,
+    sig: SignalSet | UniverseSignals,
     study: pd.DataFrame,
     pf: PortfolioResult,
     results_dir: Path,

@@ -564,6 +564,11 @@ def sweep_command(
     mode = {True: "always", False: "never"}.get(register, register) if isinstance(register, bool) else register
     if mode not in REGISTER_MODES:
         raise UserError(f"--register must be one of {', '.join(REGISTER_MODES)}; got {register!r}")
+    if run_config.data.is_universe:
+        raise UserError(
+            "bt sweep tunes over one symbol (data.symbol); a universe (data.symbols/data.universe) runs in "
+            "`bt run`, which trains one model over it"
+        )
     in_sample_guard(run_config, allow_in_sample=allow_in_sample, tracking_uri=tracking_uri)
     d = run_config.data
     if storage and storage.startswith("sqlite:///"):

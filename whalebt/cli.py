@@ -119,7 +119,9 @@ def add_config_override_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--start", metavar="DATE", help="override data.start (YYYY-MM-DD)")
     g.add_argument("--end", metavar="DATE", help="override data.end (YYYY-MM-DD)")
-    g.add_argument("--symbol", metavar="SYM", help="override data.symbol")
+    g.add_argument(
+        "--symbol", metavar="SYM", help="run this one symbol: sets data.symbol, replacing data.symbols or data.universe"
+    )
     g.add_argument(
         "--set",
         dest="overrides",

@@ -18,6 +18,7 @@ EXAMPLE = """Example:
   bt run configs/registered.yaml --allow-in-sample   # model.uri over its own training span
   bt run configs/demo.yaml --start 2024-03-01 --end 2024-03-05 --set signal.whale.min_notional_usd=2e6
   bt run configs/whale_lgbm.yaml --set model.threshold.min_signals=20 --set backtest.horizons=[5m,15m]
+  bt run configs/universe.yaml --jobs 2               # data.symbols: one study per symbol, pooled
 
 --start/--end/--symbol/--set change the config before it is validated (an unknown key is refused
 as in the file); config.yaml in the run folder holds the resolved result, and run_id is its hash.
@@ -62,6 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse data with holes (missing days, or stored days not covered for a minute or more) "
         "instead of running with a warning",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes for the symbols of a universe (default: every core); results do not depend on it",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             allow_in_sample=args.allow_in_sample,
             strict=args.strict,
             new_run=args.new_run,
+            jobs=args.jobs,
         )
     except NonFiniteError as exc:  # a trade stored before ingest refused such rows
         raise UserError(f"{exc}; re-ingest that day (ingest now refuses it)") from None

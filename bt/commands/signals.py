@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from bt.config import cli_overrides, load_config
-    from bt.run import compute_signals
+    from bt.run import compute_signals, universe_signals
     from signals.journal import NonFiniteError, journal_line
     from whalebt.errors import UserError
 
     config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
-    sig = compute_signals(config, quiet=False)
+    sig = universe_signals(config, quiet=False) if config.data.is_universe else compute_signals(config, quiet=False)
     records = sig.journal()
     try:
         lines = [journal_line(rec) for rec in records]

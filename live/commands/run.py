@@ -21,6 +21,7 @@ Example:
       --ws-url ws://127.0.0.1:9001/stream --stream trade --journal results/live/journal.jsonl \\
       --http-port 9100
   live run --config configs/demo_live.yaml --exchange bybit_linear --symbols BTCUSDT,ETHUSDT
+  live run --config configs/universe.yaml --exchange binance_usdm   # the config's data.symbols
   live run --model models:/whale-btcusdt@live --exchange binance_usdm --symbols BTCUSDT,ETHUSDT
 """
 
@@ -37,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", help="YAML run config (docs/spec.md §7): its signal section decides")
     src.add_argument("--model", help="registered model URI, e.g. models:/whale-btcusdt@live")
     p.add_argument("--exchange", required=True, choices=["binance_usdm", "bybit_linear", "okx_swap"])
-    p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    p.add_argument(
+        "--symbols",
+        default=None,
+        help="comma-separated, e.g. BTCUSDT,ETHUSDT (default with --config: its data.symbol, data.symbols "
+        "or data.universe on --exchange, as `bt run` resolves them)",
+    )
     p.add_argument("--ws-url", default=None, help="WebSocket URL instead of the exchange's (e.g. a `live replay`)")
     p.add_argument(
         "--rest-url",
@@ -130,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
 
     from live.decider import Decider, ModelUnavailable
 
+    if args.symbols is None:
+        if not args.config:
+            raise UserError("--model needs --symbols, e.g. --symbols BTCUSDT,ETHUSDT")
+        from bt.config import load_config
+        from bt.universe import symbols_on
+
+        args.symbols = ",".join(symbols_on(load_config(args.config), args.exchange))
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     if not symbols:
         raise UserError(f"--symbols needs at least one symbol, e.g. BTCUSDT; got {args.symbols!r}")
