@@ -145,7 +145,8 @@ def _span_text(span: tuple[str, str, int] | None) -> str:
     return "unknown span" if span is None else f"{span[0]} – {span[1]} ({span[2]} days)"
 
 
-def _get(d: Any, path: Sequence[str]) -> Any:
+def get_path(d: Any, path: Sequence[str]) -> Any:
+    """``d[path[0]][path[1]]...`` through dicts and list indices; None where a step is missing."""
     for part in path:
         if isinstance(d, dict):
             d = d.get(part)
@@ -170,7 +171,7 @@ def metric_rows(runs: Sequence[RunView]) -> list[dict]:
     """Table rows ``{label, values, best}``; ``best`` marks the highest value where higher is better."""
     rows = []
     for label, path, kind in METRIC_ROWS:
-        raw = [_get(r.metrics, path) for r in runs]
+        raw = [get_path(r.metrics, path) for r in runs]
         if all(v is None for v in raw):
             continue
         nums = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in raw]

@@ -39,14 +39,12 @@ def _accept_nb(entry_ts, exit_ts, max_positions):
 
 
 @njit(cache=True)
-def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, funding, fee, init_cash, max_positions, bar_end_ts, bar_px):
-    """Cash/units bookkeeping of accepted positions, then the equity curve on the bar grid."""
+def _events_nb(entry_ts, exit_ts):
+    """Entry and exit events of positions in time order; exits before entries at the same
+    millisecond, so a freed slot's cash is reusable. Returns ``(ts, kind, pos, order)``, kind 0 exit, 1 entry."""
     n = entry_ts.shape[0]
-    units = np.zeros(n)
-    pnl = np.zeros(n)
-    # Events: exits before entries at the same millisecond, so a freed slot's cash is reusable.
     ev_ts = np.empty(2 * n, np.int64)
-    ev_kind = np.empty(2 * n, np.int64)  # 0 exit, 1 entry
+    ev_kind = np.empty(2 * n, np.int64)
     ev_pos = np.empty(2 * n, np.int64)
     for j in range(n):
         ev_ts[2 * j] = entry_ts[j]
@@ -56,6 +54,16 @@ def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, funding, fee, init_cash, 
         ev_kind[2 * j + 1] = 0
         ev_pos[2 * j + 1] = j
     order = np.argsort(ev_ts * 2 + ev_kind, kind="mergesort")
+    return ev_ts, ev_kind, ev_pos, order
+
+
+@njit(cache=True)
+def _simulate_nb(entry_ts, exit_ts, entry_px, exit_px, funding, fee, init_cash, max_positions, bar_end_ts, bar_px):
+    """Cash/units bookkeeping of accepted positions, then the equity curve on the bar grid."""
+    n = entry_ts.shape[0]
+    units = np.zeros(n)
+    pnl = np.zeros(n)
+    ev_ts, ev_kind, ev_pos, order = _events_nb(entry_ts, exit_ts)
     cash = init_cash
     n_open = 0
     held = 0.0
@@ -116,17 +124,7 @@ def _simulate_multi_nb(
     n_sym = bar_px.shape[0]
     units = np.zeros(n)
     pnl = np.zeros(n)
-    ev_ts = np.empty(2 * n, np.int64)
-    ev_kind = np.empty(2 * n, np.int64)  # 0 exit, 1 entry
-    ev_pos = np.empty(2 * n, np.int64)
-    for j in range(n):
-        ev_ts[2 * j] = entry_ts[j]
-        ev_kind[2 * j] = 1
-        ev_pos[2 * j] = j
-        ev_ts[2 * j + 1] = exit_ts[j]
-        ev_kind[2 * j + 1] = 0
-        ev_pos[2 * j + 1] = j
-    order = np.argsort(ev_ts * 2 + ev_kind, kind="mergesort")
+    ev_ts, ev_kind, ev_pos, order = _events_nb(entry_ts, exit_ts)
     cash = init_cash
     n_open = 0
     held = np.zeros(n_sym)

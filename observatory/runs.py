@@ -179,20 +179,10 @@ class RunIndex:
         return None
 
 
-def _at(d: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if isinstance(d, dict):
-            d = d.get(part)
-        elif isinstance(d, list) and part.isdigit() and int(part) < len(d):
-            d = d[int(part)]
-        else:
-            return None
-    return d
-
-
 def figure_rows(metrics: dict) -> list[tuple[str, Any, str]]:
     """``(label, value, kind)`` of the run page's figure table: ``bt compare``'s rows present in ``metrics``."""
     from bt.compare import METRIC_ROWS
+    from bt.compare import get_path as _at
 
     shares = ("win rate", "hit rate >= 1%", "precision", "exposure")  # fractions of signals or bars, unsigned
     rows = [(label, _at(metrics, path), "share" if label in shares else kind) for label, path, kind in METRIC_ROWS]
