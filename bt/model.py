@@ -772,16 +772,21 @@ def apply_model(config, events, span, *, bundle=None) -> ModelVerdict:
     )
     cols = [FEATURE_NAMES.index(n) for n in cfg.feature_names]
     prob = predict_proba(ensemble_from_booster(res.booster), X_all[:, cols]) if len(events) else np.empty(0)
+    curve = _validation_curve(res, table, cfg.threshold.step)
+    return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res, None, curve)
+
+
+def _validation_curve(res, table: EventTable, step: float) -> dict[str, np.ndarray]:
+    """Mean return and signal count vs threshold on the validation rows of a trained model."""
     val = res.validation
-    curve = threshold_curve(
+    return threshold_curve(
         val.val_prob,
         table.net_return[val.val_idx],
         table.label[val.val_idx],
-        cfg.threshold.step,
+        step,
         ts_ms=table.ts_ms[val.val_idx],
         end_ts_ms=table.end_ts_ms[val.val_idx],
     )
-    return ModelVerdict(prob, res.threshold, None, res.splits.boundaries_ms["test"], res.metrics, res, None, curve)
 
 
 def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[int, int]) -> list[ModelVerdict]:
@@ -810,15 +815,7 @@ def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[
     )
     cols = [FEATURE_NAMES.index(n) for n in cfg.feature_names]
     ens = ensemble_from_booster(res.booster)
-    val = res.validation
-    curve = threshold_curve(
-        val.val_prob,
-        table.net_return[val.val_idx],
-        table.label[val.val_idx],
-        cfg.threshold.step,
-        ts_ms=table.ts_ms[val.val_idx],
-        end_ts_ms=table.end_ts_ms[val.val_idx],
-    )
+    curve = _validation_curve(res, table, cfg.threshold.step)
     out = []
     for ev in events:
         X_all = ev[[f"f_{n}" for n in FEATURE_NAMES]].to_numpy(np.float64)
