@@ -12,8 +12,6 @@ they are missing (CI is a clean Debian machine where we are root) and skips only
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,33 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "bt"))  # planted_sweep, the sweep tests' market
 
+from observatory.browser import chromium, install_chromium  # noqa: E402
 from ui_helpers import BTC, ISSUE_DAY, LIVE_CONFIG, SCREENSHOTS, UNCHECKED_DAY, env  # noqa: E402
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-def _install_chromium() -> str | None:
-    """Install Debian's chromium and chromium-driver; returns why not, or None when they are there."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return "chromium is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return "chromium is not installed and installing it needs root (apt-get install chromium chromium-driver)"
-    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=apt_env, capture_output=True, timeout=600)
-    r = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"],
-        env=apt_env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    if r.returncode or not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        return f"apt-get could not install chromium: {r.stderr.strip()[-300:]}"
-    return None
-
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory):
@@ -116,34 +89,10 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     """Headless Chromium through the system chromedriver, with its performance log on."""
-    why = _install_chromium()
+    why = install_chromium()
     if why:
         pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1700",
-        # belt and braces: a name other than 127.0.0.1 does not even resolve
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(60)
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"), performance_log=True)
     driver.get("about:blank")
     driver.get_log("performance")  # the new-tab page's own chrome:// loads, before any test
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
