@@ -7,7 +7,9 @@
 #   scripts/mlflow_server.sh status  # prints the URL if it is running, else exits 1
 #
 # Environment: MLFLOW_SERVER_DIR (default .tools/mlflow-run) keeps the database, artifacts, pid,
-# port and log; MLFLOW_SERVER_PORT picks a port. Uses the project's .venv. Start-up takes ~15 s.
+# port and log; MLFLOW_SERVER_PORT picks a port; MLFLOW_BACKEND_STORE_URI serves an existing store
+# instead (e.g. sqlite:////abs/path/mlflow.db; `stop` leaves it alone). Uses the project's .venv
+# (PYTHON overrides). Start-up takes ~15 s.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +25,7 @@ start() {
   local port="${MLFLOW_SERVER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
   # setsid: the server and its worker form one process group that stop() can end together.
   (cd "$STATE" && exec setsid "$PY" -m mlflow server --host 127.0.0.1 --port "$port" --workers 1 \
-     --backend-store-uri "sqlite:///$STATE/mlflow.db" --artifacts-destination "$STATE/artifacts" \
+     --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$STATE/mlflow.db}" --artifacts-destination "$STATE/artifacts" \
      >"$STATE/server.log" 2>&1) &
   echo $! >"$STATE/pid"
   echo "$port" >"$STATE/port"
