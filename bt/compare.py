@@ -168,7 +168,7 @@ def _fmt(v: Any, kind: str) -> str:
 
 
 def metric_rows(runs: Sequence[RunView]) -> list[dict]:
-    """Table rows ``{label, values, best}``; ``best`` marks the highest value where higher is better."""
+    """Table rows ``{label, values, best}``; ``best`` marks the highest value where higher is better (not a tie)."""
     rows = []
     for label, path, kind in METRIC_ROWS:
         raw = [get_path(r.metrics, path) for r in runs]
@@ -179,7 +179,9 @@ def metric_rows(runs: Sequence[RunView]) -> list[dict]:
         best = None
         cand = [(v, i) for i, v in enumerate(nums) if v is not None]
         if len(cand) > 1 and label not in ("threshold", "trials", "signals", "trades", "exposure"):
-            best = (min(cand) if lower_better else max(cand))[1]
+            top = (min(cand) if lower_better else max(cand))[0]
+            winners = [i for v, i in cand if v == top]
+            best = winners[0] if len(winners) == 1 else None  # a tie marks nobody
         rows.append({"label": label, "values": [_fmt(v, kind) for v in raw], "best": best})
     return rows
 
@@ -272,11 +274,21 @@ def _figures(runs: Sequence[RunView]) -> tuple[str, str]:
         if r.returns is not None and r.returns.size:
             dist.add_trace(
                 go.Histogram(
-                    x=(100 * r.returns).tolist(), name=r.run_id, opacity=0.55, histnorm="probability", nbinsx=60
+                    x=(100 * r.returns).tolist(),
+                    name=r.run_id,
+                    opacity=0.55,
+                    histnorm="probability",
+                    nbinsx=60,
+                    bingroup="returns",  # one set of bins for every run, so the bars compare
                 )
             )
     dist.update_layout(
-        barmode="overlay", title="Net return per signal (%)", height=380, margin=dict(l=40, r=20, t=50, b=40)
+        barmode="overlay",
+        title="Net return per signal (%)",
+        height=380,
+        margin=dict(l=60, r=20, t=50, b=50),
+        xaxis_title="net return (%)",
+        yaxis_title="share of the run's signals",
     )
     cfg = {"displaylogo": False, "responsive": True}
     return (

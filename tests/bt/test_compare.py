@@ -114,6 +114,26 @@ def test_sweep_registers_the_winner_with_a_nested_run_per_trial(runs):
     np.testing.assert_allclose(bundle.predict_matrix(X, FEATURE_NAMES), trades["prob"].to_numpy(), rtol=0, atol=1e-12)
 
 
+def test_compare_distributions_share_their_bins(runs, tmp_path):
+    from bt.compare import load_run, render_compare
+
+    _, _, run_dir, sweep_dir, _ = runs
+    page = render_compare([load_run(run_dir), load_run(sweep_dir)], tmp_path / "compare.html")
+    # each run's histogram on the same bins (plotly gives overlaid histograms bins of their own)
+    assert page.count('"bingroup":"returns"') == 2  # both runs' traces
+    assert "net return (%)" in page and "share of the run's signals" in page
+
+
+def test_compare_marks_no_run_best_on_a_tie(runs):
+    from bt.compare import load_run, metric_rows
+
+    _, _, run_dir, _, _ = runs
+    a, b = load_run(run_dir), load_run(run_dir)
+    b.metrics = {**a.metrics, "mean_return": a.metrics["mean_return"] + 0.001}
+    rows = {r["label"]: r["best"] for r in metric_rows([a, b])}
+    assert rows["mean return"] == 1 and rows["median return"] is None  # equal medians: neither is better
+
+
 def test_compare_warns_when_runs_cover_different_spans(runs):
     from bt.compare import load_run, span_warnings
 

@@ -113,6 +113,21 @@ def test_report_shows_every_figure_with_the_runs_numbers(runs):
     assert sum(len(t["x"]) for t in price[2:]) == m["n_signals"]
 
 
+def test_report_labels_do_not_overlap_and_share_axes_have_round_ticks(runs):
+    _, run_dir, _ = runs
+    figs = figures((run_dir / "report.html").read_text())
+    m = json.loads((run_dir / "metrics.json").read_text())
+    # mean and p50 are labelled on opposite sides of their lines (both on top, they overprinted)
+    ann = {a["text"].split()[0]: a for a in figs["fig-distribution"]["layout"]["annotations"]}
+    high, low = ("mean", "p50") if m["mean_return"] >= m["median_return"] else ("p50", "mean")
+    assert (ann[high]["xanchor"], ann[low]["xanchor"]) == ("left", "right")
+    # the share axis of the bucket figures: 0 %, 25 %, ... 100 %, not ticks synced to the return axis
+    for key in ("fig-size", "fig-hour"):
+        y2 = figs[key]["layout"]["yaxis2"]
+        assert (y2["tickmode"], y2["tick0"], y2["dtick"]) == ("linear", 0, 0.25), key
+        assert y2["range"][0] < 0 and y2["range"][1] > 1, key  # markers at 0 and 100 % drawn whole
+
+
 def test_report_is_offline_and_rerenders_from_the_folder_alone(runs, tmp_path):
     tmp, run_dir, _ = runs
     page = (run_dir / "report.html").read_text()
