@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             with MlflowServer(tracking, work / "mlflow-server") as base:
                 saved = take(runs, compare, base, args.out, work / "profile")
     except ShotError as exc:
-        args.keep = True  # the logs the message points to
+        args.keep = log.exists()  # the log the message points to
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     finally:
