@@ -35,6 +35,7 @@ from datasets.build import (
 )
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
+from datasets.tape import SubTape
 from signals.journal import decide, journal_line, journal_record
 from signals.outcome import DROP_KINDS, EXIT_REASONS
 
@@ -353,6 +354,8 @@ class SymbolStudy:
     span_ms: tuple[int, int]  # the portfolio's [start, end)
     metrics: dict  # exactly the metrics.json of this symbol run alone
     timings: dict = field(default_factory=dict)
+    #: A DayTape price span: the trades the portfolio marks and the report read (one pass over the days).
+    marks: SubTape | None = None
 
 
 def run_backtest(
@@ -453,14 +456,15 @@ def _run_single(
     timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
     t3 = time.perf_counter()
     artefacts = _report_artefacts(
-        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms
+        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms, st.marks
     )
     benchmark = None
     if len(price_span):
         from bt.report import price_on_bars
 
-        ends = np.asarray(pf.equity.index.as_unit("ms").asi8, dtype=np.int64)
-        benchmark = price_on_bars(pf.equity.index, *_price_arrays(price_span, [ends]))
+        # The equity's index is the portfolio's start and bar ends: st.marks holds their trades.
+        tape = (st.marks.ts_ms, st.marks.price) if st.marks is not None else (price_span.ts_ms, price_span.price)
+        benchmark = price_on_bars(pf.equity.index, *tape)
     timings["report_data_s"] = time.perf_counter() - t3
     run_dir = _write_run(
         config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
@@ -522,11 +526,11 @@ def _windowed_study(
 ) -> pd.DataFrame:
     """:func:`bt.engine.event_study` of triggers ``idx`` over a tape, one trigger day at a time."""
     n = idx.size
-    trig_ts = np.asarray(ts, dtype=np.int64) if ts is not None else tape.at(idx)[0]
     reach = max(hs, default=0)
     parts = []
-    for sel, off, w_ts, w_px, local in tape.windows(trig_ts, idx, latency_ms, reach):
-        f = study(w_ts, w_px, local, trig_ts[sel], hs)
+    trig = None if ts is None else np.asarray(ts, dtype=np.int64)
+    for sel, off, w_ts, w_px, local, w_trig in tape.windows(trig, idx, latency_ms, reach):
+        f = study(w_ts, w_px, local, w_trig, hs)
         sig = f["signal"].to_numpy(np.int64)
         f["signal"] = sel[sig].astype(np.int64)
         f["trigger_idx"] = idx[sel][sig]
@@ -536,7 +540,7 @@ def _windowed_study(
         f["_k"] = np.repeat(np.arange(len(hs), dtype=np.int64), sel.size)
         parts.append(f)
     if not parts:
-        return study(np.empty(0, np.int64), np.empty(0), idx, trig_ts, hs)
+        return study(np.empty(0, np.int64), np.empty(0), idx, np.empty(0, np.int64) if trig is None else trig, hs)
     out = pd.concat(parts, ignore_index=True)
     order = np.argsort(out["_k"].to_numpy(np.int64) * max(n, 1) + out["signal"].to_numpy(np.int64), kind="stable")
     return out.iloc[order].drop(columns="_k").reset_index(drop=True)
@@ -669,11 +673,16 @@ def study_symbol(
     if sig.oos_from_ms is not None:
         start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
     bar_ms = parse_duration_ms(config.portfolio.bar)
-    # The marks the portfolio reads: the last trade at or before each bar end and the start.
-    bar_end = np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64)
+    marks = None
+    if isinstance(price_span, DayTape):
+        # One pass over the days for every price read from here on: the portfolio's marks (the
+        # last trade at or before each bar end and the start) and the report's (_report_queries).
+        bar_end = np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64)
+        queries, ends = _report_queries(study, (start_ms, end_ms))
+        marks = price_span.sample([bar_end, np.asarray([start_ms], np.int64), *queries], ends)
     pf = simulate_portfolio(
         primary,
-        *_price_arrays(price_span, [bar_end, np.asarray([start_ms], np.int64)]),
+        *((marks.ts_ms, marks.price) if marks is not None else (price_span.ts_ms, price_span.price)),
         fee=bt.fee_bps / 1e4,
         init_cash=config.portfolio.init_cash,
         max_positions=config.portfolio.max_positions,
@@ -740,7 +749,19 @@ def study_symbol(
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")
     return SymbolStudy(
-        config, sig, study, primary, price_span, funding, coverage, holes, pf, (start_ms, end_ms), metrics, timings
+        config,
+        sig,
+        study,
+        primary,
+        price_span,
+        funding,
+        coverage,
+        holes,
+        pf,
+        (start_ms, end_ms),
+        metrics,
+        timings,
+        marks,
     )
 
 
@@ -1071,8 +1092,34 @@ class _TearsheetWorker:
         self._err.close()
 
 
-def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms) -> dict[str, pd.DataFrame]:
+def _report_queries(study: pd.DataFrame, span_ms: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The times and trades :func:`bt.evaluation.run_artefacts` reads of the price tape: the
+    price chart's steps, each held signal's path steps and its entry and exit (paths are clipped
+    to them). ``(queries, indices)`` for :meth:`datasets.tape.DayTape.sample`."""
+    from bt.evaluation import MAX_PRICE_POINTS, PATH_STEPS, headline_trades
+
+    rows = headline_trades(study)
+    longest = int(rows["horizon_ms"].max()) if len(rows) else 0
+    held = rows[(rows["horizon_ms"] == longest) & (rows["exit_idx"] >= 0)]
+    offsets = np.round(np.linspace(0, longest, PATH_STEPS + 1)).astype(np.int64)
+    steps = np.minimum(
+        held["entry_ts_ms"].to_numpy(np.int64)[:, None] + offsets[None, :],
+        held["exit_ts_ms"].to_numpy(np.int64)[:, None],
+    )
+    lo, hi = span_ms
+    edges = np.linspace(lo, hi, MAX_PRICE_POINTS + 1)[1:] if hi > lo else np.empty(0)
+    ends = np.r_[study["entry_idx"].to_numpy(np.int64), study["exit_idx"].to_numpy(np.int64)]
+    return [steps, edges], ends
+
+
+def _report_artefacts(
+    config, sig, study, study_of, price_span, funding, span_ms, marks: SubTape | None = None
+) -> dict[str, pd.DataFrame]:
     """The frames report.html needs beyond trades.parquet (see :func:`bt.evaluation.run_artefacts`).
+
+    Over a :class:`~datasets.tape.DayTape` the figures read a sub-tape holding every trade they
+    look up (``marks`` when :func:`study_symbol` sampled it, else sampled here), with the
+    study's entry/exit indices remapped to it: the same figures as over the whole span.
 
     Model runs also score every headline event's outcome at the primary horizon (not only the
     signals kept by the threshold) for the calibration figure.
@@ -1094,22 +1141,7 @@ def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms
             every = study_of(ev["trade_idx"].to_numpy(np.int64), None, [bt.horizon_ms])
         calibration = calibration_table(ev["prob"].to_numpy(np.float64), every, ts)
     if isinstance(price_span, DayTape):
-        # The trades the figures read: the price chart's steps, each held signal's path steps and
-        # its entry and exit (paths are clipped to them), as a sub-tape with indices remapped.
-        from bt.evaluation import MAX_PRICE_POINTS, PATH_STEPS, headline_trades
-
-        rows = headline_trades(study)
-        longest = int(rows["horizon_ms"].max()) if len(rows) else 0
-        held = rows[(rows["horizon_ms"] == longest) & (rows["exit_idx"] >= 0)]
-        offsets = np.round(np.linspace(0, longest, PATH_STEPS + 1)).astype(np.int64)
-        steps = np.minimum(
-            held["entry_ts_ms"].to_numpy(np.int64)[:, None] + offsets[None, :],
-            held["exit_ts_ms"].to_numpy(np.int64)[:, None],
-        )
-        lo, hi = span_ms
-        edges = np.linspace(lo, hi, MAX_PRICE_POINTS + 1)[1:] if hi > lo else np.empty(0)
-        ends = np.r_[study["entry_idx"].to_numpy(np.int64), study["exit_idx"].to_numpy(np.int64)]
-        sub = price_span.sample([steps, edges], ends)
+        sub = marks if marks is not None else price_span.sample(*_report_queries(study, span_ms))
         study = study.assign(
             entry_idx=sub.local(study["entry_idx"].to_numpy(np.int64)),
             exit_idx=sub.local(study["exit_idx"].to_numpy(np.int64)),
@@ -1136,15 +1168,6 @@ def _last_at_or_before(span: TradeSpan | DayTape, ts: np.ndarray) -> np.ndarray:
     if isinstance(span, DayTape):
         return span.last_at_or_before(ts)
     return np.searchsorted(span.ts_ms, ts, side="right").astype(np.int64) - 1
-
-
-def _price_arrays(span: TradeSpan | DayTape, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``(ts_ms, price)`` on which "the last trade at or before t" for every ``t`` in ``queries``
-    (and "the first trade") give what they give over the whole span: a tape's sub-tape."""
-    if isinstance(span, DayTape):
-        sub = span.sample(queries)
-        return sub.ts_ms, sub.price
-    return span.ts_ms, span.price
 
 
 def _check_holes(

@@ -471,15 +471,11 @@ def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency
     for j, name in enumerate(FEATURE_NAMES):
         out[f"f_{name}"] = feats[:, j]
     fwd = np.full((len(cat["idx"]), len(horizons_ms)), np.nan)
-    for sel, _, ts, px, local in tape.windows(cat["ts_ms"], cat["idx"], latency_ms, max(horizons_ms, default=0)):
+    for sel, _, ts, px, local, trig_ts in tape.windows(
+        cat["ts_ms"], cat["idx"], latency_ms, max(horizons_ms, default=0)
+    ):
         entry, exit_, _ = entry_exit(
-            ts,
-            px,
-            local,
-            latency_ms=latency_ms,
-            horizons_ms=horizons_ms,
-            coverage=tape.coverage,
-            trigger_ts_ms=cat["ts_ms"][sel],
+            ts, px, local, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=tape.coverage, trigger_ts_ms=trig_ts
         )
         ok = exit_ >= 0
         safe_entry = np.where(entry >= 0, entry, 0)

@@ -185,32 +185,47 @@ class DayTape:
 
     # --- outcome windows --------------------------------------------------------------------
     def windows(
-        self, trigger_ts: np.ndarray, trigger_idx: np.ndarray, latency_ms: int, reach_ms: int
-    ) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]]:
+        self, trigger_ts: np.ndarray | None, trigger_idx: np.ndarray, latency_ms: int, reach_ms: int
+    ) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Trades of the outcome windows of triggers, grouped by trigger day.
 
-        Yields ``(sel, offset, ts, price, local_idx)``: ``sel`` the triggers' positions, ``ts``/``price``
-        every trade from the start of their day through the day holding ``entry + reach_ms`` (entry:
-        the first trade after ``trigger + latency_ms``, looked for until the span ends), ``offset``
-        the global index of ``ts[0]`` and ``local_idx`` each trigger index minus ``offset`` (-1 when
-        the trigger's trade is before the window or there is none). Entry and exit searches on these
-        arrays find the same trades as on the whole span.
+        Yields ``(sel, offset, ts, price, local_idx, trigger_ts)``: ``sel`` the triggers' positions,
+        ``ts``/``price`` every trade from the start of their day through the day holding
+        ``entry + reach_ms`` (entry: the first trade after ``trigger + latency_ms``, looked for until
+        the span ends), ``offset`` the global index of ``ts[0]``, ``local_idx`` each trigger index
+        minus ``offset`` (-1 when the trigger's trade is before the window or there is none) and
+        their times. ``trigger_ts`` None: the triggers are this tape's trades ``trigger_idx``.
+        Entry and exit searches on these arrays find the same trades as on the whole span.
         """
-        t = np.asarray(trigger_ts, dtype=np.int64)
         gi = np.asarray(trigger_idx, dtype=np.int64)
-        if t.size == 0 or self.n_days == 0:
+        if gi.size == 0 or self.n_days == 0:
             return
-        order = np.argsort(t, kind="stable")
-        kday = np.maximum(self.day_at(t[order]), 0)
+        if trigger_ts is None:
+            if (gi < 0).any():
+                raise ValueError("triggers without a trade of this tape need their times (trigger_ts)")
+            t = None
+            order = np.argsort(gi, kind="stable")
+            kday = np.searchsorted(self.offsets, gi[order], side="right") - 1
+        else:
+            t = np.asarray(trigger_ts, dtype=np.int64)
+            order = np.argsort(t, kind="stable")
+            kday = np.maximum(self.day_at(t[order]), 0)
         cuts = np.flatnonzero(np.diff(kday)) + 1
         last = self.n_days - 1
-        for grp in np.split(np.arange(t.size), cuts):
+        for grp in np.split(np.arange(gi.size), cuts):
             sel = order[grp]
             k0 = int(kday[grp[0]])
-            k1 = max(k0, int(self.day_at(int(t[sel].max()) + latency_ms + reach_ms)))
+            k1 = k0 if t is None else max(k0, int(self.day_at(int(t[sel].max()) + latency_ms + reach_ms)))
+            t_sel = None if t is None else t[sel]
             while True:
                 off, ts, px = self.window(k0, min(k1, last))
-                e = np.searchsorted(ts, t[sel] + latency_ms, side="right")
+                if t_sel is None:
+                    t_sel = ts[gi[sel] - off]
+                    want = int(self.day_at(int(t_sel.max()) + latency_ms + reach_ms))
+                    if want > k1 and k1 < last:
+                        k1 = want
+                        continue
+                e = np.searchsorted(ts, t_sel + latency_ms, side="right")
                 if (e >= ts.size).any() and k1 < last:
                     k1 += 1  # a trigger has no entry yet: look one day further
                     continue
@@ -221,7 +236,7 @@ class DayTape:
                     continue
                 break
             local = gi[sel] - off
-            yield sel, off, ts, px, np.where((gi[sel] >= 0) & (local >= 0), local, -1).astype(np.int64)
+            yield sel, off, ts, px, np.where((gi[sel] >= 0) & (local >= 0), local, -1).astype(np.int64), t_sel
 
     # --- samples ----------------------------------------------------------------------------
     def last_at_or_before(self, times) -> np.ndarray:
