@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,10 @@ __all__ = [
     "bars_1s",
     "gold_events",
     "tape_gold_events",
+    "gold_frame",
+    "kernel_days",
+    "kernel_batch",
+    "KernelEvents",
     "gold_variant",
     "ensure_silver",
     "ensure_gold",
@@ -437,43 +442,74 @@ def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms
     return pd.DataFrame(out)
 
 
-def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
-    """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
-    carried across days, forward returns over each event's outcome window (equal, bit for bit)."""
-    from signals import FEATURE_NAMES, WhaleParams, run_batch
-    from signals.outcome import entry_exit
+@dataclass
+class KernelEvents:
+    """Events of a kernel run over some trades of a tape: global indices, codes, feature rows."""
 
-    params = WhaleParams.from_dict(whale)
-    state = None
-    got: dict[str, list[np.ndarray]] = {c: [] for c in ("idx", "trade_id", "ts_ms", "price", "qty", "code", "feat")}
-    for _, off, d in tape.days():
+    idx: np.ndarray  # int64[n]
+    code: np.ndarray  # int8[n]
+    feat: np.ndarray  # float64[n, N_FEATURES]
+
+    @staticmethod
+    def concat(parts: list["KernelEvents"]) -> "KernelEvents":
+        from signals import N_FEATURES
+
+        if not parts:
+            return KernelEvents(np.empty(0, np.int64), np.empty(0, np.int8), np.empty((0, N_FEATURES)))
+        return KernelEvents(
+            np.concatenate([p.idx for p in parts]),
+            np.concatenate([p.code for p in parts]),
+            np.concatenate([p.feat for p in parts]),
+        )
+
+
+def kernel_batch(ts, price, qty, side, offset: int, params, state, all_features: bool = False):
+    """``signals.run_batch`` over trades starting at global index ``offset``: (events, result)."""
+    from signals import N_FEATURES, run_batch
+
+    res = run_batch(ts, price, qty, side, params, state=state, all_features=all_features)
+    idx = np.asarray(res.event_idx, dtype=np.int64)
+    ev = KernelEvents(
+        offset + idx,
+        np.asarray(res.event_code, dtype=np.int8).copy(),
+        np.asarray(res.event_features, dtype=np.float64).reshape(len(idx), N_FEATURES).copy(),
+    )
+    return ev, res
+
+
+def kernel_days(tape: DayTape, params, days: range, state=None) -> tuple[KernelEvents, object]:
+    """The kernel over the tape's partitions ``days``, one day per batch, the state carried across
+    (``state`` None: a fresh one). Returns the events and the final state (None if no trade)."""
+    parts = []
+    for k in days:
+        d = tape.day(k)
         if d.ts_ms.size == 0:
             continue
-        res = run_batch(d.ts_ms, d.price, d.qty, d.side, params, state=state)
+        ev, res = kernel_batch(d.ts_ms, d.price, d.qty, d.side, int(tape.offsets[k]), params, state)
         state = res.state
-        idx = np.asarray(res.event_idx, dtype=np.int64)
-        got["idx"].append(off + idx)
-        for c in ("trade_id", "ts_ms", "price", "qty"):
-            got[c].append(getattr(d, c)[idx])
-        got["code"].append(np.asarray(res.event_code, dtype=np.int8))
-        got["feat"].append(np.asarray(res.event_features, dtype=np.float64).reshape(len(idx), len(FEATURE_NAMES)))
-    dtypes = {"idx": np.int64, "trade_id": np.int64, "ts_ms": np.int64, "price": np.float64, "qty": np.float64}
-    cat = {c: np.concatenate(v) if v else np.empty(0, dtypes.get(c, np.int8)) for c, v in got.items() if c != "feat"}
-    feats = np.concatenate(got["feat"]) if got["feat"] else np.empty((0, len(FEATURE_NAMES)))
+        parts.append(ev)
+    return KernelEvents.concat(parts), state
+
+
+def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+    """Gold rows (docs/spec.md §2.6) of kernel events on a tape, forward returns over each event's
+    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns."""
+    from signals import FEATURE_NAMES
+    from signals.outcome import entry_exit
+
+    rows = tape.rows_at(ev.idx)
     out = {
-        "trade_id": cat["trade_id"],
-        "ts_ms": cat["ts_ms"],
-        "price": cat["price"],
-        "qty": cat["qty"],
-        "notional_usd": np.asarray(cat["price"], np.float64) * np.asarray(cat["qty"], np.float64),
-        "event_code": cat["code"].astype(np.int8),
+        "trade_id": rows.trade_id,
+        "ts_ms": rows.ts_ms,
+        "price": rows.price,
+        "qty": rows.qty,
+        "notional_usd": rows.price * rows.qty,
+        "event_code": ev.code.astype(np.int8),
     }
     for j, name in enumerate(FEATURE_NAMES):
-        out[f"f_{name}"] = feats[:, j]
-    fwd = np.full((len(cat["idx"]), len(horizons_ms)), np.nan)
-    for sel, _, ts, px, local, trig_ts in tape.windows(
-        cat["ts_ms"], cat["idx"], latency_ms, max(horizons_ms, default=0)
-    ):
+        out[f"f_{name}"] = ev.feat[:, j]
+    fwd = np.full((len(ev.idx), len(horizons_ms)), np.nan)
+    for sel, _, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
         entry, exit_, _ = entry_exit(
             ts, px, local, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=tape.coverage, trigger_ts_ms=trig_ts
         )
@@ -487,15 +523,32 @@ def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency
     return pd.DataFrame(out)
 
 
+def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+    """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
+    carried across days, forward returns over each event's outcome window (equal, bit for bit)."""
+    from signals import WhaleParams
+
+    ev, _ = kernel_days(tape, WhaleParams.from_dict(whale), range(tape.n_days))
+    return gold_frame(tape, ev, horizons_ms, latency_ms)
+
+
 def ensure_gold(
-    lake: Lake, span: TradeSpan | DayTape, whale: dict, horizons_ms: list[int], latency_ms: int, start: dt.date
+    lake: Lake,
+    span: TradeSpan | DayTape,
+    whale: dict,
+    horizons_ms: list[int],
+    latency_ms: int,
+    start: dt.date,
+    *,
+    events_fn: Callable[[DayTape], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, bool]:
     """Gold events for the span, from the lake if built from the same bronze and config.
 
     The kernel's state carries across days (a :class:`~datasets.tape.DayTape` runs it one day at a
     time, :func:`tape_gold_events`; a ``TradeSpan`` over the whole span at once); the result is
     stored per date under ``gold/<variant>/...`` with the bronze hashes it was built from.
-    Returns (events, cached).
+    ``events_fn(tape)``: builds a tape's events instead of :func:`tape_gold_events` (the same
+    frame, e.g. in parallel chunks: ``bt.chunks``). Returns (events, cached).
     """
     variant = gold_variant(whale, horizons_ms, latency_ms, start)
     # Forward returns depend on the coverage too (a window crossing a hole is dropped).
@@ -510,7 +563,7 @@ def ensure_gold(
         if all(meta.get("source_fingerprint") == fingerprint for _, meta in stored):
             return pd.concat([df for df, _ in stored], ignore_index=True), True
     if isinstance(span, DayTape):
-        events = tape_gold_events(span, whale, horizons_ms, latency_ms)
+        events = (events_fn or (lambda t: tape_gold_events(t, whale, horizons_ms, latency_ms)))(span)
     else:
         events = gold_events(span, whale, horizons_ms, latency_ms)
     ev_day = pd.to_datetime(events["ts_ms"], unit="ms", utc=True).dt.date

@@ -303,17 +303,29 @@ class DayTape:
         vals.append((idx_ts, idx_px))
         return found, vals
 
-    def at(self, global_idx) -> tuple[np.ndarray, np.ndarray]:
-        """``(ts_ms, price)`` of the trades at global indices (reads only their days)."""
+    def rows_at(self, global_idx) -> DayArrays:
+        """Every column of the trades at global indices (reads only their days)."""
         g = np.asarray(global_idx, dtype=np.int64)
-        ts, px = np.empty(g.size, np.int64), np.empty(g.size)
+        out = DayArrays(
+            np.empty(g.size, np.int64),
+            np.empty(g.size, np.int64),
+            np.empty(g.size),
+            np.empty(g.size),
+            np.empty(g.size, np.int8),
+        )
         kday = np.searchsorted(self.offsets, g, side="right") - 1
         for k in np.unique(kday):
             mine = kday == k
             d = self.day(int(k))
             loc = g[mine] - int(self.offsets[k])
-            ts[mine], px[mine] = d.ts_ms[loc], d.price[loc]
-        return ts, px
+            for col, src in zip(out, d):
+                col[mine] = src[loc]
+        return out
+
+    def at(self, global_idx) -> tuple[np.ndarray, np.ndarray]:
+        """``(ts_ms, price)`` of the trades at global indices (reads only their days)."""
+        rows = self.rows_at(global_idx)
+        return rows.ts_ms, rows.price
 
     def trade_index(self, ts_ms: np.ndarray, trade_id: np.ndarray) -> np.ndarray:
         """Global index of each (ts_ms, trade_id) trade; RuntimeError if one is not on the tape."""
