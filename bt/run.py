@@ -115,7 +115,7 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def compute_signals(
-    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None
+    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None, jobs: int = 1
 ) -> SignalSet:
     """Open the trades day by day, build (or reuse) silver and gold, and decide each whale event.
 
@@ -124,6 +124,7 @@ def compute_signals(
 
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
     ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
+    ``jobs`` > 1: gold is built in day chunks on that many processes (:mod:`bt.chunks`, same events).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
@@ -131,8 +132,16 @@ def compute_signals(
     _say(f"opened {len(span):,} trades of {d.exchange}/{d.symbol} in {len(span.partitions)} daily partitions", quiet)
     refresh_silver(lake, span)
     bt = config.backtest
+    whale = config.signal.whale.to_dict()
+    events_fn = None
+    if jobs > 1:
+        from bt.chunks import chunked_gold_events
+
+        def events_fn(tape: DayTape) -> pd.DataFrame:
+            return chunked_gold_events(tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs)
+
     events, cached = ensure_gold(
-        lake, span, config.signal.whale.to_dict(), bt.all_horizons_ms, bt.entry_latency_ms, d.start
+        lake, span, whale, bt.all_horizons_ms, bt.entry_latency_ms, d.start, events_fn=events_fn
     )
     _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
     events = events.copy()
@@ -395,7 +404,9 @@ def run_backtest(
     data (content hashes) is updated in place; ``new_run`` logs a new one (:mod:`bt.tracking`).
 
     A universe (``data.symbols`` / ``data.universe``) runs one study per symbol (``jobs``
-    processes, default all cores; :mod:`bt.universe` pools them).
+    processes, default all cores; :mod:`bt.universe` pools them). A single symbol with ``jobs``
+    given builds its gold in day chunks on that many processes (:mod:`bt.chunks`; same events);
+    without it, in this process.
     """
     from bt.runfolder import clean_stale_run_folders
 
@@ -413,6 +424,8 @@ def run_backtest(
             jobs=jobs,
             new_run=new_run,
         )
+    from bt.parallel import check_jobs
+
     t0 = time.perf_counter()
     _warm_imports(mlflow=log_mlflow)
     # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
@@ -430,6 +443,7 @@ def run_backtest(
             allow_in_sample,
             strict,
             new_run,
+            1 if jobs is None else check_jobs(jobs),
         )
     finally:
         if worker is not None:
@@ -448,11 +462,12 @@ def _run_single(
     allow_in_sample: bool,
     strict: bool,
     new_run: bool,
+    jobs: int = 1,
 ) -> RunResult:
-    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow."""
+    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow (``jobs``: gold chunks)."""
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
-    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0)
+    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0, jobs=jobs)
     timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
     t3 = time.perf_counter()
     artefacts = _report_artefacts(
@@ -617,12 +632,15 @@ def study_symbol(
     strict: bool = False,
     t0: float | None = None,
     verdict=None,
+    jobs: int = 1,
 ) -> SymbolStudy:
-    """Signals, event study, portfolio and metrics of a single-symbol config (no files written)."""
+    """Signals, event study, portfolio and metrics of a single-symbol config (no files written).
+
+    ``jobs`` > 1: gold is built in parallel day chunks (:func:`compute_signals`)."""
     t0 = time.perf_counter() if t0 is None else t0
     overlaps = overlaps or []
     timings: dict[str, float] = {}
-    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict)
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict, jobs=jobs)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
     bt = config.backtest
