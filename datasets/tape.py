@@ -37,7 +37,8 @@ DEFAULT_CACHE_DAYS = 3
 
 
 class TapeOrderError(LakeError):
-    """A bronze partition holds trades outside its date (partitions are split by UTC date)."""
+    """A bronze partition holds trades outside its date (partitions are split by UTC date), or
+    other rows than its footer said when the tape was opened."""
 
 
 class DayArrays(NamedTuple):
@@ -103,6 +104,7 @@ class DayTape:
         self.cache_days = max(int(cache_days), 1)
         self._cache: OrderedDict[int, DayArrays] = OrderedDict()
         self._full: dict[str, np.ndarray] = {}  # whole-span columns, read on first use
+        self._ends: dict[str, int | None] = {}  # first and last trade times, read on first use
         #: Day reads so far, and the most days whose trades the tape held at once.
         self.loads = 0
         self.peak_days = 0
@@ -120,13 +122,17 @@ class DayTape:
 
     @property
     def first_ts_ms(self) -> int | None:
-        k = self._nonempty()
-        return int(self.day(int(k[0])).ts_ms[0]) if k.size else None
+        if "first" not in self._ends:
+            k = self._nonempty()
+            self._ends["first"] = int(self.day(int(k[0])).ts_ms[0]) if k.size else None
+        return self._ends["first"]
 
     @property
     def last_ts_ms(self) -> int | None:
-        k = self._nonempty()
-        return int(self.day(int(k[-1])).ts_ms[-1]) if k.size else None
+        if "last" not in self._ends:
+            k = self._nonempty()
+            self._ends["last"] = int(self.day(int(k[-1])).ts_ms[-1]) if k.size else None
+        return self._ends["last"]
 
     # --- days -------------------------------------------------------------------------------
     def _held(self, extra: range = range(0)) -> None:
