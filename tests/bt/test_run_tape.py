@@ -139,3 +139,16 @@ def test_tape_searches_equal_whole_span(lake_dir):
     assert np.array_equal(tape.at(idx)[0], span.ts_ms[idx])
     assert np.array_equal(tape.trade_index(span.ts_ms[idx], span.trade_id[idx]), idx)
     assert tape.peak_days <= 1
+
+
+def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
+    from datasets.tape import TapeOrderError
+
+    lake = Lake(str(tmp_path / "lake"))
+    day = pd.Timestamp("2024-03-02", tz="UTC").value // 1_000_000
+    rows = pd.DataFrame({"exchange": "binance_usdm", "symbol": SYM, "trade_id": [1, 2], "ts_ms": [day - 5, day + 5],
+                         "price": [100.0, 100.5], "qty": [1.0, 2.0], "side": np.asarray([1, -1], np.int8)})
+    lake.write("bronze", rows, "binance_usdm", SYM, "2024-03-02", mode="replace")  # written by hand, not split
+    tape = open_tape(lake, "binance_usdm", SYM, "2024-03-01", "2024-03-02")
+    with pytest.raises(TapeOrderError, match="holds trades outside 2024-03-02; rewrite it through Lake.write_trades"):
+        tape.day(0)
