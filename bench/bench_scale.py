@@ -1,7 +1,9 @@
-"""Scaling of `bt run`: peak RSS over 10/30/60 days, and a 2-symbol universe on 1 vs 2 processes.
+"""Scaling of `bt run`: peak RSS over 10/30/60 days, gold in day chunks, a 2-symbol universe on 1 vs 2 processes.
 
 Each `bt run` is its own subprocess (its peak RSS, ru_maxrss, is its own) with silver and gold
-removed first, so every run reads bronze, builds both and runs the kernel. The universe runs
+removed first, so every run reads bronze, builds both and runs the kernel. Trades are read one
+day at a time (datasets/tape.py), so the peak RSS should not grow with the span (target: 60 days
+within 1.5x of 10 days). The longest span is run again with `--jobs 2`: gold in day chunks. The universe runs
 take turns (`--jobs 1`, `--jobs 2`) for `--rounds` rounds and the best wall time of each is
 kept: a busy spell on a shared machine then slows them alike (the load average is printed).
 The kernel's own speed against its baselines is `bench_kernel.py` (same `make bench`).
@@ -102,6 +104,11 @@ def main() -> None:
     lo, hi = spans[0], spans[-1]
     ratio = rss[hi] / rss[lo]
     print(f"peak RSS {hi} days / {lo} days: {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+    # One symbol, gold built in day chunks (`--jobs 2`, bt/chunks.py) against one process.
+    solo = {j: child(config(lake, hi, symbol=SYMBOLS[0]), work, j) for j in (1, 2)}
+    print(f"one symbol, {hi} days, gold in day chunks: signals {solo[1]['timings']['signals_s']:.1f} s on 1 process, "
+          f"{solo[2]['timings']['signals_s']:.1f} s on 2 ({solo[1]['timings']['signals_s'] / solo[2]['timings']['signals_s']:.2f}x); "
+          f"peak RSS {solo[2]['rss_mb']:.0f} MB (parent)")
     uni = config(lake, a.universe_days, symbols=list(SYMBOLS))
     best: dict[int, dict] = {}
     for _ in range(a.rounds):

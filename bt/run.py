@@ -23,9 +23,19 @@ from bt.metrics import event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import PortfolioResult, simulate_portfolio
 from bt.universe import UniverseSignals
 from whalebt.cli import UserError
-from datasets.build import DataHolesError, TradeSpan, ensure_gold, ensure_silver, holes_line, load_trades, span_holes
+from datasets.build import (
+    DataHolesError,
+    DayTape,
+    TradeSpan,
+    ensure_gold,
+    holes_line,
+    open_tape,
+    refresh_silver,
+    span_holes,
+)
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
+from datasets.tape import SubTape
 from signals.journal import decide, journal_line, journal_record
 from signals.outcome import DROP_KINDS, EXIT_REASONS
 
@@ -46,7 +56,7 @@ DEFAULT_RESULTS = "results"
 class SignalSet:
     """Whale events of a config with the model's verdict on each."""
 
-    span: TradeSpan
+    span: TradeSpan | DayTape  # a DayTape in bt run / bt signals (read day by day), a TradeSpan from a worker
     events: pd.DataFrame  # gold rows + prob + decision + trade index
     config_id: str
     model_uri: str | None
@@ -105,21 +115,33 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def compute_signals(
-    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None
+    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None, jobs: int = 1
 ) -> SignalSet:
-    """Load trades, build (or reuse) silver and gold, and decide each whale event.
+    """Open the trades day by day, build (or reuse) silver and gold, and decide each whale event.
+
+    The trades are a :class:`datasets.tape.DayTape`: silver and gold are built one day at a time
+    (the kernel's state carried across days), so memory does not grow with the span.
 
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
     ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
+    ``jobs`` > 1: gold is built in day chunks on that many processes (:mod:`bt.chunks`, same events).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
-    span = load_trades(lake, d.exchange, d.symbol, d.start, d.end)
-    _say(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol} from {len(span.partitions)} partitions", quiet)
-    ensure_silver(lake, span)
+    span = open_tape(lake, d.exchange, d.symbol, d.start, d.end)
+    _say(f"opened {len(span):,} trades of {d.exchange}/{d.symbol} in {len(span.partitions)} daily partitions", quiet)
+    refresh_silver(lake, span)
     bt = config.backtest
+    whale = config.signal.whale.to_dict()
+    events_fn = None
+    if jobs > 1:
+        from bt.chunks import chunked_gold_events
+
+        def events_fn(tape: DayTape) -> pd.DataFrame:
+            return chunked_gold_events(tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs)
+
     events, cached = ensure_gold(
-        lake, span, config.signal.whale.to_dict(), bt.all_horizons_ms, bt.entry_latency_ms, d.start
+        lake, span, whale, bt.all_horizons_ms, bt.entry_latency_ms, d.start, events_fn=events_fn
     )
     _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
     events = events.copy()
@@ -167,9 +189,7 @@ def _signals_task(task: tuple[RunConfig, object]) -> SignalSet:
     member, verdict = task
     ctx = context()
     sig = compute_signals(member, quiet=bool(ctx.get("quiet", True)), bundle=ctx.get("bundle"), verdict=verdict)
-    return replace(
-        sig, span=replace(sig.span, trade_id=np.empty(0, np.int64), qty=np.empty(0), side=np.empty(0, np.int8))
-    )
+    return replace(sig, span=_slim_span(sig.span, True))
 
 
 def universe_signals(config: RunConfig, *, quiet: bool = True, jobs: int | None = None) -> UniverseSignals:
@@ -239,8 +259,10 @@ def in_sample_guard(
     return bundle, overlaps
 
 
-def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
+def _trade_index(span: TradeSpan | DayTape, events: pd.DataFrame) -> np.ndarray:
     """Position of each event's trade in the span (events are trades of the span)."""
+    if isinstance(span, DayTape):
+        return span.trade_index(events["ts_ms"].to_numpy(np.int64), events["trade_id"].to_numpy(np.int64))
     ts = span.ts_ms
     lo = np.searchsorted(ts, events["ts_ms"].to_numpy(np.int64), side="left")
     hi = np.searchsorted(ts, events["ts_ms"].to_numpy(np.int64), side="right")
@@ -255,11 +277,13 @@ def _trade_index(span: TradeSpan, events: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _load_funding(lake: Lake, span: TradeSpan) -> FundingSeries | None:
+def _load_funding(lake: Lake, span: TradeSpan | DayTape) -> FundingSeries | None:
     """Funding prints of the venue positions are held on, or None (with no data in the lake)."""
     from datasets.sources.funding import read_funding
 
-    df = read_funding(lake, span.exchange, span.symbol, int(span.ts_ms[0]), int(span.ts_ms[-1]) + 86_400_000)
+    first, last = span.first_ts_ms, span.last_ts_ms
+    assert first is not None and last is not None
+    df = read_funding(lake, span.exchange, span.symbol, first, last + 86_400_000)
     if df is None or df.empty:
         return None
     return FundingSeries(df["ts_ms"].to_numpy(), df["rate"].to_numpy())
@@ -295,12 +319,12 @@ class FundingMissingError(UserError):
 
 
 def _check_funding(
-    coverage: float | None, funding: FundingSeries | None, mode: str, span: TradeSpan, quiet: bool
+    coverage: float | None, funding: FundingSeries | None, mode: str, span: TradeSpan | DayTape, quiet: bool
 ) -> None:
     """One warning line (or, with ``backtest.funding: required``, an error) when funding is missing."""
     if coverage is None or coverage >= 1.0:
         return
-    days = pd.to_datetime([int(span.ts_ms[0]), int(span.ts_ms[-1])], unit="ms", utc=True).date
+    days = pd.to_datetime([span.first_ts_ms, span.last_ts_ms], unit="ms", utc=True).date
     how = (
         f"`datasets ingest funding --exchange {span.exchange} --symbol {span.symbol} --start {days[0]} --end {days[1]}`"
     )
@@ -331,7 +355,7 @@ class SymbolStudy:
     sig: SignalSet
     study: pd.DataFrame
     primary: pd.DataFrame  # headline rows of the primary horizon
-    price_span: TradeSpan
+    price_span: TradeSpan | DayTape
     funding: FundingSeries | None
     coverage: float | None
     holes: list[dict]
@@ -339,6 +363,8 @@ class SymbolStudy:
     span_ms: tuple[int, int]  # the portfolio's [start, end)
     metrics: dict  # exactly the metrics.json of this symbol run alone
     timings: dict = field(default_factory=dict)
+    #: A DayTape price span: the trades the portfolio marks and the report read (one pass over the days).
+    marks: SubTape | None = None
 
 
 def run_backtest(
@@ -378,7 +404,9 @@ def run_backtest(
     data (content hashes) is updated in place; ``new_run`` logs a new one (:mod:`bt.tracking`).
 
     A universe (``data.symbols`` / ``data.universe``) runs one study per symbol (``jobs``
-    processes, default all cores; :mod:`bt.universe` pools them).
+    processes, default all cores; :mod:`bt.universe` pools them). A single symbol with ``jobs``
+    given builds its gold in day chunks on that many processes (:mod:`bt.chunks`; same events);
+    without it, in this process.
     """
     from bt.runfolder import clean_stale_run_folders
 
@@ -396,6 +424,8 @@ def run_backtest(
             jobs=jobs,
             new_run=new_run,
         )
+    from bt.parallel import check_jobs
+
     t0 = time.perf_counter()
     _warm_imports(mlflow=log_mlflow)
     # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
@@ -413,6 +443,7 @@ def run_backtest(
             allow_in_sample,
             strict,
             new_run,
+            1 if jobs is None else check_jobs(jobs),
         )
     finally:
         if worker is not None:
@@ -431,21 +462,24 @@ def _run_single(
     allow_in_sample: bool,
     strict: bool,
     new_run: bool,
+    jobs: int = 1,
 ) -> RunResult:
-    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow."""
+    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow (``jobs``: gold chunks)."""
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
-    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0)
+    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0, jobs=jobs)
     timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
     t3 = time.perf_counter()
     artefacts = _report_artefacts(
-        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms
+        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms, st.marks
     )
     benchmark = None
     if len(price_span):
         from bt.report import price_on_bars
 
-        benchmark = price_on_bars(pf.equity.index, price_span.ts_ms, price_span.price)
+        # The equity's index is the portfolio's start and bar ends: st.marks holds their trades.
+        tape = (st.marks.ts_ms, st.marks.price) if st.marks is not None else (price_span.ts_ms, price_span.price)
+        benchmark = price_on_bars(pf.equity.index, *tape)
     timings["report_data_s"] = time.perf_counter() - t3
     run_dir = _write_run(
         config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
@@ -469,14 +503,19 @@ def _log_mlflow(result: RunResult, config: RunConfig, tracking_uri: str | None, 
     _say(f"MLflow run {logged.run_id} {what}" + (f": {logged.url}" if logged.url else ""), quiet)
 
 
-def _study_fn(config: RunConfig, price_span: TradeSpan, funding: FundingSeries | None):
-    """``study_of(idx, trigger_ts, horizons)``: the event study over the config's price tape."""
+def _study_fn(config: RunConfig, price_span: TradeSpan | DayTape, funding: FundingSeries | None):
+    """``study_of(idx, trigger_ts, horizons)``: the event study over the config's price tape.
+
+    Over a :class:`~datasets.tape.DayTape`, each trigger day's signals are studied on the trades
+    of their outcome windows only (:meth:`~datasets.tape.DayTape.windows`) and the rows put back
+    in the whole-span order with global indices: the same table as over the whole span.
+    """
     bt = config.backtest
 
-    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
+    def study(ts_ms: np.ndarray, price: np.ndarray, idx: np.ndarray, ts: np.ndarray | None, hs: list[int]):
         return event_study(
-            price_span.ts_ms,
-            price_span.price,
+            ts_ms,
+            price,
             idx,
             horizons_ms=hs,
             latency_ms=bt.entry_latency_ms,
@@ -489,7 +528,37 @@ def _study_fn(config: RunConfig, price_span: TradeSpan, funding: FundingSeries |
             coverage=price_span.coverage,
         )
 
+    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
+        if not isinstance(price_span, DayTape):
+            return study(price_span.ts_ms, price_span.price, idx, ts, hs)
+        return _windowed_study(price_span, np.asarray(idx, dtype=np.int64), ts, hs, study, bt.entry_latency_ms)
+
     return study_of
+
+
+def _windowed_study(
+    tape: DayTape, idx: np.ndarray, ts: np.ndarray | None, hs: list[int], study, latency_ms: int
+) -> pd.DataFrame:
+    """:func:`bt.engine.event_study` of triggers ``idx`` over a tape, one trigger day at a time."""
+    n = idx.size
+    reach = max(hs, default=0)
+    parts = []
+    trig = None if ts is None else np.asarray(ts, dtype=np.int64)
+    for sel, off, w_ts, w_px, local, w_trig in tape.windows(trig, idx, latency_ms, reach):
+        f = study(w_ts, w_px, local, w_trig, hs)
+        sig = f["signal"].to_numpy(np.int64)
+        f["signal"] = sel[sig].astype(np.int64)
+        f["trigger_idx"] = idx[sel][sig]
+        for col in ("entry_idx", "exit_idx"):
+            v = f[col].to_numpy(np.int64)
+            f[col] = np.where(v >= 0, v + off, v)
+        f["_k"] = np.repeat(np.arange(len(hs), dtype=np.int64), sel.size)
+        parts.append(f)
+    if not parts:
+        return study(np.empty(0, np.int64), np.empty(0), idx, np.empty(0, np.int64) if trig is None else trig, hs)
+    out = pd.concat(parts, ignore_index=True)
+    order = np.argsort(out["_k"].to_numpy(np.int64) * max(n, 1) + out["signal"].to_numpy(np.int64), kind="stable")
+    return out.iloc[order].drop(columns="_k").reset_index(drop=True)
 
 
 def horizon_metrics(headline: pd.DataFrame, config: RunConfig) -> dict[str, dict]:
@@ -563,12 +632,15 @@ def study_symbol(
     strict: bool = False,
     t0: float | None = None,
     verdict=None,
+    jobs: int = 1,
 ) -> SymbolStudy:
-    """Signals, event study, portfolio and metrics of a single-symbol config (no files written)."""
+    """Signals, event study, portfolio and metrics of a single-symbol config (no files written).
+
+    ``jobs`` > 1: gold is built in parallel day chunks (:func:`compute_signals`)."""
     t0 = time.perf_counter() if t0 is None else t0
     overlaps = overlaps or []
     timings: dict[str, float] = {}
-    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict)
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict, jobs=jobs)
     timings["signals_s"] = time.perf_counter() - t0
     span, events = sig.span, sig.events
     bt = config.backtest
@@ -579,9 +651,9 @@ def study_symbol(
     price_span, trig_idx, trig_ts = span, longs["trade_idx"].to_numpy(np.int64), None
     pe = config.data.price_exchange
     if pe and pe != config.data.exchange:
-        price_span = load_trades(lake, pe, config.data.symbol, config.data.start, config.data.end)
+        price_span = open_tape(lake, pe, config.data.symbol, config.data.start, config.data.end)
         trig_ts = longs["ts_ms"].to_numpy(np.int64)
-        trig_idx = np.searchsorted(price_span.ts_ms, trig_ts, side="right").astype(np.int64) - 1
+        trig_idx = _last_at_or_before(price_span, trig_ts)
         _say(
             f"cross-exchange view: events on {config.data.exchange}, entries and exits on {pe} "
             f"({len(price_span):,} trades)",
@@ -613,15 +685,22 @@ def study_symbol(
     day_ms = 86_400_000
     start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
     end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + day_ms
-    end_ms = min(end_ms, int(price_span.ts_ms[-1]) + 1) if len(price_span) else end_ms
-    start_ms = max(start_ms, int(price_span.ts_ms[0]) // 1000 * 1000) if len(price_span) else start_ms
+    first_ms, last_ms = price_span.first_ts_ms, price_span.last_ts_ms
+    end_ms = min(end_ms, last_ms + 1) if last_ms is not None else end_ms
+    start_ms = max(start_ms, first_ms // 1000 * 1000) if first_ms is not None else start_ms
     if sig.oos_from_ms is not None:
         start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
     bar_ms = parse_duration_ms(config.portfolio.bar)
+    marks = None
+    if isinstance(price_span, DayTape):
+        # One pass over the days for every price read from here on: the portfolio's marks (the
+        # last trade at or before each bar end and the start) and the report's (_report_queries).
+        bar_end = np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64)
+        queries, ends = _report_queries(study, (start_ms, end_ms))
+        marks = price_span.sample([bar_end, np.asarray([start_ms], np.int64), *queries], ends)
     pf = simulate_portfolio(
         primary,
-        price_span.ts_ms,
-        price_span.price,
+        *((marks.ts_ms, marks.price) if marks is not None else (price_span.ts_ms, price_span.price)),
         fee=bt.fee_bps / 1e4,
         init_cash=config.portfolio.init_cash,
         max_positions=config.portfolio.max_positions,
@@ -654,8 +733,8 @@ def study_symbol(
             "symbol": config.data.symbol,
             "start": str(config.data.start),
             "end": str(config.data.end),
-            "first_trade_ms": int(span.ts_ms[0]) if len(span) else None,
-            "last_trade_ms": int(span.ts_ms[-1]) if len(span) else None,
+            "first_trade_ms": span.first_ts_ms,
+            "last_trade_ms": span.last_ts_ms,
             "n_trades": len(span),
             "lake": lake.uri,
             "partitions": span.sources,
@@ -688,23 +767,56 @@ def study_symbol(
         metrics["model_metrics"] = sig.model_metrics
         metrics["dsr"] = sig.model_metrics.get("dsr")
     return SymbolStudy(
-        config, sig, study, primary, price_span, funding, coverage, holes, pf, (start_ms, end_ms), metrics, timings
+        config,
+        sig,
+        study,
+        primary,
+        price_span,
+        funding,
+        coverage,
+        holes,
+        pf,
+        (start_ms, end_ms),
+        metrics,
+        timings,
+        marks,
     )
 
 
 def _light(st: SymbolStudy) -> SymbolStudy:
     """The study without the arrays pooling does not read (sent back from a worker process)."""
-    empty_i, empty_f, empty_b = np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int8)
-
-    def slim(span: TradeSpan, keep_px: bool) -> TradeSpan:
-        out = replace(span, trade_id=empty_i, qty=empty_f, side=empty_b)
-        if not keep_px:
-            out = replace(out, ts_ms=empty_i, price=empty_f)
-        return out
-
-    price_span = slim(st.price_span, True)
-    span = price_span if st.sig.span is st.price_span else slim(st.sig.span, False)
+    price_span = _slim_span(st.price_span, True)
+    span = price_span if st.sig.span is st.price_span else _slim_span(st.sig.span, False)
     return replace(st, sig=replace(st.sig, span=span), price_span=price_span)
+
+
+def _slim_span(span: TradeSpan | DayTape, keep_px: bool) -> TradeSpan:
+    """A span with only ``ts_ms``/``price`` (or no trades at all): what a worker sends back.
+
+    A :class:`~datasets.tape.DayTape` is read whole here (universe pooling still needs every price).
+    """
+    empty_i, empty_f, empty_b = np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int8)
+    if isinstance(span, DayTape):
+        ts, px = (span.ts_ms, span.price) if keep_px else (empty_i, empty_f)
+        span.release()
+        return TradeSpan(
+            span.exchange,
+            span.symbol,
+            empty_i,
+            ts,
+            px,
+            empty_f,
+            empty_b,
+            span.partitions,
+            span.sources,
+            span.coverage,
+            span.start,
+            span.end,
+        )
+    out = replace(span, trade_id=empty_i, qty=empty_f, side=empty_b)
+    if not keep_px:
+        out = replace(out, ts_ms=empty_i, price=empty_f)
+    return out
 
 
 def _events_task(member: RunConfig):
@@ -998,8 +1110,34 @@ class _TearsheetWorker:
         self._err.close()
 
 
-def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms) -> dict[str, pd.DataFrame]:
+def _report_queries(study: pd.DataFrame, span_ms: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The times and trades :func:`bt.evaluation.run_artefacts` reads of the price tape: the
+    price chart's steps, each held signal's path steps and its entry and exit (paths are clipped
+    to them). ``(queries, indices)`` for :meth:`datasets.tape.DayTape.sample`."""
+    from bt.evaluation import MAX_PRICE_POINTS, PATH_STEPS, headline_trades
+
+    rows = headline_trades(study)
+    longest = int(rows["horizon_ms"].max()) if len(rows) else 0
+    held = rows[(rows["horizon_ms"] == longest) & (rows["exit_idx"] >= 0)]
+    offsets = np.round(np.linspace(0, longest, PATH_STEPS + 1)).astype(np.int64)
+    steps = np.minimum(
+        held["entry_ts_ms"].to_numpy(np.int64)[:, None] + offsets[None, :],
+        held["exit_ts_ms"].to_numpy(np.int64)[:, None],
+    )
+    lo, hi = span_ms
+    edges = np.linspace(lo, hi, MAX_PRICE_POINTS + 1)[1:] if hi > lo else np.empty(0)
+    ends = np.r_[study["entry_idx"].to_numpy(np.int64), study["exit_idx"].to_numpy(np.int64)]
+    return [steps, edges], ends
+
+
+def _report_artefacts(
+    config, sig, study, study_of, price_span, funding, span_ms, marks: SubTape | None = None
+) -> dict[str, pd.DataFrame]:
     """The frames report.html needs beyond trades.parquet (see :func:`bt.evaluation.run_artefacts`).
+
+    Over a :class:`~datasets.tape.DayTape` the figures read a sub-tape holding every trade they
+    look up (``marks`` when :func:`study_symbol` sampled it, else sampled here), with the
+    study's entry/exit indices remapped to it: the same figures as over the whole span.
 
     Model runs also score every headline event's outcome at the primary horizon (not only the
     signals kept by the threshold) for the calibration figure.
@@ -1016,16 +1154,23 @@ def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms
             ev = ev[~in_sample_mask(sig.model_lineage, ev["ts_ms"].to_numpy(np.int64))]
         ts = ev["ts_ms"].to_numpy(np.int64)
         if config.data.price_exchange and config.data.price_exchange != config.data.exchange:
-            every = study_of(
-                np.searchsorted(price_span.ts_ms, ts, side="right").astype(np.int64) - 1, ts, [bt.horizon_ms]
-            )
+            every = study_of(_last_at_or_before(price_span, ts), ts, [bt.horizon_ms])
         else:
             every = study_of(ev["trade_idx"].to_numpy(np.int64), None, [bt.horizon_ms])
         calibration = calibration_table(ev["prob"].to_numpy(np.float64), every, ts)
+    if isinstance(price_span, DayTape):
+        sub = marks if marks is not None else price_span.sample(*_report_queries(study, span_ms))
+        study = study.assign(
+            entry_idx=sub.local(study["entry_idx"].to_numpy(np.int64)),
+            exit_idx=sub.local(study["exit_idx"].to_numpy(np.int64)),
+        )
+        ts_ms, price = sub.ts_ms, sub.price
+    else:
+        ts_ms, price = price_span.ts_ms, price_span.price
     return run_artefacts(
         study,
-        ts_ms=price_span.ts_ms,
-        price=price_span.price,
+        ts_ms=ts_ms,
+        price=price,
         fee=bt.fee_bps / 1e4,
         funding=funding,
         n_boot=bt.bootstrap,
@@ -1036,7 +1181,16 @@ def _report_artefacts(config, sig, study, study_of, price_span, funding, span_ms
     )
 
 
-def _check_holes(config: RunConfig, span: TradeSpan, price_span: TradeSpan, strict: bool) -> list[dict]:
+def _last_at_or_before(span: TradeSpan | DayTape, ts: np.ndarray) -> np.ndarray:
+    """Index of each time's last trade at or before it (-1 if none)."""
+    if isinstance(span, DayTape):
+        return span.last_at_or_before(ts)
+    return np.searchsorted(span.ts_ms, ts, side="right").astype(np.int64) - 1
+
+
+def _check_holes(
+    config: RunConfig, span: TradeSpan | DayTape, price_span: TradeSpan | DayTape, strict: bool
+) -> list[dict]:
     """Holes of the event span (and of the price venue's span): one warning line, or refusal."""
     holes = [{**h, "exchange": span.exchange} for h in span_holes(span)]
     if price_span is not span:
@@ -1057,12 +1211,16 @@ def _check_holes(config: RunConfig, span: TradeSpan, price_span: TradeSpan, stri
     return holes
 
 
-def _coverage_summary(span: TradeSpan, limit: int = 100) -> dict:
+def _coverage_summary(span: TradeSpan | DayTape, limit: int = 100) -> dict:
     """Covered time of the price tape for metrics.json: the intervals (up to ``limit``) and totals."""
     cov = np.asarray(
         span.coverage
         if span.coverage is not None
-        else ([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else []),
+        else (
+            [[span.first_ts_ms, span.last_ts_ms + 1]]
+            if span.first_ts_ms is not None and span.last_ts_ms is not None
+            else []
+        ),
         dtype=np.int64,
     ).reshape(-1, 2)
     out = {

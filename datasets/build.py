@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,24 +18,31 @@ import pandas as pd
 
 from datasets.lake import Lake, LakeError, NoDataError, Partition, merge_intervals, partition_coverage
 from datasets.durations import format_duration
+from datasets.tape import DAY_MS, DEFAULT_CACHE_DAYS, TRADE_COLUMNS, DayArrays, DayTape, TapeOrderError
 from signals.journal import canonical_json
 
 __all__ = [
     "bars_1s",
     "gold_events",
+    "tape_gold_events",
+    "gold_frame",
+    "kernel_days",
+    "kernel_batch",
+    "KernelEvents",
     "gold_variant",
     "ensure_silver",
     "ensure_gold",
     "load_trades",
+    "open_tape",
+    "refresh_silver",
     "TradeSpan",
+    "DayTape",
     "span_holes",
     "holes_line",
     "DataHolesError",
     "HOLE_MIN_MS",
 ]
 
-TRADE_COLUMNS = ["trade_id", "ts_ms", "price", "qty", "side"]
-DAY_MS = 86_400_000
 
 #: Uncovered stretches shorter than this are not reported as holes (warnings, ``--strict``,
 #: ``metrics.json``): a recording that starts a few seconds after midnight is not "missing data"
@@ -117,6 +125,14 @@ class TradeSpan:
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
 
+    @property
+    def first_ts_ms(self) -> int | None:
+        return int(self.ts_ms[0]) if len(self) else None
+
+    @property
+    def last_ts_ms(self) -> int | None:
+        return int(self.ts_ms[-1]) if len(self) else None
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {"trade_id": self.trade_id, "ts_ms": self.ts_ms, "price": self.price, "qty": self.qty, "side": self.side}
@@ -168,6 +184,72 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
     )
 
 
+def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days: int = DEFAULT_CACHE_DAYS) -> DayTape:
+    """The bronze trades of ``start..end`` as a :class:`~datasets.tape.DayTape`: read day by day.
+
+    Same trades, order, sources and coverage as :func:`load_trades`; reads only the partitions'
+    footers now (and ``ts_ms`` of partitions written before coverage was recorded).
+    """
+    parts = lake.partitions("bronze", exchange, symbol, start=start, end=end)
+    if not parts:
+        raise NoDataError(
+            f"no bronze trades for {exchange}/{symbol} from {start} to {end} in {lake.uri}; "
+            f"stored: {lake.describe('bronze', exchange, symbol)}. "
+            "Ingest them first, e.g. `datasets ingest binance-archive ...`"
+        )
+    sources, covered, rows = [], [], []
+    for p in parts:
+        meta = lake.partition_meta(p)
+        ts = None
+        if not meta.get("coverage"):  # written before coverage was recorded: first to last trade
+            ts = lake.read_with_meta(p, ["ts_ms"])[0]["ts_ms"].to_numpy(np.int64)
+        cov, how = partition_coverage(meta, ts)
+        day0 = _day_ms(p.date)
+        covered += [[max(a, day0), min(b, day0 + DAY_MS)] for a, b in cov]
+        rows.append(int(meta["rows"]))
+        sources.append(
+            {
+                "key": p.key,
+                "sha256": meta.get("content_sha256", ""),
+                "rows": int(meta["rows"]),
+                "coverage_source": how or "unknown",
+            }
+        )
+
+    def load_day(k: int) -> DayArrays:
+        p = parts[k]
+        df = lake.read_with_meta(p, TRADE_COLUMNS)[0]
+        ts = df["ts_ms"].to_numpy(np.int64)
+        day0 = _day_ms(p.date)
+        if ts.size and (int(ts.min()) < day0 or int(ts.max()) >= day0 + DAY_MS):
+            raise TapeOrderError(
+                f"{p.key} holds trades outside {p.date}; rewrite it through Lake.write_trades "
+                "(it splits trades by UTC date)"
+            )
+        if not bool((np.diff(ts) >= 0).all()):  # partitions are written sorted; guard against hand-made ones
+            df = df.sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
+        return DayArrays(
+            df["trade_id"].to_numpy(np.int64),
+            df["ts_ms"].to_numpy(np.int64),
+            df["price"].to_numpy(np.float64),
+            df["qty"].to_numpy(np.float64),
+            df["side"].to_numpy(np.int8),
+        )
+
+    return DayTape(
+        exchange,
+        symbol,
+        parts,
+        sources,
+        np.asarray(merge_intervals(covered), dtype=np.int64).reshape(-1, 2),
+        _as_date(start),
+        _as_date(end),
+        np.asarray(rows, dtype=np.int64),
+        load_day,
+        cache_days=cache_days,
+    )
+
+
 def _as_date(x) -> dt.date:
     if isinstance(x, dt.datetime):
         return x.date()
@@ -197,7 +279,7 @@ def _hole_text(lo: int, hi: int, kind: str) -> str:
     return f"{d0} {_clock(lo, d0)}–{d1} {_clock(hi, d1)} (not covered)"
 
 
-def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_MS) -> list[dict]:
+def span_holes(span: TradeSpan | DayTape, start=None, end=None, *, min_ms: int = HOLE_MIN_MS) -> list[dict]:
     """Holes in a span's coverage inside the dates ``start..end`` (default: the span's request).
 
     A hole is a stretch of at least ``min_ms`` that no source covered. It is split where its kind
@@ -218,7 +300,8 @@ def span_holes(span: TradeSpan, start=None, end=None, *, min_ms: int = HOLE_MIN_
     gaps, cur = [], lo_all
     cov = span.coverage
     if cov is None:
-        cov = np.asarray([[int(span.ts_ms[0]), int(span.ts_ms[-1]) + 1]] if len(span) else [], dtype=np.int64)
+        first, last = span.first_ts_ms, span.last_ts_ms
+        cov = np.asarray([[first, last + 1]] if first is not None and last is not None else [], dtype=np.int64)
     for a, b in np.asarray(cov, dtype=np.int64).reshape(-1, 2).tolist():
         if b <= lo_all or a >= hi_all:
             continue
@@ -262,28 +345,47 @@ def holes_line(holes: list[dict], *, label: str = "", limit: int = 8) -> str:
     return (f"{label}: " if label else "") + shown + more
 
 
-def ensure_silver(lake: Lake, span: TradeSpan) -> pd.DataFrame:
+def _stale_silver(lake: Lake, p: Partition, src: dict) -> tuple[Partition, bool]:
+    silver = Partition("silver", p.exchange, p.symbol, p.date)
+    fresh = lake.store.exists(silver.key) and lake.partition_meta(silver).get("source_sha256") == src["sha256"]
+    return silver, not fresh
+
+
+def _write_silver(lake: Lake, p: Partition, src: dict, day: DayArrays | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(day, DayArrays):
+        day = pd.DataFrame({"ts_ms": day.ts_ms, "price": day.price, "qty": day.qty, "side": day.side})
+    bars = bars_1s(day)
+    lake.write("silver", bars, p.exchange, p.symbol, p.date, mode="replace", meta={"source_sha256": src["sha256"]})
+    return bars
+
+
+def refresh_silver(lake: Lake, tape: DayTape) -> int:
+    """Build the silver bars of a tape's stale or missing days, one day at a time; returns how many."""
+    built = 0
+    for k, (p, src) in enumerate(zip(tape.partitions, tape.sources)):
+        if _stale_silver(lake, p, src)[1]:
+            _write_silver(lake, p, src, tape.day(k))
+            built += 1
+    return built
+
+
+def ensure_silver(lake: Lake, span: TradeSpan | DayTape) -> pd.DataFrame:
     """Silver bars for the span, built from bronze where missing or stale, cached per date."""
     frames = []
-    dates = (span.ts_ms // 86_400_000).astype(np.int64)
-    for p, src in zip(span.partitions, span.sources):
-        day = (p.date - dt.date(1970, 1, 1)).days
-        silver = Partition("silver", p.exchange, p.symbol, p.date)
-        cached = None
-        if lake.store.exists(silver.key):
-            cached, meta = lake.read_with_meta(silver)
-            if meta.get("source_sha256") != src["sha256"]:
-                cached = None
-        if cached is None:
-            mask = dates == day
+    dates = None if isinstance(span, DayTape) else (span.ts_ms // DAY_MS).astype(np.int64)
+    for k, (p, src) in enumerate(zip(span.partitions, span.sources)):
+        silver, stale = _stale_silver(lake, p, src)
+        if not stale:
+            frames.append(lake.read_with_meta(silver)[0])
+        elif isinstance(span, DayTape):
+            frames.append(_write_silver(lake, p, src, span.day(k)))
+        else:
+            assert dates is not None
+            mask = dates == (p.date - dt.date(1970, 1, 1)).days
             day_trades = pd.DataFrame(
                 {"ts_ms": span.ts_ms[mask], "price": span.price[mask], "qty": span.qty[mask], "side": span.side[mask]}
             )
-            cached = bars_1s(day_trades)
-            lake.write(
-                "silver", cached, p.exchange, p.symbol, p.date, mode="replace", meta={"source_sha256": src["sha256"]}
-            )
-        frames.append(cached)
+            frames.append(_write_silver(lake, p, src, day_trades))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
@@ -340,14 +442,113 @@ def gold_events(span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms
     return pd.DataFrame(out)
 
 
+@dataclass
+class KernelEvents:
+    """Events of a kernel run over some trades of a tape: global indices, codes, feature rows."""
+
+    idx: np.ndarray  # int64[n]
+    code: np.ndarray  # int8[n]
+    feat: np.ndarray  # float64[n, N_FEATURES]
+
+    @staticmethod
+    def concat(parts: list["KernelEvents"]) -> "KernelEvents":
+        from signals import N_FEATURES
+
+        if not parts:
+            return KernelEvents(np.empty(0, np.int64), np.empty(0, np.int8), np.empty((0, N_FEATURES)))
+        return KernelEvents(
+            np.concatenate([p.idx for p in parts]),
+            np.concatenate([p.code for p in parts]),
+            np.concatenate([p.feat for p in parts]),
+        )
+
+
+def kernel_batch(ts, price, qty, side, offset: int, params, state, all_features: bool = False):
+    """``signals.run_batch`` over trades starting at global index ``offset``: (events, result)."""
+    from signals import N_FEATURES, run_batch
+
+    res = run_batch(ts, price, qty, side, params, state=state, all_features=all_features)
+    idx = np.asarray(res.event_idx, dtype=np.int64)
+    ev = KernelEvents(
+        offset + idx,
+        np.asarray(res.event_code, dtype=np.int8).copy(),
+        np.asarray(res.event_features, dtype=np.float64).reshape(len(idx), N_FEATURES).copy(),
+    )
+    return ev, res
+
+
+def kernel_days(tape: DayTape, params, days: range, state=None) -> tuple[KernelEvents, object]:
+    """The kernel over the tape's partitions ``days``, one day per batch, the state carried across
+    (``state`` None: a fresh one). Returns the events and the final state (None if no trade)."""
+    parts = []
+    for k in days:
+        d = tape.day(k)
+        if d.ts_ms.size == 0:
+            continue
+        ev, res = kernel_batch(d.ts_ms, d.price, d.qty, d.side, int(tape.offsets[k]), params, state)
+        state = res.state
+        parts.append(ev)
+    return KernelEvents.concat(parts), state
+
+
+def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+    """Gold rows (docs/spec.md §2.6) of kernel events on a tape, forward returns over each event's
+    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns."""
+    from signals import FEATURE_NAMES
+    from signals.outcome import entry_exit
+
+    rows = tape.rows_at(ev.idx)
+    out = {
+        "trade_id": rows.trade_id,
+        "ts_ms": rows.ts_ms,
+        "price": rows.price,
+        "qty": rows.qty,
+        "notional_usd": rows.price * rows.qty,
+        "event_code": ev.code.astype(np.int8),
+    }
+    for j, name in enumerate(FEATURE_NAMES):
+        out[f"f_{name}"] = ev.feat[:, j]
+    fwd = np.full((len(ev.idx), len(horizons_ms)), np.nan)
+    for sel, _, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
+        entry, exit_, _ = entry_exit(
+            ts, px, local, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=tape.coverage, trigger_ts_ms=trig_ts
+        )
+        ok = exit_ >= 0
+        safe_entry = np.where(entry >= 0, entry, 0)
+        for k in range(len(horizons_ms)):
+            gross = px[np.where(ok[:, k], exit_[:, k], 0)] / px[safe_entry] - 1.0
+            fwd[sel, k] = np.where(ok[:, k], gross, np.nan)
+    for k, h in enumerate(horizons_ms):
+        out[f"fwd_ret_{format_duration(h)}"] = fwd[:, k].copy()
+    return pd.DataFrame(out)
+
+
+def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+    """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
+    carried across days, forward returns over each event's outcome window (equal, bit for bit)."""
+    from signals import WhaleParams
+
+    ev, _ = kernel_days(tape, WhaleParams.from_dict(whale), range(tape.n_days))
+    return gold_frame(tape, ev, horizons_ms, latency_ms)
+
+
 def ensure_gold(
-    lake: Lake, span: TradeSpan, whale: dict, horizons_ms: list[int], latency_ms: int, start: dt.date
+    lake: Lake,
+    span: TradeSpan | DayTape,
+    whale: dict,
+    horizons_ms: list[int],
+    latency_ms: int,
+    start: dt.date,
+    *,
+    events_fn: Callable[[DayTape], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, bool]:
     """Gold events for the span, from the lake if built from the same bronze and config.
 
-    The kernel runs over the whole span at once (its state carries across days); the result is
+    The kernel's state carries across days (a :class:`~datasets.tape.DayTape` runs it one day at a
+    time, :func:`tape_gold_events`; a ``TradeSpan`` over the whole span at once); the result is
     stored per date under ``gold/<variant>/...`` with the bronze hashes it was built from.
-    Returns (events, cached).
+    ``events_fn(tape)``: builds a tape's events instead of :func:`tape_gold_events` (the same
+    frame, e.g. in parallel chunks: ``bt.chunks``). Returns (events, cached).
     """
     variant = gold_variant(whale, horizons_ms, latency_ms, start)
     # Forward returns depend on the coverage too (a window crossing a hole is dropped).
@@ -361,7 +562,10 @@ def ensure_gold(
         stored = [lake.read_with_meta(g) for g in parts]
         if all(meta.get("source_fingerprint") == fingerprint for _, meta in stored):
             return pd.concat([df for df, _ in stored], ignore_index=True), True
-    events = gold_events(span, whale, horizons_ms, latency_ms)
+    if isinstance(span, DayTape):
+        events = (events_fn or (lambda t: tape_gold_events(t, whale, horizons_ms, latency_ms)))(span)
+    else:
+        events = gold_events(span, whale, horizons_ms, latency_ms)
     ev_day = pd.to_datetime(events["ts_ms"], unit="ms", utc=True).dt.date
     for g in parts:
         lake.write(

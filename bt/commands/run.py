@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="processes for the symbols of a universe (default: every core); results do not depend on it",
+        help="processes for the symbols of a universe (default: every core); a single symbol builds its "
+        "gold in day chunks on N processes only when given; results do not depend on it",
     )
     p.set_defaults(func=run)
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from whalebt.cli import UserError
-    from datasets.build import ensure_gold, ensure_silver, load_trades
+    from datasets.build import ensure_gold, ensure_silver, open_tape
     from datasets.durations import parse_duration_ms
     from datasets.lake import Lake
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             f"signal.whale ({type(exc).__name__}: {exc}); see `bt run --help`"
         ) from None
     lake = Lake(args.lake or os.environ.get("WHALEBT_LAKE") or d.get("lake", "results/lake"))
-    span = load_trades(lake, exchange, symbol, start, end)
+    span = open_tape(lake, exchange, symbol, start, end)  # read day by day
     bars = ensure_silver(lake, span)
     events, cached = ensure_gold(lake, span, dict(whale), horizons, int(b.get("entry_latency_ms", 0)), start)
     print(
