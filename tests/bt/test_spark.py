@@ -90,9 +90,15 @@ def test_tasks_run_on_spark_in_order_with_the_shared_context(spark):
     assert run_tasks(spark_tasks.refuse_twelve, [], engine="spark") == []
 
 
-@pytest.mark.parametrize("what", ["universe", "single"])
+MODEL = {"threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
+         "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5}}
+
+
+@pytest.mark.parametrize("what", ["universe", "single", "universe+model"])
 def test_bt_run_on_spark_writes_the_local_engine_files(spark, lake, tmp_path, capsys, what):
-    raw = raw_config(lake, symbols=list(SYMBOLS)) if what == "universe" else raw_config(lake, symbol=SYMBOLS[1])
+    raw = raw_config(lake, symbols=list(SYMBOLS)) if what != "single" else raw_config(lake, symbol=SYMBOLS[1])
+    if what == "universe+model":  # one model trained over both symbols' events, sent to the tasks
+        raw["model"] = MODEL
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     local = _bt_run(cfg, tmp_path / "local", "--jobs", "2")
@@ -101,6 +107,7 @@ def test_bt_run_on_spark_writes_the_local_engine_files(spark, lake, tmp_path, ca
     assert _files(on_spark) == _files(local)  # metrics.json, journal, events, positions, equity: byte for byte
     m = json.loads((local / "metrics.json").read_text())
     assert m["n_signals"] > 5 and (what == "single" or set(m["by_symbol"]) == set(SYMBOLS))
+    assert (what == "universe+model") == ("model_metrics" in m)
     err = capsys.readouterr().err
     assert what == "single" or "on Spark" in err
 
