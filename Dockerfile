@@ -15,14 +15,16 @@ ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_TRUSTED_HOST=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
 WORKDIR /src
-# the whole environment is pinned in requirements.lock; install it before the sources for layer caching.
+# the whole environment is pinned in requirements.lock; install it before the sources for layer caching
+# (less the spark extra, pyspark and py4j: the live runner does not use Spark).
 # A CA bundle for the index (a TLS-intercepting proxy) comes in as the build secret `pipcert` and is not
 # kept in the image.
 COPY requirements.lock ./
 RUN --mount=type=secret,id=pipcert \
     if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi; \
-    python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --require-virtualenv -r requirements.lock
+    grep -v -E '^(pyspark|py4j)==' requirements.lock > /tmp/requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-virtualenv -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY whalebt ./whalebt
 COPY signals ./signals

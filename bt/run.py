@@ -379,6 +379,8 @@ def run_backtest(
     strict: bool = False,
     new_run: bool = False,
     jobs: int | None = None,
+    engine: str | None = "local",
+    spark_master: str | None = None,
 ) -> RunResult:
     """Run a config end to end and write ``results/<run_id>/``.
 
@@ -407,8 +409,15 @@ def run_backtest(
     processes, default all cores; :mod:`bt.universe` pools them). A single symbol with ``jobs``
     given builds its gold in day chunks on that many processes (:mod:`bt.chunks`; same events);
     without it, in this process.
+
+    ``engine="spark"`` runs each symbol's study (signals, event study, portfolio, metrics) as
+    one Spark task on ``spark_master`` (:mod:`whalebt.engine`); the pooling and the run folder
+    stay in this process, so the files equal the local engine's.
     """
     from bt.runfolder import clean_stale_run_folders
+    from whalebt.engine import check_engine
+
+    engine = check_engine(engine, spark_master)
 
     clean_stale_run_folders(results_dir)  # scratch folders of killed runs (bt.runfolder)
     if config.data.is_universe:
@@ -423,9 +432,9 @@ def run_backtest(
             strict=strict,
             jobs=jobs,
             new_run=new_run,
+            engine=engine,
+            spark_master=spark_master,
         )
-    from bt.parallel import check_jobs
-
     t0 = time.perf_counter()
     _warm_imports(mlflow=log_mlflow)
     # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
@@ -443,7 +452,9 @@ def run_backtest(
             allow_in_sample,
             strict,
             new_run,
-            1 if jobs is None else check_jobs(jobs),
+            engine,
+            spark_master,
+            jobs,
         )
     finally:
         if worker is not None:
@@ -462,12 +473,29 @@ def _run_single(
     allow_in_sample: bool,
     strict: bool,
     new_run: bool,
-    jobs: int = 1,
+    engine: str = "local",
+    spark_master: str | None = None,
+    jobs: int | None = None,
 ) -> RunResult:
-    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow (``jobs``: gold chunks)."""
+    """One symbol's run: :func:`study_symbol`, then the run folder and MLflow.
+
+    ``jobs``: processes for the gold's day chunks (None: this process). With ``engine="spark"``
+    the study is one Spark task (the symbol is the one unit there is).
+    """
+    from bt.parallel import check_jobs
+
     lake = Lake(config.data.lake)
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
-    st = study_symbol(config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0, jobs=jobs)
+    if engine == "spark":
+        from bt.parallel import run_tasks
+
+        ctx = {"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict}
+        st = run_tasks(_study_task, [(config, None)], jobs, context=ctx, engine=engine, master=spark_master)[0]
+    else:
+        n_chunks = 1 if jobs is None else check_jobs(jobs)
+        st = study_symbol(
+            config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0, jobs=n_chunks
+        )
     timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
     t3 = time.perf_counter()
     artefacts = _report_artefacts(
@@ -831,12 +859,19 @@ def _events_task(member: RunConfig):
     return sig.events, table, first, last
 
 
-def _pooled_verdicts(members: list[RunConfig], config: RunConfig, jobs: int, quiet: bool) -> list:
+def _pooled_verdicts(
+    members: list[RunConfig],
+    config: RunConfig,
+    jobs: int,
+    quiet: bool,
+    engine: str | None = "local",
+    spark_master: str | None = None,
+) -> list:
     """Train one model over every member's events (same purged time splits for all)."""
     from bt.model import train_pooled
     from bt.parallel import run_tasks
 
-    got = run_tasks(_events_task, members, jobs, context={"quiet": quiet})
+    got = run_tasks(_events_task, members, jobs, context={"quiet": quiet}, engine=engine, master=spark_master)
     firsts = [g[2] for g in got if g[2] is not None]
     lasts = [g[3] for g in got if g[3] is not None]
     if not firsts:
@@ -878,8 +913,10 @@ def run_universe(
     strict: bool,
     jobs: int | None,
     new_run: bool = False,
+    engine: str | None = "local",
+    spark_master: str | None = None,
 ) -> RunResult:
-    """A universe run: one :func:`study_symbol` per member (``jobs`` processes), pooled.
+    """A universe run: one :func:`study_symbol` per member (``jobs`` processes or Spark tasks), pooled.
 
     ``metrics["by_symbol"][member]`` is the member's single-symbol metrics.json; the headline
     pools every member's signals (clusters of overlapping windows across symbols), and the
@@ -902,16 +939,19 @@ def run_universe(
     bundle, overlaps = in_sample_guard(config, allow_in_sample=allow_in_sample, quiet=quiet, tracking_uri=tracking_uri)
     names = list(config.data.symbols or ())
     members = [config.for_member(ex, sym) for ex, sym in config.data.members]
-    _say(f"universe of {len(members)} symbols ({','.join(names)}) on {min(n_jobs, len(members))} processes", quiet)
+    where = f"{min(n_jobs, len(members))} processes" if engine != "spark" else "Spark"
+    _say(f"universe of {len(members)} symbols ({','.join(names)}) on {where}", quiet)
     verdicts: list = [None] * len(members)
     if config.model is not None and not config.model.uri:
-        verdicts = _pooled_verdicts(members, config, n_jobs, quiet)
+        verdicts = _pooled_verdicts(members, config, n_jobs, quiet, engine, spark_master)
     studies = run_tasks(
         _study_task,
         list(zip(members, verdicts)),
         n_jobs,
         context={"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict},
         meanwhile=warm_universe,  # the pooling's compiled code loads while the members run
+        engine=engine,
+        master=spark_master,
     )
     timings: dict[str, float] = {"studies_s": time.perf_counter() - t0}
     bt = config.backtest

@@ -268,6 +268,133 @@ def make_objective(
     return objective
 
 
+# --- trials as tasks (--engine spark) ----------------------------------------------------------
+
+#: Per worker process: the FeatureCache built from the broadcast trades (Spark reuses its Python
+#: workers, so a whale rule's kernel run serves every later trial of the study on that worker).
+_TASK_CACHE: dict[str, FeatureCache] = {}
+
+
+def _task_cache() -> tuple[FeatureCache, SearchSpace]:
+    from whalebt.engine import context
+
+    ctx = context()
+    cache = _TASK_CACHE.get(ctx["token"])
+    if cache is None:
+        _TASK_CACHE.clear()
+        cache = FeatureCache(
+            *ctx["arrays"], backtest=ctx["backtest"], span_ms=ctx["span_ms"], test_start_ms=ctx["test"]
+        )
+        _TASK_CACHE[ctx["token"]] = cache
+    return cache, ctx["space"]
+
+
+def _trial_task(spec: TrialSpec) -> dict:
+    """One trial's evaluation, all folds (no Optuna trial here): what :func:`_tell_outcome` replays."""
+    cache, space = _task_cache()
+    hits, misses = cache.hits, cache.misses
+    table = cache.pre_test_table(spec.whale, spec.horizon_ms)
+    splits = purged_splits(
+        table.ts_ms, table.end_ts_ms, spec.model.split, span_ms=cache.span_ms, horizon_ms=spec.horizon_ms
+    )
+    out: dict[str, Any] = {"n_events": len(table), "train": int(splits.train.size), "folds": []}
+    out["cache"] = (cache.hits - hits, cache.misses - misses)  # kernel runs done by this task's worker
+    if splits.train.size < space.min_train_events:
+        return out
+    val = fit_validate(table, splits, spec.model, refit=False, on_fold=lambda j, v: out["folds"].append((j, v)))
+    out.update(
+        metrics=val.metrics(table),
+        period_returns=[round(float(x), 12) for x in val.period_returns],
+        feasible=bool(val.threshold.feasible),
+        threshold=float(val.threshold.threshold),
+        n_independent=int(val.threshold.n_independent),
+        value=float(val.value),
+    )
+    return out
+
+
+def _tell_outcome(study, trial, out: dict, space: SearchSpace, worker: int) -> None:
+    """Set attributes, report folds and tell ``trial`` as :func:`make_objective` would have."""
+    import optuna
+
+    pruned = optuna.trial.TrialState.PRUNED
+    trial.set_user_attr("n_events", out["n_events"])
+    trial.set_user_attr("worker", worker)
+    if out["train"] < space.min_train_events:
+        trial.set_user_attr("pruned_reason", f"{out['train']} training events < {space.min_train_events}")
+        study.tell(trial, state=pruned)
+        return
+    for j, value in out["folds"]:
+        if math.isfinite(value):
+            trial.report(value, j)
+            if trial.should_prune():  # the folds after this one were computed, but are not reported
+                study.tell(trial, state=pruned)
+                return
+    for k, v in out["metrics"].items():
+        trial.set_user_attr(k, v)
+    trial.set_user_attr("period_returns", out["period_returns"])
+    if not out["feasible"]:
+        trial.set_user_attr(
+            "pruned_reason",
+            f"threshold {out['threshold']:g} keeps {out['n_independent']} independent validation signals < min_signals",
+        )
+        study.tell(trial, state=pruned)
+    elif not math.isfinite(out["value"]):
+        trial.set_user_attr("pruned_reason", "no validation signal")
+        study.tell(trial, state=pruned)
+    else:
+        study.tell(trial, out["value"])
+
+
+def _optimize_as_tasks(
+    study,
+    cache: FeatureCache,
+    space: SearchSpace,
+    base_model: ModelConfig,
+    base_whale: dict,
+    base_horizon_ms: int,
+    *,
+    n_trials: int,
+    batch: int,
+    worker: int,
+    engine: str,
+    master: str | None,
+    on_trial: Callable | None = None,
+) -> None:
+    """Rounds of ``batch`` trials: asked here, evaluated as tasks on ``engine``, told in trial order.
+
+    Deterministic for one ``batch``; the sampler sees a round's trials from the next round on.
+    Pruning is decided here from the reported folds, after the earlier trials of the round are told.
+    """
+    import optuna
+
+    from whalebt.engine import run_tasks
+
+    ctx = {
+        "token": f"{id(cache)}-{cache.span_ms}-{cache.test_start_ms}-{len(cache.ts_ms)}",
+        "arrays": (cache.ts_ms, cache.price, cache.qty, cache.side),
+        "backtest": cache.backtest,
+        "span_ms": cache.span_ms,
+        "test": cache.test_start_ms,
+        "space": space,
+    }
+    while (left := n_trials - len(_finished(study))) > 0:
+        trials = [study.ask() for _ in range(min(batch, left))]
+        specs = [suggest(t, space, base_model, base_whale, base_horizon_ms) for t in trials]
+        try:
+            outs = run_tasks(_trial_task, specs, batch, context=ctx, engine=engine, master=master)
+        except BaseException:
+            for t in trials:
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+            raise
+        for t, out in zip(trials, outs):
+            # the tasks' caches (their own, built from the context) count the kernel runs
+            cache.hits, cache.misses = cache.hits + out["cache"][0], cache.misses + out["cache"][1]
+            _tell_outcome(study, t, out, space, worker)
+            if on_trial is not None:
+                on_trial(study, t)
+
+
 # --- summary ----------------------------------------------------------------------------------
 
 
@@ -422,6 +549,8 @@ def run_sweep(
     n_boot: int = 2000,
     summarize_after: bool = True,
     cache: FeatureCache | None = None,
+    engine: str | None = None,
+    master: str | None = None,
 ):
     """Run (or resume) the config's sweep until the study holds ``n_trials`` finished trials.
 
@@ -432,6 +561,9 @@ def run_sweep(
         storage: Optuna storage URL (None: in memory).
         worker: added to the sampler seed, so workers on one study explore differently.
         cache: reuse the features of an earlier call over the same trades and config.
+        engine: None: Optuna's ``study.optimize`` with ``n_jobs`` threads. ``"local"``/``"spark"``:
+            rounds of ``n_jobs`` trials evaluated as :func:`whalebt.engine.run_tasks` tasks and told
+            in trial order (:func:`_optimize_as_tasks`), the same study on either engine.
 
     Returns:
         ``(study, SweepSummary or None, cache)``.
@@ -497,7 +629,22 @@ def run_sweep(
         callbacks.append(tick)
     objective = make_objective(cache, space, base_model, base_whale, base_h, worker=worker)
     try:
-        if remaining:
+        if remaining and engine is not None:
+            _optimize_as_tasks(
+                study,
+                cache,
+                space,
+                base_model,
+                base_whale,
+                base_h,
+                n_trials=n_trials,
+                batch=max(1, n_jobs),
+                worker=worker,
+                engine=engine,
+                master=master,
+                on_trial=callbacks[1] if len(callbacks) > 1 else None,
+            )
+        elif remaining:
             study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, callbacks=callbacks, gc_after_trial=False)
     finally:
         if bar is not None:
@@ -535,6 +682,8 @@ def sweep_command(
     register: bool | str = "passing",
     summary_only: bool = False,
     allow_in_sample: bool = False,
+    engine: str | None = None,
+    master: str | None = None,
 ) -> dict:
     """``bt sweep``: load trades, run the study, write ``results/<study>/``, check the gate, log, register.
 
@@ -584,6 +733,8 @@ def sweep_command(
         n_jobs=n_jobs,
         worker=worker,
         n_boot=run_config.backtest.bootstrap,
+        engine=engine,
+        master=master,
     )
     res = summary.result
     b = run_config.backtest

@@ -36,6 +36,7 @@ __all__ = [
     "add_tracking_uri_option",
     "add_out_option",
     "add_config_override_options",
+    "add_engine_options",
     "check_path_options",
     "DEFAULT_LAKE",
     "DEFAULT_RESULTS",
@@ -175,6 +176,24 @@ def add_tracking_uri_option(p: argparse.ArgumentParser, *, what: str = "") -> No
         default=None,
         help=f"MLflow tracking URI{' ' + what if what else ''} (env MLFLOW_TRACKING_URI; "
         f"default {DEFAULT_TRACKING_URI})",
+    )
+
+
+def add_engine_options(p: argparse.ArgumentParser, *, what: str = "the tasks") -> None:
+    """``--engine local|spark`` and ``--spark-master URL`` (whalebt.engine; env ``SPARK_MASTER``)."""
+    p.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help=f"where {what} run: a local process pool, or Apache Spark (pip install 'whalebt[spark]', Java 17+); "
+        "results are the same",
+    )
+    p.add_argument(
+        "--spark-master",
+        default=None,
+        metavar="URL",
+        help="with --engine spark: the Spark master (env SPARK_MASTER; default local[N], N = --jobs or every core; "
+        "an already active SparkContext, as on Databricks, is used as it is)",
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 from whalebt.cli import (
     HelpFormatter,
     add_config_override_options,
+    add_engine_options,
     add_lake_option,
     add_results_option,
     add_tracking_uri_option,
@@ -19,6 +20,7 @@ EXAMPLE = """Example:
   bt run configs/demo.yaml --start 2024-03-01 --end 2024-03-05 --set signal.whale.min_notional_usd=2e6
   bt run configs/whale_lgbm.yaml --set model.threshold.min_signals=20 --set backtest.horizons=[5m,15m]
   bt run configs/universe.yaml --jobs 2               # data.symbols: one study per symbol, pooled
+  bt run configs/universe.yaml --engine spark --spark-master spark://head:7077   # one Spark task per symbol
 
 --start/--end/--symbol/--set change the config before it is validated (an unknown key is refused
 as in the file); config.yaml in the run folder holds the resolved result, and run_id is its hash.
@@ -71,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="processes for the symbols of a universe (default: every core); a single symbol builds its "
         "gold in day chunks on N processes only when given; results do not depend on it",
     )
+    add_engine_options(p, what="the symbols' studies (one task per symbol)")
     p.set_defaults(func=run)
 
 
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             new_run=args.new_run,
             jobs=args.jobs,
+            engine=args.engine,
+            spark_master=args.spark_master,
         )
     except NonFiniteError as exc:  # a trade stored before ingest refused such rows
         raise UserError(f"{exc}; re-ingest that day (ingest now refuses it)") from None

@@ -9,6 +9,7 @@ import sys
 from whalebt.cli import (
     HelpFormatter,
     add_config_override_options,
+    add_engine_options,
     add_lake_option,
     add_results_option,
     add_tracking_uri_option,
@@ -20,6 +21,8 @@ EXAMPLE = """Example:
   bt sweep configs/whale_lgbm.yaml --trials 100 --storage postgresql+psycopg://postgres@127.0.0.1:5432/optuna --worker 1
   bt sweep configs/whale_lgbm.yaml --trials 20 --end 2024-03-08 --set model.gate.min_test_signals=10
 
+  bt sweep configs/whale_lgbm.yaml --trials 64 --engine spark --jobs 8   # rounds of 8 trials as Spark tasks
+
 Re-running the same command resumes the study (Ctrl-C is safe). Several processes or machines
 given the same --storage and config share one study; give each a different --worker.
 
@@ -28,6 +31,11 @@ signals, deflated Sharpe ratio, PBO) and, by default (--register passing), regis
 passes. A winner that fails is reported with every reason and not registered; that is a valid
 outcome, so the command still exits 0. --register always registers it anyway (tagged
 whalebt.gate=fail); --register never skips MLflow.
+
+--engine spark asks --jobs trials at a time (default: the Spark master's cores), evaluates each
+as a Spark task and tells them back in trial order: the same study for the same --jobs on every
+run. The sampler sees a round's trials from the next round on, so past the TPE sampler's 8
+random start-up trials a study differs from --engine local's one trial after another.
 """
 
 
@@ -50,8 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Optuna storage URL (env OPTUNA_STORAGE)",
     )
     p.add_argument("--study", default=None, help="study name (default: config name + config hash)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (threads)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local: parallel trials in this process (threads, 1 if not given); "
+        "spark: trials per round (default: the master's cores)",
+    )
     p.add_argument("--worker", type=int, default=0, help="worker number, added to the sampler seed")
+    add_engine_options(p, what="the trials")
     add_lake_option(p, overrides_config=True)
     add_config_override_options(p)
     add_results_option(p)
@@ -89,13 +104,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1; got {args.trials}")
+    from whalebt.engine import check_engine, check_jobs, spark_context
+
+    engine = check_engine(args.engine, args.spark_master)
+    jobs = 1 if args.jobs is None and engine == "local" else args.jobs
+    if jobs is not None:
+        check_jobs(jobs)
     config = load_config(args.config, lake=args.lake, overrides=cli_overrides(args))
+    if engine == "spark" and jobs is None:
+        jobs = int(spark_context(args.spark_master).defaultParallelism)
     out = sweep_command(
         config,
         n_trials=args.trials,
         storage=args.storage or None,
         study_name=args.study,
-        n_jobs=args.jobs,
+        n_jobs=int(jobs or 1),
         worker=args.worker,
         results_dir=args.results,
         tracking_uri=args.tracking_uri,
@@ -104,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         register="never" if args.no_register else args.register,
         summary_only=args.summary_only,
         allow_in_sample=args.allow_in_sample,
+        engine="spark" if engine == "spark" else None,
+        master=args.spark_master,
     )
     if args.json:
         print(json.dumps(out, indent=2, default=str))
