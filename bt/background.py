@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +32,22 @@ class WorkerError(RuntimeError):
     """A child process died or failed without an exception the parent could rebuild."""
 
 
+class _NoDownloads(types.ModuleType):
+    """Stands in for yfinance in the tearsheet process: quantstats imports it only to download
+    benchmarks by ticker, and this process hands it the benchmark's returns."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ImportError("the tearsheet process downloads nothing (yfinance is not loaded)")
+
+
 def _prepare_tearsheet(_: Any) -> None:
     import logging
 
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    # Not loaded here (a third of quantstats' import): yfinance (with requests), and ipywidgets,
+    # which seaborn imports for its interactive palette pickers only and does without.
+    sys.modules.setdefault("yfinance", _NoDownloads("yfinance"))
+    sys.modules.setdefault("ipywidgets", None)  # type: ignore[arg-type]
     import matplotlib
 
     matplotlib.use("svg")  # quantstats writes SVG; Agg would redraw every figure after saving it
@@ -102,10 +115,12 @@ def _serve(kind: str, arg: Any, rfd: int, wfd: int) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     prepared, failure = None, None
+    gc.disable()  # imports: allocations, hardly any garbage
     try:
         prepared = prepare(arg)
     except BaseException as exc:  # reported when the job comes
         failure = exc
+    gc.enable()
     reader.join()
     if not got:
         return
