@@ -141,7 +141,7 @@ def _serve(kind: str, arg: Any, rfd: int, wfd: int) -> None:
 def _spawned() -> None:
     """Entry point of a fresh-interpreter child: ``kind``, read and write fds in argv."""
     kind, rfd, wfd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    arg = pickle.loads(_read_message(rfd))
+    arg, sys.argv = pickle.loads(_read_message(rfd))  # the parent's argv: MLflow's source tags read it
     _serve(kind, arg, rfd, wfd)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -223,7 +223,7 @@ class Worker:
                 stderr=self._err,
                 env={**os.environ, "PYTHONPATH": path},
             )
-            data = pickle.dumps(arg)
+            data = pickle.dumps((arg, list(sys.argv)))
             _write_all(job_w, _message(data))
         os.close(job_r)
         os.close(res_w)
