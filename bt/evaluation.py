@@ -9,13 +9,16 @@ Three layers, each usable alone:
   model runs, ``calibration.parquet`` (every scored event with its outcome) and
   ``threshold_curve.parquet`` (validation: what each candidate threshold keeps);
 * figures (``fig_*``): pure functions of those frames, ``trades.parquet`` and ``metrics.json``,
-  returning plotly figures whose titles name the span they cover;
+  returning plotly figures as the plain dicts plotly.js reads (``{"data": [...], "layout": {...}}``,
+  the ``plotly_white`` template included; no ``graph_objects`` validation, which costs seconds),
+  whose titles name the span they cover;
 * :func:`write_report`: one offline page from the run folder alone (plotly.js inlined once,
   nothing fetched), so a report can be re-rendered without the lake.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -26,8 +29,6 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
     from bt.engine import FundingSeries
 
 __all__ = [
@@ -242,50 +243,138 @@ def _held(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[np.isfinite(rows["net_return"].to_numpy(np.float64))]
 
 
-def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
-    fig.update_layout(
-        title=title,
-        template="plotly_white",
-        height=kw.pop("height", 380),
-        margin=dict(l=60, r=30, t=60, b=45),
-        legend=dict(orientation="h", y=-0.18),
+#: One plotly figure as plotly.js reads it: ``{"data": [trace, ...], "layout": {...}}``.
+Figure = dict[str, Any]
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict:
+    """plotly's ``plotly_white`` template as plotly.js reads it (shared; not to be mutated)."""
+    import pkgutil
+
+    data = pkgutil.get_data("plotly", "package_data/templates/plotly_white.json")
+    assert data is not None
+    return json.loads(data)
+
+
+def _layout(fig: Figure, title: str, height: int = 380, **kw: Any) -> Figure:
+    """Title, the ``plotly_white`` template, size, margins and legend of every report figure."""
+    fig["layout"].update(
+        title={"text": title},
+        template=_template(),
+        height=height,
+        margin={"l": 60, "r": 30, "t": 60, "b": 45},
+        legend={"orientation": "h", "y": -0.18},
         **kw,
     )
     return fig
 
 
-def fig_path(paths: pd.DataFrame, span: str) -> go.Figure:
-    """The average cumulative net return after the entry, with its cluster-bootstrap band."""
-    import plotly.graph_objects as go
+def _axis(title: str, **kw: Any) -> dict:
+    return {"title": {"text": title}, **kw}
 
+
+def _hline(y: float, line: dict) -> dict:
+    """A horizontal line across the plot (plotly's ``add_hline``)."""
+    return {"type": "line", "line": line, "x0": 0, "x1": 1, "xref": "x domain", "y0": y, "y1": y, "yref": "y"}
+
+
+def _vline(fig: Figure, x: float, line: dict, text: str, *, side: str = "right") -> None:
+    """A vertical line with its label (plotly's ``add_vline``): ``side`` ``top`` (centred above the
+    plot), ``right`` or ``left`` (inside the plot's top, right or left of the line)."""
+    lay = fig["layout"]
+    lay.setdefault("shapes", []).append(
+        {"type": "line", "line": line, "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain"}
+    )
+    anchor = {
+        "top": {"xanchor": "center", "yanchor": "bottom"},
+        "right": {"xanchor": "left", "yanchor": "top"},
+        "left": {"xanchor": "right", "yanchor": "top"},
+    }[side]
+    lay.setdefault("annotations", []).append(
+        {"showarrow": False, "text": text, "x": x, "xref": "x", "y": 1, "yref": "y domain", **anchor}
+    )
+
+
+def _two_axes(x: dict, y: dict, y2: dict) -> dict:
+    """The layout of plotly's ``make_subplots(specs=[[{"secondary_y": True}]])`` with the axes' settings."""
+    return {
+        "xaxis": {"anchor": "y", "domain": [0.0, 0.94], **x},
+        "yaxis": {"anchor": "x", "domain": [0.0, 1.0], **y},
+        "yaxis2": {"anchor": "x", "overlaying": "y", "side": "right", **y2},
+    }
+
+
+def _json_safe(v: Any) -> Any:
+    """NaN and infinities as null (plotly.js reads JSON), numpy scalars and tuples as JSON values."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return _json_safe(v.item())
+    return v
+
+
+def figure_json(fig: Figure) -> str:
+    """The figure as JSON text (NaN as null), as the page embeds it."""
+    return json.dumps(_json_safe(fig), ensure_ascii=False, separators=(",", ":"))
+
+
+def _floats(x: Any) -> list:
+    return np.asarray(x, dtype=np.float64).tolist()
+
+
+def fig_path(paths: pd.DataFrame, span: str) -> Figure:
+    """The average cumulative net return after the entry, with its cluster-bootstrap band."""
     x = (paths["offset_ms"].to_numpy() / 60_000).tolist()
     n = int(paths["n_signals"].iloc[0]) if len(paths) else 0
     k = int(paths["n_independent"].iloc[0]) if len(paths) else 0
-    fig = go.Figure()
-    if paths["ci_low"].notna().any():
-        fig.add_trace(
-            go.Scatter(
-                x=x + x[::-1],
-                y=paths["ci_high"].tolist() + paths["ci_low"].tolist()[::-1],
-                fill="toself",
-                fillcolor="rgba(31,119,180,0.18)",
-                line=dict(width=0),
-                hoverinfo="skip",
-                name="95 % band (bootstrap over clusters)",
-            )
+    data: list[dict] = []
+    band = paths["ci_low"].notna().any()
+    if band:
+        data.append(
+            {
+                "type": "scatter",
+                "x": x + x[::-1],
+                "y": _floats(paths["ci_high"]) + _floats(paths["ci_low"])[::-1],
+                "fill": "toself",
+                "fillcolor": "rgba(31,119,180,0.18)",
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+                "name": "95 % band (bootstrap over clusters)",
+            }
         )
-    fig.add_trace(go.Scatter(x=x, y=paths["mean"].tolist(), mode="lines", name="mean", line=dict(color="#1f77b4")))
-    fig.add_trace(
-        go.Scatter(x=x, y=paths["median"].tolist(), mode="lines", name="median", line=dict(dash="dot", color="#555"))
+    data.append(
+        {
+            "type": "scatter",
+            "x": x,
+            "y": _floats(paths["mean"]),
+            "mode": "lines",
+            "name": "mean",
+            "line": {"color": "#1f77b4"},
+        }
     )
-    fig.add_hline(y=0, line=dict(color="#999", width=1))
-    band = "" if paths["ci_low"].notna().any() else "; too few clusters for a band"
+    data.append(
+        {
+            "type": "scatter",
+            "x": x,
+            "y": _floats(paths["median"]),
+            "mode": "lines",
+            "name": "median",
+            "line": {"dash": "dot", "color": "#555"},
+        }
+    )
+    fig: Figure = {"data": data, "layout": {"shapes": [_hline(0, {"color": "#999", "width": 1})]}}
+    note = "" if band else "; too few clusters for a band"
     return _layout(
         fig,
-        f"Average cumulative net return after the signal — {span} ({n} signals, {k} independent{band})",
-        xaxis_title="minutes after the entry (trigger + latency)",
-        yaxis=dict(title="net return", tickformat=".2%"),
+        f"Average cumulative net return after the signal — {span} ({n} signals, {k} independent{note})",
         height=420,
+        xaxis=_axis("minutes after the entry (trigger + latency)"),
+        yaxis=_axis("net return", tickformat=".2%"),
     )
 
 
@@ -295,63 +384,65 @@ def _horizon_items(metrics: dict) -> list[tuple[str, dict]]:
     return sorted((metrics.get("by_horizon") or {}).items(), key=lambda kv: parse_duration_ms(kv[0]))
 
 
-def fig_horizon(metrics: dict, span: str) -> go.Figure:
+def fig_horizon(metrics: dict, span: str) -> Figure:
     """Mean (with its 95 % CI where there is one) and median net return at each horizon."""
-    import plotly.graph_objects as go
-
     items = _horizon_items(metrics)
     hs = [h for h, _ in items]
     mean = [m.get("mean_return") for _, m in items]
     ci = [m.get("mean_return_ci95") or [None, None] for _, m in items]
     up = [None if c[1] is None or v is None else c[1] - v for c, v in zip(ci, mean)]
     down = [None if c[0] is None or v is None else v - c[0] for c, v in zip(ci, mean)]
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=hs,
-            y=mean,
-            mode="lines+markers",
-            name="mean",
-            error_y=dict(type="data", array=up, arrayminus=down, visible=True),
-            customdata=[m.get("n_signals") for _, m in items],
-            hovertemplate="%{x}: mean %{y:.3%} (%{customdata} signals)<extra></extra>",
-        )
-    )
-    fig.add_trace(go.Scatter(x=hs, y=[m.get("median_return") for _, m in items], mode="lines+markers", name="median"))
-    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    data = [
+        {
+            "type": "scatter",
+            "x": hs,
+            "y": mean,
+            "mode": "lines+markers",
+            "name": "mean",
+            "error_y": {"type": "data", "array": up, "arrayminus": down, "visible": True},
+            "customdata": [m.get("n_signals") for _, m in items],
+            "hovertemplate": "%{x}: mean %{y:.3%} (%{customdata} signals)<extra></extra>",
+        },
+        {
+            "type": "scatter",
+            "x": hs,
+            "y": [m.get("median_return") for _, m in items],
+            "mode": "lines+markers",
+            "name": "median",
+        },
+    ]
+    fig: Figure = {"data": data, "layout": {"shapes": [_hline(0, {"color": "#999", "width": 1})]}}
     return _layout(
         fig,
         f"Net return vs horizon — {span}",
-        xaxis=dict(title="horizon", type="category"),
-        yaxis=dict(title="net return", tickformat=".2%"),
+        xaxis=_axis("horizon", type="category"),
+        yaxis=_axis("net return", tickformat=".2%"),
     )
 
 
-def fig_distribution(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_distribution(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Histogram of the primary horizon's net returns with the mean, the median and +1 %."""
-    import plotly.graph_objects as go
-
     r = _held(headline_trades(trades, metrics["horizon"]))["net_return"].to_numpy(np.float64)
-    fig = go.Figure(go.Histogram(x=r.tolist(), nbinsx=60, name="signals", marker_color="#1f77b4"))
+    fig: Figure = {
+        "data": [
+            {"type": "histogram", "x": r.tolist(), "nbinsx": 60, "name": "signals", "marker": {"color": "#1f77b4"}}
+        ],
+        "layout": {},
+    }
     mean, p50 = metrics.get("mean_return"), metrics.get("median_return")
     right = mean is None or p50 is None or mean >= p50  # mean's label right of its line, p50's left: no overlap
     for value, label, color, side in (
-        (mean, "mean", "#d62728", "top right" if right else "top left"),
-        (p50, "p50", "#2ca02c", "top left" if right else "top right"),
+        (mean, "mean", "#d62728", "right" if right else "left"),
+        (p50, "p50", "#2ca02c", "left" if right else "right"),
         (0.01, "+1 %", "#7f7f7f", "top"),
     ):
         if value is not None:
-            fig.add_vline(
-                x=value,
-                line=dict(color=color, dash="dash"),
-                annotation_text=f"{label} {value:+.2%}",
-                annotation_position=side,
-            )
+            _vline(fig, value, {"color": color, "dash": "dash"}, f"{label} {value:+.2%}", side=side)
     return _layout(
         fig,
         f"Net return per signal at {metrics['horizon']} — {span} ({r.size} signals)",
-        xaxis=dict(title="net return", tickformat=".1%"),
-        yaxis_title="signals",
+        xaxis=_axis("net return", tickformat=".1%"),
+        yaxis=_axis("signals"),
         showlegend=False,
     )
 
@@ -368,43 +459,54 @@ def _bucket_stats(r: np.ndarray, key: np.ndarray, order: list) -> dict[str, list
     return out
 
 
-def _bucket_fig(stats: dict[str, list], title: str, xtitle: str) -> go.Figure:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+def _bucket_fig(stats: dict[str, list], title: str, xtitle: str) -> Figure:
     x = [str(b) for b in stats["bucket"]]
-    fig.add_trace(
-        go.Bar(
-            x=x,
-            y=stats["mean_return"],
-            name="mean net return",
-            marker_color="#1f77b4",
-            customdata=stats["n"],
-            hovertemplate="%{x}: mean %{y:.3%}, %{customdata} signals<extra></extra>",
-        ),
-        secondary_y=False,
-    )
-    fig.add_trace(
-        go.Scatter(x=x, y=stats["win_rate"], mode="lines+markers", name="win rate (net > 0)"), secondary_y=True
-    )
-    fig.add_trace(
-        go.Scatter(x=x, y=stats["hit_rate_1pct"], mode="lines+markers", name="share ≥ +1 %"), secondary_y=True
-    )
-    fig.update_yaxes(title_text="mean net return", tickformat=".2%", secondary_y=False)
+    data = [
+        {
+            "type": "bar",
+            "x": x,
+            "y": stats["mean_return"],
+            "name": "mean net return",
+            "marker": {"color": "#1f77b4"},
+            "customdata": stats["n"],
+            "hovertemplate": "%{x}: mean %{y:.3%}, %{customdata} signals<extra></extra>",
+            "xaxis": "x",
+            "yaxis": "y",
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": stats["win_rate"],
+            "mode": "lines+markers",
+            "name": "win rate (net > 0)",
+            "xaxis": "x",
+            "yaxis": "y2",
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": stats["hit_rate_1pct"],
+            "mode": "lines+markers",
+            "name": "share ≥ +1 %",
+            "xaxis": "x",
+            "yaxis": "y2",
+        },
+    ]
     # round ticks of its own (plotly.js would sync them to the left axis: 17 %, 33 %, ...); 0 and 100 % not clipped
-    fig.update_yaxes(
-        title_text="share of signals",
-        tickformat=".0%",
-        range=[-0.04, 1.04],
-        tickmode="linear",
-        tick0=0,
-        dtick=0.25,
-        showgrid=False,
-        secondary_y=True,
+    layout = _two_axes(
+        _axis(xtitle, type="category"),
+        _axis("mean net return", tickformat=".2%"),
+        _axis(
+            "share of signals",
+            tickformat=".0%",
+            range=[-0.04, 1.04],
+            tickmode="linear",
+            tick0=0,
+            dtick=0.25,
+            showgrid=False,
+        ),
     )
-    fig.update_xaxes(title_text=xtitle, type="category")
-    return _layout(fig, title)
+    return _layout({"data": data, "layout": layout}, title)
 
 
 def size_buckets(notional: np.ndarray, q: int = 5) -> tuple[np.ndarray, list[str]]:
@@ -423,7 +525,7 @@ def size_buckets(notional: np.ndarray, q: int = 5) -> tuple[np.ndarray, list[str
     return pos, [f"${usd(edges[i])}–{usd(edges[i + 1])}" for i in range(edges.size - 1)]
 
 
-def fig_size(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_size(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Mean return, win rate and share ≥ +1 % by whale notional quintile (primary horizon)."""
     rows = _held(headline_trades(trades, metrics["horizon"]))
     pos, labels = size_buckets(rows["trigger_notional_usd"].to_numpy(np.float64))
@@ -432,7 +534,7 @@ def fig_size(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
     return _bucket_fig(stats, f"By whale size (notional quintiles) at {metrics['horizon']} — {span}", "whale notional")
 
 
-def fig_hour(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_hour(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Mean return, win rate and share ≥ +1 % by the trigger's hour of day (UTC)."""
     rows = _held(headline_trades(trades, metrics["horizon"]))
     hour = (rows["trigger_ts_ms"].to_numpy(np.int64) // 3_600_000) % 24
@@ -440,16 +542,13 @@ def fig_hour(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
     return _bucket_fig(stats, f"By hour of day (UTC) at {metrics['horizon']} — {span}", "hour of the trigger (UTC)")
 
 
-def _table(header: list[str], columns: list[list], title: str, height: int) -> go.Figure:
-    import plotly.graph_objects as go
-
-    fig = go.Figure(
-        go.Table(
-            header=dict(values=header, fill_color="#f0f0f0", align="left", font=dict(size=13)),
-            cells=dict(values=columns, align="left", font=dict(size=12)),
-        )
-    )
-    return _layout(fig, title, height=height)
+def _table(header: list[str], columns: list[list], title: str, height: int) -> Figure:
+    table = {
+        "type": "table",
+        "header": {"values": header, "fill": {"color": "#f0f0f0"}, "align": "left", "font": {"size": 13}},
+        "cells": {"values": columns, "align": "left", "font": {"size": 12}},
+    }
+    return _layout({"data": [table], "layout": {}}, title, height=height)
 
 
 def _pct(v: float | None) -> str:
@@ -477,7 +576,7 @@ def exit_reason_rows(trades: pd.DataFrame, metrics: dict) -> dict[str, list]:
     return out
 
 
-def fig_exit_reasons(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_exit_reasons(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Table of how the primary horizon's signals ended (dropped counts as in metrics.json)."""
     t = exit_reason_rows(trades, metrics)
     return _table(
@@ -503,7 +602,7 @@ def per_day_rows(trades: pd.DataFrame, metrics: dict) -> dict[str, list]:
     }
 
 
-def fig_per_day(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_per_day(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Table of signals, mean net return and win rate per UTC day."""
     t = per_day_rows(trades, metrics)
     return _table(
@@ -514,55 +613,49 @@ def fig_per_day(trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
     )
 
 
-def fig_price(price: pd.DataFrame, trades: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_price(price: pd.DataFrame, trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """The downsampled price with the primary horizon's entries and exits (coloured by reason)."""
-    import plotly.graph_objects as go
 
     def ts(x: np.ndarray) -> list[str]:
         return pd.to_datetime(x, unit="ms", utc=True).strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3].tolist()
 
+    def markers(x: np.ndarray, y: pd.Series, name: str, symbol: str, color: str) -> dict:
+        return {
+            "type": "scattergl",
+            "x": ts(x),
+            "y": _floats(y),
+            "mode": "markers",
+            "name": name,
+            "marker": {"symbol": symbol, "size": 9, "color": color},
+        }
+
     rows = _held(headline_trades(trades, metrics["horizon"]))
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scattergl(
-            x=ts(price["ts_ms"].to_numpy(np.int64)),
-            y=price["price"].tolist(),
-            mode="lines",
-            name="price",
-            line=dict(color="#888", width=1),
-        )
-    )
-    fig.add_trace(
-        go.Scattergl(
-            x=ts(rows["entry_ts_ms"].to_numpy(np.int64)),
-            y=rows["entry_price"].tolist(),
-            mode="markers",
-            name="entry",
-            marker=dict(symbol="triangle-up", size=9, color="#2ca02c"),
-        )
-    )
+    data = [
+        {
+            "type": "scattergl",
+            "x": ts(price["ts_ms"].to_numpy(np.int64)),
+            "y": _floats(price["price"]),
+            "mode": "lines",
+            "name": "price",
+            "line": {"color": "#888", "width": 1},
+        },
+        markers(rows["entry_ts_ms"].to_numpy(np.int64), rows["entry_price"], "entry", "triangle-up", "#2ca02c"),
+    ]
     colors = {"horizon": "#1f77b4", "take_profit": "#17becf", "stop_loss": "#d62728"}
     reason = rows["exit_reason"].astype(str).to_numpy()
     for name, color in colors.items():
         sel = rows[reason == name]
         if len(sel):
-            fig.add_trace(
-                go.Scattergl(
-                    x=ts(sel["exit_ts_ms"].to_numpy(np.int64)),
-                    y=sel["exit_price"].tolist(),
-                    mode="markers",
-                    name=f"exit ({name.replace('_', ' ')})",
-                    marker=dict(symbol="triangle-down", size=9, color=color),
-                )
-            )
+            label = f"exit ({name.replace('_', ' ')})"
+            data.append(markers(sel["exit_ts_ms"].to_numpy(np.int64), sel["exit_price"], label, "triangle-down", color))
     d = metrics["data"]
     return _layout(
-        fig,
+        {"data": data, "layout": {}},
         f"{d.get('price_exchange') or d['exchange']}/{d['symbol']} price with entries and exits at "
         f"{metrics['horizon']} — {span}",
-        xaxis_title="time (UTC)",
-        yaxis_title="price",
         height=460,
+        xaxis=_axis("time (UTC)"),
+        yaxis=_axis("price"),
     )
 
 
@@ -585,78 +678,92 @@ def calibration_rows(cal: pd.DataFrame, bins: int = 10) -> dict[str, list]:
     return out
 
 
-def fig_calibration(cal: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_calibration(cal: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Predicted probability (bucket mean) against the realised label rate and win rate."""
-    import plotly.graph_objects as go
-
     t = calibration_rows(cal)
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dot", color="#999"))
-    )
+    data = [
+        {
+            "type": "scatter",
+            "x": [0, 1],
+            "y": [0, 1],
+            "mode": "lines",
+            "name": "perfect calibration",
+            "line": {"dash": "dot", "color": "#999"},
+        }
+    ]
     size = [6 + 18 * math.sqrt(n / max(t["n"])) for n in t["n"]] if t["n"] else []
     for key, name in (
         ("label_rate", "realised label rate (what the model predicts)"),
         ("win_rate", "win rate (net > 0)"),
     ):
-        fig.add_trace(
-            go.Scatter(
-                x=t["mean_prob"],
-                y=t[key],
-                mode="lines+markers",
-                name=name,
-                marker=dict(size=size),
-                customdata=list(zip(t["bucket"], t["n"])),
-                hovertemplate="p %{customdata[0]}: %{y:.1%} of %{customdata[1]} events<extra></extra>",
-            )
+        data.append(
+            {
+                "type": "scatter",
+                "x": t["mean_prob"],
+                "y": t[key],
+                "mode": "lines+markers",
+                "name": name,
+                "marker": {"size": size},
+                "customdata": [list(c) for c in zip(t["bucket"], t["n"])],
+                "hovertemplate": "p %{customdata[0]}: %{y:.1%} of %{customdata[1]} events<extra></extra>",
+            }
         )
+    fig: Figure = {"data": data, "layout": {}}
     thr = metrics.get("threshold")
     if thr is not None:
-        fig.add_vline(x=thr, line=dict(color="#d62728", dash="dash"), annotation_text=f"threshold {thr:.2f}")
+        _vline(fig, thr, {"color": "#d62728", "dash": "dash"}, f"threshold {thr:.2f}")
     return _layout(
         fig,
         f"Calibration: predicted probability vs realised outcome — {span} ({len(cal)} events)",
-        xaxis=dict(title="predicted probability (bucket mean)", range=[0, 1]),
-        yaxis=dict(title="realised share", range=[0, 1], tickformat=".0%"),
         height=420,
+        xaxis=_axis("predicted probability (bucket mean)", range=[0, 1]),
+        yaxis=_axis("realised share", range=[0, 1], tickformat=".0%"),
     )
 
 
-def fig_threshold(curve: pd.DataFrame, metrics: dict, span: str) -> go.Figure:
+def fig_threshold(curve: pd.DataFrame, metrics: dict, span: str) -> Figure:
     """Validation mean net return and signal counts of each candidate threshold; the chosen one marked."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    x = curve["threshold"].tolist()
-    mean = [None if not np.isfinite(v) else float(v) for v in curve["mean_return"].to_numpy(np.float64)]
-    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name="mean net return"), secondary_y=False)
-    fig.add_trace(
-        go.Scatter(x=x, y=curve["n_signals"].tolist(), mode="lines", name="signals", line=dict(dash="dot")),
-        secondary_y=True,
-    )
-    fig.add_trace(
-        go.Scatter(x=x, y=curve["n_independent"].tolist(), mode="lines", name="independent signals"),
-        secondary_y=True,
-    )
+    x = _floats(curve["threshold"])
+    data = [
+        {"type": "scatter", "x": x, "y": _floats(curve["mean_return"]), "mode": "lines", "name": "mean net return"},
+        {
+            "type": "scatter",
+            "x": x,
+            "y": curve["n_signals"].tolist(),
+            "mode": "lines",
+            "name": "signals",
+            "line": {"dash": "dot"},
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": curve["n_independent"].tolist(),
+            "mode": "lines",
+            "name": "independent signals",
+        },
+    ]
+    for trace, axis in zip(data, ("y", "y2", "y2")):
+        trace.update(xaxis="x", yaxis=axis)
+    fig: Figure = {
+        "data": data,
+        "layout": _two_axes(
+            _axis("threshold (prob ≥)", range=[0, 1]),
+            _axis("mean net return", tickformat=".2%"),
+            _axis("signals"),
+        ),
+    }
     thr = metrics.get("threshold")
     rule = (metrics.get("model_metrics") or {}).get("threshold_rule")
     if thr is not None:
-        fig.add_vline(
-            x=thr,
-            line=dict(color="#d62728", dash="dash"),
-            annotation_text=f"chosen {thr:.2f}" + (f" ({rule})" if rule else ""),
-        )
-    fig.update_yaxes(title_text="mean net return", tickformat=".2%", secondary_y=False)
-    fig.update_yaxes(title_text="signals", secondary_y=True)
-    fig.update_xaxes(title_text="threshold (prob ≥)", range=[0, 1])
+        text = f"chosen {thr:.2f}" + (f" ({rule})" if rule else "")
+        _vline(fig, thr, {"color": "#d62728", "dash": "dash"}, text)
     return _layout(fig, f"Threshold choice on validation — {span}", height=420)
 
 
 # --- the page ----------------------------------------------------------------------------------
 
 
-def fig_symbols(metrics: dict, span: str) -> go.Figure:
+def fig_symbols(metrics: dict, span: str) -> Figure:
     """A universe's per-symbol figures (each symbol as if run alone): ``metrics["by_symbol"]``."""
     from bt.metrics import SYMBOL_COLUMNS, format_symbol_value, symbol_rows
 
@@ -673,13 +780,13 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
     return pd.read_parquet(p) if p.is_file() else None
 
 
-def figures(run_dir: Path) -> dict[str, go.Figure]:
+def figures(run_dir: Path) -> dict[str, Figure]:
     """``{div id: figure}`` of a run folder, in page order (see :data:`FIGURE_IDS`)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     trades = pd.read_parquet(run_dir / "trades.parquet")
     spans = report_spans(metrics)
     s = spans["signals"]
-    out: dict[str, go.Figure] = {}
+    out: dict[str, Figure] = {}
     paths = _read(run_dir, "paths")
     if paths is not None:
         out["fig-path"] = fig_path(paths, s)
@@ -743,7 +850,7 @@ def render_report(run_dir: Path) -> str:
         "<table class='h'>" + "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in head) + "</table>",
     ]
     for div_id, fig in figs.items():
-        spec = fig.to_json().replace("</", "<\\/")
+        spec = figure_json(fig).replace("</", "<\\/")
         parts.append(f'<div id="{div_id}" class="fig"></div>')
         parts.append(f'<script type="application/json" id="{div_id}-data">{spec}</script>')
     parts.append(f"<script>{_RENDER}</script></body></html>")

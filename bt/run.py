@@ -435,15 +435,21 @@ def run_backtest(
             engine=engine,
             spark_master=spark_master,
         )
+    from bt.background import Worker
+
     t0 = time.perf_counter()
-    _warm_imports(mlflow=log_mlflow)
-    # A process that already imported quantstats (a notebook) draws in place: the import was the cost.
-    worker = _TearsheetWorker() if tearsheet and "quantstats" not in sys.modules else None
+    # Child processes import quantstats and MLflow (and open the store) while the run computes
+    # (bt.background). A process that already imported quantstats (a notebook) draws in place.
+    workers: dict[str, Worker] = {}
     try:
+        if tearsheet and "quantstats" not in sys.modules:
+            workers["tearsheet"] = Worker("tearsheet")
+        if log_mlflow:
+            workers["mlflow"] = Worker("mlflow", tracking_uri)
         return _run_single(
             config,
             t0,
-            worker,
+            workers,
             results_dir,
             tracking_uri,
             log_mlflow,
@@ -457,14 +463,14 @@ def run_backtest(
             jobs,
         )
     finally:
-        if worker is not None:
-            worker.cancel()
+        for w in workers.values():
+            w.cancel()
 
 
 def _run_single(
     config: RunConfig,
     t0: float,
-    worker: _TearsheetWorker | None,
+    workers: dict,
     results_dir: str | os.PathLike[str],
     tracking_uri: str | None,
     log_mlflow: bool,
@@ -510,21 +516,49 @@ def _run_single(
         benchmark = price_on_bars(pf.equity.index, *tape)
     timings["report_data_s"] = time.perf_counter() - t3
     run_dir = _write_run(
-        config, metrics, sig, study, pf, Path(results_dir), tearsheet, quiet, artefacts, benchmark, timings, worker
+        config,
+        metrics,
+        sig,
+        study,
+        pf,
+        Path(results_dir),
+        tearsheet,
+        quiet,
+        artefacts,
+        benchmark,
+        timings,
+        workers.get("tearsheet"),
     )
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
     if log_mlflow:
-        _log_mlflow(result, config, tracking_uri, new_run, quiet)
+        _log_mlflow(result, config, tracking_uri, new_run, quiet, workers.get("mlflow"))
     return result
 
 
-def _log_mlflow(result: RunResult, config: RunConfig, tracking_uri: str | None, new_run: bool, quiet: bool) -> None:
-    """Log (or update: same config, same data) the run's MLflow run (:mod:`bt.tracking`)."""
-    from bt.tracking import log_backtest
+def _log_mlflow(
+    result: RunResult, config: RunConfig, tracking_uri: str | None, new_run: bool, quiet: bool, worker=None
+) -> None:
+    """Log (or update: same config, same data) the run's MLflow run (:mod:`bt.tracking`).
 
+    ``worker``: a :class:`bt.background.Worker` of kind ``mlflow`` that logs it (else in process).
+    """
     t4 = time.perf_counter()
-    logged = log_backtest(config, result.metrics, result.run_dir, tracking_uri=tracking_uri, new_run=new_run)
+    if worker is not None:
+        worker.send(
+            {
+                "config": config,
+                "metrics": result.metrics,
+                "run_dir": result.run_dir,
+                "tracking_uri": tracking_uri,
+                "new_run": new_run,
+            }
+        )
+        logged = worker.result()
+    else:
+        from bt.tracking import log_backtest
+
+        logged = log_backtest(config, result.metrics, result.run_dir, tracking_uri=tracking_uri, new_run=new_run)
     result.mlflow_run_id = logged.run_id
     result.timings_s["mlflow_s"] = time.perf_counter() - t4
     what = "updated (same config and data; --new-run adds a copy)" if logged.updated else "logged"
@@ -1055,101 +1089,6 @@ def run_universe(
     return result
 
 
-#: What the end of a run imports for MLflow (the sqlite store pulls in most of MLflow).
-_MLFLOW_MODULES = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.data.meta_dataset")
-
-
-def _warm_imports(*, mlflow: bool) -> None:
-    """Import MLflow in a background thread while the run loads and computes.
-
-    It takes seconds to import and is needed only at the end; the main thread's own import of it
-    then waits for (at most) the rest. Failures are left for that import to report.
-    """
-    import importlib
-    import threading
-
-    if not mlflow:
-        return
-
-    def load() -> None:
-        from bt.tracking import quiet_mlflow
-
-        quiet_mlflow()
-        for name in _MLFLOW_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:
-                return
-
-    threading.Thread(target=load, name="whalebt-warm-imports", daemon=True).start()
-
-
-_TEARSHEET_CHILD = """
-import json, pathlib, sys, types
-import matplotlib
-matplotlib.use("Agg")
-import pandas as pd
-import quantstats
-from bt.report import write_tearsheet
-line = sys.stdin.readline().strip()
-if line:
-    d = pathlib.Path(line)
-    f = pd.read_parquet(d / ".tearsheet-input.parquet")
-    bench = f["benchmark"] if "benchmark" in f.columns else None
-    m = json.loads((d / "metrics.json").read_text())
-    write_tearsheet(types.SimpleNamespace(equity=f["equity"]), m, d / "tearsheet.html", benchmark=bench)
-"""
-
-
-class _TearsheetWorker:
-    """A child process that imports quantstats while the run computes, then renders its tearsheet.
-
-    quantstats takes seconds to import and to draw; in a child both overlap the event study, the
-    report and the other files. :meth:`render` hands it the folder being built (``metrics.json``
-    and the equity written there first), :meth:`wait` waits for ``tearsheet.html``. The page is
-    the one :func:`bt.report.write_tearsheet` writes in process.
-    """
-
-    def __init__(self) -> None:
-        import subprocess
-        import tempfile
-
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _TEARSHEET_CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=self._err,
-            env=env,
-        )
-
-    def render(self, folder: Path, pf: PortfolioResult, benchmark: pd.Series | None) -> None:
-        frame = pd.DataFrame({"equity": pf.equity})
-        if benchmark is not None:
-            frame["benchmark"] = benchmark.to_numpy()
-        frame.to_parquet(folder / ".tearsheet-input.parquet")
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{folder}\n".encode())
-        self.proc.stdin.close()
-
-    def wait(self, folder: Path) -> None:
-        rc = self.proc.wait()
-        (folder / ".tearsheet-input.parquet").unlink(missing_ok=True)
-        if rc != 0 or not (folder / "tearsheet.html").is_file():
-            self._err.seek(0)
-            tail = self._err.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError("the tearsheet process failed: " + " | ".join(tail))
-        self._err.close()
-
-    def cancel(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._err.close()
-
-
 def _report_queries(study: pd.DataFrame, span_ms: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
     """The times and trades :func:`bt.evaluation.run_artefacts` reads of the price tape: the
     price chart's steps, each held signal's path steps and its entry and exit (paths are clipped
@@ -1287,7 +1226,7 @@ def _write_run(
     artefacts: dict[str, pd.DataFrame] | None = None,
     benchmark: pd.Series | None = None,
     timings: dict[str, float] | None = None,
-    worker: _TearsheetWorker | None = None,
+    worker=None,
 ) -> Path:
     """Write the run folder atomically: build it beside the target, then swap it in (bt.runfolder).
 
@@ -1302,8 +1241,10 @@ def _write_run(
     def fill(tmp: Path) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
         (tmp / "metrics.json").write_text(json_text(metrics))
-        if tearsheet and worker is not None:
-            worker.render(tmp, pf, benchmark)  # drawn while the other files are written
+        if tearsheet and worker is not None:  # a bt.background.Worker: drawn while the other files are written
+            worker.send(
+                {"equity": pf.equity, "benchmark": benchmark, "metrics": metrics, "path": tmp / "tearsheet.html"}
+            )
         with open(tmp / "signals.jsonl", "w") as fh:
             for rec in sig.journal():
                 fh.write(journal_line(rec))
@@ -1328,7 +1269,7 @@ def _write_run(
             timings["report_s"] = time.perf_counter() - t
         if tearsheet and worker is not None:
             t = time.perf_counter()
-            worker.wait(tmp)
+            worker.result()
             if timings is not None:
                 timings["tearsheet_wait_s"] = time.perf_counter() - t
 

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "resolve_tracking_uri",
     "connect",
+    "prepare_logging",
     "log_backtest",
     "flatten",
     "code_version",
@@ -193,6 +194,20 @@ def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
         if reg:
             mlflow.set_registry_uri(reg)
     return mlflow
+
+
+def prepare_logging(tracking_uri: str | None = None) -> None:
+    """What :func:`log_backtest` needs first, done ahead (``bt run`` does it while it computes).
+
+    Imports MLflow with its sqlite store and dataset classes, points MLflow at the store and opens
+    it: a client opens its store, which MLflow keeps for the next client (a new sqlite store gets
+    its tables). Writes no run and no experiment.
+    """
+    mlflow = connect(tracking_uri)
+    with mlflow_calls():
+        import mlflow.data.meta_dataset  # noqa: F401
+
+        mlflow.MlflowClient()
 
 
 # --- what a run is logged with ------------------------------------------------------------------
@@ -378,27 +393,39 @@ MAX_EQUITY_POINTS = 5000
 
 
 def _equity_figure(run_dir: Path, metrics: dict):
-    """Equity of the portfolio against buying and holding the symbol (both from the initial equity)."""
+    """Equity of the portfolio against buying and holding the symbol (both from the initial equity).
+
+    A plotly figure as plotly.js reads it (see :mod:`bt.evaluation`), the curves as typed arrays.
+    """
+    import base64
+
     import numpy as np
     import pandas as pd
-    import plotly.graph_objects as go
+
+    from bt.evaluation import _template
 
     eq = pd.read_parquet(run_dir / "equity.parquet")
     if len(eq) > MAX_EQUITY_POINTS:
         eq = eq.iloc[np.unique(np.r_[np.linspace(0, len(eq) - 1, MAX_EQUITY_POINTS).astype(np.int64), len(eq) - 1])]
-    fig = go.Figure()
+    x = [t.isoformat() for t in eq.index]
+
+    def typed(v: pd.Series) -> dict:  # plotly.js typed array, as plotly writes numpy data
+        return {"dtype": "f8", "bdata": base64.b64encode(np.ascontiguousarray(v, dtype="<f8").tobytes()).decode()}
+
+    data = []
     if len(eq):
-        fig.add_scatter(x=eq.index, y=eq["equity"], name="portfolio", mode="lines")
+        data.append({"mode": "lines", "name": "portfolio", "x": x, "y": typed(eq["equity"]), "type": "scatter"})
         if "price" in eq and float(eq["price"].iloc[0]) > 0:
             bh = eq["price"] / float(eq["price"].iloc[0]) * float(eq["equity"].iloc[0])
-            fig.add_scatter(x=eq.index, y=bh, name=f"buy and hold {metrics['data']['symbol']}", mode="lines")
+            name = f"buy and hold {metrics['data']['symbol']}"
+            data.append({"mode": "lines", "name": name, "x": x, "y": typed(bh), "type": "scatter"})
     d = metrics["data"]
-    fig.update_layout(
-        title=f"equity, {d['exchange']}/{d['symbol']} {d['start']}..{d['end']}",
-        template="plotly_white",
-        yaxis_title="equity",
-    )
-    return fig
+    layout = {
+        "title": {"text": f"equity, {d['exchange']}/{d['symbol']} {d['start']}..{d['end']}"},
+        "template": _template(),
+        "yaxis": {"title": {"text": "equity"}},
+    }
+    return {"data": data, "layout": layout}
 
 
 _SPEC = re.compile(r'<script type="application/json" id="fig-([\w-]+)-data">(.*?)</script>', re.S)
@@ -430,7 +457,9 @@ def write_figures(run_dir: Path, out: Path, metrics: dict) -> list[str]:
     sri = "sha384-" + base64.b64encode(hashlib.sha384(get_plotlyjs().encode()).digest()).decode()
     head = f'<script charset="utf-8" src="{plotly_cdn_url()}" integrity="{sri}" crossorigin="anonymous"></script>'
     out.mkdir(parents=True, exist_ok=True)
-    specs = {"equity": _equity_figure(run_dir, metrics).to_json().replace("</", "<\\/")}
+    from bt.evaluation import figure_json
+
+    specs = {"equity": figure_json(_equity_figure(run_dir, metrics)).replace("</", "<\\/")}
     report = Path(run_dir) / "report.html"
     if report.is_file():
         for div, spec in _SPEC.findall(report.read_text(encoding="utf-8")):
