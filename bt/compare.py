@@ -35,8 +35,8 @@ METRIC_ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("mean return", ("mean_return",), "pct"),
     ("median return", ("median_return",), "pct"),
     ("win rate", ("win_rate",), "pct"),
-    ("hit rate >= 1%", ("hit_rate_1pct",), "pct"),
-    ("precision", ("precision",), "pct"),
+    ("hit rate (net >= +1%)", ("hit_rate_1pct",), "pct"),
+    ("precision (gross >= +1%)", ("precision",), "pct"),
     ("p10", ("p10",), "pct"),
     ("p90", ("p90",), "pct"),
     ("mean return CI95 low", ("mean_return_ci95", "0"), "pct"),
@@ -268,7 +268,14 @@ def _figures(runs: Sequence[RunView]) -> tuple[str, str]:
         if r.equity is not None and len(r.equity):
             s = r.equity / float(r.equity.iloc[0])
             eq.add_trace(go.Scatter(x=[str(x) for x in s.index], y=s.to_numpy().tolist(), mode="lines", name=r.run_id))
-    eq.update_layout(title="Equity (normalised to 1 at the start)", height=420, margin=dict(l=40, r=20, t=50, b=40))
+    spans = {_span_text(run_span(r)) for r in runs}
+    over = spans.pop() if len(spans) == 1 else "the runs cover different spans"
+    eq.update_layout(
+        title=f"Equity (normalised to 1 at the start) — {over}",
+        yaxis_title="equity / starting cash",
+        height=420,
+        margin=dict(l=40, r=20, t=50, b=40),
+    )
     dist = go.Figure()
     for r in runs:
         if r.returns is not None and r.returns.size:

@@ -184,6 +184,11 @@ def figure_rows(metrics: dict) -> list[tuple[str, Any, str]]:
     from bt.compare import METRIC_ROWS
     from bt.compare import get_path as _at
 
-    shares = ("win rate", "hit rate >= 1%", "precision", "exposure")  # fractions of signals or bars, unsigned
+    shares = (
+        "win rate",
+        "hit rate (net >= +1%)",
+        "precision (gross >= +1%)",
+        "exposure",
+    )  # fractions of signals or bars, unsigned
     rows = [(label, _at(metrics, path), "share" if label in shares else kind) for label, path, kind in METRIC_ROWS]
     return [r for r in rows if r[1] is not None]

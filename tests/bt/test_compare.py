@@ -27,9 +27,15 @@ def runs(tmp_path_factory):
     plain = {k: v for k, v in raw.items() if k != "model"}
     plain["name"] = "plain-whale"
     run = run_backtest(parse_config(plain), results_dir=results, log_mlflow=False, quiet=True)
-    out = sweep_command(parse_config(raw), n_trials=4, storage=None, results_dir=str(results),
-                        tracking_uri=f"sqlite:///{tmp}/mlflow.db", register_as="whale-plantusdt",
-                        register="always")  # registration mechanics, whatever the gate says
+    out = sweep_command(
+        parse_config(raw),
+        n_trials=4,
+        storage=None,
+        results_dir=str(results),
+        tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+        register_as="whale-plantusdt",
+        register="always",
+    )  # registration mechanics, whatever the gate says
     return tmp, results, run.run_dir, Path(out["results"]), out
 
 
@@ -43,12 +49,19 @@ def test_compare_page_is_offline_and_complete(runs, capsys):
     assert not re.search(r"<script[^>]+src=", page)
     lib = re.search(r'<script type="text/javascript">(.*?)</script>', page, re.S)
     assert len(lib.group(1)) > 3_000_000  # plotly.js itself is in the page
-    ours = page[:lib.start()] + page[lib.end():]
+    ours = page[: lib.start()] + page[lib.end() :]
     assert not re.search(r'(src|href)="(https?:)?//', ours)
     run_id = json.loads((run_dir / "metrics.json").read_text())["run_id"]
     assert run_id in page and sweep_dir.name in page
-    for label in ("deflated Sharpe ratio", "PBO", "mean return", "max drawdown", "Equity curves",
-                  "Return distributions", "Config differences"):
+    for label in (
+        "deflated Sharpe ratio",
+        "PBO",
+        "mean return",
+        "max drawdown",
+        "Equity curves",
+        "Return distributions",
+        "Config differences",
+    ):
         assert label in page
     # The sweep's DSR is shown as written in its metrics.json.
     dsr = json.loads((sweep_dir / "metrics.json").read_text())["dsr"]
@@ -98,8 +111,9 @@ def test_sweep_registers_the_winner_with_a_nested_run_per_trial(runs):
     assert json.loads(mv.tags["whalebt.dsr"]) == metrics["dsr"]
     parent = client.get_run(out["mlflow_run_id"])
     assert parent.data.tags["whalebt.kind"] == "sweep" and parent.data.tags["whalebt.data_snapshot"]
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(r.data.tags["whalebt.trial"] for r in children) == ["0", "1", "2", "3"]
     assert all(r.data.tags["whalebt.code_version"] for r in children)
     # The registered model scores the sweep's test events exactly as the sweep did.
@@ -145,3 +159,15 @@ def test_compare_warns_when_runs_cover_different_spans(runs):
     assert span_warnings([run, run]) == [] and span_warnings([run]) == []
     run.metrics["data"]["holes"] = [{"seconds": 5400}]
     assert span_warnings([run]) == [f"{run.run_id}: its data has 1 hole(s) of a minute or more (1.5 h uncovered)"]
+
+
+def test_compare_says_which_one_percent_rate_is_net_and_which_gross(runs, tmp_path):
+    from bt.compare import load_run, render_compare
+
+    _, _, run_dir, _, _ = runs
+    page = render_compare([load_run(run_dir), load_run(run_dir)], tmp_path / "compare.html")
+    # precision counts gross returns >= +1 %, the hit rate net ones: the labels say so
+    assert "precision (gross &gt;= +1%)" in page or "precision (gross >= +1%)" in page
+    assert "hit rate (net &gt;= +1%)" in page or "hit rate (net >= +1%)" in page
+    m = load_run(run_dir).metrics["data"]
+    assert f"Equity (normalised to 1 at the start) — {m['start']} – {m['end']}" in page
