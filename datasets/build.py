@@ -139,8 +139,8 @@ class TradeSpan:
         )
 
 
-def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan:
-    """Read bronze trades for ``start..end`` (dates, inclusive) into arrays, oldest first."""
+def bronze_partitions(lake: Lake, exchange: str, symbol: str, start, end) -> list[Partition]:
+    """The bronze partitions of ``start..end``; :class:`NoDataError` saying what is stored when none."""
     parts = lake.partitions("bronze", exchange, symbol, start=start, end=end)
     if not parts:
         raise NoDataError(
@@ -148,6 +148,12 @@ def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan
             f"stored: {lake.describe('bronze', exchange, symbol)}. "
             "Ingest them first, e.g. `datasets ingest binance-archive ...`"
         )
+    return parts
+
+
+def load_trades(lake: Lake, exchange: str, symbol: str, start, end) -> TradeSpan:
+    """Read bronze trades for ``start..end`` (dates, inclusive) into arrays, oldest first."""
+    parts = bronze_partitions(lake, exchange, symbol, start, end)
     frames, sources, covered = [], [], []
     for p in parts:
         df, meta = lake.read_with_meta(p, TRADE_COLUMNS)
@@ -190,13 +196,7 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
     Same trades, order, sources and coverage as :func:`load_trades`; reads only the partitions'
     footers now (and ``ts_ms`` of partitions written before coverage was recorded).
     """
-    parts = lake.partitions("bronze", exchange, symbol, start=start, end=end)
-    if not parts:
-        raise NoDataError(
-            f"no bronze trades for {exchange}/{symbol} from {start} to {end} in {lake.uri}; "
-            f"stored: {lake.describe('bronze', exchange, symbol)}. "
-            "Ingest them first, e.g. `datasets ingest binance-archive ...`"
-        )
+    parts = bronze_partitions(lake, exchange, symbol, start, end)
     sources, covered, rows = [], [], []
     for p in parts:
         meta = lake.partition_meta(p)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from datasets.build import load_trades
+    from datasets.build import bronze_partitions
     from datasets.durations import parse_duration_ms
     from datasets.lake import Lake
     from whalebt.engine import check_engine, run_tasks
@@ -122,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--engine spark needs a lake its tasks can reach (a shared path or az://); got {lake.uri}")
     days: list[tuple[str, str, str, str]] = []
     for exchange, symbol in members:
-        parts = lake.partitions("bronze", exchange, symbol, start=start, end=end)
-        if not parts:
-            load_trades(lake, exchange, symbol, start, end)  # raises NoDataError, saying what is stored
+        parts = bronze_partitions(lake, exchange, symbol, start, end)  # NoDataError, saying what is stored
         days += [(lake.uri, exchange, symbol, str(p.date)) for p in parts]
     jobs, master = args.jobs, args.spark_master
     bars = run_tasks(_silver_task, days, jobs, engine=engine, master=master)
