@@ -92,14 +92,49 @@ def main() -> None:
     end_day = 1 + args.days - 1
     print(f"== bt run benchmark: {args.days} days x {args.trades_per_s} trades/s (synthetic market)")
     t0 = time.perf_counter()
-    _run([str(BIN / "datasets"), "synth", "--out", str(work / "archive"), "--symbol", "BENCHUSDT",
-          "--start", "2024-03-01", "--days", str(args.days), "--trades-per-s", str(args.trades_per_s),
-          "--seed", "1", "--whale-notional-usd", "1000000", "--plant-effect-bps", "100",
-          "--plant-horizon-s", "3600"])
+    _run(
+        [
+            str(BIN / "datasets"),
+            "synth",
+            "--out",
+            str(work / "archive"),
+            "--symbol",
+            "BENCHUSDT",
+            "--start",
+            "2024-03-01",
+            "--days",
+            str(args.days),
+            "--trades-per-s",
+            str(args.trades_per_s),
+            "--seed",
+            "1",
+            "--whale-notional-usd",
+            "1000000",
+            "--plant-effect-bps",
+            "100",
+            "--plant-horizon-s",
+            "3600",
+        ]
+    )
     t_synth = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _run([str(BIN / "datasets"), "ingest", "binance-archive", "--root", str(work / "archive"), "--symbol",
-          "BENCHUSDT", "--start", "2024-03-01", "--end", f"2024-03-{end_day:02d}", "--lake", str(work / "lake")])
+    _run(
+        [
+            str(BIN / "datasets"),
+            "ingest",
+            "binance-archive",
+            "--root",
+            str(work / "archive"),
+            "--symbol",
+            "BENCHUSDT",
+            "--start",
+            "2024-03-01",
+            "--end",
+            f"2024-03-{end_day:02d}",
+            "--lake",
+            str(work / "lake"),
+        ]
+    )
     t_ingest = time.perf_counter() - t0
     cfg = work / "bench.yaml"
     cfg.write_text(
@@ -119,32 +154,47 @@ def main() -> None:
     full = _child(cfg, work / "results", "full", tracking)
     again = _child(cfg, work / "results", "full", tracking)
     no_ts = _child(cfg, work / "results", "no-tearsheet", tracking)
-    print(f"synth {t_synth:.1f} s, ingest {t_ingest:.1f} s, {cold['n_trades']:,} trades, "
-          f"{cold['n_signals']:,} signals at 1h")
+    print(
+        f"synth {t_synth:.1f} s, ingest {t_ingest:.1f} s, {cold['n_trades']:,} trades, "
+        f"{cold['n_signals']:,} signals at 1h"
+    )
     print(f"{'bt run':<26}{'wall s':>10}{'cpu s':>8}{'peak RSS MB':>14}{'trades/s':>14}")
-    rows = (("cold (gold built)", cold), ("cached (gold read)", cached), ("cached + report/ts/MLflow", full),
-            ("same, MLflow update", again), ("same, no tearsheet", no_ts))
+    rows = (
+        ("cold (gold built)", cold),
+        ("cached (gold read)", cached),
+        ("cached + report/ts/MLflow", full),
+        ("same, MLflow update", again),
+        ("same, no tearsheet", no_ts),
+    )
     for name, r in rows:
         print(
             f"{name:<26}{r['wall_s']:>10.2f}{r['cpu_s']:>8.2f}{r['rss_mb']:>14.0f}{r['n_trades'] / r['wall_s']:>14,.0f}"
         )
-    print(f"cached / cold wall: {cached['wall_s'] / cold['wall_s']:.2f}x; cold stage times: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in cold["timings"].items()))
-    print(f"with report+tearsheet+MLflow / without: {full['wall_s'] / cached['wall_s']:.2f}x "
-          f"(MLflow update {again['wall_s'] / cached['wall_s']:.2f}x; target <= 2x; cpu "
-          f"{full['cpu_s'] / cached['cpu_s']:.2f}x); stage times: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in full["timings"].items()))
+    print(
+        f"cached / cold wall: {cached['wall_s'] / cold['wall_s']:.2f}x; cold stage times: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cold["timings"].items())
+    )
+    print(
+        f"with report+tearsheet+MLflow / without: {full['wall_s'] / cached['wall_s']:.2f}x "
+        f"(MLflow update {again['wall_s'] / cached['wall_s']:.2f}x; target <= 2x; cpu "
+        f"{full['cpu_s'] / cached['cpu_s']:.2f}x); stage times: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in full["timings"].items())
+    )
     # The 2x target holds at best when the run's CPU seconds fit on the cores within 2x the bare wall.
     cores = len(os.sched_getaffinity(0))
-    print(f"CPU floor on {cores} cores: the full run's {full['cpu_s']:.2f} CPU-s need >= {full['cpu_s'] / cores:.2f} s "
-          f"of wall, 2x the bare run allows {2 * cached['wall_s']:.2f} s; without the tearsheet "
-          f"{no_ts['wall_s'] / cached['wall_s']:.2f}x ({no_ts['cpu_s']:.2f} CPU-s), the tearsheet adds "
-          f"{full['cpu_s'] - no_ts['cpu_s']:.2f} CPU-s")
+    print(
+        f"CPU floor on {cores} cores: the full run's {full['cpu_s']:.2f} CPU-s need >= {full['cpu_s'] / cores:.2f} s "
+        f"of wall, 2x the bare run allows {2 * cached['wall_s']:.2f} s; without the tearsheet "
+        f"{no_ts['wall_s'] / cached['wall_s']:.2f}x ({no_ts['cpu_s']:.2f} CPU-s), the tearsheet adds "
+        f"{full['cpu_s'] - no_ts['cpu_s']:.2f} CPU-s"
+    )
     base = _startup([PY, "-c", "pass"])
     bth = _startup([str(BIN / "bt"), "--help"])
     brun = _startup([str(BIN / "bt"), "run", "--help"])
-    print(f"start-up: python -c pass {base * 1000:.0f} ms, bt --help {bth * 1000:.0f} ms "
-          f"(+{(bth - base) * 1000:.0f} ms), bt run --help {brun * 1000:.0f} ms; target bt --help < 500 ms")
+    print(
+        f"start-up: python -c pass {base * 1000:.0f} ms, bt --help {bth * 1000:.0f} ms "
+        f"(+{(bth - base) * 1000:.0f} ms), bt run --help {brun * 1000:.0f} ms; target bt --help < 500 ms"
+    )
 
 
 if __name__ == "__main__":

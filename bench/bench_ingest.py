@@ -69,14 +69,24 @@ def _bybit_day(out: Path, day: dt.date, tr: dict, rng) -> None:
     step = np.sign(np.diff(price, prepend=price[0]))
     last = np.maximum.accumulate(np.where(step != 0, np.arange(step.size), 0))
     up = step[last] > 0
-    tick = np.where(step > 0, "PlusTick", np.where(step < 0, "MinusTick", np.where(up, "ZeroPlusTick", "ZeroMinusTick")))
+    tick = np.where(
+        step > 0, "PlusTick", np.where(step < 0, "MinusTick", np.where(up, "ZeroPlusTick", "ZeroMinusTick"))
+    )
     notional = price * qty
-    t = pa.table({
-        "timestamp": tr["ts_ms"] / 1000.0, "symbol": pa.array([SYMBOL] * price.size),
-        "side": np.where(side > 0, "Buy", "Sell"), "size": qty, "price": price, "tickDirection": tick,
-        "trdMatchID": _uuids(rng, price.size), "grossValue": np.round(notional * 1e8),
-        "homeNotional": qty, "foreignNotional": notional,
-    })
+    t = pa.table(
+        {
+            "timestamp": tr["ts_ms"] / 1000.0,
+            "symbol": pa.array([SYMBOL] * price.size),
+            "side": np.where(side > 0, "Buy", "Sell"),
+            "size": qty,
+            "price": price,
+            "tickDirection": tick,
+            "trdMatchID": _uuids(rng, price.size),
+            "grossValue": np.round(notional * 1e8),
+            "homeNotional": qty,
+            "foreignNotional": notional,
+        }
+    )
     rel = out / "bybit" / "trading" / SYMBOL / f"{SYMBOL}{day.isoformat()}.csv.gz"
     rel.parent.mkdir(parents=True, exist_ok=True)
     rel.write_bytes(gzip.compress(_csv(t), compresslevel=1, mtime=0))  # same format, 5x faster to write
@@ -87,11 +97,16 @@ def _okx_file(out: Path, file_day: dt.date, parts: list) -> None:
     import pyarrow as pa
 
     tr = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    t = pa.table({
-        "instrument_name": pa.array([OKX_INST] * tr["price"].size), "trade_id": tr["agg_trade_id"],
-        "side": np.where(tr["side"] > 0, "buy", "sell"), "price": tr["price"],
-        "size": np.round(tr["qty"] / OKX_CT_VAL, 6), "created_time": tr["ts_ms"],
-    })
+    t = pa.table(
+        {
+            "instrument_name": pa.array([OKX_INST] * tr["price"].size),
+            "trade_id": tr["agg_trade_id"],
+            "side": np.where(tr["side"] > 0, "buy", "sell"),
+            "price": tr["price"],
+            "size": np.round(tr["qty"] / OKX_CT_VAL, 6),
+            "created_time": tr["ts_ms"],
+        }
+    )
     name = f"{OKX_INST}-trades-{file_day.isoformat()}"
     path = out / "okx" / "trades" / "daily" / f"{file_day:%Y%m%d}" / f"{name}.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,24 +127,33 @@ def make_archives(out: Path, days: int, trades_per_s: float) -> dict:
         shutil.rmtree(out)
     params = SynthParams(symbol=SYMBOL, start=START, days=days, seed=7, trades_per_s=trades_per_s)
     t0 = time.perf_counter()
-    print(f"writing a {days}-day synthetic archive at {trades_per_s:g} trades/s (Binance, Bybit, OKX) "
-          f"into {out} ...", file=sys.stderr, flush=True)
+    print(
+        f"writing a {days}-day synthetic archive at {trades_per_s:g} trades/s (Binance, Bybit, OKX) into {out} ...",
+        file=sys.stderr,
+        flush=True,
+    )
     res = write_synth_archive(out / "binance", params)
     rng = np.random.default_rng(11)
     carry: list = []  # rows of the next OKX file (UTC+8 day) already generated
     for day, tr in generate_days(params):
         _bybit_day(out, day, tr, rng)
-        cut = int(np.searchsorted(tr["ts_ms"], (dt.datetime.combine(day, dt.time(16), dt.timezone.utc)
-                                                .timestamp() * 1000)))
+        cut = int(
+            np.searchsorted(tr["ts_ms"], (dt.datetime.combine(day, dt.time(16), dt.timezone.utc).timestamp() * 1000))
+        )
         head = {k: v[:cut] for k, v in tr.items()}
         tail = {k: v[cut:] for k, v in tr.items()}
         _okx_file(out, day, carry + [head])  # OKX file D: D-1 16:00 .. D 16:00 UTC
         carry = [tail]
         print(f"  {day}: {tr['ts_ms'].size:,} trades ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     _okx_file(out, START + dt.timedelta(days=days), carry)
-    info = {"days": days, "trades_per_s": trades_per_s, "trades": res.n_trades,
-            "bytes": {f: sum(p.stat().st_size for p in (out / f).rglob("*") if p.is_file())
-                      for f in ("binance", "bybit", "okx")}}
+    info = {
+        "days": days,
+        "trades_per_s": trades_per_s,
+        "trades": res.n_trades,
+        "bytes": {
+            f: sum(p.stat().st_size for p in (out / f).rglob("*") if p.is_file()) for f in ("binance", "bybit", "okx")
+        },
+    }
     stamp.write_text(json.dumps(info))
     return info
 
@@ -167,8 +191,9 @@ def child(fmt: str, archive: Path, lake_uri: str, days: int) -> None:
         rep = ingest_bybit_archive(str(archive / "bybit"), SYMBOL, START, end, lake, progress=False)
         rows = rep.rows
     elif fmt == "okx":
-        rep = ingest_okx_archive(str(archive / "okx"), OKX_INST, START, end, lake, progress=False,
-                                 contract_values={OKX_INST: OKX_CT_VAL})
+        rep = ingest_okx_archive(
+            str(archive / "okx"), OKX_INST, START, end, lake, progress=False, contract_values={OKX_INST: OKX_CT_VAL}
+        )
         rows = rep.rows
     else:
         rep = ingest_binance_archive(str(archive / "binance"), SYMBOL, START, end, lake)
@@ -179,8 +204,13 @@ def child(fmt: str, archive: Path, lake_uri: str, days: int) -> None:
 
 
 def measure(fmt: str, archive: Path, lake_uri: str, days: int, env: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", fmt, "--archive", str(archive), "--lake", lake_uri,
-                          "--days", str(days)], cwd=ROOT, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", fmt, "--archive", str(archive), "--lake", lake_uri, "--days", str(days)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise SystemExit(f"{fmt} ingest into {lake_uri} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -204,8 +234,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     archive = ROOT / ".bench" / "ingest" / f"d{args.days}-r{args.trades_per_s:g}"
     info = make_archives(archive, args.days, args.trades_per_s)
-    print(f"archive: {info['days']} days, {info['trades']:,} trades; sizes "
-          + ", ".join(f"{k} {v / 1e6:,.0f} MB" for k, v in info["bytes"].items()))
+    print(
+        f"archive: {info['days']} days, {info['trades']:,} trades; sizes "
+        + ", ".join(f"{k} {v / 1e6:,.0f} MB" for k, v in info["bytes"].items())
+    )
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     rows = []
     env = dict(os.environ)
@@ -213,25 +245,47 @@ def main() -> int:
         for fmt in formats:
             r = measure(fmt, archive, str(Path(tmp) / f"lake-{fmt}"), args.days, env)
             rows.append(("local", fmt, args.days, r))
-            print(f"local   {fmt:<8} {args.days:>3} days  {r['rows']:>12,} trades  {r['seconds']:7.1f} s  "
-                  f"{r['rows'] / r['seconds']:>10,.0f} trades/s  peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"local   {fmt:<8} {args.days:>3} days  {r['rows']:>12,} trades  {r['seconds']:7.1f} s  "
+                f"{r['rows'] / r['seconds']:>10,.0f} trades/s  peak RSS {r['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
         if not args.no_azure:
             state = Path(tmp) / "azurite"
             az_env = dict(env, AZURITE_STATE_DIR=str(state), AZURITE_MEMORY_MB="8192")
-            conn = subprocess.run(["bash", str(ROOT / "scripts" / "azurite.sh"), "start"], env=az_env,
-                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            conn = (
+                subprocess.run(
+                    ["bash", str(ROOT / "scripts" / "azurite.sh"), "start"],
+                    env=az_env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             try:
                 for fmt in formats:
-                    r = measure(fmt, archive, f"az://bench{fmt}/lake", args.azure_days,
-                                dict(env, AZURE_STORAGE_CONNECTION_STRING=conn))
+                    r = measure(
+                        fmt,
+                        archive,
+                        f"az://bench{fmt}/lake",
+                        args.azure_days,
+                        dict(env, AZURE_STORAGE_CONNECTION_STRING=conn),
+                    )
                     rows.append(("azurite", fmt, args.azure_days, r))
-                    print(f"azurite {fmt:<8} {args.azure_days:>3} days  {r['rows']:>12,} trades  {r['seconds']:7.1f} s  "
-                          f"{r['rows'] / r['seconds']:>10,.0f} trades/s  peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
+                    print(
+                        f"azurite {fmt:<8} {args.azure_days:>3} days  {r['rows']:>12,} trades  {r['seconds']:7.1f} s  "
+                        f"{r['rows'] / r['seconds']:>10,.0f} trades/s  peak RSS {r['peak_rss_mb']:6.0f} MB",
+                        flush=True,
+                    )
             finally:
                 subprocess.run(["bash", str(ROOT / "scripts" / "azurite.sh"), "stop"], env=az_env, check=False)
     worst = max(r["peak_rss_mb"] for *_, r in rows)
-    print(f"peak RSS, worst run: {worst:.0f} MB (target <= {TARGET_RSS_MB} MB): "
-          + ("OK" if worst <= TARGET_RSS_MB else "OVER TARGET"))
+    print(
+        f"peak RSS, worst run: {worst:.0f} MB (target <= {TARGET_RSS_MB} MB): "
+        + ("OK" if worst <= TARGET_RSS_MB else "OVER TARGET")
+    )
     return 0 if worst <= TARGET_RSS_MB else 1
 
 

@@ -35,8 +35,7 @@ DAYS = 10
 T0_MS = 1_722_470_400_000  # 2024-08-01 UTC
 # Seed system's whale config: taker-buy flow over 60 s above its 1 h rolling 99th percentile,
 # or any single trade of $1M.
-PARAMS = {"min_notional_usd": 1_000_000.0, "window_s": 60, "q": 0.99, "lookback_s": 3600,
-          "min_samples": 60}
+PARAMS = {"min_notional_usd": 1_000_000.0, "window_s": 60, "q": 0.99, "lookback_s": 3600, "min_samples": 60}
 
 
 def make_trades(n: int, seed: int, days: int = DAYS) -> dict[str, np.ndarray]:
@@ -111,8 +110,14 @@ def run_kernel(d: dict[str, np.ndarray], repeat: int, whale: dict) -> dict:
     reset = _reset_peak()
     base = _hwm_kib()
     wall, cpu, res = _timed(lambda: run_batch(d["ts_ms"], d["price"], d["qty"], d["side"], params), repeat)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_kib": _hwm_kib(), "base_kib": base, "peak_reset": reset,
-            "detail": f"{res.event_idx.size:,} events (codes {np.bincount(res.event_code, minlength=4).tolist()})"}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_kib": _hwm_kib(),
+        "base_kib": base,
+        "peak_reset": reset,
+        "detail": f"{res.event_idx.size:,} events (codes {np.bincount(res.event_code, minlength=4).tolist()})",
+    }
 
 
 def seed_pipeline(d: dict[str, np.ndarray]):
@@ -131,12 +136,18 @@ def seed_pipeline(d: dict[str, np.ndarray]):
     df["sell_notional"] = np.where(buy, 0.0, df["notional"])
     df["buy_max_notional"] = np.where(buy, df["notional"], 0.0)
     r = df.resample("1s")
-    bars = pd.DataFrame({
-        "price": r["price"].last().ffill(), "qty": r["qty"].sum(), "count": r["qty"].count(),
-        "buy_qty": r["buy_qty"].sum(), "sell_qty": r["sell_qty"].sum(),
-        "buy_notional": r["buy_notional"].sum(), "sell_notional": r["sell_notional"].sum(),
-        "buy_max_notional": r["buy_max_notional"].max(),
-    })
+    bars = pd.DataFrame(
+        {
+            "price": r["price"].last().ffill(),
+            "qty": r["qty"].sum(),
+            "count": r["qty"].count(),
+            "buy_qty": r["buy_qty"].sum(),
+            "sell_qty": r["sell_qty"].sum(),
+            "buy_notional": r["buy_notional"].sum(),
+            "sell_notional": r["sell_notional"].sum(),
+            "buy_max_notional": r["buy_max_notional"].max(),
+        }
+    )
     feats = {}
     for w in (5, 30, 60):
         roll = bars[["buy_qty", "sell_qty", "buy_notional", "sell_notional", "count"]].rolling(w, min_periods=1).sum()
@@ -145,7 +156,7 @@ def seed_pipeline(d: dict[str, np.ndarray]):
         feats[f"ret_{w}s"] = bars["price"].pct_change(w)
         feats[f"imbalance_{w}s"] = (roll["buy_qty"] - roll["sell_qty"]) / (roll["buy_qty"] + roll["sell_qty"])
     log_ret = np.log(bars["price"]).diff()
-    feats["rv_30s"] = np.sqrt((log_ret ** 2).rolling(30, min_periods=1).sum())
+    feats["rv_30s"] = np.sqrt((log_ret**2).rolling(30, min_periods=1).sum())
     feats["burst_ratio"] = bars["qty"].rolling(5).sum() / (bars["qty"].rolling(60).sum() / 12)
     feats["drawup_60s"] = bars["price"] / bars["price"].rolling(60).min() - 1
     feats["drawdown_60s"] = bars["price"] / bars["price"].rolling(60).max() - 1
@@ -167,8 +178,14 @@ def run_pandas(d: dict[str, np.ndarray], repeat: int) -> dict:
     reset = _reset_peak()
     base = _hwm_kib()
     wall, cpu, (out, events) = _timed(lambda: seed_pipeline(d), repeat)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_kib": _hwm_kib(), "base_kib": base, "peak_reset": reset,
-            "detail": f"{len(out):,} bars, {len(events):,} flagged bars"}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_kib": _hwm_kib(),
+        "base_kib": base,
+        "peak_reset": reset,
+        "detail": f"{len(out):,} bars, {len(events):,} flagged bars",
+    }
 
 
 def run_floor(d: dict[str, np.ndarray], repeat: int) -> dict:
@@ -202,8 +219,14 @@ def run_floor(d: dict[str, np.ndarray], repeat: int) -> dict:
     reset = _reset_peak()
     base = _hwm_kib()
     wall, cpu, _ = _timed(lambda: bare(d["ts_ms"], d["price"], d["qty"], d["side"], out), repeat)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_kib": _hwm_kib(), "base_kib": base, "peak_reset": reset,
-            "detail": "calibration only"}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_kib": _hwm_kib(),
+        "base_kib": base,
+        "peak_reset": reset,
+        "detail": "calibration only",
+    }
 
 
 WORKERS = {
@@ -221,13 +244,18 @@ def _worker(which: str, data_path: str, repeat: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 epilog="Example: python bench/bench_kernel.py --trades 2600000")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Example: python bench/bench_kernel.py --trades 2600000"
+    )
     ap.add_argument("--trades", type=int, default=2_600_000, help="synthetic trades (default 2.6M)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per worker process, best kept")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds over all implementations, interleaved so that a busy spell on a shared "
-                         "machine hits them alike; best kept")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over all implementations, interleaved so that a busy spell on a shared "
+        "machine hits them alike; best kept",
+    )
     ap.add_argument("--days", type=int, default=DAYS, help="span of the trades (default 10)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -242,12 +270,16 @@ def main() -> None:
     gen_s = time.perf_counter() - t
     notional = d["price"] * d["qty"]
     span_s = (d["ts_ms"][-1] - d["ts_ms"][0]) / 1000
-    print(f"data: {a.trades:,} synthetic trades over {span_s / 86400:.1f} days "
-          f"({a.trades / span_s:.2f} trades/s mean), median notional ${np.median(notional):,.0f}, "
-          f"max ${notional.max():,.0f}, {np.mean(d['side'] == 1):.1%} taker buys (generated in {gen_s:.1f} s)")
+    print(
+        f"data: {a.trades:,} synthetic trades over {span_s / 86400:.1f} days "
+        f"({a.trades / span_s:.2f} trades/s mean), median notional ${np.median(notional):,.0f}, "
+        f"max ${notional.max():,.0f}, {np.mean(d['side'] == 1):.1%} taker buys (generated in {gen_s:.1f} s)"
+    )
     print(f"seed config: {PARAMS}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-          f"best of {a.rounds} rounds x {a.repeat} runs each, the implementations interleaved")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+        f"best of {a.rounds} rounds x {a.repeat} runs each, the implementations interleaved"
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trades.npz")
@@ -265,25 +297,30 @@ def main() -> None:
                 best["peak_kib"] = max(best["peak_kib"], r["peak_kib"])
         for which, r in results.items():
             mib = 1 / 1024
-            print(f"{which:27s} {a.trades / r['wall_s'] / 1e6:6.2f} M trades/s wall "
-                  f"({a.trades / r['cpu_s'] / 1e6:6.2f} M/s CPU time), {r['wall_s']:6.3f} s; peak RSS "
-                  f"{r['peak_kib'] * mib:5.0f} MiB (+{(r['peak_kib'] - r['base_kib']) * mib:4.0f} MiB "
-                  f"in the run); {r['detail']}")
+            print(
+                f"{which:27s} {a.trades / r['wall_s'] / 1e6:6.2f} M trades/s wall "
+                f"({a.trades / r['cpu_s'] / 1e6:6.2f} M/s CPU time), {r['wall_s']:6.3f} s; peak RSS "
+                f"{r['peak_kib'] * mib:5.0f} MiB (+{(r['peak_kib'] - r['base_kib']) * mib:4.0f} MiB "
+                f"in the run); {r['detail']}"
+            )
             if not r["peak_reset"]:
                 print("  note: could not reset the peak RSS counter; the peak includes data loading")
     pd_ = results["pandas seed pipeline"]
     for which in ("kernel, seed config", "kernel, notional rule only"):
         k = results[which]
-        print(f"ratio {which}: {pd_['wall_s'] / k['wall_s']:.1f}x pandas (wall), "
-              f"{pd_['cpu_s'] / k['cpu_s']:.1f}x (CPU)")
+        print(
+            f"ratio {which}: {pd_['wall_s'] / k['wall_s']:.1f}x pandas (wall), {pd_['cpu_s'] / k['cpu_s']:.1f}x (CPU)"
+        )
     fl = results["floor: bare 4-window sums"]
     for which in ("kernel, seed config", "kernel, notional rule only"):
         print(f"{which}: {results[which]['cpu_s'] / fl['cpu_s']:.1f}x the CPU time of the bare-sums floor")
     k = results["kernel, seed config"]
     k_tps = a.trades / k["wall_s"]
-    print(f"targets: >= 10 M trades/s {'met' if k_tps >= 10e6 else 'NOT met'} "
-          f"({k_tps / 1e6:.2f} M/s), >= 4x pandas "
-          f"{'met' if pd_['wall_s'] / k['wall_s'] >= 4 else 'NOT met'} (seed config, wall clock)")
+    print(
+        f"targets: >= 10 M trades/s {'met' if k_tps >= 10e6 else 'NOT met'} "
+        f"({k_tps / 1e6:.2f} M/s), >= 4x pandas "
+        f"{'met' if pd_['wall_s'] / k['wall_s'] >= 4 else 'NOT met'} (seed config, wall clock)"
+    )
 
 
 if __name__ == "__main__":

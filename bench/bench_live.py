@@ -51,12 +51,23 @@ def make_decider(with_model: bool):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, len(FEATURE_NAMES)))
     y = (X[:, 0] + rng.normal(size=2000) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 31},
-                        lgb.Dataset(X, y), num_boost_round=100)
-    bundle = ModelBundle(booster.model_to_string(), {"threshold": 0.5, "feature_names": list(FEATURE_NAMES),
-                                                     "feature_spec_hash": feature_spec_hash(), "whale": WHALE})
-    return Decider(params, config_id({"whale": WHALE, "model": {"uri": "bench"}}), "bench", 0.5,
-                   _predictor(bundle), name="bench")
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 31},
+        lgb.Dataset(X, y),
+        num_boost_round=100,
+    )
+    bundle = ModelBundle(
+        booster.model_to_string(),
+        {
+            "threshold": 0.5,
+            "feature_names": list(FEATURE_NAMES),
+            "feature_spec_hash": feature_spec_hash(),
+            "whale": WHALE,
+        },
+    )
+    return Decider(
+        params, config_id({"whale": WHALE, "model": {"uri": "bench"}}), "bench", 0.5, _predictor(bundle), name="bench"
+    )
 
 
 def trade_frames() -> list[str]:
@@ -72,17 +83,26 @@ def trade_frames() -> list[str]:
 def _runner(decider, **kw):
     from live.runner import Runner, RunnerOptions
 
-    r = Runner(RunnerOptions(exchange="binance_usdm", symbols=["BTCUSDT"], stream="trade", echo=False,
-                             backoff_base_s=0.01, **kw), decider)
+    r = Runner(
+        RunnerOptions(
+            exchange="binance_usdm", symbols=["BTCUSDT"], stream="trade", echo=False, backoff_base_s=0.01, **kw
+        ),
+        decider,
+    )
     return r
 
 
 def _lat(r) -> dict[str, float]:
     s = r.metrics.receipt_to_decision.samples()
     j = r.metrics.journal_fsync.samples()
-    return {"n": int(s.size), "p50_us": float(np.quantile(s, 0.5) * 1e6), "p99_us": float(np.quantile(s, 0.99) * 1e6),
-            "max_us": float(s.max() * 1e6),
-            "journal_p50_us": float(np.quantile(j, 0.5) * 1e6) if j.size else float("nan"), "fsyncs": int(j.size)}
+    return {
+        "n": int(s.size),
+        "p50_us": float(np.quantile(s, 0.5) * 1e6),
+        "p99_us": float(np.quantile(s, 0.99) * 1e6),
+        "max_us": float(s.max() * 1e6),
+        "journal_p50_us": float(np.quantile(j, 0.5) * 1e6) if j.size else float("nan"),
+        "fsyncs": int(j.size),
+    }
 
 
 async def in_process(frames: list[str], decider, repeat: int) -> tuple[float, dict, dict]:
@@ -112,15 +132,26 @@ def pin_apart(server_pid: int) -> None:
         os.sched_setaffinity(0, cores[:1])
 
 
-async def over_websocket(decider, speed: str, pace_s: float | None, tmp: Path,
-                         journal: bool = True, busy_poll: bool = True) -> tuple[float, dict, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "live.cli", "replay", str(BTC), "--port", "0", "--speed", speed],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+async def over_websocket(
+    decider, speed: str, pace_s: float | None, tmp: Path, journal: bool = True, busy_poll: bool = True
+) -> tuple[float, dict, dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "live.cli", "replay", str(BTC), "--port", "0", "--speed", speed],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
     pin_apart(proc.pid)
     try:
         url = proc.stdout.readline().strip()
-        r = _runner(decider, ws_url=url + "/stream", rest_url=url.replace("ws://", "http://"), busy_poll=busy_poll,
-                    journal=str(tmp / f"bench-{speed}-{time.time_ns()}.jsonl") if journal else None)
+        r = _runner(
+            decider,
+            ws_url=url + "/stream",
+            rest_url=url.replace("ws://", "http://"),
+            busy_poll=busy_poll,
+            journal=str(tmp / f"bench-{speed}-{time.time_ns()}.jsonl") if journal else None,
+        )
         first: list[float] = []
         orig = r.handle_frame
 
@@ -165,30 +196,42 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     decider = make_decider(not args.no_model)
     frames = trade_frames()
-    print(f"recording: {BTC.name}, {len(frames):,} @trade frames; model: {'LightGBM 100 trees' if decider.predict else 'none'}")
+    print(
+        f"recording: {BTC.name}, {len(frames):,} @trade frames; model: {'LightGBM 100 trees' if decider.predict else 'none'}"
+    )
     fps, lat, c = asyncio.run(in_process(frames, decider, args.repeat))
     rows = [("in-process (no socket)", fps, lat, c)]
     with tempfile.TemporaryDirectory() as tmp:
         # max-speed runs last about half a second: a busy spell on a shared machine can halve one, so
         # the best of --repeat runs is kept (each with its own latencies)
         for name, journal in (("WebSocket, max speed", True), ("WebSocket, max speed, no journal file", False)):
-            runs = [asyncio.run(over_websocket(decider, "max", None, Path(tmp), journal=journal))
-                    for _ in range(args.repeat)]
+            runs = [
+                asyncio.run(over_websocket(decider, "max", None, Path(tmp), journal=journal))
+                for _ in range(args.repeat)
+            ]
             rows.append((name, *max(runs, key=lambda run: run[0])))
         _, lat3, c3 = asyncio.run(over_websocket(decider, "1", args.pace_s, Path(tmp)))
         rows.append((f"WebSocket, recorded pace ({args.pace_s:.0f} s)", float("nan"), lat3, c3))
         _, lat5, c5 = asyncio.run(over_websocket(decider, "1", args.pace_s, Path(tmp), busy_poll=False))
         rows.append(("  same, sleeping (no --busy-poll)", float("nan"), lat5, c5))
-    print("receipt -> decision per frame with trades; the journal's fdatasync (one per burst of frames, "
-          "before the records are echoed) is timed apart: 'fsync p50', 'fsyncs'")
-    print(f"{'path':38s} {'frames/s':>10s} {'p50 µs':>8s} {'p99 µs':>8s} {'max µs':>9s} {'fsync p50 µs':>12s} "
-          f"{'fsyncs':>6s} {'frames':>7s} {'events':>6s}")
+    print(
+        "receipt -> decision per frame with trades; the journal's fdatasync (one per burst of frames, "
+        "before the records are echoed) is timed apart: 'fsync p50', 'fsyncs'"
+    )
+    print(
+        f"{'path':38s} {'frames/s':>10s} {'p50 µs':>8s} {'p99 µs':>8s} {'max µs':>9s} {'fsync p50 µs':>12s} "
+        f"{'fsyncs':>6s} {'frames':>7s} {'events':>6s}"
+    )
     for name, f, la, cc in rows:
         fs = f"{f:10,.0f}" if np.isfinite(f) else f"{'-':>10s}"
-        print(f"{name:38s} {fs} {la['p50_us']:8.1f} {la['p99_us']:8.1f} {la['max_us']:9.1f} "
-              f"{la['journal_p50_us']:12.1f} {la['fsyncs']:6d} {cc['frames']:7d} {cc['events']:6d}")
-    print(f"targets: p99 <= 250 µs (seed system: 6,000 µs mean prediction), >= 50,000 frames/s on one core; "
-          f"in-process p99 is {lat['p99_us'] / 250:.2f}x the target, throughput {fps / 50_000:.2f}x the target")
+        print(
+            f"{name:38s} {fs} {la['p50_us']:8.1f} {la['p99_us']:8.1f} {la['max_us']:9.1f} "
+            f"{la['journal_p50_us']:12.1f} {la['fsyncs']:6d} {cc['frames']:7d} {cc['events']:6d}"
+        )
+    print(
+        f"targets: p99 <= 250 µs (seed system: 6,000 µs mean prediction), >= 50,000 frames/s on one core; "
+        f"in-process p99 is {lat['p99_us'] / 250:.2f}x the target, throughput {fps / 50_000:.2f}x the target"
+    )
     return 0
 
 

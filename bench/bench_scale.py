@@ -48,22 +48,42 @@ def write_market(lake_dir: Path, symbol: str, days: int, tps: float, seed: int) 
     from datasets.synth import SynthParams, generate_days
 
     lake = Lake(str(lake_dir))
-    p = SynthParams(symbol=symbol, days=days, trades_per_s=tps, seed=seed, whale_rate_per_day=24,
-                    plant_effect_bps=40, plant_horizon_s=1800)
+    p = SynthParams(
+        symbol=symbol,
+        days=days,
+        trades_per_s=tps,
+        seed=seed,
+        whale_rate_per_day=24,
+        plant_effect_bps=40,
+        plant_horizon_s=1800,
+    )
     for _, d in generate_days(p):
-        lake.write_trades(pd.DataFrame({"exchange": "binance_usdm", "symbol": symbol, "trade_id": d["agg_trade_id"],
-                                        "ts_ms": d["ts_ms"], "price": d["price"], "qty": d["qty"], "side": d["side"]}))
+        lake.write_trades(
+            pd.DataFrame(
+                {
+                    "exchange": "binance_usdm",
+                    "symbol": symbol,
+                    "trade_id": d["agg_trade_id"],
+                    "ts_ms": d["ts_ms"],
+                    "price": d["price"],
+                    "qty": d["qty"],
+                    "side": d["side"],
+                }
+            )
+        )
 
 
 def config(lake_dir: Path, days: int, **data) -> dict:
     import datetime as dt
 
     end = dt.date(2024, 3, 1) + dt.timedelta(days=days - 1)
-    return {"name": "bench-scale",
-            "data": {"lake": str(lake_dir), "exchange": "binance_usdm", "start": "2024-03-01", "end": str(end), **data},
-            "signal": {"whale": {"min_notional_usd": 1_000_000}},
-            "backtest": {"horizon": "30m", "horizons": ["5m"], "bootstrap": 500},
-            "portfolio": {"max_positions": 2}}
+    return {
+        "name": "bench-scale",
+        "data": {"lake": str(lake_dir), "exchange": "binance_usdm", "start": "2024-03-01", "end": str(end), **data},
+        "signal": {"whale": {"min_notional_usd": 1_000_000}},
+        "backtest": {"horizon": "30m", "horizons": ["5m"], "bootstrap": 500},
+        "portfolio": {"max_positions": 2},
+    }
 
 
 def child(raw: dict, work: Path, jobs: int) -> dict:
@@ -71,8 +91,14 @@ def child(raw: dict, work: Path, jobs: int) -> dict:
     for layer in ("silver", "gold"):
         shutil.rmtree(lake / layer, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([PY, "-c", CHILD, json.dumps(raw), str(work / "results"), str(jobs)],
-                         check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    out = subprocess.run(
+        [PY, "-c", CHILD, json.dumps(raw), str(work / "results"), str(jobs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -92,8 +118,10 @@ def main() -> None:
     t = time.perf_counter()
     write_market(lake, SYMBOLS[0], max(spans[-1], a.universe_days), a.trades_per_s, 1)
     write_market(lake, SYMBOLS[1], a.universe_days, a.trades_per_s, 2)
-    print(f"== scale benchmark: synthetic markets at {a.trades_per_s} trades/s written in {time.perf_counter() - t:.0f} s; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"== scale benchmark: synthetic markets at {a.trades_per_s} trades/s written in {time.perf_counter() - t:.0f} s; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     child(config(lake, spans[0], symbol=SYMBOLS[0]), work, 1)  # warm numba's on-disk caches
     print(f"{'bt run, one symbol':<22}{'trades':>12}{'wall s':>9}{'peak RSS MB':>13}")
     rss = {}
@@ -106,9 +134,11 @@ def main() -> None:
     print(f"peak RSS {hi} days / {lo} days: {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
     # One symbol, gold built in day chunks (`--jobs 2`, bt/chunks.py) against one process.
     solo = {j: child(config(lake, hi, symbol=SYMBOLS[0]), work, j) for j in (1, 2)}
-    print(f"one symbol, {hi} days, gold in day chunks: signals {solo[1]['timings']['signals_s']:.1f} s on 1 process, "
-          f"{solo[2]['timings']['signals_s']:.1f} s on 2 ({solo[1]['timings']['signals_s'] / solo[2]['timings']['signals_s']:.2f}x); "
-          f"peak RSS {solo[2]['rss_mb']:.0f} MB (parent)")
+    print(
+        f"one symbol, {hi} days, gold in day chunks: signals {solo[1]['timings']['signals_s']:.1f} s on 1 process, "
+        f"{solo[2]['timings']['signals_s']:.1f} s on 2 ({solo[1]['timings']['signals_s'] / solo[2]['timings']['signals_s']:.2f}x); "
+        f"peak RSS {solo[2]['rss_mb']:.0f} MB (parent)"
+    )
     uni = config(lake, a.universe_days, symbols=list(SYMBOLS))
     best: dict[int, dict] = {}
     for _ in range(a.rounds):
@@ -119,10 +149,14 @@ def main() -> None:
     one, two = best[1], best[2]
     speed = one["wall_s"] / two["wall_s"]
     studies = one["timings"]["studies_s"] / two["timings"]["studies_s"]
-    print(f"2-symbol universe, {a.universe_days} days, {one['n_trades']:,} trades, best of {a.rounds} rounds: "
-          f"--jobs 1 {one['wall_s']:.2f} s, --jobs 2 {two['wall_s']:.2f} s")
-    print(f"core scaling: {speed:.2f}x whole run, {studies:.2f}x the per-symbol studies "
-          f"(target >= 1.7x: {'met' if speed >= 1.7 else 'NOT met'}); load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"2-symbol universe, {a.universe_days} days, {one['n_trades']:,} trades, best of {a.rounds} rounds: "
+        f"--jobs 1 {one['wall_s']:.2f} s, --jobs 2 {two['wall_s']:.2f} s"
+    )
+    print(
+        f"core scaling: {speed:.2f}x whole run, {studies:.2f}x the per-symbol studies "
+        f"(target >= 1.7x: {'met' if speed >= 1.7 else 'NOT met'}); load average now {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

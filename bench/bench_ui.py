@@ -47,8 +47,12 @@ def _metrics(i: int) -> dict:
         "ci_note": None,
     }
     parts = [
-        {"key": f"bronze/exchange=binance_usdm/symbol=SYM{i % 40}USDT/date=2024-01-{d + 1:02d}/part-0.parquet",
-         "sha256": f"{i:08x}{d:056x}", "rows": 250_000, "coverage_source": "trades"}
+        {
+            "key": f"bronze/exchange=binance_usdm/symbol=SYM{i % 40}USDT/date=2024-01-{d + 1:02d}/part-0.parquet",
+            "sha256": f"{i:08x}{d:056x}",
+            "rows": 250_000,
+            "coverage_source": "trades",
+        }
         for d in range(30)
     ]
     return {
@@ -64,22 +68,42 @@ def _metrics(i: int) -> dict:
         "n_dropped": 2,
         "costs": {"fee_bps": 5, "slippage_bps": 0, "entry_latency_ms": 0, "funding": False},
         "data": {
-            "exchange": "binance_usdm", "symbol": f"SYM{i % 40}USDT",
+            "exchange": "binance_usdm",
+            "symbol": f"SYM{i % 40}USDT",
             "start": time.strftime("%Y-%m-%d", time.gmtime(start / 1000)),
             "end": time.strftime("%Y-%m-%d", time.gmtime((start + 29 * day_ms) / 1000)),
-            "first_trade_ms": start, "last_trade_ms": start + 30 * day_ms - 1, "n_trades": 7_500_000,
-            "lake": "results/lake", "partitions": parts, "price_exchange": "binance_usdm",
-            "coverage": {"n_intervals": 100, "covered_s": 2_590_000, "first_ms": start, "last_ms": start + 30 * day_ms,
-                         "sources": ["trades"],
-                         "intervals": [[start + k * 25_920_000, start + (k + 1) * 25_920_000 - 1000] for k in range(100)]},
+            "first_trade_ms": start,
+            "last_trade_ms": start + 30 * day_ms - 1,
+            "n_trades": 7_500_000,
+            "lake": "results/lake",
+            "partitions": parts,
+            "price_exchange": "binance_usdm",
+            "coverage": {
+                "n_intervals": 100,
+                "covered_s": 2_590_000,
+                "first_ms": start,
+                "last_ms": start + 30 * day_ms,
+                "sources": ["trades"],
+                "intervals": [[start + k * 25_920_000, start + (k + 1) * 25_920_000 - 1000] for k in range(100)],
+            },
             "holes": [],
         },
         "dropped": {"end_of_data": 1, "gap": 1, "no_entry": 0},
         "funding_coverage": None,
         "by_horizon": {h: fig for h in ("5m", "15m", "1h", "4h")},
-        "portfolio": {"n_trades": 90, "total_return": 0.05, "cagr": None, "sharpe": 1.1, "sortino": 1.5,
-                      "max_drawdown": -0.04, "exposure": 0.3, "trade_win_rate": 0.55, "max_positions": 1,
-                      "bar": "1m", "init_cash": 10000},
+        "portfolio": {
+            "n_trades": 90,
+            "total_return": 0.05,
+            "cagr": None,
+            "sharpe": 1.1,
+            "sortino": 1.5,
+            "max_drawdown": -0.04,
+            "exposure": 0.3,
+            "trade_win_rate": 0.55,
+            "max_positions": 1,
+            "bar": "1m",
+            "init_cash": 10000,
+        },
     }
 
 
@@ -104,9 +128,17 @@ def build_lake(root: Path, days: int) -> float:
     rng = np.random.default_rng(0)
     start = pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000
     ts = start + np.sort(rng.integers(0, days * 86_400_000, n))
-    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": np.arange(n, dtype=np.int64),
-                       "ts_ms": ts, "price": 60_000 + rng.normal(0, 50, n).cumsum(), "qty": rng.exponential(0.1, n),
-                       "side": rng.choice(np.array([-1, 1], dtype=np.int8), n)})
+    df = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "BTCUSDT",
+            "trade_id": np.arange(n, dtype=np.int64),
+            "ts_ms": ts,
+            "price": 60_000 + rng.normal(0, 50, n).cumsum(),
+            "qty": rng.exponential(0.1, n),
+            "side": rng.choice(np.array([-1, 1], dtype=np.int8), n),
+        }
+    )
     Lake(str(root)).write_trades(df)
     return time.perf_counter() - t
 
@@ -122,8 +154,13 @@ def _help_ms(args: list[str]) -> float:
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "bt.cli", *args], capture_output=True, check=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(
+            [sys.executable, "-m", "bt.cli", *args],
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         best = min(best, time.perf_counter() - t)
     return 1000 * best
 
@@ -137,10 +174,20 @@ def _browser_s(base: str, paths: list[str]) -> dict[str, float] | None:
     with tempfile.TemporaryDirectory(prefix="bench-ui-chromium-") as profile:
         opts = webdriver.ChromeOptions()
         opts.binary_location = "/usr/bin/chromium"
-        for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        for a in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,1000",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        ):
             opts.add_argument(a)
         d = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
         try:
@@ -148,7 +195,8 @@ def _browser_s(base: str, paths: list[str]) -> dict[str, float] | None:
             for p in paths:
                 d.get(base + p)
                 ms = d.execute_script(
-                    "var t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd - t.startTime;")
+                    "var t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd - t.startTime;"
+                )
                 out[p] = ms / 1000
             return out
         finally:
@@ -163,11 +211,18 @@ def main() -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         results, lake = Path(tmp) / "results", Path(tmp) / "lake"
-        print(f"built {a.runs} run folders in {build_results(results, a.runs):.1f} s; "
-              f"a lake of {a.days} daily partitions in {build_lake(lake, a.days):.1f} s", flush=True)
-        proc = subprocess.Popen([sys.executable, "-m", "bt.cli", "ui", "--results", str(results), "--lake", str(lake),
-                                 "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        print(
+            f"built {a.runs} run folders in {build_results(results, a.runs):.1f} s; "
+            f"a lake of {a.days} daily partitions in {build_lake(lake, a.days):.1f} s",
+            flush=True,
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bt.cli", "ui", "--results", str(results), "--lake", str(lake), "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         try:
             line = proc.stdout.readline() if proc.stdout else ""
             if not line.startswith("observatory: http://"):
@@ -179,8 +234,10 @@ def main() -> int:
                 warm, _ = _get(base + path)
                 ok = cold < TARGET_S
                 failed += [] if ok else [f"{path} cold"]
-                print(f"server {what:28s} cold {cold:6.3f} s, warm {warm:6.3f} s, {size / 1024:7.0f} KiB  "
-                      f"(target < {TARGET_S:.0f} s: {'met' if ok else 'NOT MET'})")
+                print(
+                    f"server {what:28s} cold {cold:6.3f} s, warm {warm:6.3f} s, {size / 1024:7.0f} KiB  "
+                    f"(target < {TARGET_S:.0f} s: {'met' if ok else 'NOT MET'})"
+                )
             shots = _browser_s(base, ["/", "/lake"])
             if shots is None:
                 print("chromium: not installed, browser timings skipped")
@@ -188,8 +245,10 @@ def main() -> int:
                 for p, s in shots.items():
                     ok = s < TARGET_S
                     failed += [] if ok else [f"{p} in chromium"]
-                    print(f"chromium {p:6s} navigation → load {s:6.3f} s  (target < {TARGET_S:.0f} s: "
-                          f"{'met' if ok else 'NOT MET'})")
+                    print(
+                        f"chromium {p:6s} navigation → load {s:6.3f} s  (target < {TARGET_S:.0f} s: "
+                        f"{'met' if ok else 'NOT MET'})"
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=20)

@@ -40,8 +40,9 @@ def _start(config: pytest.Config) -> str:
     state_dir = tempfile.mkdtemp(prefix="whalebt-azurite-")
     env = dict(os.environ, AZURITE_STATE_DIR=state_dir)
     try:
-        out = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                             timeout=600, check=False)
+        out = subprocess.run(
+            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("scripts/azurite.sh start took more than 10 minutes (npm install?)")
     if out.returncode != 0:

@@ -118,14 +118,28 @@ def test_error_start_after_end(tmp_path, capsys):
 def test_error_missing_section_and_missing_file(tmp_path, capsys):
     cfg = _config(tmp_path, signal=None)
     assert _error(capsys, ["run", str(cfg)]) == f"Error: {cfg}: missing key 'signal'"
-    assert _error(capsys, ["run", str(tmp_path / "nope.yaml")]) == f"Error: config file not found: {tmp_path / 'nope.yaml'}"
+    assert (
+        _error(capsys, ["run", str(tmp_path / "nope.yaml")])
+        == f"Error: config file not found: {tmp_path / 'nope.yaml'}"
+    )
 
 
 def test_error_no_data_names_what_is_stored(tmp_path, capsys):
     lake = Lake(tmp_path / "lake")
     ts = int(pd.Timestamp("2024-02-01", tz="UTC").value // 1_000_000) + np.arange(5) * 1000
-    lake.write_trades(pd.DataFrame({"exchange": "binance_usdm", "symbol": "PLANTUSDT", "trade_id": np.arange(5),
-                                    "ts_ms": ts, "price": 1.0, "qty": 1.0, "side": 1}))
+    lake.write_trades(
+        pd.DataFrame(
+            {
+                "exchange": "binance_usdm",
+                "symbol": "PLANTUSDT",
+                "trade_id": np.arange(5),
+                "ts_ms": ts,
+                "price": 1.0,
+                "qty": 1.0,
+                "side": 1,
+            }
+        )
+    )
     cfg = _config(tmp_path)
     assert _error(capsys, ["run", str(cfg), "--no-mlflow"]) == (
         f"Error: no bronze trades for binance_usdm/PLANTUSDT from 2024-03-01 to 2024-03-10 in {tmp_path / 'lake'}; "
@@ -214,9 +228,10 @@ def test_help_pages_print_each_default_once():
 
 
 def test_group_pages_have_examples_of_each_subcommand(capsys):
-    for mod, group, subs in ((datasets.cli, "ingest", ("binance-archive", "bybit-archive", "okx-archive",
-                                                         "recording", "rest", "funding")),
-                             (live.cli, "deploy", ("aci",))):
+    for mod, group, subs in (
+        (datasets.cli, "ingest", ("binance-archive", "bybit-archive", "okx-archive", "recording", "rest", "funding")),
+        (live.cli, "deploy", ("aci",)),
+    ):
         with pytest.raises(SystemExit):
             mod.main([group, "--help"])
         out = capsys.readouterr().out
@@ -268,8 +283,17 @@ def _fake_run(root: Path, run_id: str, start: str, end: str) -> Path:
 
     d = root / run_id
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({"run_id": run_id, "name": run_id, "n_signals": 3, "mean_return": 0.01,
-                                                "data": {"start": start, "end": end}}))
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "name": run_id,
+                "n_signals": 3,
+                "mean_return": 0.01,
+                "data": {"start": start, "end": end},
+            }
+        )
+    )
     return d
 
 

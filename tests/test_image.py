@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.image,
-    pytest.mark.skipif(os.environ.get("WHALEBT_IMAGE_TESTS") != "1", reason="set WHALEBT_IMAGE_TESTS=1 to build the image"),
+    pytest.mark.skipif(
+        os.environ.get("WHALEBT_IMAGE_TESTS") != "1", reason="set WHALEBT_IMAGE_TESTS=1 to build the image"
+    ),
 ]
 
 

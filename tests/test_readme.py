@@ -45,8 +45,14 @@ def readme_blocks(text: str) -> list[dict]:
         if lang in SHELLS:
             if lang == "console":  # `$ cmd` lines are the commands; the rest is output
                 body = [ln[2:] for ln in body if ln.startswith("$ ")]
-            blocks.append({"line": start + 1, "lang": lang, "code": "\n".join(body) + "\n",
-                           "skip": marker.group(1) if marker else None})
+            blocks.append(
+                {
+                    "line": start + 1,
+                    "lang": lang,
+                    "code": "\n".join(body) + "\n",
+                    "skip": marker.group(1) if marker else None,
+                }
+            )
         i = j + 1
     return blocks
 
@@ -66,7 +72,9 @@ def test_markers_say_why():
 
 
 def test_parser_reads_fences_and_markers():
-    text = "x\n<!-- not run: needs the cloud for real -->\n```bash\na\n```\n\n```sh\nb\n```\n```console\n$ c\nout\n```\n"
+    text = (
+        "x\n<!-- not run: needs the cloud for real -->\n```bash\na\n```\n\n```sh\nb\n```\n```console\n$ c\nout\n```\n"
+    )
     got = readme_blocks(text)
     assert [(b["code"], b["skip"]) for b in got] == [("a\n", "needs the cloud for real"), ("b\n", None), ("c\n", None)]
 
@@ -76,8 +84,15 @@ def test_every_runnable_readme_command_runs_as_written(tmp_path):
     runnable = [b for b in blocks if b["skip"] is None]
     text = "".join(b["code"] for b in runnable)
     # the workflow, the models and the live pair are among them
-    for needle in ("datasets ingest binance-archive", "bt run configs/demo.yaml", "bt sweep", "bt compare",
-                   "live replay", "live run", "--set "):
+    for needle in (
+        "datasets ingest binance-archive",
+        "bt run configs/demo.yaml",
+        "bt sweep",
+        "bt compare",
+        "live replay",
+        "live run",
+        "--set ",
+    ):
         assert needle in text, needle
     work = tmp_path / "repo"
     (work / "tests").mkdir(parents=True)
@@ -89,16 +104,16 @@ def test_every_runnable_readme_command_runs_as_written(tmp_path):
         shim = bindir / prog
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {prog}.cli "$@"\n')
         shim.chmod(0o755)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WHALEBT_", "MLFLOW_", "OPTUNA_", "AZURE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHALEBT_", "MLFLOW_", "OPTUNA_", "AZURE_"))}
     env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     port = str(_free_port())
     timings = []
     for b in runnable:
         code = b["code"].replace("9001", port)
         t0 = time.perf_counter()
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
         timings.append((b["line"], time.perf_counter() - t0))
         assert proc.returncode == 0, (
             f"README.md block at line {b['line']} failed (exit {proc.returncode}):\n{code}\n--- stdout\n"

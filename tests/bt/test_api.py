@@ -30,13 +30,22 @@ def lake_cfg(tmp_path_factory):
     lake.write_trades(_market())
     t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
     h8 = 8 * 3_600_000
-    write_funding(lake, "binance_usdm", "TESTUSDT",
-                  pd.DataFrame({"ts_ms": t0 + h8 * np.arange(8), "rate": [3e-4, -2e-4, 1e-4, 4e-4, -1e-4, 2e-4, 1e-4, 5e-4]}),
-                  source="test")
+    write_funding(
+        lake,
+        "binance_usdm",
+        "TESTUSDT",
+        pd.DataFrame({"ts_ms": t0 + h8 * np.arange(8), "rate": [3e-4, -2e-4, 1e-4, 4e-4, -1e-4, 2e-4, 1e-4, 5e-4]}),
+        source="test",
+    )
     cfg = {
         "name": "api",
-        "data": {"lake": str(tmp / "lake"), "exchange": "binance_usdm", "symbol": "TESTUSDT",
-                 "start": "2024-03-01", "end": "2024-03-02"},
+        "data": {
+            "lake": str(tmp / "lake"),
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-02",
+        },
         "signal": {"whale": {"min_notional_usd": 2500}},
         # 8 h horizon: positions span funding prints
         "backtest": {"horizon": "8h", "horizons": ["5m"], "fee_bps": 5, "slippage_bps": 2, "bootstrap": 50},
@@ -105,7 +114,9 @@ def test_portfolio_is_the_run_equity_with_funding_slippage_and_three_slots(run):
     np.testing.assert_allclose(rr["Avg Exit Price"], pos["exit_price"], rtol=1e-12)
     np.testing.assert_allclose(rr["Size"], pos["units"], rtol=1e-9)
     np.testing.assert_allclose(rr["PnL"], pos["pnl"], rtol=1e-7, atol=1e-9)
-    assert (rr["Entry Timestamp"] - pd.to_datetime(pos["entry_ts_ms"], unit="ms", utc=True)).abs().max() < pd.Timedelta(1, "us")
+    assert (rr["Entry Timestamp"] - pd.to_datetime(pos["entry_ts_ms"], unit="ms", utc=True)).abs().max() < pd.Timedelta(
+        1, "us"
+    )
     assert pf.plot() is not None
 
 
@@ -130,10 +141,19 @@ def test_orders_in_one_millisecond_and_on_a_bar_end():
     px = np.array([100.0, 100.0, 110.0, 105.0, 120.0, 120.0])
     study = event_study(ts, px, np.array([0, 1, 2]), horizons_ms=[120_000], costs=Costs(fee=0.001))
     for slots in (1, 2):
-        sim = simulate_portfolio(study, ts, px, fee=0.001, init_cash=1000.0, max_positions=slots, bar_ms=60_000,
-                                 start_ms=0, end_ms=300_000)
-        pf = build_portfolio(sim.positions, sim.equity, sim.price, fee=0.001, slippage=0.0, init_cash=1000.0,
-                             max_positions=slots, bar="1m")
+        sim = simulate_portfolio(
+            study, ts, px, fee=0.001, init_cash=1000.0, max_positions=slots, bar_ms=60_000, start_ms=0, end_ms=300_000
+        )
+        pf = build_portfolio(
+            sim.positions,
+            sim.equity,
+            sim.price,
+            fee=0.001,
+            slippage=0.0,
+            init_cash=1000.0,
+            max_positions=slots,
+            bar="1m",
+        )
         _assert_value_is_equity(pf, sim.equity)
         assert len(pf.trades.records_readable) == len(sim.positions) == slots + 1
 
@@ -155,7 +175,8 @@ def test_our_statistics_are_quantstats_where_they_say_so():
 
 
 def test_import_bt_stays_light():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import bt; bt.__all__"],
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import bt; bt.__all__"], capture_output=True, text=True, check=True
+    ).stderr
     for mod in ("bt.api", "bt.run", "pandas", "vectorbt"):
         assert f" {mod}\n" not in out and f"| {mod}\n" not in out, f"`import bt` imports {mod}"

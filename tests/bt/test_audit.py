@@ -20,19 +20,35 @@ T0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
 def _market(n=60_000, span_ms=2 * DAY_MS, seed=0):
     rng = np.random.default_rng(seed)
     ts = np.sort(rng.integers(0, span_ms, n)) + T0
-    return pd.DataFrame({"exchange": "binance_usdm", "symbol": "TESTUSDT", "trade_id": np.arange(n) + 1000,
-                         "ts_ms": ts, "price": 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n))),
-                         "qty": rng.lognormal(0, 1.4, n),
-                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "trade_id": np.arange(n) + 1000,
+            "ts_ms": ts,
+            "price": 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n))),
+            "qty": rng.lognormal(0, 1.4, n),
+            "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8),
+        }
+    )
 
 
 def _audit(tmp_path, capsys, *, market=None, **sections):
     lake = tmp_path / "lake"
     if not lake.exists():
         Lake(lake).write_trades(market if market is not None else _market())
-    cfg = {"name": "audit", "data": {"lake": str(lake), "exchange": "binance_usdm", "symbol": "TESTUSDT",
-                                     "start": "2024-03-01", "end": "2024-03-02"},
-           "signal": {"whale": {"min_notional_usd": 2500}}, "backtest": {"horizon": "1m", "bootstrap": 200}}
+    cfg = {
+        "name": "audit",
+        "data": {
+            "lake": str(lake),
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-02",
+        },
+        "signal": {"whale": {"min_notional_usd": 2500}},
+        "backtest": {"horizon": "1m", "bootstrap": 200},
+    }
     for k, v in sections.items():
         cfg[k] = {**cfg.get(k, {}), **v}
     path = tmp_path / "cfg.yaml"
@@ -95,11 +111,17 @@ def test_audit_fails_a_span_inside_the_models_training_data(tmp_path, capsys, mo
 
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    lineage = {"lineage_version": 1, "exchange": "binance_usdm", "symbols": ["TESTUSDT"],
-               "ranges_ms": {"train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
-                             "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
-                             "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")]},
-               "partitions": []}
+    lineage = {
+        "lineage_version": 1,
+        "exchange": "binance_usdm",
+        "symbols": ["TESTUSDT"],
+        "ranges_ms": {
+            "train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
+            "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
+            "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")],
+        },
+        "partitions": [],
+    }
     uri = _register_with_lineage(tracking, "whale-testusdt", lineage)
     rc, checks = _audit(tmp_path, capsys, model={"uri": uri})
     assert rc == 1 and checks["in-sample"]["verdict"] == FAIL
@@ -121,8 +143,12 @@ def test_audit_warns_on_a_recording_that_covers_part_of_a_day(tmp_path, capsys):
     day0, day1 = m[m.ts_ms < T0 + DAY_MS], m[m.ts_ms >= T0 + DAY_MS]
     lake.write_trades(day0, coverage=[[T0, T0 + DAY_MS]], coverage_source="archive", id_space="binance_agg_trade")
     rec = day1[day1.ts_ms < T0 + DAY_MS + 6 * 3_600_000]  # a 6 h recording of the second day
-    lake.write_trades(rec, coverage=[[int(rec.ts_ms.min()), int(rec.ts_ms.max()) + 1]], coverage_source="recording",
-                      id_space="binance_agg_trade")
+    lake.write_trades(
+        rec,
+        coverage=[[int(rec.ts_ms.min()), int(rec.ts_ms.max()) + 1]],
+        coverage_source="recording",
+        id_space="binance_agg_trade",
+    )
     rc, checks = _audit(tmp_path, capsys)
     assert checks["coverage"]["verdict"] == WARN and "inside stored days" in checks["coverage"]["figure"]
     assert checks["id spaces"]["verdict"] == PASS, checks["id spaces"]
@@ -145,8 +171,9 @@ def test_audit_fails_a_day_stored_from_two_sources(tmp_path, capsys):
     both = pd.concat([day0, fills]).sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(both, preserve_index=False), buf)
-    lake.store.put(Partition("bronze", "binance_usdm", "TESTUSDT", pd.Timestamp("2024-03-01").date()).key,
-                   buf.getvalue())
+    lake.store.put(
+        Partition("bronze", "binance_usdm", "TESTUSDT", pd.Timestamp("2024-03-01").date()).key, buf.getvalue()
+    )
     rc, checks = _audit(tmp_path, capsys)
     assert rc == 1 and checks["id spaces"]["verdict"] == FAIL, checks["id spaces"]
     assert "2024-03-01" in checks["id spaces"]["figure"] and "stored twice" in checks["id spaces"]["figure"]

@@ -23,12 +23,30 @@ def lake_dir(tmp_path_factory) -> Path:
 
     d = tmp_path_factory.mktemp("chunks") / "lake"
     lake = Lake(str(d))
-    p = SynthParams(symbol=SYM, days=DAYS, trades_per_s=0.2, seed=11, whale_rate_per_day=12,
-                    plant_effect_bps=40, plant_horizon_s=900, whale_notional_usd=200_000)
+    p = SynthParams(
+        symbol=SYM,
+        days=DAYS,
+        trades_per_s=0.2,
+        seed=11,
+        whale_rate_per_day=12,
+        plant_effect_bps=40,
+        plant_horizon_s=900,
+        whale_notional_usd=200_000,
+    )
     for _, day in generate_days(p):
-        lake.write_trades(pd.DataFrame({"exchange": "binance_usdm", "symbol": SYM, "trade_id": day["agg_trade_id"],
-                                        "ts_ms": day["ts_ms"], "price": day["price"], "qty": day["qty"],
-                                        "side": day["side"]}))
+        lake.write_trades(
+            pd.DataFrame(
+                {
+                    "exchange": "binance_usdm",
+                    "symbol": SYM,
+                    "trade_id": day["agg_trade_id"],
+                    "ts_ms": day["ts_ms"],
+                    "price": day["price"],
+                    "qty": day["qty"],
+                    "side": day["side"],
+                }
+            )
+        )
     return d
 
 
@@ -38,8 +56,14 @@ def _tape(lake_dir: Path):
 
 WHALES = [
     {"min_notional_usd": 150_000},
-    {"min_notional_usd": 150_000, "window_s": 30, "q": 0.995, "lookback_s": 1800, "min_samples": 600,
-     "cooldown_s": 120},
+    {
+        "min_notional_usd": 150_000,
+        "window_s": 30,
+        "q": 0.995,
+        "lookback_s": 1800,
+        "min_samples": 600,
+        "cooldown_s": 120,
+    },
 ]
 
 
@@ -89,17 +113,32 @@ def test_bt_run_jobs_equal_one_process(lake_dir, tmp_path):
     from bt.config import parse_config
     from bt.run import run_backtest
 
-    raw = {"name": "chunks", "data": {"lake": str(lake_dir), "exchange": "binance_usdm", "symbol": SYM,
-                                       "start": "2024-03-01", "end": "2024-03-24"},
-           "signal": {"whale": WHALES[1]}, "backtest": {"horizon": "15m", "bootstrap": 50}}
+    raw = {
+        "name": "chunks",
+        "data": {
+            "lake": str(lake_dir),
+            "exchange": "binance_usdm",
+            "symbol": SYM,
+            "start": "2024-03-01",
+            "end": "2024-03-24",
+        },
+        "signal": {"whale": WHALES[1]},
+        "backtest": {"horizon": "15m", "bootstrap": 50},
+    }
     folders = []
     for jobs in (1, 2):
         for layer in ("silver", "gold"):
             import shutil
 
             shutil.rmtree(lake_dir / layer, ignore_errors=True)
-        res = run_backtest(parse_config(raw), results_dir=tmp_path / str(jobs), log_mlflow=False, tearsheet=False,
-                           quiet=True, jobs=jobs)
+        res = run_backtest(
+            parse_config(raw),
+            results_dir=tmp_path / str(jobs),
+            log_mlflow=False,
+            tearsheet=False,
+            quiet=True,
+            jobs=jobs,
+        )
         folders.append(res.run_dir)
     for name in ("metrics.json", "signals.jsonl", "trades.parquet", "equity.parquet"):
         assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name

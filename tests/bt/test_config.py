@@ -40,7 +40,10 @@ def test_two_spellings_of_one_rule_give_one_config_id_run_id_and_gold_cache():
 
 def test_the_tree_is_typed_below_the_top():
     cfg = parse_config(
-        _cfg({"window_s": 5}, {"threshold": {"policy": "fixed", "value": 0.6}, "sweep": {"lgbm": {"num_leaves": [7, 15]}}})
+        _cfg(
+            {"window_s": 5},
+            {"threshold": {"policy": "fixed", "value": 0.6}, "sweep": {"lgbm": {"num_leaves": [7, 15]}}},
+        )
     )
     assert isinstance(cfg.signal.whale, WhaleParams) and cfg.signal.whale.q == 0.99
     assert isinstance(cfg.model, ModelConfig) and cfg.model.threshold.value == 0.6

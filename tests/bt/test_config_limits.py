@@ -57,7 +57,11 @@ TOMORROW = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
         ("backtest.seed", 2**40, ["backtest.seed", "4294967295"]),
         ("portfolio.init_cash", float("inf"), ["portfolio.init_cash", "finite number"]),
         ("portfolio.max_positions", 10**6, ["portfolio.max_positions", "1000"]),
-        ("data.end", "9999-12-31", ["data: end 9999-12-31 is in the future", f"use {TOMORROW} (tomorrow, UTC) or earlier"]),
+        (
+            "data.end",
+            "9999-12-31",
+            ["data: end 9999-12-31 is in the future", f"use {TOMORROW} (tomorrow, UTC) or earlier"],
+        ),
         ("data.start", "2009-01-03", ["start 2009-01-03 is before 2017-01-01", "use 2017-01-01 or later"]),
         ("name", "n" * 3000, ["name must be at most 100 characters", "got 3000"]),
         ("name", "../etc", ["name may hold letters, digits"]),
@@ -74,8 +78,12 @@ def test_each_limit_is_refused_naming_key_and_limit(path, value, needles):
 
 def test_values_at_the_limits_are_accepted():
     ok = _with("portfolio.bar", "1s")
-    ok["backtest"] = {"bootstrap": LIMITS["max_bootstrap"], "entry_latency_ms": LIMITS["max_latency_ms"],
-                      "horizon": "30d", "horizons": ["1s"]}
+    ok["backtest"] = {
+        "bootstrap": LIMITS["max_bootstrap"],
+        "entry_latency_ms": LIMITS["max_latency_ms"],
+        "horizon": "30d",
+        "horizons": ["1s"],
+    }
     ok["data"]["end"] = str(TOMORROW)
     ok["data"]["start"] = "2017-01-01"
     ok["name"] = "n" * 100
@@ -87,8 +95,11 @@ def test_values_at_the_limits_are_accepted():
 def test_the_bar_count_over_the_span_is_bounded():
     raw = _with("portfolio.bar", "1s")
     raw["data"].update(start="2024-01-01", end="2024-03-31")  # 91 days of 1 s bars = 7.9 M
-    with pytest.raises(ConfigError, match=r"portfolio\.bar 1s over 91 days is 7,862,400 equity bars, more than "
-                                          r"5,000,000; use bar: 2s or coarser, or a shorter span"):
+    with pytest.raises(
+        ConfigError,
+        match=r"portfolio\.bar 1s over 91 days is 7,862,400 equity bars, more than "
+        r"5,000,000; use bar: 2s or coarser, or a shorter span",
+    ):
         parse_config(raw)
     raw["portfolio"]["bar"] = "2s"
     assert parse_config(raw).portfolio.bar == "2s"
@@ -121,15 +132,19 @@ def test_cli_paths_naming_the_wrong_kind_of_thing(tmp_path, capsys):
     assert _error(capsys, ["run", str(cfg), "--lake", str(a_file)]) == (
         f"Error: --lake {a_file} is a file; expected a directory (created if missing); give another path"
     )
-    assert _error(capsys, ["run", str(cfg), "--results", str(a_file)]).startswith(f"Error: --results {a_file} is a file")
+    assert _error(capsys, ["run", str(cfg), "--results", str(a_file)]).startswith(
+        f"Error: --results {a_file} is a file"
+    )
     assert _error(capsys, ["compare", "x", "--out", str(a_dir)]).startswith(f"Error: --out {a_dir} is a directory")
     # data.lake in the file itself
     cfg.write_text(yaml.safe_dump(_with("data.lake", str(a_file))))
     assert f"data.lake: lake {str(a_file)!r} is a file" in _error(capsys, ["run", str(cfg)])
     import datasets.cli
 
-    assert datasets.cli.main(["synth", "--out", str(a_file), "--symbol", "XUSDT", "--start", "2024-03-01",
-                              "--days", "1"]) == 1
+    assert (
+        datasets.cli.main(["synth", "--out", str(a_file), "--symbol", "XUSDT", "--start", "2024-03-01", "--days", "1"])
+        == 1
+    )
     assert capsys.readouterr().err.strip() == (
         f"Error: --out {a_file} is a file; expected a directory (created if missing); give another path"
     )
@@ -140,8 +155,18 @@ def test_cli_paths_naming_the_wrong_kind_of_thing(tmp_path, capsys):
 def test_a_journal_line_never_holds_nan_or_infinity():
     from signals.journal import NonFiniteError, journal_line, journal_record
 
-    rec = journal_record(exchange="binance_usdm", symbol="BTCUSDT", trade_id=1, ts_ms=1, price=1e5,
-                         notional_usd=1e5 * 1e308, prob=None, decision="long", config_id="c", model=None)
+    rec = journal_record(
+        exchange="binance_usdm",
+        symbol="BTCUSDT",
+        trade_id=1,
+        ts_ms=1,
+        price=1e5,
+        notional_usd=1e5 * 1e308,
+        prob=None,
+        decision="long",
+        config_id="c",
+        model=None,
+    )
     assert math.isinf(rec["notional_usd"])
     with pytest.raises(NonFiniteError, match=r"trade 1 has non-finite \['notional_usd'\]"):
         journal_line(rec)
@@ -152,9 +177,17 @@ def test_a_journal_line_never_holds_nan_or_infinity():
 def test_a_trade_whose_notional_overflows_is_refused_at_ingest():
     from datasets.validate import BadRowsError, screen_trades
 
-    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": [1, 2],
-                       "ts_ms": [1_710_000_000_000, 1_710_000_000_001], "price": [60_000.0, 60_000.0],
-                       "qty": [1.0, 1e308], "side": np.array([1, 1], dtype=np.int8)})
+    df = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "BTCUSDT",
+            "trade_id": [1, 2],
+            "ts_ms": [1_710_000_000_000, 1_710_000_000_001],
+            "price": [60_000.0, 60_000.0],
+            "qty": [1.0, 1e308],
+            "side": np.array([1, 1], dtype=np.int8),
+        }
+    )
     with pytest.raises(BadRowsError, match=r"f\.csv line 2: qty 1e\+308 is so large that price × qty is not a finite"):
         screen_trades(df, what="f.csv")
     screened = screen_trades(df, what="f.csv", skip_bad_rows=True)
@@ -169,17 +202,27 @@ def test_a_stored_overflowing_trade_is_an_error_line_not_a_journal_with_infinity
     t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
     qty = np.ones(n)
     qty[1000] = 1e308
-    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": np.arange(n),
-                       "ts_ms": t0 + np.arange(n) * 1000, "price": 100.0, "qty": qty,
-                       "side": np.ones(n, dtype=np.int8)})
+    df = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "BTCUSDT",
+            "trade_id": np.arange(n),
+            "ts_ms": t0 + np.arange(n) * 1000,
+            "price": 100.0,
+            "qty": qty,
+            "side": np.ones(n, dtype=np.int8),
+        }
+    )
     Lake(tmp_path / "lake").write_trades(df)  # the lake API itself does not screen rows
     cfg = tmp_path / "cfg.yaml"
     raw = _with("data.lake", str(tmp_path / "lake"))
     raw["data"].update(start="2024-03-01", end="2024-03-01")
     cfg.write_text(yaml.safe_dump(raw))
     out = tmp_path / "s.jsonl"
-    for argv in (["signals", str(cfg), "--out", str(out)],
-                 ["run", str(cfg), "--no-mlflow", "--no-tearsheet", "--results", str(tmp_path / "r")]):
+    for argv in (
+        ["signals", str(cfg), "--out", str(out)],
+        ["run", str(cfg), "--no-mlflow", "--no-tearsheet", "--results", str(tmp_path / "r")],
+    ):
         rc = bt.cli.main(argv)
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(("Error", "Traceback"))]
         assert rc == 1 and len(err) == 1, (argv, err)

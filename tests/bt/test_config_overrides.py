@@ -21,9 +21,17 @@ def _market(n=30_000, days=3, seed=1, symbol="TESTUSDT"):
     t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
     ts = np.sort(rng.integers(0, days * DAY_MS, n)) + t0
     px = 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
-    return pd.DataFrame({"exchange": "binance_usdm", "symbol": symbol, "trade_id": np.arange(n) + 1000,
-                         "ts_ms": ts, "price": px, "qty": rng.lognormal(0, 1.4, n),
-                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": symbol,
+            "trade_id": np.arange(n) + 1000,
+            "ts_ms": ts,
+            "price": px,
+            "qty": rng.lognormal(0, 1.4, n),
+            "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8),
+        }
+    )
 
 
 RAW = {
@@ -53,9 +61,12 @@ def test_set_values_are_read_as_yaml():
 def test_overrides_equal_the_edited_config(cfg_path):
     over = load_config(
         cfg_path,
-        overrides=[("data.start", "2024-03-02"), ("data.symbol", "ETHUSDT"),
-                   ("signal.whale.min_notional_usd", parse_override_value("2e6")),
-                   ("model.threshold.min_signals", parse_override_value("20"))],
+        overrides=[
+            ("data.start", "2024-03-02"),
+            ("data.symbol", "ETHUSDT"),
+            ("signal.whale.min_notional_usd", parse_override_value("2e6")),
+            ("model.threshold.min_signals", parse_override_value("20")),
+        ],
     )
     raw = yaml.safe_load(cfg_path.read_text())
     raw["data"].update(start="2024-03-02", symbol="ETHUSDT")
@@ -80,9 +91,25 @@ def test_an_unknown_override_key_gets_the_configs_did_you_mean(cfg_path):
 def test_bt_run_with_overrides_writes_the_resolved_config(tmp_path, cfg_path, capsys):
     Lake(tmp_path / "lake").write_trades(_market())
     results = tmp_path / "results"
-    rc = bt.cli.main(["run", str(cfg_path), "--no-mlflow", "--no-tearsheet", "--json", "--results", str(results),
-                      "--start", "2024-03-02", "--end", "2024-03-03",
-                      "--set", "signal.whale.min_notional_usd=4e3", "--set", "backtest.horizons=[1m]"])
+    rc = bt.cli.main(
+        [
+            "run",
+            str(cfg_path),
+            "--no-mlflow",
+            "--no-tearsheet",
+            "--json",
+            "--results",
+            str(results),
+            "--start",
+            "2024-03-02",
+            "--end",
+            "2024-03-03",
+            "--set",
+            "signal.whale.min_notional_usd=4e3",
+            "--set",
+            "backtest.horizons=[1m]",
+        ]
+    )
     assert rc == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["data"]["start"] == "2024-03-02" and metrics["data"]["end"] == "2024-03-03"
@@ -97,8 +124,23 @@ def test_bt_run_with_overrides_writes_the_resolved_config(tmp_path, cfg_path, ca
     assert again.run_id == metrics["run_id"] and again.config_id == metrics["config_id"]
     # bt signals takes the same overrides and gives the run's journal
     out = tmp_path / "sig.jsonl"
-    assert bt.cli.main(["signals", str(cfg_path), "--out", str(out), "--start", "2024-03-02",
-                        "--set", "signal.whale.min_notional_usd=4e3", "--set", "backtest.horizons=[1m]"]) == 0
+    assert (
+        bt.cli.main(
+            [
+                "signals",
+                str(cfg_path),
+                "--out",
+                str(out),
+                "--start",
+                "2024-03-02",
+                "--set",
+                "signal.whale.min_notional_usd=4e3",
+                "--set",
+                "backtest.horizons=[1m]",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() == (run_dir / "signals.jsonl").read_bytes()
 
 
@@ -119,7 +161,9 @@ def test_set_needs_key_equals_value(cfg_path, capsys):
 
 def test_a_config_file_reads_2e6_as_a_number(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("name: e\ndata: {exchange: binance_usdm, symbol: BTCUSDT, start: 2024-03-01, end: 2024-03-01}\n"
-                 "signal: {whale: {min_notional_usd: 2e6}}\nbacktest: {bootstrap: 1e3}\n")
+    p.write_text(
+        "name: e\ndata: {exchange: binance_usdm, symbol: BTCUSDT, start: 2024-03-01, end: 2024-03-01}\n"
+        "signal: {whale: {min_notional_usd: 2e6}}\nbacktest: {bootstrap: 1e3}\n"
+    )
     cfg = load_config(p)
     assert cfg.signal.whale.min_notional_usd == 2e6 and cfg.backtest.bootstrap == 1000

@@ -46,8 +46,13 @@ def test_kernel_tells_end_of_data_from_a_gap_and_keeps_windows_inside_coverage()
 
 def test_event_study_names_the_gap_reason():
     ts = np.arange(0, 10_000, 1000, dtype=np.int64)
-    st = event_study(ts, np.full(ts.size, 100.0), np.array([3, 8]), horizons_ms=[1_500],
-                     coverage=np.array([[0, 5_000], [7_000, 20_000]]))
+    st = event_study(
+        ts,
+        np.full(ts.size, 100.0),
+        np.array([3, 8]),
+        horizons_ms=[1_500],
+        coverage=np.array([[0, 5_000], [7_000, 20_000]]),
+    )
     assert st["exit_reason"].astype(str).tolist() == ["dropped_gap", "horizon"]
     assert "dropped_gap" in st["exit_reason"].cat.categories
 
@@ -63,8 +68,17 @@ def _day(day: int, n: int, seed: int, lo_ms: int = 0, hi_ms: int = DAY, whales_a
     px = 100 * np.exp(np.cumsum(rng.normal(0, 2e-4, n)))
     side = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)
     side[qty == 500.0] = 1
-    return pd.DataFrame({"exchange": "binance_usdm", "symbol": SYM, "trade_id": np.arange(n) + day * 10_000_000,
-                         "ts_ms": ts, "price": px, "qty": qty, "side": side})
+    return pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": SYM,
+            "trade_id": np.arange(n) + day * 10_000_000,
+            "ts_ms": ts,
+            "price": px,
+            "qty": qty,
+            "side": side,
+        }
+    )
 
 
 WHALES_D1 = [8 * HOUR, 12 * HOUR - 200_000, 12 * HOUR - 30_000]  # the last two: 5 m runs past the recording
@@ -75,15 +89,31 @@ WHALES_D3 = [10 * HOUR, DAY - 100_000]  # the last: 5 m runs past the end of the
 def holey(tmp_path):
     """2024-03-01 recorded 00:00–12:00 only, 2024-03-02 missing, 2024-03-03 from an archive."""
     lake = Lake(tmp_path / "lake")
-    lake.write_trades(_day(0, 20_000, 1, hi_ms=12 * HOUR, whales_at=WHALES_D1), coverage=[[T0, T0 + 12 * HOUR]],
-                      coverage_source="recording", id_space="binance_agg_trade")
-    lake.write_trades(_day(2, 40_000, 3, whales_at=WHALES_D3), coverage=[[T0 + 2 * DAY, T0 + 3 * DAY]],
-                      coverage_source="archive", id_space="binance_agg_trade")
-    cfg = {"name": "holes", "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": SYM,
-                                     "start": "2024-03-01", "end": "2024-03-03"},
-           "signal": {"whale": {"min_notional_usd": 20_000}},
-           "backtest": {"horizon": "5m", "horizons": ["1m"], "bootstrap": 50},
-           "portfolio": {"max_positions": 1}}
+    lake.write_trades(
+        _day(0, 20_000, 1, hi_ms=12 * HOUR, whales_at=WHALES_D1),
+        coverage=[[T0, T0 + 12 * HOUR]],
+        coverage_source="recording",
+        id_space="binance_agg_trade",
+    )
+    lake.write_trades(
+        _day(2, 40_000, 3, whales_at=WHALES_D3),
+        coverage=[[T0 + 2 * DAY, T0 + 3 * DAY]],
+        coverage_source="archive",
+        id_space="binance_agg_trade",
+    )
+    cfg = {
+        "name": "holes",
+        "data": {
+            "lake": str(tmp_path / "lake"),
+            "exchange": "binance_usdm",
+            "symbol": SYM,
+            "start": "2024-03-01",
+            "end": "2024-03-03",
+        },
+        "signal": {"whale": {"min_notional_usd": 20_000}},
+        "backtest": {"horizon": "5m", "horizons": ["1m"], "bootstrap": 50},
+        "portfolio": {"max_positions": 1},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return tmp_path, path, lake
@@ -96,7 +126,9 @@ def test_span_reports_its_coverage_and_holes(holey):
     assert [s["coverage_source"] for s in span.sources] == ["recording", "archive"]
     holes = span_holes(span, "2024-03-01", "2024-03-03")
     assert [(h["kind"], h["text"]) for h in holes] == [
-        ("not_covered", "2024-03-01 12:00–24:00 (not covered)"), ("no_partition", "2024-03-02 (no partition)")]
+        ("not_covered", "2024-03-01 12:00–24:00 (not covered)"),
+        ("no_partition", "2024-03-02 (no partition)"),
+    ]
     assert holes[0]["from_ms"] == T0 + 12 * HOUR and holes[1]["to_ms"] == T0 + 2 * DAY
     assert span.holes == holes
     # A wider request adds the missing days at the end; short stretches are not holes.
@@ -133,8 +165,9 @@ def test_gap_and_end_of_data_are_dropped_and_counted_not_cut_short(holey, capsys
 def test_strict_refuses_holes_with_one_error_line(holey, capsys):
     tmp, path, _ = holey
     with pytest.raises(DataHolesError, match="2024-03-02 \\(no partition\\)"):
-        run_backtest(load_config(path), results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True,
-                     strict=True)
+        run_backtest(
+            load_config(path), results_dir=tmp / "r", log_mlflow=False, tearsheet=False, quiet=True, strict=True
+        )
     capsys.readouterr()
     rc = bt.cli.main(["run", str(path), "--results", str(tmp / "r"), "--no-mlflow", "--no-tearsheet", "--strict"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -149,16 +182,19 @@ def test_two_recordings_of_a_day_union_their_coverage(tmp_path):
     a, b = _day(0, 500, 1, 0, HOUR), _day(0, 500, 2, 3 * HOUR, 4 * HOUR)
     b["trade_id"] += 1_000
     lake.write_trades(a, coverage=[[T0, T0 + HOUR]], coverage_source="recording", id_space="binance_fill")
-    lake.write_trades(b, coverage=[[T0 + 3 * HOUR, T0 + 4 * HOUR + 5]], coverage_source="recording",
-                      id_space="binance_fill")
+    lake.write_trades(
+        b, coverage=[[T0 + 3 * HOUR, T0 + 4 * HOUR + 5]], coverage_source="recording", id_space="binance_fill"
+    )
     meta = lake.partition_meta(Partition("bronze", "binance_usdm", SYM, pd.Timestamp("2024-03-01").date()))
     assert json.loads(meta["coverage"]) == [[T0, T0 + HOUR], [T0 + 3 * HOUR, T0 + 4 * HOUR + 5]]
     assert meta["coverage_source"] == "recording" and meta["rows"] == "1000"
     # the same recording again changes nothing; one that bridges the hole merges the intervals
-    assert not lake.write_trades(b, coverage=[[T0 + 3 * HOUR, T0 + 4 * HOUR + 5]], coverage_source="recording",
-                                 id_space="binance_fill")[0].changed
-    lake.write_trades(a.iloc[:1], coverage=[[T0 + HOUR - 10, T0 + 3 * HOUR]], coverage_source="recording",
-                      id_space="binance_fill")
+    assert not lake.write_trades(
+        b, coverage=[[T0 + 3 * HOUR, T0 + 4 * HOUR + 5]], coverage_source="recording", id_space="binance_fill"
+    )[0].changed
+    lake.write_trades(
+        a.iloc[:1], coverage=[[T0 + HOUR - 10, T0 + 3 * HOUR]], coverage_source="recording", id_space="binance_fill"
+    )
     span = load_trades(lake, "binance_usdm", SYM, "2024-03-01", "2024-03-01")
     assert span.coverage.tolist() == [[T0, T0 + 4 * HOUR + 5]]
 

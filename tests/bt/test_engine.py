@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bt.engine import Costs, FundingSeries, event_study
-from bt.metrics import (bootstrap_mean_ci, cluster_bootstrap_mean_ci, event_metrics, portfolio_metrics,
-                        signal_clusters)
+from bt.metrics import bootstrap_mean_ci, cluster_bootstrap_mean_ci, event_metrics, portfolio_metrics, signal_clusters
 from bt.portfolio import simulate_portfolio
 
 # ts (ms) and prices of a tiny hand-made tape
@@ -26,8 +25,9 @@ def _row(study, signal, horizon_ms):
 
 
 def test_event_study_hand_computed_entry_exit_fees_and_drops():
-    study = event_study(TS, PX, np.array([0, 2, 4, 5]), horizons_ms=[3000], latency_ms=0,
-                        costs=Costs(fee=FEE), label_threshold=0.01)
+    study = event_study(
+        TS, PX, np.array([0, 2, 4, 5]), horizons_ms=[3000], latency_ms=0, costs=Costs(fee=FEE), label_threshold=0.01
+    )
     # trigger 0 → entry is the next trade (idx 1, 101), exit last trade at or before 1000+3000 (idx 3, 99)
     r = _row(study, 0, 3000)
     assert (r.entry_idx, r.exit_idx, r.exit_reason) == (1, 3, "horizon")
@@ -48,8 +48,9 @@ def test_event_study_hand_computed_entry_exit_fees_and_drops():
 
 
 def test_entry_latency_and_slippage():
-    study = event_study(TS, PX, np.array([2]), horizons_ms=[3000], latency_ms=1500,
-                        costs=Costs(fee=FEE, slippage=0.001))
+    study = event_study(
+        TS, PX, np.array([2]), horizons_ms=[3000], latency_ms=1500, costs=Costs(fee=FEE, slippage=0.001)
+    )
     r = _row(study, 0, 3000)
     # first trade after the trigger at or after 2000 + 1500 → idx 4 (5000); exit ≤ 8000 → idx 5
     assert (r.entry_idx, r.exit_idx) == (4, 5)
@@ -61,8 +62,9 @@ def test_take_profit_and_stop_loss_checked_on_trade_prices():
     tp = event_study(TS, PX, np.array([0]), horizons_ms=[7000], costs=Costs(fee=0), take_profit=0.015)
     r = _row(tp, 0, 7000)
     assert (r.exit_idx, r.exit_reason, r.exit_price) == (4, "take_profit", 103.0)
-    both = event_study(TS, PX, np.array([0]), horizons_ms=[7000], costs=Costs(fee=0), take_profit=0.015,
-                       stop_loss=0.015)
+    both = event_study(
+        TS, PX, np.array([0]), horizons_ms=[7000], costs=Costs(fee=0), take_profit=0.015, stop_loss=0.015
+    )
     r = _row(both, 0, 7000)
     assert (r.exit_idx, r.exit_reason) == (3, "stop_loss")  # 99 comes before 103
     # a TP beyond a short horizon's exit does not apply to that horizon
@@ -179,8 +181,9 @@ def test_portfolio_one_position_at_a_time_hand_computed():
     ts = np.array([0, 60_000, 120_000, 180_000, 240_000, 300_000], dtype=np.int64)
     px = np.array([100.0, 100.0, 110.0, 105.0, 120.0, 120.0])
     study = event_study(ts, px, np.array([0, 1, 2]), horizons_ms=[120_000], costs=Costs(fee=0.001))
-    pf = simulate_portfolio(study, ts, px, fee=0.001, init_cash=1000.0, max_positions=1, bar_ms=60_000,
-                            start_ms=0, end_ms=300_000)
+    pf = simulate_portfolio(
+        study, ts, px, fee=0.001, init_cash=1000.0, max_positions=1, bar_ms=60_000, start_ms=0, end_ms=300_000
+    )
     # signal 0: 60s @100 → 180s @105; signal 1 (entry 120s) overlaps and is skipped; signal 2 enters at 180s
     assert pf.positions["signal"].tolist() == [0, 2]
     units0 = 1000 / (100 * 1.001)
@@ -191,8 +194,9 @@ def test_portfolio_one_position_at_a_time_hand_computed():
     assert pf.equity.iloc[-1] == pytest.approx(final)
     # marked to market in between: at the 120 s bar the first position is worth units0 × 110
     assert pf.equity.loc[pd.Timestamp(120_000, unit="ms", tz="UTC")] == pytest.approx(units0 * 110)
-    two = simulate_portfolio(study, ts, px, fee=0.001, init_cash=1000.0, max_positions=2, bar_ms=60_000,
-                             start_ms=0, end_ms=300_000)
+    two = simulate_portfolio(
+        study, ts, px, fee=0.001, init_cash=1000.0, max_positions=2, bar_ms=60_000, start_ms=0, end_ms=300_000
+    )
     assert two.positions["signal"].tolist() == [0, 1, 2]
     assert two.positions["allocation"].iloc[0] == pytest.approx(500.0)
 
@@ -207,14 +211,22 @@ def test_portfolio_equity_matches_vectorbt():
     trig = np.arange(10, 3900, 150) + np.random.default_rng(5).integers(0, 50, 26)
     study = event_study(ts, px, trig, horizons_ms=[30_000], costs=Costs(fee=FEE))
     bar = 10_000
-    pf = simulate_portfolio(study, ts, px, fee=FEE, init_cash=1000.0, max_positions=1, bar_ms=bar,
-                            start_ms=0, end_ms=int(ts[-1]) + 1)
+    pf = simulate_portfolio(
+        study, ts, px, fee=FEE, init_cash=1000.0, max_positions=1, bar_ms=bar, start_ms=0, end_ms=int(ts[-1]) + 1
+    )
     size = np.full(len(ts), np.nan)
     for e, x in zip(pf.positions["entry_idx"], pf.positions["exit_idx"]):
         size[e] = np.inf
         size[x] = -np.inf
-    port = vbt.Portfolio.from_orders(pd.Series(px), size=pd.Series(size), size_type="amount",
-                                     direction="longonly", fees=FEE, init_cash=1000.0, freq="1s")
+    port = vbt.Portfolio.from_orders(
+        pd.Series(px),
+        size=pd.Series(size),
+        size_type="amount",
+        direction="longonly",
+        fees=FEE,
+        init_cash=1000.0,
+        freq="1s",
+    )
     value = port.value().to_numpy()
     bar_end = pf.equity.index[1:].as_unit("ms").asi8
     last = np.searchsorted(ts, bar_end, side="right") - 1
@@ -227,8 +239,9 @@ def test_portfolio_metrics_golden():
     rng = np.random.default_rng(2)
     idx = pd.date_range("2024-01-01", periods=40 * 24 + 1, freq="1h", tz="UTC")
     eq = pd.Series(100.0 * np.cumprod(np.r_[1.0, 1 + rng.normal(2e-4, 2e-3, len(idx) - 1)]), index=idx)
-    m = portfolio_metrics(eq, np.r_[np.zeros(10), np.ones(len(idx) - 10)], n_trades=2,
-                          trade_returns=np.array([0.1, -0.05]))
+    m = portfolio_metrics(
+        eq, np.r_[np.zeros(10), np.ones(len(idx) - 10)], n_trades=2, trade_returns=np.array([0.1, -0.05])
+    )
     closes = eq.groupby(eq.index.floor("D")).last()
     daily = closes.to_numpy() / np.r_[eq.iloc[0], closes.to_numpy()[:-1]] - 1
     assert daily.size == 41  # 40 full days and the closing instant of the 41st
@@ -263,8 +276,9 @@ def test_portfolio_settles_funding_for_each_print_spanned():
     fs = FundingSeries(np.array([90_000, 150_000, 200_000]), np.array([0.0001, -0.0003, 0.0005]))
     study = event_study(ts, px, np.array([0]), horizons_ms=[120_000], costs=Costs(fee=0.0), funding=fs)
     assert study["funding_return"].iloc[0] == pytest.approx(0.0002)
-    pf = simulate_portfolio(study, ts, px, fee=0.0, init_cash=10_000.0, max_positions=1, bar_ms=60_000,
-                            start_ms=0, end_ms=180_000)
+    pf = simulate_portfolio(
+        study, ts, px, fee=0.0, init_cash=10_000.0, max_positions=1, bar_ms=60_000, start_ms=0, end_ms=180_000
+    )
     assert pf.positions["pnl"].iloc[0] == pytest.approx(2.0)  # +$2 on $10,000 at a flat price
     assert pf.equity.iloc[-1] == pytest.approx(10_002.0)
 

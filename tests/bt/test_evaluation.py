@@ -21,14 +21,15 @@ BASE = {
     "name": "report",
     "data": {"exchange": "binance_usdm", "symbol": "TESTUSDT", "start": "2024-03-01", "end": "2024-03-02"},
     "signal": {"whale": {"min_notional_usd": 2500}},
-    "backtest": {"horizon": "5m", "horizons": ["1m", "15m"], "fee_bps": 5, "bootstrap": 200,
-                 "take_profit": 0.004},
+    "backtest": {"horizon": "5m", "horizons": ["1m", "15m"], "fee_bps": 5, "bootstrap": 200, "take_profit": 0.004},
     "portfolio": {"max_positions": 2},
 }
 MODEL_BACKTEST = {**BASE["backtest"], "label_threshold": 0.001}
-MODEL = {"split": {"train": 0.5, "validation": 0.25, "test": 0.25},
-         "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5},
-         "threshold": {"policy": "max_mean_return", "min_signals": 3}}
+MODEL = {
+    "split": {"train": 0.5, "validation": 0.25, "test": 0.25},
+    "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5},
+    "threshold": {"policy": "max_mean_return", "min_signals": 3},
+}
 
 
 def _write_cfg(tmp, name, **over):
@@ -69,8 +70,16 @@ def test_report_shows_every_figure_with_the_runs_numbers(runs):
     page = (run_dir / "report.html").read_text()
     figs = figures(page)
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert list(figs) == ["fig-path", "fig-horizon", "fig-distribution", "fig-size", "fig-hour",
-                          "fig-exit-reasons", "fig-per-day", "fig-price"]
+    assert list(figs) == [
+        "fig-path",
+        "fig-horizon",
+        "fig-distribution",
+        "fig-size",
+        "fig-hour",
+        "fig-exit-reasons",
+        "fig-per-day",
+        "fig-price",
+    ]
     for div_id, fig in figs.items():
         assert f'<div id="{div_id}" class="fig">' in page
         assert SPAN in _title(fig), div_id
@@ -158,8 +167,10 @@ def test_model_run_report_has_calibration_and_threshold_choice(runs):
     assert "validation " in _title(figs["fig-threshold"])
     cal = pd.read_parquet(run_dir / "calibration.parquet")
     assert len(cal) >= m["n_signals"] and (cal["ts_ms"] >= b["test"]).all()
-    assert sum(figs["fig-calibration"]["data"][1]["customdata"][i][1]
-               for i in range(len(figs["fig-calibration"]["data"][1]["x"]))) == len(cal)
+    assert sum(
+        figs["fig-calibration"]["data"][1]["customdata"][i][1]
+        for i in range(len(figs["fig-calibration"]["data"][1]["x"]))
+    ) == len(cal)
     thr = figs["fig-threshold"]
     assert [s["x0"] for s in thr["layout"]["shapes"]] == [m["threshold"]]
     curve = pd.read_parquet(run_dir / "threshold_curve.parquet")
@@ -168,8 +179,9 @@ def test_model_run_report_has_calibration_and_threshold_choice(runs):
     assert m["model_metrics"]["threshold_rule"] == "max_mean_return" and m["threshold"] > 0
     ok = curve[curve["n_independent"] >= MODEL["threshold"]["min_signals"]]
     assert m["threshold"] == pytest.approx(ok["threshold"].iloc[int(np.argmax(ok["mean_return"].to_numpy()))])
-    assert m["model_metrics"]["val_n_signals"] == int(curve.loc[np.isclose(curve["threshold"], m["threshold"]),
-                                                                 "n_signals"].iloc[0])
+    assert m["model_metrics"]["val_n_signals"] == int(
+        curve.loc[np.isclose(curve["threshold"], m["threshold"]), "n_signals"].iloc[0]
+    )
 
 
 def test_tearsheet_gets_daily_returns_the_buy_and_hold_benchmark_and_the_span(runs, tmp_path, monkeypatch):
@@ -238,8 +250,9 @@ def test_report_is_logged_to_mlflow(runs, tmp_path):
     tmp, _, _ = runs
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = _write_cfg(tmp, "logged")
-    assert bt.cli.main(["run", str(path), "--results", str(tmp_path / "r"), "--tracking-uri", uri,
-                        "--no-tearsheet"]) == 0
+    assert (
+        bt.cli.main(["run", str(path), "--results", str(tmp_path / "r"), "--tracking-uri", uri, "--no-tearsheet"]) == 0
+    )
     import mlflow
 
     mlflow.set_tracking_uri(uri)

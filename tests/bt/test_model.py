@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bt.config import ModelConfig, SplitConfig, ThresholdConfig, parse_model_config
-from bt.model import (EventTable, choose_threshold, event_table, fit_validate, purged_splits, train_and_evaluate,
-                      train_booster)
+from bt.model import (
+    EventTable,
+    choose_threshold,
+    event_table,
+    fit_validate,
+    purged_splits,
+    train_and_evaluate,
+    train_booster,
+)
 
 DAY = 86_400_000
 H = 3_600_000
@@ -46,8 +53,7 @@ def cfg(**kw) -> ModelConfig:
     purge_extra_min=st.integers(0, 120),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_no_training_outcome_reaches_a_later_split(n, horizon_min, train, val, folds, window,
-                                                   purge_extra_min, seed):
+def test_no_training_outcome_reaches_a_later_split(n, horizon_min, train, val, folds, window, purge_extra_min, seed):
     rng = np.random.default_rng(seed)
     span = (0, 20 * DAY)
     h = horizon_min * 60_000
@@ -55,8 +61,14 @@ def test_no_training_outcome_reaches_a_later_split(n, horizon_min, train, val, f
     # Outcome windows up to the horizon plus entry latency; some end past the span (kept: the
     # test part may hold them, nothing earlier may).
     end = ts + rng.integers(0, h + 5000, n)
-    split = SplitConfig(train=train, validation=val, test=round(1 - train - val, 12), walk_forward=folds,
-                        window=window, purge=f"{horizon_min + purge_extra_min}m")
+    split = SplitConfig(
+        train=train,
+        validation=val,
+        test=round(1 - train - val, 12),
+        walk_forward=folds,
+        window=window,
+        purge=f"{horizon_min + purge_extra_min}m",
+    )
     s = purged_splits(ts, end, split, span_ms=span, horizon_ms=h)
     assert s.purge_ms >= h
     test_start = s.boundaries_ms["test"]
@@ -87,8 +99,10 @@ def _fold_start(s, va, ts):
         return s.boundaries_ms["validation"]
     first = ts[va].min()
     k = len(s.folds)
-    edges = [s.boundaries_ms["start"] + round(i * (s.boundaries_ms["test"] - s.boundaries_ms["start"]) / (k + 1))
-             for i in range(k + 2)]
+    edges = [
+        s.boundaries_ms["start"] + round(i * (s.boundaries_ms["test"] - s.boundaries_ms["start"]) / (k + 1))
+        for i in range(k + 2)
+    ]
     return max(e for e in edges if e <= first)
 
 
@@ -135,8 +149,9 @@ def test_top_fraction_and_fixed():
     prob = np.linspace(0.05, 0.95, 10)
     ret = np.zeros(10)
     lab = np.zeros(10, bool)
-    got = choose_threshold(prob, ret, lab, ThresholdConfig(policy="top_fraction", fraction=0.3, step=0.05,
-                                                           min_signals=3))
+    got = choose_threshold(
+        prob, ret, lab, ThresholdConfig(policy="top_fraction", fraction=0.3, step=0.05, min_signals=3)
+    )
     assert got.n_signals == 3 and got.threshold == pytest.approx(0.75)
     assert choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.42)).threshold == 0.42
 
@@ -165,8 +180,9 @@ def test_min_signals_counts_independent_signals_not_raw_ones():
     assert got.n_signals == 40 and got.n_independent == 16
     # The window may be given as entry latency + horizon instead of exit times.
     assert choose_threshold(prob, ret, lab, c, ts_ms=ts, window_ms=H) == got
-    pt = choose_threshold(prob, ret, lab, ThresholdConfig(precision_target=0.7, min_signals=10, step=0.1),
-                          ts_ms=ts, end_ts_ms=ts + H)
+    pt = choose_threshold(
+        prob, ret, lab, ThresholdConfig(precision_target=0.7, min_signals=10, step=0.1), ts_ms=ts, end_ts_ms=ts + H
+    )
     assert pt.rule == "fallback:max_mean_return" and pt.threshold == pytest.approx(0.1)
 
 
@@ -177,17 +193,24 @@ def test_top_fraction_and_fixed_enforce_min_signals():
     got = choose_threshold(prob, ret, lab, c, ts_ms=ts, end_ts_ms=ts + H)
     assert got.threshold == pytest.approx(0.3) and got.n_independent == 16 and got.rule == "top_fraction"
     # Two validation events can never make a top_fraction winner with min_signals 20.
-    two = choose_threshold(np.array([0.9, 0.2]), np.array([0.05, -0.01]), np.array([True, False]),
-                           ThresholdConfig(policy="top_fraction", fraction=0.2), ts_ms=np.array([0, DAY]),
-                           end_ts_ms=np.array([H, DAY + H]))
+    two = choose_threshold(
+        np.array([0.9, 0.2]),
+        np.array([0.05, -0.01]),
+        np.array([True, False]),
+        ThresholdConfig(policy="top_fraction", fraction=0.2),
+        ts_ms=np.array([0, DAY]),
+        end_ts_ms=np.array([H, DAY + H]),
+    )
     assert two.threshold == 0.0 and two.rule == "top_fraction:fallback:take_all"
     # fixed keeps its value but says it is below the minimum (a sweep prunes such a trial).
-    f = choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.5, min_signals=10),
-                         ts_ms=ts, end_ts_ms=ts + H)
+    f = choose_threshold(
+        prob, ret, lab, ThresholdConfig(policy="fixed", value=0.5, min_signals=10), ts_ms=ts, end_ts_ms=ts + H
+    )
     assert f.threshold == 0.5 and f.rule == "fixed:below_min_signals" and not f.feasible
     assert f.n_signals == 25 and f.n_independent == 1
-    ok = choose_threshold(prob, ret, lab, ThresholdConfig(policy="fixed", value=0.2, min_signals=10),
-                          ts_ms=ts, end_ts_ms=ts + H)
+    ok = choose_threshold(
+        prob, ret, lab, ThresholdConfig(policy="fixed", value=0.2, min_signals=10), ts_ms=ts, end_ts_ms=ts + H
+    )
     assert ok.rule == "fixed" and ok.feasible and ok.n_independent == 16
 
 
@@ -237,9 +260,13 @@ def test_threshold_and_validation_never_read_test_rows():
 
 def test_planted_effect_beats_the_plain_whale_rule_out_of_sample():
     t = planted_table(effect=0.02)
-    res = train_and_evaluate(t, cfg(threshold={"policy": "precision_target", "precision_target": 0.5,
-                                               "min_signals": 20}),
-                             span_ms=(0, 30 * DAY), horizon_ms=H, n_boot=200)
+    res = train_and_evaluate(
+        t,
+        cfg(threshold={"policy": "precision_target", "precision_target": 0.5, "min_signals": 20}),
+        span_ms=(0, 30 * DAY),
+        horizon_ms=H,
+        n_boot=200,
+    )
     m = res.metrics
     assert m["test_n_signals"] >= 20
     assert m["test_mean_return"] > m["baseline_mean_return"] + 0.005
@@ -296,8 +323,9 @@ def test_event_table_from_trades_by_hand():
     ts = np.array([0, 1000, 2000, 3000, 4000, 5000], np.int64)
     px = np.array([100.0, 101.0, 102.0, 103.0, 104.0, 105.0])
     X = np.arange(9, dtype=float).reshape(3, 3)
-    table, keep = event_table(ts, px, np.array([0, 1, 4]), X, ("a", "b", "c"), horizon_ms=2000,
-                              fee=0.001, label_threshold=0.015)
+    table, keep = event_table(
+        ts, px, np.array([0, 1, 4]), X, ("a", "b", "c"), horizon_ms=2000, fee=0.001, label_threshold=0.015
+    )
     # trigger 0: entry 1 (101), exit at ts <= 3000 -> 103: 103/101 - 1 - 0.002
     # trigger 1: entry 2 (102) -> exit ts 4000 (104); trigger 4: entry 5000 + 2000 > last: dropped
     assert keep.tolist() == [True, True, False]

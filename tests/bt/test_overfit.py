@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from bt.overfit import (deflated_sharpe_ratio, expected_max_sharpe, pbo_cscv, per_period_returns,
-                        probabilistic_sharpe_ratio, sharpe_ratio)
+from bt.overfit import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    pbo_cscv,
+    per_period_returns,
+    probabilistic_sharpe_ratio,
+    sharpe_ratio,
+)
 
 
 def test_expected_max_sharpe_matches_the_dsr_paper_example():
@@ -34,7 +40,7 @@ def test_one_trial_deflates_nothing_and_more_trials_deflate_more():
     r = rng.normal(0.002, 0.01, 500)
     one = deflated_sharpe_ratio(r, 1, sharpe_variance=0.01)
     assert one.sharpe_benchmark == 0.0
-    z = one.sharpe * math.sqrt(499) / math.sqrt(1 - one.skew * one.sharpe + (one.kurtosis - 1) / 4 * one.sharpe ** 2)
+    z = one.sharpe * math.sqrt(499) / math.sqrt(1 - one.skew * one.sharpe + (one.kurtosis - 1) / 4 * one.sharpe**2)
     assert one.dsr == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)), rel=1e-12)
     many = deflated_sharpe_ratio(r, 1000, sharpe_variance=0.01)
     assert many.dsr < one.dsr
@@ -79,12 +85,14 @@ def test_pbo_dominant_trial_is_zero():
 def test_pbo_hand_counted_four_blocks():
     # 3 trials x 4 blocks of one period each; 6 splits, counted by hand below.
     # Sharpe on a 2-period sample = mean / std; choose values with distinct, easy orderings.
-    m = np.array([
-        [0.03, 0.01, 0.02],
-        [0.01, 0.02, 0.00],
-        [-0.02, 0.01, 0.01],
-        [0.00, 0.03, 0.02],
-    ])
+    m = np.array(
+        [
+            [0.03, 0.01, 0.02],
+            [0.01, 0.02, 0.00],
+            [-0.02, 0.01, 0.01],
+            [0.00, 0.03, 0.02],
+        ]
+    )
     res = pbo_cscv(m, n_blocks=4)
     expected = []
     import itertools

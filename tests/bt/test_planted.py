@@ -21,19 +21,35 @@ HORIZON_S = 600
 
 
 def _run(tmp_path, *, null: bool, seed: int):
-    params = SynthParams(symbol="PLANTUSDT", start="2024-03-01", days=3, seed=seed, trades_per_s=1.0,
-                         plant_effect_bps=EFFECT_BPS, plant_horizon_s=HORIZON_S,
-                         whale_notional_usd=1_000_000, whale_rate_per_day=60, null=null)
+    params = SynthParams(
+        symbol="PLANTUSDT",
+        start="2024-03-01",
+        days=3,
+        seed=seed,
+        trades_per_s=1.0,
+        plant_effect_bps=EFFECT_BPS,
+        plant_horizon_s=HORIZON_S,
+        whale_notional_usd=1_000_000,
+        whale_rate_per_day=60,
+        null=null,
+    )
     write_synth_archive(tmp_path / "archive", params)
     lake = Lake(tmp_path / "lake")
     ingest_binance_archive(str(tmp_path / "archive"), "PLANTUSDT", params.start, params.end, lake, progress=False)
-    cfg = parse_config({
-        "name": "planted" if not null else "null",
-        "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": "PLANTUSDT",
-                 "start": "2024-03-01", "end": str(params.end)},
-        "signal": {"whale": {"min_notional_usd": 1_000_000}},
-        "backtest": {"horizon": f"{HORIZON_S}s", "fee_bps": 5, "bootstrap": 500},
-    })
+    cfg = parse_config(
+        {
+            "name": "planted" if not null else "null",
+            "data": {
+                "lake": str(tmp_path / "lake"),
+                "exchange": "binance_usdm",
+                "symbol": "PLANTUSDT",
+                "start": "2024-03-01",
+                "end": str(params.end),
+            },
+            "signal": {"whale": {"min_notional_usd": 1_000_000}},
+            "backtest": {"horizon": f"{HORIZON_S}s", "fee_bps": 5, "bootstrap": 500},
+        }
+    )
     return run_backtest(cfg, results_dir=tmp_path / "results", log_mlflow=False, tearsheet=False, quiet=True)
 
 

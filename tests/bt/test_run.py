@@ -24,9 +24,17 @@ def _market(n=60_000, days=2, seed=0, symbol="TESTUSDT"):
     t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
     ts = np.sort(rng.integers(0, days * DAY_MS, n)) + t0
     px = 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
-    return pd.DataFrame({"exchange": "binance_usdm", "symbol": symbol, "trade_id": np.arange(n) + 1000,
-                         "ts_ms": ts, "price": px, "qty": rng.lognormal(0, 1.4, n),
-                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": symbol,
+            "trade_id": np.arange(n) + 1000,
+            "ts_ms": ts,
+            "price": px,
+            "qty": rng.lognormal(0, 1.4, n),
+            "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8),
+        }
+    )
 
 
 @pytest.fixture
@@ -35,8 +43,13 @@ def lake_cfg(tmp_path):
     lake.write_trades(_market())
     cfg = {
         "name": "e2e",
-        "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": "TESTUSDT",
-                 "start": "2024-03-01", "end": "2024-03-02"},
+        "data": {
+            "lake": str(tmp_path / "lake"),
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-02",
+        },
         "signal": {"whale": {"min_notional_usd": 2500}},
         "backtest": {"horizon": "5m", "horizons": ["1m"], "fee_bps": 5, "bootstrap": 200},
         "portfolio": {"max_positions": 2},
@@ -57,8 +70,16 @@ def test_bt_run_writes_the_run_folder_and_logs_to_mlflow(lake_cfg, capsys):
         assert (run_dir / f).is_file(), f
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n_signals"] > 50 and set(m["by_horizon"]) == {"5m", "1m"}
-    for key in ("mean_return", "median_return", "win_rate", "hit_rate_1pct", "precision", "p10", "p90",
-                "mean_return_ci95"):
+    for key in (
+        "mean_return",
+        "median_return",
+        "win_rate",
+        "hit_rate_1pct",
+        "precision",
+        "p10",
+        "p90",
+        "mean_return_ci95",
+    ):
         assert key in m
     assert {"total_return", "sharpe", "sortino", "max_drawdown", "exposure", "n_trades"} <= set(m["portfolio"])
     assert len(m["data"]["partitions"]) == 2 and all(len(p["sha256"]) == 64 for p in m["data"]["partitions"])
@@ -111,7 +132,9 @@ def test_changed_bronze_invalidates_silver_and_gold(lake_cfg):
     assert not b.signals.gold_cached
     assert b.metrics["n_whale_events"] > a.metrics["n_whale_events"]
     silver = lake.read_partition(Partition("silver", "binance_usdm", "TESTUSDT", pd.Timestamp("2024-03-01").date()))
-    assert silver["trade_count"].sum() == len(b.signals.span.ts_ms[b.signals.span.ts_ms < extra["ts_ms"].min() // DAY_MS * DAY_MS + DAY_MS])
+    assert silver["trade_count"].sum() == len(
+        b.signals.span.ts_ms[b.signals.span.ts_ms < extra["ts_ms"].min() // DAY_MS * DAY_MS + DAY_MS]
+    )
 
 
 def test_bt_signals_journal_matches_the_run(lake_cfg, capsys):
@@ -172,9 +195,13 @@ def test_missing_funding_is_measured_warned_and_can_be_required(lake_cfg, capsys
     tmp, _, cfg = lake_cfg
     t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
     hours8 = 8 * 3_600_000
-    write_funding(Lake(tmp / "lake"), "binance_usdm", "TESTUSDT",
-                  pd.DataFrame({"ts_ms": [t0, t0 + hours8, t0 + 2 * hours8], "rate": [1e-4, 1e-4, 1e-4]}),
-                  source="test")
+    write_funding(
+        Lake(tmp / "lake"),
+        "binance_usdm",
+        "TESTUSDT",
+        pd.DataFrame({"ts_ms": [t0, t0 + hours8, t0 + 2 * hours8], "rate": [1e-4, 1e-4, 1e-4]}),
+        source="test",
+    )
     res = run_backtest(parse_config(cfg), results_dir=tmp / "results", log_mlflow=False, tearsheet=False)
     m = res.metrics
     held = res.study[(res.study["horizon"] == "5m") & (res.study["exit_idx"] >= 0)]
@@ -215,10 +242,18 @@ def _register_with_lineage(tracking: str, name: str, lineage: dict | None) -> st
     connect(tracking)
     rng = np.random.default_rng(1)
     X = rng.normal(size=(400, len(FEATURE_NAMES)))
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 4},
-                        lgb.Dataset(X, (X[:, 0] > 0).astype(int)), num_boost_round=5)
-    cfg = {"whale": {"min_notional_usd": 2500}, "horizon": "5m", "threshold": 0.0,
-           "feature_names": list(FEATURE_NAMES), "feature_spec_hash": feature_spec_hash()}
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 4},
+        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+        num_boost_round=5,
+    )
+    cfg = {
+        "whale": {"min_notional_usd": 2500},
+        "horizon": "5m",
+        "threshold": 0.0,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_spec_hash": feature_spec_hash(),
+    }
     mlflow.set_experiment(experiment_id=experiment(mlflow, "in-sample-test"))
     with mlflow.start_run():
         _, mv = log_model_bundle(booster, cfg, registered_model_name=name, lineage=lineage)
@@ -232,11 +267,17 @@ def _ms(text: str) -> int:
 def test_registered_model_over_its_own_training_span_is_refused_or_split(lake_cfg, capsys, monkeypatch):
     tmp, path, cfg = lake_cfg
     tracking = f"sqlite:///{tmp}/mlflow.db"
-    lineage = {"lineage_version": 1, "exchange": "binance_usdm", "symbols": ["TESTUSDT"],
-               "ranges_ms": {"train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
-                             "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
-                             "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")]},
-               "partitions": [{"key": "bronze/x", "sha256": "0" * 64, "rows": 1}]}
+    lineage = {
+        "lineage_version": 1,
+        "exchange": "binance_usdm",
+        "symbols": ["TESTUSDT"],
+        "ranges_ms": {
+            "train": [_ms("2024-03-01 00:00"), _ms("2024-03-01 12:00")],
+            "validation": [_ms("2024-03-01 12:30"), _ms("2024-03-01 18:00")],
+            "test": [_ms("2024-03-01 18:30"), _ms("2024-03-01 23:59")],
+        },
+        "partitions": [{"key": "bronze/x", "sha256": "0" * 64, "rows": 1}],
+    }
     uri = _register_with_lineage(tracking, "whale-testusdt", lineage)
     from bt.registry import in_sample_overlap, model_lineage
 
@@ -245,15 +286,25 @@ def test_registered_model_over_its_own_training_span_is_refused_or_split(lake_cf
     assert [o["part"] for o in in_sample_overlap(got, _ms("2024-03-01"), _ms("2024-03-03"))] == ["train", "validation"]
     assert in_sample_overlap(got, _ms("2024-03-02"), _ms("2024-03-03")) == []
     path.write_text(yaml.safe_dump({**cfg, "model": {"uri": uri}}))
-    base = ["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", tracking, "--no-mlflow",
-            "--no-tearsheet"]
+    base = [
+        "run",
+        str(path),
+        "--results",
+        str(tmp / "results"),
+        "--tracking-uri",
+        tracking,
+        "--no-mlflow",
+        "--no-tearsheet",
+    ]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
     capsys.readouterr()
     assert bt.cli.main(base) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (f"Error: span 2024-03-01..2024-03-02 overlaps the training range 2024-03-01 00:00.."
-                       f"2024-03-01 12:00 of {uri} (and validation 2024-03-01 12:30..2024-03-01 18:00); "
-                       "pick a span after 2024-03-01 18:00 or pass --allow-in-sample")
+    assert err[-1] == (
+        f"Error: span 2024-03-01..2024-03-02 overlaps the training range 2024-03-01 00:00.."
+        f"2024-03-01 12:00 of {uri} (and validation 2024-03-01 12:30..2024-03-01 18:00); "
+        "pick a span after 2024-03-01 18:00 or pass --allow-in-sample"
+    )
     assert bt.cli.main(base + ["--allow-in-sample"]) == 0
     out = capsys.readouterr().out
     assert "out of sample (the figures above):" in out and "in sample (inside the model's" in out
@@ -269,7 +320,7 @@ def test_registered_model_over_its_own_training_span_is_refused_or_split(lake_cf
     ok = primary[np.isfinite(primary["net_return"])]
     assert int(ok["in_sample"].sum()) == i["n_signals"] and int((~ok["in_sample"]).sum()) == o["n_signals"]
     ts = primary["trigger_ts_ms"]
-    inside = ((ts <= _ms("2024-03-01 12:00")) | ((ts >= _ms("2024-03-01 12:30")) & (ts <= _ms("2024-03-01 18:00"))))
+    inside = (ts <= _ms("2024-03-01 12:00")) | ((ts >= _ms("2024-03-01 12:30")) & (ts <= _ms("2024-03-01 18:00")))
     assert (primary["in_sample"] == inside).all()
     assert i["n_independent"] <= i["n_signals"]
     # A model without lineage: one warning line, and the run goes on.
@@ -277,5 +328,7 @@ def test_registered_model_over_its_own_training_span_is_refused_or_split(lake_cf
     path.write_text(yaml.safe_dump({**cfg, "model": {"uri": old}}))
     assert bt.cli.main(base) == 0
     warn = [x for x in capsys.readouterr().err.splitlines() if "lineage" in x]
-    assert warn == [f"warning: {old} carries no lineage (registered before whalebt recorded it): its training "
-                    "ranges are unknown, so in-sample signals cannot be told apart"]
+    assert warn == [
+        f"warning: {old} carries no lineage (registered before whalebt recorded it): its training "
+        "ranges are unknown, so in-sample signals cannot be told apart"
+    ]

@@ -21,8 +21,13 @@ def test_bt_run_from_azurite_equals_local(tmp_path, azure_lake_uri, capsys):
     Lake(azure_lake_uri).write_trades(trades)
     cfg = {
         "name": "az",
-        "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": "TESTUSDT",
-                 "start": "2024-03-01", "end": "2024-03-02"},
+        "data": {
+            "lake": str(tmp_path / "lake"),
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-02",
+        },
         "signal": {"whale": {"min_notional_usd": 2500}},
         "backtest": {"horizon": "5m", "bootstrap": 200},
     }
@@ -30,8 +35,9 @@ def test_bt_run_from_azurite_equals_local(tmp_path, azure_lake_uri, capsys):
     path.write_text(yaml.safe_dump(cfg))
     runs = {}
     for name, lake in (("local", str(tmp_path / "lake")), ("azure", azure_lake_uri)):
-        rc = bt.cli.main(["run", str(path), "--lake", lake, "--results", str(tmp_path / name), "--no-mlflow",
-                          "--no-tearsheet"])
+        rc = bt.cli.main(
+            ["run", str(path), "--lake", lake, "--results", str(tmp_path / name), "--no-mlflow", "--no-tearsheet"]
+        )
         assert rc == 0
         run_id = load_config(path, lake=lake).run_id
         runs[name] = json.loads((tmp_path / name / run_id / "metrics.json").read_text())

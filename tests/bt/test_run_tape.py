@@ -21,24 +21,49 @@ from datasets.lake import Lake
 SYM = "TAPEUSDT"
 DAYS = 60
 MISSING = "2024-03-21"  # a day with no partition: a hole inside the span
-FILES = ("metrics.json", "signals.jsonl", "trades.parquet", "positions.parquet", "equity.parquet", "paths.parquet",
-         "price.parquet")
+FILES = (
+    "metrics.json",
+    "signals.jsonl",
+    "trades.parquet",
+    "positions.parquet",
+    "equity.parquet",
+    "paths.parquet",
+    "price.parquet",
+)
 
 
 def _write_market(lake_dir: Path, exchange: str, seed: int, shift_ms: int = 0) -> None:
     from datasets.synth import SynthParams, generate_days
 
     lake = Lake(str(lake_dir))
-    p = SynthParams(symbol=SYM, days=DAYS, trades_per_s=0.05, seed=seed, whale_rate_per_day=8,
-                    plant_effect_bps=40, plant_horizon_s=900, whale_notional_usd=200_000)
+    p = SynthParams(
+        symbol=SYM,
+        days=DAYS,
+        trades_per_s=0.05,
+        seed=seed,
+        whale_rate_per_day=8,
+        plant_effect_bps=40,
+        plant_horizon_s=900,
+        whale_notional_usd=200_000,
+    )
     for day, d in generate_days(p):
         if str(day) == MISSING:
             continue
         ts = d["ts_ms"] + shift_ms
         keep = ts // 86_400_000 == d["ts_ms"] // 86_400_000  # stay inside the day's partition
-        lake.write_trades(pd.DataFrame({"exchange": exchange, "symbol": SYM, "trade_id": d["agg_trade_id"][keep],
-                                        "ts_ms": ts[keep], "price": d["price"][keep], "qty": d["qty"][keep],
-                                        "side": d["side"][keep]}))
+        lake.write_trades(
+            pd.DataFrame(
+                {
+                    "exchange": exchange,
+                    "symbol": SYM,
+                    "trade_id": d["agg_trade_id"][keep],
+                    "ts_ms": ts[keep],
+                    "price": d["price"][keep],
+                    "qty": d["qty"][keep],
+                    "side": d["side"][keep],
+                }
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +75,19 @@ def lake_dir(tmp_path_factory) -> Path:
 
 
 def _config(lake_dir: Path, **backtest) -> dict:
-    return {"name": "tape", "data": {"lake": str(lake_dir), "exchange": "binance_usdm", "symbol": SYM,
-                                      "start": "2024-03-01", "end": "2024-04-29"},
-            "signal": {"whale": {"min_notional_usd": 150_000}},
-            "backtest": {"horizon": "30m", "horizons": ["5m", "26h"], "bootstrap": 50, "entry_latency_ms": 250,
-                         **backtest},
-            "portfolio": {"max_positions": 2}}
+    return {
+        "name": "tape",
+        "data": {
+            "lake": str(lake_dir),
+            "exchange": "binance_usdm",
+            "symbol": SYM,
+            "start": "2024-03-01",
+            "end": "2024-04-29",
+        },
+        "signal": {"whale": {"min_notional_usd": 150_000}},
+        "backtest": {"horizon": "30m", "horizons": ["5m", "26h"], "bootstrap": 50, "entry_latency_ms": 250, **backtest},
+        "portfolio": {"max_positions": 2},
+    }
 
 
 def _run(raw: dict, results: Path, whole: bool, monkeypatch):
@@ -70,6 +102,7 @@ def _run(raw: dict, results: Path, whole: bool, monkeypatch):
             m.setattr(run, "open_tape", lambda lk, ex, sym, s, e: load_trades(lk, ex, sym, s, e))
             m.setattr(run, "refresh_silver", ensure_silver)
         else:
+
             def opened(*a, **k):
                 tapes.append(open_tape(*a, **k))
                 return tapes[-1]
@@ -146,8 +179,17 @@ def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
 
     lake = Lake(str(tmp_path / "lake"))
     day = pd.Timestamp("2024-03-02", tz="UTC").value // 1_000_000
-    rows = pd.DataFrame({"exchange": "binance_usdm", "symbol": SYM, "trade_id": [1, 2], "ts_ms": [day - 5, day + 5],
-                         "price": [100.0, 100.5], "qty": [1.0, 2.0], "side": np.asarray([1, -1], np.int8)})
+    rows = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": SYM,
+            "trade_id": [1, 2],
+            "ts_ms": [day - 5, day + 5],
+            "price": [100.0, 100.5],
+            "qty": [1.0, 2.0],
+            "side": np.asarray([1, -1], np.int8),
+        }
+    )
     lake.write("bronze", rows, "binance_usdm", SYM, "2024-03-02", mode="replace")  # written by hand, not split
     tape = open_tape(lake, "binance_usdm", SYM, "2024-03-01", "2024-03-02")
     with pytest.raises(TapeOrderError, match="holds trades outside 2024-03-02; rewrite it through Lake.write_trades"):

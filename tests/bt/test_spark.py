@@ -90,8 +90,10 @@ def test_tasks_run_on_spark_in_order_with_the_shared_context(spark):
     assert run_tasks(spark_tasks.refuse_twelve, [], engine="spark") == []
 
 
-MODEL = {"threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
-         "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5}}
+MODEL = {
+    "threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
+    "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5},
+}
 
 
 @pytest.mark.parametrize("what", ["universe", "single", "universe+model"])
@@ -130,7 +132,9 @@ def test_datasets_build_on_spark_writes_the_local_partitions(spark, tmp_path, ca
     assert len(built) == 2 * 2 * 2  # (silver, gold) x symbols x days
     for rel in built:
         assert (sd / rel).read_bytes() == (ld / rel).read_bytes(), rel
-    assert sorted(p.relative_to(sd) for p in sd.rglob("*.parquet")) == sorted(p.relative_to(ld) for p in ld.rglob("*.parquet"))
+    assert sorted(p.relative_to(sd) for p in sd.rglob("*.parquet")) == sorted(
+        p.relative_to(ld) for p in ld.rglob("*.parquet")
+    )
 
 
 def _trials(study) -> list:

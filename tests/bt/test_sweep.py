@@ -62,7 +62,7 @@ def test_null_market_is_refused_by_the_gate():
 def test_trials_never_see_test_events():
     cfg = parse_config(raw_config())
     _, _, cache = sweep(cfg, n_trials=2, summarize_after=False)
-    for (whale, h) in list(cache._tables):
+    for whale, h in list(cache._tables):
         import json
 
         pre = cache.pre_test_table(json.loads(whale), h)
@@ -95,8 +95,12 @@ def test_search_space_errors():
         parse_space({"wale": {}})
     with pytest.raises(ValueError, match="need numbers with low < high"):
         parse_space({"lgbm": {"num_leaves": {"low": 9, "high": 3}}})
-    sp = parse_space({"lgbm": {"num_leaves": {"low": 4, "high": 31}, "learning_rate": {"low": 0.01, "high": 0.3}},
-                      "horizon": ["15m", "1h"]})
+    sp = parse_space(
+        {
+            "lgbm": {"num_leaves": {"low": 4, "high": 31}, "learning_rate": {"low": 0.01, "high": 0.3}},
+            "horizon": ["15m", "1h"],
+        }
+    )
     assert sp.lgbm["num_leaves"].is_int and not sp.lgbm["learning_rate"].is_int
     assert sp.horizon.choices == ("15m", "1h")
 
@@ -107,8 +111,11 @@ def test_two_workers_on_postgres_run_distinct_trials(tmp_path):
 
     script = ROOT / "scripts" / "postgres.sh"
     env = {**os.environ, "PG_STATE_DIR": str(tmp_path / "pg")}
-    url = subprocess.run(["bash", str(script), "start"], check=True, capture_output=True, text=True, env=env,
-                         timeout=600).stdout.strip().splitlines()[-1]
+    url = (
+        subprocess.run(["bash", str(script), "start"], check=True, capture_output=True, text=True, env=env, timeout=600)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert url.startswith("postgresql+psycopg://postgres@127.0.0.1:")
     try:
         write_lake(tmp_path / "lake")
@@ -117,10 +124,31 @@ def test_two_workers_on_postgres_run_distinct_trials(tmp_path):
         cfg_path = tmp_path / "cfg.yaml"
         cfg_path.write_text(yaml.safe_dump(raw))
         bt = str(Path(sys.executable).with_name("bt"))
-        procs = [subprocess.Popen([bt, "sweep", str(cfg_path), "--trials", "8", "--storage", url, "--study", "two",
-                                   "--worker", str(w), "--no-register", "--results", str(tmp_path / f"res{w}")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for w in (0, 1)]
+        procs = [
+            subprocess.Popen(
+                [
+                    bt,
+                    "sweep",
+                    str(cfg_path),
+                    "--trials",
+                    "8",
+                    "--storage",
+                    url,
+                    "--study",
+                    "two",
+                    "--worker",
+                    str(w),
+                    "--no-register",
+                    "--results",
+                    str(tmp_path / f"res{w}"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for w in (0, 1)
+        ]
         for p in procs:
             out, err = p.communicate(timeout=900)
             assert p.returncode == 0, err[-2000:]
@@ -151,8 +179,17 @@ def test_sweep_registers_only_a_winner_that_passes_its_gate(tmp_path, capsys, mo
     cfg_path.write_text(yaml.safe_dump(raw))
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    common = [str(cfg_path), "--trials", "4", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--results",
-              str(tmp_path / "res"), "--tracking-uri", tracking]
+    common = [
+        str(cfg_path),
+        "--trials",
+        "4",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--results",
+        str(tmp_path / "res"),
+        "--tracking-uri",
+        tracking,
+    ]
     assert bt_main(["sweep", *common]) == 0
     out = capsys.readouterr().out
     assert "gate                   fail" in out
@@ -166,8 +203,9 @@ def test_sweep_registers_only_a_winner_that_passes_its_gate(tmp_path, capsys, mo
     client = mlflow.MlflowClient(tracking_uri=tracking)
     assert client.search_registered_models() == []
     # The parent run is still logged, with the verdict.
-    runs = mlflow.search_runs(experiment_names=["whalebt"], output_format="list",
-                              filter_string="tags.`whalebt.kind` = 'sweep'")
+    runs = mlflow.search_runs(
+        experiment_names=["whalebt"], output_format="list", filter_string="tags.`whalebt.kind` = 'sweep'"
+    )
     assert [r.data.tags["whalebt.gate"] for r in runs] == ["fail"]
 
     # --register always: registered anyway, the failed verdict and the lineage on the version.

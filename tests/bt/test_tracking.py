@@ -29,9 +29,17 @@ def _market(n=40_000, days=2, seed=1, start="2024-03-01"):
     t0 = int(pd.Timestamp(start, tz="UTC").value // 1_000_000)
     ts = np.sort(rng.integers(0, days * DAY_MS, n)) + t0
     px = 100 * np.exp(np.cumsum(rng.normal(0, 3e-4, n)))
-    return pd.DataFrame({"exchange": "binance_usdm", "symbol": "TESTUSDT", "trade_id": np.arange(n) + 1000,
-                         "ts_ms": ts, "price": px, "qty": rng.lognormal(0, 1.4, n),
-                         "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "trade_id": np.arange(n) + 1000,
+            "ts_ms": ts,
+            "price": px,
+            "qty": rng.lognormal(0, 1.4, n),
+            "side": np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8),
+        }
+    )
 
 
 @pytest.fixture
@@ -39,8 +47,13 @@ def run_cfg(tmp_path):
     Lake(tmp_path / "lake").write_trades(_market())
     cfg = {
         "name": "tracked",
-        "data": {"lake": str(tmp_path / "lake"), "exchange": "binance_usdm", "symbol": "TESTUSDT",
-                 "start": "2024-03-01", "end": "2024-03-02"},
+        "data": {
+            "lake": str(tmp_path / "lake"),
+            "exchange": "binance_usdm",
+            "symbol": "TESTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-02",
+        },
         "signal": {"whale": {"min_notional_usd": 2500}},
         "backtest": {"horizon": "5m", "horizons": ["1m"], "bootstrap": 100},
     }
@@ -103,8 +116,9 @@ def test_run_logs_its_lake_partitions_as_a_dataset_input_figures_and_context_tag
 
     tmp, path = run_cfg
     uri = f"sqlite:///{tmp}/mlflow.db"
-    assert bt.cli.main(["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", uri,
-                        "--no-tearsheet"]) == 0
+    assert (
+        bt.cli.main(["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", uri, "--no-tearsheet"]) == 0
+    )
     client, exp, (run,) = _runs(uri)
     m = json.loads((tmp / "results" / load_config(path).run_id / "metrics.json").read_text())
     parts = m["data"]["partitions"]
@@ -126,8 +140,7 @@ def test_run_logs_its_lake_partitions_as_a_dataset_input_figures_and_context_tag
     assert spec in page and "Plotly.newPlot" in page and "cdn.plot.ly" in page
     # Times, spans and cash are params/tags; metrics are the result's numbers.
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    assert not [k for k in metrics if k.endswith("_ms") or "init_cash" in k or "n_days" in k
-                or "max_positions" in k]
+    assert not [k for k in metrics if k.endswith("_ms") or "init_cash" in k or "n_days" in k or "max_positions" in k]
     assert metrics["mean_return"] == pytest.approx(m["mean_return"])
     assert metrics["portfolio.total_return"] == pytest.approx(m["portfolio"]["total_return"])
     assert params["portfolio.init_cash"] == str(m["portfolio"]["init_cash"])
@@ -141,15 +154,33 @@ def test_run_logs_its_lake_partitions_as_a_dataset_input_figures_and_context_tag
 def test_metric_names_leave_out_times_and_lift_model_metrics():
     from bt.tracking import context_tags, metric_values
 
-    m = {"run_id": "x", "n_signals": 3, "mean_return": 0.01, "threshold": 0.6, "data": {"n_trades": 5},
-         "portfolio": {"init_cash": 1e4, "sharpe": None, "total_return": 0.1, "n_days": 2.0},
-         "by_horizon": {"1h": {"mean_return": 0.02}},
-         "model_metrics": {"test_mean_return": 0.01, "val_precision": 0.5, "threshold": 0.6, "purge_ms": 60_000,
-                           "boundaries_ms": {"test": 1_709_251_200_000}, "threshold_rule": "max_mean_return"},
-         "mean_return_ci95": [0.0, 0.02]}
-    assert metric_values(m) == {"n_signals": 3.0, "mean_return": 0.01, "threshold": 0.6,
-                                "portfolio.total_return": 0.1, "by_horizon.1h.mean_return": 0.02,
-                                "test_mean_return": 0.01, "val_precision": 0.5}
+    m = {
+        "run_id": "x",
+        "n_signals": 3,
+        "mean_return": 0.01,
+        "threshold": 0.6,
+        "data": {"n_trades": 5},
+        "portfolio": {"init_cash": 1e4, "sharpe": None, "total_return": 0.1, "n_days": 2.0},
+        "by_horizon": {"1h": {"mean_return": 0.02}},
+        "model_metrics": {
+            "test_mean_return": 0.01,
+            "val_precision": 0.5,
+            "threshold": 0.6,
+            "purge_ms": 60_000,
+            "boundaries_ms": {"test": 1_709_251_200_000},
+            "threshold_rule": "max_mean_return",
+        },
+        "mean_return_ci95": [0.0, 0.02],
+    }
+    assert metric_values(m) == {
+        "n_signals": 3.0,
+        "mean_return": 0.01,
+        "threshold": 0.6,
+        "portfolio.total_return": 0.1,
+        "by_horizon.1h.mean_return": 0.02,
+        "test_mean_return": 0.01,
+        "val_precision": 0.5,
+    }
     tags = context_tags(m)
     assert tags["whalebt.model.test_from"] == "2024-03-01T00:00:00.000+00:00"
     assert tags["whalebt.model.purge"] == "1m" and tags["whalebt.init_cash"] == "10000.0"
@@ -162,8 +193,15 @@ def test_sweep_has_one_parent_per_study_and_shares_metric_names_with_runs(tmp_pa
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    common = [str(cfg), "--storage", f"sqlite:///{tmp_path}/optuna.db", "--results", str(tmp_path / "res"),
-              "--tracking-uri", uri]
+    common = [
+        str(cfg),
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--results",
+        str(tmp_path / "res"),
+        "--tracking-uri",
+        uri,
+    ]
     assert bt.cli.main(["sweep", *common, "--trials", "2"]) == 0
     assert bt.cli.main(["sweep", *common, "--trials", "4"]) == 0  # resumes the study: 2 more trials
     out = capsys.readouterr().out
@@ -186,8 +224,10 @@ def test_sweep_has_one_parent_per_study_and_shares_metric_names_with_runs(tmp_pa
     assert any("val_mean_return" in t.data.metrics for t in trials)
     assert all("objective" not in t.data.metrics for t in trials)
     winner = next((tmp_path / "res").iterdir()) / "best.yaml"
-    assert bt.cli.main(["run", str(winner), "--results", str(tmp_path / "r"), "--tracking-uri", uri,
-                        "--no-tearsheet"]) == 0
+    assert (
+        bt.cli.main(["run", str(winner), "--results", str(tmp_path / "r"), "--tracking-uri", uri, "--no-tearsheet"])
+        == 0
+    )
     (run,) = _runs(uri)[2]
     shared = {"mean_return", "n_signals", "test_mean_return", "val_mean_return", "threshold", "dsr"}
     assert shared <= set(run.data.metrics) & sweep_names
@@ -201,8 +241,11 @@ def _quiet_env(tmp: Path) -> dict:
 
 
 def _noise(err: str) -> list[str]:
-    return [line for line in err.splitlines()
-            if re.search(r"WARNING|Warning:|Downloading artifacts|FutureWarning|INFO \[alembic", line)]
+    return [
+        line
+        for line in err.splitlines()
+        if re.search(r"WARNING|Warning:|Downloading artifacts|FutureWarning|INFO \[alembic", line)
+    ]
 
 
 def test_bt_output_carries_no_mlflow_warnings_or_progress_bars(tmp_path):
@@ -214,9 +257,27 @@ def test_bt_output_carries_no_mlflow_warnings_or_progress_bars(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = _quiet_env(tmp_path)
     bt_cmd = [sys.executable, "-m", "bt.cli"]
-    sweep = subprocess.run([*bt_cmd, "sweep", str(cfg), "--trials", "2", "--results", str(tmp_path / "res"),
-                            "--tracking-uri", uri, "--register", "always", "--json"],
-                           env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    sweep = subprocess.run(
+        [
+            *bt_cmd,
+            "sweep",
+            str(cfg),
+            "--trials",
+            "2",
+            "--results",
+            str(tmp_path / "res"),
+            "--tracking-uri",
+            uri,
+            "--register",
+            "always",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr
     assert _noise(sweep.stderr) == []
     model_uri = json.loads(sweep.stdout)["model_uri"]
@@ -224,9 +285,23 @@ def test_bt_output_carries_no_mlflow_warnings_or_progress_bars(tmp_path):
     run_cfg = {**best, "model": {"uri": model_uri}}  # the winner's whale rule and horizon
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run_cfg))
-    run = subprocess.run([*bt_cmd, "run", str(path), "--results", str(tmp_path / "r"), "--tracking-uri", uri,
-                          "--allow-in-sample", "--no-tearsheet"],
-                         env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path)
+    run = subprocess.run(
+        [
+            *bt_cmd,
+            "run",
+            str(path),
+            "--results",
+            str(tmp_path / "r"),
+            "--tracking-uri",
+            uri,
+            "--allow-in-sample",
+            "--no-tearsheet",
+        ],
+        env={**env, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert _noise(run.stderr) == [] and "MLflow run " in run.stderr

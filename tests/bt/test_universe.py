@@ -107,7 +107,9 @@ def _write_klines(root, lambdas: dict[str, float]) -> None:
             qv = 2e7
             tbq = (qv + q) / 2
             ot = d0 + d * 86_400_000
-            rows.append([ot, o, max(o, c) + 0.5, min(o, c) - 0.5, c, qv / c, ot + 86_399_999, qv, 50_000, tbq / c, tbq, 0])
+            rows.append(
+                [ot, o, max(o, c) + 0.5, min(o, c) - 0.5, c, qv / c, ot + 86_399_999, qv, 50_000, tbq / c, tbq, 0]
+            )
         pd.DataFrame(rows, columns=list(KLINE_COLUMNS)).to_csv(root / f"{sym}-1d-2024-02.csv", index=False)
 
 
@@ -116,8 +118,13 @@ def test_a_ranked_universe_resolves_before_the_span_and_runs_on_two_processes(la
     from bt.universe import resolve_universe, symbols_on
 
     _write_klines(tmp_path / "klines", {"AAAUSDT": 1e-9, "BBBUSDT": 3e-9, "CCCUSDT": 0.5e-9})
-    rank = {"klines": str(tmp_path / "klines"), "top": 2, "by": "kyle_lambda", "lookback_days": 29,
-            "filters": {"min_days": 20}}
+    rank = {
+        "klines": str(tmp_path / "klines"),
+        "top": 2,
+        "by": "kyle_lambda",
+        "lookback_days": 29,
+        "filters": {"min_days": 20},
+    }
     raw = raw_config(lake, universe={"rank": rank})
     cfg = parse_config(raw)
     assert cfg.data.is_universe and cfg.data.symbols is None
@@ -133,7 +140,9 @@ def test_a_ranked_universe_resolves_before_the_span_and_runs_on_two_processes(la
     run_dir = tmp_path / "r" / resolved.run_id
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert written["data"]["symbols"] == ["BBBUSDT", "AAAUSDT"] and written["data"]["universe"]["rank"]["top"] == 2
-    two = {f: (run_dir / f).read_bytes() for f in ("metrics.json", "signals.jsonl", "trades.parquet", "positions.parquet")}
+    two = {
+        f: (run_dir / f).read_bytes() for f in ("metrics.json", "signals.jsonl", "trades.parquet", "positions.parquet")
+    }
     assert bt.cli.main([*args, "--jobs", "1"]) == 0  # one process: the same bytes
     assert {f: (run_dir / f).read_bytes() for f in two} == two
     # bt signals over the same universe writes the run's journal
@@ -158,8 +167,10 @@ def test_a_rank_with_no_eligible_symbol_says_how_to_see_why(lake, tmp_path):
 
 
 def test_a_model_trained_by_a_universe_run_is_one_model_over_every_symbol(lake, tmp_path):
-    model = {"threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
-             "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5}}
+    model = {
+        "threshold": {"policy": "top_fraction", "fraction": 0.5, "min_signals": 1},
+        "lgbm": {"num_boost_round": 20, "min_data_in_leaf": 5},
+    }
     raw = {**raw_config(lake, symbols=list(SYMBOLS)), "model": model}
     one = _run(raw, tmp_path / "a", jobs=1)
     two = _run(raw, tmp_path / "b", jobs=2)

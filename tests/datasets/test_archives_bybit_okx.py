@@ -86,13 +86,17 @@ def okx_trades() -> tuple[dict, ...]:
 
 def expected_bybit(symbol: str) -> pd.DataFrame:
     rows = [t for t in bybit_linear_trades() if t["s"] == symbol]
-    df = pd.DataFrame({
-        "exchange": "bybit_linear", "symbol": symbol,
-        "trade_id": [uuid.UUID(t["i"]).int >> 65 for t in rows],
-        "ts_ms": [int(t["T"]) for t in rows],
-        "price": [float(t["p"]) for t in rows], "qty": [float(t["v"]) for t in rows],
-        "side": [1 if t["S"] == "Buy" else -1 for t in rows],
-    })
+    df = pd.DataFrame(
+        {
+            "exchange": "bybit_linear",
+            "symbol": symbol,
+            "trade_id": [uuid.UUID(t["i"]).int >> 65 for t in rows],
+            "ts_ms": [int(t["T"]) for t in rows],
+            "price": [float(t["p"]) for t in rows],
+            "qty": [float(t["v"]) for t in rows],
+            "side": [1 if t["S"] == "Buy" else -1 for t in rows],
+        }
+    )
     return df.sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
 
 
@@ -106,8 +110,10 @@ def bybit_file(symbol: str) -> bytes:
         if t["s"] != symbol:
             continue
         p, v = Decimal(t["p"]), Decimal(t["v"])
-        lines.append(f"{Decimal(t['T']) / 1000:.4f},{t['s']},{t['S']},{t['v']},{t['p']},{t['L']},{t['i']},"
-                     f"{p * v * 100_000_000:.0f},{t['v']},{p * v}")
+        lines.append(
+            f"{Decimal(t['T']) / 1000:.4f},{t['s']},{t['S']},{t['v']},{t['p']},{t['L']},{t['i']},"
+            f"{p * v * 100_000_000:.0f},{t['v']},{p * v}"
+        )
     return gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
 
 
@@ -122,8 +128,11 @@ def okx_rows(inst: str) -> list[dict]:
     if inst == "UNI-USD-SWAP":
         return [dict(t) for t in okx_trades() if t["instId"] == "UNI-USD-SWAP"]
     assert inst == "BTC-USDT-SWAP"
-    return [dict(t, instId=inst, sz=str(Decimal(t["sz"]) / Decimal("0.01"))) for t in okx_trades()
-            if t["instId"] == "BTC-USDT"]
+    return [
+        dict(t, instId=inst, sz=str(Decimal(t["sz"]) / Decimal("0.01")))
+        for t in okx_trades()
+        if t["instId"] == "BTC-USDT"
+    ]
 
 
 def expected_okx(inst: str) -> pd.DataFrame:
@@ -133,11 +142,17 @@ def expected_okx(inst: str) -> pd.DataFrame:
     else:
         src, symbol = [t for t in okx_trades() if t["instId"] == "BTC-USDT"], "BTCUSDT"
         qty = [float(t["sz"]) for t in src]  # the base size we started from
-    df = pd.DataFrame({
-        "exchange": "okx_swap", "symbol": symbol, "trade_id": [int(t["tradeId"]) for t in src],
-        "ts_ms": [int(t["ts"]) for t in src], "price": [float(t["px"]) for t in src], "qty": qty,
-        "side": [1 if t["side"] == "buy" else -1 for t in src],
-    })
+    df = pd.DataFrame(
+        {
+            "exchange": "okx_swap",
+            "symbol": symbol,
+            "trade_id": [int(t["tradeId"]) for t in src],
+            "ts_ms": [int(t["ts"]) for t in src],
+            "price": [float(t["px"]) for t in src],
+            "qty": qty,
+            "side": [1 if t["side"] == "buy" else -1 for t in src],
+        }
+    )
     return df.sort_values(["ts_ms", "trade_id"], kind="stable").reset_index(drop=True)
 
 
@@ -146,8 +161,9 @@ def okx_file(inst: str, day: dt.date, *, old_header: bool = False) -> bytes:
     if old_header:
         body = [OKX_OLD_HEADER] + [f"{t['tradeId']},{t['side']},{t['sz']},{t['px']},{t['ts']}" for t in rows]
     else:
-        body = [OKX_NEW_HEADER] + [f"{t['instId']},{t['tradeId']},{t['side']},{t['px']},{t['sz']},{t['ts']}"
-                                   for t in rows]
+        body = [OKX_NEW_HEADER] + [
+            f"{t['instId']},{t['tradeId']},{t['side']},{t['px']},{t['sz']},{t['ts']}" for t in rows
+        ]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{inst}-trades-{day.isoformat()}.csv", "\n".join(body) + "\n")
@@ -250,8 +266,11 @@ def test_bybit_trade_id_is_the_uuid_top_63_bits_also_off_the_fast_path():
 
 def test_bybit_file_errors_name_the_problem():
     with pytest.raises(SchemaError, match=r"missing column\(s\) \['price'\].*Did you mean 'prices'"):
-        parse_bybit_csv(gzip.compress(b"timestamp,symbol,side,size,prices,trdMatchID\n1.5,BTCUSDT,Buy,1,2,7\n"),
-                        "BTCUSDT", name="x.csv.gz")
+        parse_bybit_csv(
+            gzip.compress(b"timestamp,symbol,side,size,prices,trdMatchID\n1.5,BTCUSDT,Buy,1,2,7\n"),
+            "BTCUSDT",
+            name="x.csv.gz",
+        )
     with pytest.raises(SchemaError, match=r"holds trades of \['ETHUSDT'\], expected only BTCUSDT"):
         parse_bybit_csv(bybit_file("ETHUSDT"), "BTCUSDT", name="x.csv.gz")
     with pytest.raises(CorruptFile, match="damaged or truncated"):
@@ -263,16 +282,31 @@ def test_bybit_ingest_over_http_retries_reports_gaps_and_keeps_raw(server, tmp_p
     server.files[rel] = bybit_file("BTCUSDT")
     server.faults[rel] = ["503", "429", "cut"]
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "bybit-archive", "--base-url", server.url, "--symbol", "BTCUSDT",
-            "--start", "2026-08-08", "--end", "2026-08-09", "--lake", str(lake_dir), "--workers", "2"]
+    argv = [
+        "ingest",
+        "bybit-archive",
+        "--base-url",
+        server.url,
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2026-08-08",
+        "--end",
+        "2026-08-09",
+        "--lake",
+        str(lake_dir),
+        "--workers",
+        "2",
+    ]
     assert datasets_main(argv) == 0
     out, err = capsys.readouterr()
     assert "2 files, 1 ingested (0 from the lake's raw copy), 0 already done, 1 gaps; 56 trades" in out
     assert "gap: trading/BTCUSDT/BTCUSDT2026-08-08.csv.gz is not in the archive" in err
     assert server.log.count(rel) == 4  # 503, 429, a cut body, then the whole file
     lake = Lake(str(lake_dir))
-    pd.testing.assert_frame_equal(stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)[BRONZE],
-                                  expected_bybit("BTCUSDT"), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)[BRONZE], expected_bybit("BTCUSDT"), check_dtype=False
+    )
     assert lake.store.get(f"raw/bybit_archive/{rel}") == server.files[rel]  # byte for byte
     q = read_quality(lake, Partition("bronze", "bybit_linear", "BTCUSDT", BYBIT_DAY))
     assert q["rows"] == 56 and q["issues"] == [] and q["id_gaps"] is None
@@ -305,8 +339,9 @@ def test_bybit_resumes_from_the_raw_copy_after_a_crash_before_bronze(server, tmp
     lake.put_raw("bybit_archive", rel, server.files[rel])  # what a run killed after the raw write leaves
     rep = ingest_bybit_archive(server.url, "SOLUSDT", BYBIT_DAY, BYBIT_DAY, lake, progress=False, fetcher=fast_fetch)
     assert (rep.from_raw, rep.bytes_downloaded, server.log) == (1, 0, [])
-    pd.testing.assert_frame_equal(stored_bronze(lake, "bybit_linear", "SOLUSDT", BYBIT_DAY)[BRONZE],
-                                  expected_bybit("SOLUSDT"), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        stored_bronze(lake, "bybit_linear", "SOLUSDT", BYBIT_DAY)[BRONZE], expected_bybit("SOLUSDT"), check_dtype=False
+    )
     # retention removed the bronze partition: the manifest no longer counts the file as done
     lake.delete_partition(Partition("bronze", "bybit_linear", "SOLUSDT", BYBIT_DAY))
     rep = ingest_bybit_archive(server.url, "SOLUSDT", BYBIT_DAY, BYBIT_DAY, lake, progress=False, fetcher=fast_fetch)
@@ -333,9 +368,14 @@ def test_bybit_cli_errors(server, tmp_path, capsys):
     assert datasets_main(base + ["--symbol", "BTCUSDT", "--start", "2026-08-09", "--end", "2026-08-01"]) == 1
     assert capsys.readouterr().err.strip().endswith("Error: --end 2026-08-01 is before --start 2026-08-09; swap them")
     assert datasets_main(base + ["--symbol", "NOPEUSDT", "--start", "2026-08-09", "--end", "2026-08-10"]) == 1
-    assert capsys.readouterr().err.strip().endswith(
-        "Error: none of the 2 files of bybit NOPEUSDT 2026-08-09..2026-08-10 exist in the archive; check "
-        "--symbol (exchange's own spelling) and --base-url/--root")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "Error: none of the 2 files of bybit NOPEUSDT 2026-08-09..2026-08-10 exist in the archive; check "
+            "--symbol (exchange's own spelling) and --base-url/--root"
+        )
+    )
     assert datasets_main(base + ["--symbol", "BTC-USDT", "--start", "2026-08-09", "--end", "2026-08-09"]) == 1
     assert "Error: Bybit archive symbols look like BTCUSDT; got 'BTC-USDT' (try 'BTCUSDT')" in capsys.readouterr().err
 
@@ -373,16 +413,37 @@ def test_okx_ingest_maps_utc_plus_8_files_to_utc_days(server, tmp_path, capsys):
     server.files[rel] = okx_file("BTC-USDT-SWAP", dt.date(2022, 5, 14))
     lake = Lake(str(tmp_path / "lake"))
     # Asking for UTC 05-14 reads files 05-14 and 05-15: the rows are on UTC 05-13, so none are kept ...
-    rep = ingest_okx_archive(server.url, "BTC-USDT-SWAP", dt.date(2022, 5, 14), dt.date(2022, 5, 14), lake,
-                             progress=False, fetcher=fast_fetch)
+    rep = ingest_okx_archive(
+        server.url,
+        "BTC-USDT-SWAP",
+        dt.date(2022, 5, 14),
+        dt.date(2022, 5, 14),
+        lake,
+        progress=False,
+        fetcher=fast_fetch,
+    )
     assert (rep.files, rep.ingested, rep.rows, len(rep.gaps)) == (2, 1, 0, 1)
     assert lake.partitions("bronze") == []
     # ... asking for UTC 05-13 then takes them from the raw copy, without downloading it again.
     server.log.clear()
-    argv = ["ingest", "okx-archive", "--base-url", server.url, "--symbol", "btc-usdt-swap",
-            "--start", "2022-05-13", "--end", "2022-05-13", "--lake", str(tmp_path / "lake")]
+    argv = [
+        "ingest",
+        "okx-archive",
+        "--base-url",
+        server.url,
+        "--symbol",
+        "btc-usdt-swap",
+        "--start",
+        "2022-05-13",
+        "--end",
+        "2022-05-13",
+        "--lake",
+        str(tmp_path / "lake"),
+    ]
     assert datasets_main(argv) == 0
-    assert "2 files, 1 ingested (1 from the lake's raw copy), 0 already done, 1 gaps; 69 trades" in capsys.readouterr().out
+    assert (
+        "2 files, 1 ingested (1 from the lake's raw copy), 0 already done, 1 gaps; 69 trades" in capsys.readouterr().out
+    )
     assert server.log == ["trades/daily/20220513/BTC-USDT-SWAP-trades-2022-05-13.zip"]
     day = dt.date(2022, 5, 13)
     got = stored_bronze(lake, "okx_swap", "BTCUSDT", day)
@@ -403,8 +464,20 @@ def test_okx_cli_contract_value(server, tmp_path, capsys):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("PEPE-USDT-SWAP-trades-2022-05-14.csv", "\n".join(body) + "\n")
     server.files[rel] = buf.getvalue()
-    argv = ["ingest", "okx-archive", "--base-url", server.url, "--symbol", "PEPE-USDT-SWAP",
-            "--start", "2022-05-13", "--end", "2022-05-13", "--lake", str(tmp_path / "lake")]
+    argv = [
+        "ingest",
+        "okx-archive",
+        "--base-url",
+        server.url,
+        "--symbol",
+        "PEPE-USDT-SWAP",
+        "--start",
+        "2022-05-13",
+        "--end",
+        "2022-05-13",
+        "--lake",
+        str(tmp_path / "lake"),
+    ]
     assert datasets_main(argv) == 1
     err = capsys.readouterr().err
     assert "Error: okx: contract value of PEPE-USDT-SWAP is not known" in err and "--contract-value <ctVal>" in err
@@ -412,10 +485,27 @@ def test_okx_cli_contract_value(server, tmp_path, capsys):
     assert datasets_main(argv + ["--contract-value", "2"]) == 0
     got = stored_bronze(Lake(str(tmp_path / "lake")), "okx_swap", "PEPEUSDT", dt.date(2022, 5, 13))
     np.testing.assert_allclose(np.sort(got["qty"]), np.sort(expected_okx("BTC-USDT-SWAP")["qty"]) * 200, rtol=1e-12)
-    assert datasets_main(["ingest", "okx-archive", "--symbol", "BTCUSDT", "--start", "2022-05-13",
-                          "--end", "2022-05-13", "--lake", str(tmp_path / "x")]) == 1
-    assert ("Error: okx-archive ingests perpetual swaps named like BTC-USDT-SWAP; got 'BTCUSDT' "
-            "(did you mean BTC-USDT-SWAP?)") in capsys.readouterr().err
+    assert (
+        datasets_main(
+            [
+                "ingest",
+                "okx-archive",
+                "--symbol",
+                "BTCUSDT",
+                "--start",
+                "2022-05-13",
+                "--end",
+                "2022-05-13",
+                "--lake",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        "Error: okx-archive ingests perpetual swaps named like BTC-USDT-SWAP; got 'BTCUSDT' "
+        "(did you mean BTC-USDT-SWAP?)"
+    ) in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- Azure
@@ -428,8 +518,15 @@ def test_archive_ingest_into_azurite_equals_local(server, tmp_path, azure_lake_u
     for lake in (local, az):
         for sym in ("BTCUSDT", "ETHUSDT"):
             ingest_bybit_archive(server.url, sym, BYBIT_DAY, BYBIT_DAY, lake, progress=False, fetcher=fast_fetch)
-        ingest_okx_archive(server.url, "UNI-USD-SWAP", dt.date(2022, 5, 13), dt.date(2022, 5, 13), lake,
-                           progress=False, fetcher=fast_fetch)
+        ingest_okx_archive(
+            server.url,
+            "UNI-USD-SWAP",
+            dt.date(2022, 5, 13),
+            dt.date(2022, 5, 13),
+            lake,
+            progress=False,
+            fetcher=fast_fetch,
+        )
     assert az.store.list() == local.store.list()
     for p in local.partitions("bronze"):
         assert az.partition_meta(p)["content_sha256"] == local.partition_meta(p)["content_sha256"]
@@ -448,8 +545,20 @@ def test_bybit_recording_and_archive_of_the_same_trades_are_stored_once(server, 
     before = stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)
     rel = bybit_relpath("BTCUSDT", BYBIT_DAY)
     server.files[rel] = bybit_file("BTCUSDT")
-    argv = ["ingest", "bybit-archive", "--base-url", server.url, "--symbol", "BTCUSDT",
-            "--start", str(BYBIT_DAY), "--end", str(BYBIT_DAY), "--lake", str(tmp_path / "lake")]
+    argv = [
+        "ingest",
+        "bybit-archive",
+        "--base-url",
+        server.url,
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        str(BYBIT_DAY),
+        "--end",
+        str(BYBIT_DAY),
+        "--lake",
+        str(tmp_path / "lake"),
+    ]
     assert datasets_main(argv) == 0
     after = stored_bronze(lake, "bybit_linear", "BTCUSDT", BYBIT_DAY)
     assert len(after) == len(before) == 56

@@ -158,7 +158,12 @@ def test_aggtrade_pager_finds_the_first_trade_by_window_then_pages_by_id():
     want = [r for r in rows if lo <= r["T"] < hi]
     assert [t.trade_id for t in got] == [r["a"] for r in want]
     assert got[0] == Trade(
-        "binance_usdm", "BTCUSDT", want[0]["a"], want[0]["T"], float(want[0]["p"]), float(want[0]["q"]),
+        "binance_usdm",
+        "BTCUSDT",
+        want[0]["a"],
+        want[0]["T"],
+        float(want[0]["p"]),
+        float(want[0]["q"]),
         -1 if want[0]["m"] else 1,
     )
     windows = [r.params for r in pages.asked if "startTime" in r.params]

@@ -46,30 +46,54 @@ GOLDEN = {
     ("binance_usdm", "CTKUSDT"): (38, 29, 16599292, 16599329, 1626992741421, 1626992770366, 16983.0),
     ("binance_usdm", "KEEPUSDT"): (5, 3, 1211537, 1211541, 1626992756696, 1626992767937, 4165.0),
     ("binance_usdm", "SUSHIUSDT"): (40, 12, 87353230, 87353269, 1626992744108, 1626992767990, 2212.0),
-    ("bybit_linear", "BTCUSDT"): (56, 6, 6092320284799281263, 1855571801069365425, 1786310819680,
-                                  1786310859455, 7.039),
-    ("bybit_linear", "DOGEUSDT"): (83, 76, 1058817823235090439, 6423886982969567827, 1786310823790,
-                                   1786310861416, 446624.0),
-    ("bybit_linear", "ETHUSDT"): (23, 17, 931101266363820360, 9069188125087214088, 1786310820346,
-                                  1786310853063, 11.67),
-    ("bybit_linear", "SOLUSDT"): (165, 13, 2703313583826284468, 9221396970779815083, 1786310821322,
-                                  1786310860132, 5697.4),
-    ("bybit_spot", "BTCUSDT"): (11, 5, 2290000001189048101, 2290000001189048111, 1786310822605,
-                                1786310861700, 0.013138),
-    ("bybit_spot", "ETHUSDT"): (9, 3, 2280000001739247417, 2280000001739247461, 1786310821917,
-                                1786310860447, 1.68421),
+    ("bybit_linear", "BTCUSDT"): (56, 6, 6092320284799281263, 1855571801069365425, 1786310819680, 1786310859455, 7.039),
+    ("bybit_linear", "DOGEUSDT"): (
+        83,
+        76,
+        1058817823235090439,
+        6423886982969567827,
+        1786310823790,
+        1786310861416,
+        446624.0,
+    ),
+    ("bybit_linear", "ETHUSDT"): (23, 17, 931101266363820360, 9069188125087214088, 1786310820346, 1786310853063, 11.67),
+    ("bybit_linear", "SOLUSDT"): (
+        165,
+        13,
+        2703313583826284468,
+        9221396970779815083,
+        1786310821322,
+        1786310860132,
+        5697.4,
+    ),
+    ("bybit_spot", "BTCUSDT"): (
+        11,
+        5,
+        2290000001189048101,
+        2290000001189048111,
+        1786310822605,
+        1786310861700,
+        0.013138,
+    ),
+    ("bybit_spot", "ETHUSDT"): (9, 3, 2280000001739247417, 2280000001739247461, 1786310821917, 1786310860447, 1.68421),
     ("okx_swap", "UNIUSD"): (1, 0, 12883020, 12883020, 1652459215150, 1652459215150, 195.198126),
     ("okx_spot", "BTCUSDT"): (69, 44, 338476307, 338476375, 1652459224818, 1652459235576, 3.486575),
-    ("binance_usdm", "BTCUSDT"): (10447, 4834, 5266583935, 5266605247, 1723161256322, 1723161599643,
-                                  2429.366),
+    ("binance_usdm", "BTCUSDT"): (10447, 4834, 5266583935, 5266605247, 1723161256322, 1723161599643, 2429.366),
 }
 
 
 def _summary(df: pd.DataFrame) -> dict:
     out = {}
     for (ex, sym), g in df.groupby(["exchange", "symbol"]):
-        out[(ex, sym)] = (len(g), int((g.side > 0).sum()), int(g.trade_id.iloc[0]), int(g.trade_id.iloc[-1]),
-                          int(g.ts_ms.iloc[0]), int(g.ts_ms.iloc[-1]), round(float(g.qty.sum()), 6))
+        out[(ex, sym)] = (
+            len(g),
+            int((g.side > 0).sum()),
+            int(g.trade_id.iloc[0]),
+            int(g.trade_id.iloc[-1]),
+            int(g.ts_ms.iloc[0]),
+            int(g.ts_ms.iloc[-1]),
+            round(float(g.qty.sum()), 6),
+        )
     return out
 
 
@@ -137,7 +161,8 @@ def test_binance_aggtrades_91_and_golden_rows():
     assert _summary(df) == _golden(*[k for k in GOLDEN if k[0] == "binance_usdm" and k[1] != "BTCUSDT"])
     assert list(df.columns) == list(BRONZE_COLUMNS)
     assert {c: str(t) for c, t in df.dtypes.items() if c not in ("exchange", "symbol")} == {
-        c: t for c, t in BRONZE_COLUMNS.items() if c not in ("exchange", "symbol")}
+        c: t for c, t in BRONZE_COLUMNS.items() if c not in ("exchange", "symbol")
+    }
     row = df[df.trade_id == 14888302].iloc[0]  # akrousdt: "p":"0.01731","q":"312","m":true
     assert (row.symbol, row.ts_ms, row.price, row.qty, row.side) == ("AKROUSDT", 1626992742134, 0.01731, 312.0, -1)
 
@@ -194,10 +219,19 @@ def _merge_reference(fills: list[Trade]) -> list[Trade]:
     key = df[["ts_ms", "price", "side"]]
     run = (key != key.shift()).any(axis=1).cumsum()
     g = df.groupby(run, sort=False)
-    out = pd.DataFrame({"trade_id": g.trade_id.first(), "ts_ms": g.ts_ms.first(), "price": g.price.first(),
-                        "qty": g.qty.sum(), "side": g.side.first()})
-    return [Trade("binance_usdm", "BTCUSDT", int(r.trade_id), int(r.ts_ms), float(r.price), float(r.qty),
-                  int(r.side)) for r in out.itertuples()]
+    out = pd.DataFrame(
+        {
+            "trade_id": g.trade_id.first(),
+            "ts_ms": g.ts_ms.first(),
+            "price": g.price.first(),
+            "qty": g.qty.sum(),
+            "side": g.side.first(),
+        }
+    )
+    return [
+        Trade("binance_usdm", "BTCUSDT", int(r.trade_id), int(r.ts_ms), float(r.price), float(r.qty), int(r.side))
+        for r in out.itertuples()
+    ]
 
 
 def test_merge_frame_by_frame_equals_batch_reference(btc_raw_fills):
@@ -250,8 +284,20 @@ def test_merger_drops_replayed_fills_and_keeps_symbols_apart():
 
 
 def test_non_market_fills_are_not_trades():
-    fr = {"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "T": 1, "s": "BTCUSDT", "t": 7,
-                                              "p": "1", "q": "2", "X": "INSURANCE_FUND", "m": False}}
+    fr = {
+        "stream": "btcusdt@trade",
+        "data": {
+            "e": "trade",
+            "E": 1,
+            "T": 1,
+            "s": "BTCUSDT",
+            "t": 7,
+            "p": "1",
+            "q": "2",
+            "X": "INSURANCE_FUND",
+            "m": False,
+        },
+    }
     assert parse_binance(fr) == []
 
 
@@ -260,17 +306,20 @@ def _first_recv(path: Path, needle: str) -> str:
     return next(f.text for f in iter_frames(path) if f.direction == "recv" and needle in f.text)
 
 
-@pytest.mark.parametrize("path,needle,parser", [
-    (BINANCE_MULTI, "@bookTicker", parse_binance),
-    (BINANCE_MULTI, "@depth@100ms", parse_binance),
-    (BINANCE_MULTI, "@kline_1m", parse_binance),
-    (BTC, '"lastUpdateId"', parse_binance),  # REST depth snapshot without a stream key
-    (BYBIT, '"op":"subscribe"', parse_bybit),
-    (BYBIT, "orderbook.200.", parse_bybit),
-    (BYBIT, '"topic":"tickers.', parse_bybit),
-    (OKX, '"event":"subscribe"', parse_okx),
-    (OKX, '"channel":"books"', parse_okx),
-])
+@pytest.mark.parametrize(
+    "path,needle,parser",
+    [
+        (BINANCE_MULTI, "@bookTicker", parse_binance),
+        (BINANCE_MULTI, "@depth@100ms", parse_binance),
+        (BINANCE_MULTI, "@kline_1m", parse_binance),
+        (BTC, '"lastUpdateId"', parse_binance),  # REST depth snapshot without a stream key
+        (BYBIT, '"op":"subscribe"', parse_bybit),
+        (BYBIT, "orderbook.200.", parse_bybit),
+        (BYBIT, '"topic":"tickers.', parse_bybit),
+        (OKX, '"event":"subscribe"', parse_okx),
+        (OKX, '"channel":"books"', parse_okx),
+    ],
+)
 def test_real_non_trade_frames_give_no_rows(path, needle, parser):
     assert parser(_first_recv(path, needle)) == []
 
@@ -281,22 +330,40 @@ def test_pongs_give_no_rows():
     assert parse_binance('{"result":null,"id":1}') == []
 
 
-@pytest.mark.parametrize("parser,frame,match", [
-    (parse_binance, "not json", r"binance_usdm: expected a JSON frame; got 'not json'"),
-    (parse_binance, "[1, 2]", r"binance_usdm: expected a JSON object"),
-    (parse_binance, '{"stream":"x@aggTrade","data":{"e":"aggTrade","s":"XUSDT","a":1,"T":2,"p":"1"}}',
-     r"aggTrade needs s, a, T, p, q, m.*KeyError: 'q'"),
-    (parse_binance, '{"stream":"x@aggTrade","data":{"e":"aggTrade","s":"X","a":1,"T":2,"p":"one","q":"1","m":true}}',
-     r"could not convert string to float"),
-    (parse_binance, '{"stream":"x@trade","data":{"e":"trade","s":"X","t":1,"T":2,"p":"1","q":"1","m":"no"}}',
-     r"expected true/false"),
-    (parse_bybit, '{"topic":"publicTrade.BTCUSDT","data":{"T":1}}', r"publicTrade needs a 'data' list"),
-    (parse_bybit, '{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"BTCUSDT","S":"Hold","v":"1","p":"1","seq":1}]}',
-     r"side S must be Buy or Sell"),
-    (parse_okx, '{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP"}]}',
-     r"trades rows need instId, tradeId, px, sz, side, ts"),
-    (parse_okx, b"\xff\xfe", r"okx: expected a UTF-8 JSON frame"),
-])
+@pytest.mark.parametrize(
+    "parser,frame,match",
+    [
+        (parse_binance, "not json", r"binance_usdm: expected a JSON frame; got 'not json'"),
+        (parse_binance, "[1, 2]", r"binance_usdm: expected a JSON object"),
+        (
+            parse_binance,
+            '{"stream":"x@aggTrade","data":{"e":"aggTrade","s":"XUSDT","a":1,"T":2,"p":"1"}}',
+            r"aggTrade needs s, a, T, p, q, m.*KeyError: 'q'",
+        ),
+        (
+            parse_binance,
+            '{"stream":"x@aggTrade","data":{"e":"aggTrade","s":"X","a":1,"T":2,"p":"one","q":"1","m":true}}',
+            r"could not convert string to float",
+        ),
+        (
+            parse_binance,
+            '{"stream":"x@trade","data":{"e":"trade","s":"X","t":1,"T":2,"p":"1","q":"1","m":"no"}}',
+            r"expected true/false",
+        ),
+        (parse_bybit, '{"topic":"publicTrade.BTCUSDT","data":{"T":1}}', r"publicTrade needs a 'data' list"),
+        (
+            parse_bybit,
+            '{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"BTCUSDT","S":"Hold","v":"1","p":"1","seq":1}]}',
+            r"side S must be Buy or Sell",
+        ),
+        (
+            parse_okx,
+            '{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP"}]}',
+            r"trades rows need instId, tradeId, px, sz, side, ts",
+        ),
+        (parse_okx, b"\xff\xfe", r"okx: expected a UTF-8 JSON frame"),
+    ],
+)
 def test_malformed_frames_raise_frame_error(parser, frame, match):
     with pytest.raises(FrameError, match=match):
         parser(frame)
@@ -306,8 +373,11 @@ def test_bybit_ids_follow_the_archive_rule_and_frames_are_time_id_ordered():
     """WebSocket and archive number a Bybit trade alike (UUID top 63 bits), so they dedupe in the lake."""
     from datasets.sources.bybit_archive import bybit_trade_ids
 
-    multi = [f.text for f in iter_frames(BYBIT) if f.direction == "recv" and "publicTrade." in f.text
-             and len(json.loads(f.text).get("data", [])) > 1]
+    multi = [
+        f.text
+        for f in iter_frames(BYBIT)
+        if f.direction == "recv" and "publicTrade." in f.text and len(json.loads(f.text).get("data", [])) > 1
+    ]
     assert multi
     for text in multi:
         rows = parse_bybit(text)
@@ -315,15 +385,19 @@ def test_bybit_ids_follow_the_archive_rule_and_frames_are_time_id_ordered():
         assert sorted(r.trade_id for r in rows) == sorted(bybit_trade_ids([t["i"] for t in raw]).tolist())
         assert [(r.ts_ms, r.trade_id) for r in rows] == sorted((r.ts_ms, r.trade_id) for r in rows)
         assert parse_bybit(text) == rows
-    uuid_only = '{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"BTCUSDT","S":"Buy","v":"1","p":"2",' \
-                '"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7"}]}'
+    uuid_only = (
+        '{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"BTCUSDT","S":"Buy","v":"1","p":"2",'
+        '"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7"}]}'
+    )
     (r,) = parse_bybit(uuid_only)
     assert r.trade_id == 0xA9188A0A82BC50DEBE6003EEDBE3CDD7 >> 65 and 0 < r.trade_id < 2**63
 
 
 def test_okx_unknown_linear_contract_says_how_to_fix():
-    fr = {"arg": {"channel": "trades", "instId": "PEPE-USDT-SWAP"},
-          "data": [{"instId": "PEPE-USDT-SWAP", "tradeId": "5", "px": "0.00001", "sz": "3", "side": "buy", "ts": "9"}]}
+    fr = {
+        "arg": {"channel": "trades", "instId": "PEPE-USDT-SWAP"},
+        "data": [{"instId": "PEPE-USDT-SWAP", "tradeId": "5", "px": "0.00001", "sz": "3", "side": "buy", "ts": "9"}],
+    }
     with pytest.raises(UnknownContractError, match=r"contract_values=\{'PEPE-USDT-SWAP'"):
         parse_okx(fr)
     (row,) = parse_okx(fr, contract_values={"PEPE-USDT-SWAP": 10_000_000})
@@ -357,8 +431,10 @@ def test_ingest_recording_user_errors(tmp_path, capsys):
     lake_dir = tmp_path / "lake"
     assert datasets_main(["ingest", "recording", str(OKX), "--lake", str(lake_dir), "--symbols", "FOOUSDT"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("Error: okx_v5_multi_2022-05-13_frames.txt holds no trades for binance_usdm, bybit_linear, "
-                   "okx_swap and symbols FOOUSDT; check --exchange/--symbols (nothing was written)")
+    assert err == (
+        "Error: okx_v5_multi_2022-05-13_frames.txt holds no trades for binance_usdm, bybit_linear, "
+        "okx_swap and symbols FOOUSDT; check --exchange/--symbols (nothing was written)"
+    )
     assert not lake_dir.exists() or not any(lake_dir.rglob("*.parquet"))
     bad = tmp_path / "bad.txt"
     bad.write_text(BINANCE_MULTI.read_text().splitlines()[0] + "\n1626992741.1: {not json\n")
@@ -372,14 +448,21 @@ def test_ingest_recording_user_errors(tmp_path, capsys):
 
 def test_out_of_range_numbers_are_frame_errors_not_crashes():
     """A regression: an infinite time (`1e999`) raised OverflowError, which the runner does not catch."""
-    frame = ('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":5,"s":"BTCUSDT","p":"1","q":"1",'
-             '"f":1,"l":1,"T":1e999,"m":false}}')
+    frame = (
+        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":5,"s":"BTCUSDT","p":"1","q":"1",'
+        '"f":1,"l":1,"T":1e999,"m":false}}'
+    )
     with pytest.raises(FrameError):
         parse_binance(frame)
     with pytest.raises(FrameError):
-        parse_bybit('{"topic":"publicTrade.BTCUSDT","data":[{"T":1e999,"s":"BTCUSDT","S":"Buy","v":"1","p":"2",'
-                    '"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7"}]}')
+        parse_bybit(
+            '{"topic":"publicTrade.BTCUSDT","data":[{"T":1e999,"s":"BTCUSDT","S":"Buy","v":"1","p":"2",'
+            '"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7"}]}'
+        )
     with pytest.raises(FrameError):
-        parse_okx({"arg": {"channel": "trades", "instId": "BTC-USDT-SWAP"},
-                   "data": [{"instId": "BTC-USDT-SWAP", "tradeId": "5", "px": "1", "sz": "3", "side": "buy",
-                             "ts": 1e999}]})
+        parse_okx(
+            {
+                "arg": {"channel": "trades", "instId": "BTC-USDT-SWAP"},
+                "data": [{"instId": "BTC-USDT-SWAP", "tradeId": "5", "px": "1", "sz": "3", "side": "buy", "ts": 1e999}],
+            }
+        )

@@ -53,9 +53,11 @@ def test_a_long_spanning_two_funding_times_pays_or_receives_both_with_sign_and_n
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 400), min_size=0, max_size=30, unique=True),
-       st.lists(st.tuples(st.integers(-20, 420), st.integers(0, 100)), min_size=1, max_size=20),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(st.integers(0, 400), min_size=0, max_size=30, unique=True),
+    st.lists(st.tuples(st.integers(-20, 420), st.integers(0, 100)), min_size=1, max_size=20),
+    st.randoms(use_true_random=False),
+)
 def test_funding_return_equals_the_slow_sum(times, spans, rnd):
     ts = np.array(sorted(times), dtype=np.int64)
     rate = np.array([rnd.uniform(-0.001, 0.001) for _ in ts])
@@ -91,13 +93,14 @@ def _series(server_series, month: str) -> list[tuple[int, str]]:
     return [(t, r) for t, r in server_series if str(np.datetime64(t, "ms").astype("datetime64[M]")) == month]
 
 
-def write_archive(root: Path, symbol: str, rows: list[tuple[int, str]], month: str, *, header: bool = True,
-                  corrupt: bool = False) -> None:
+def write_archive(
+    root: Path, symbol: str, rows: list[tuple[int, str]], month: str, *, header: bool = True, corrupt: bool = False
+) -> None:
     """One monthly fundingRate zip + .CHECKSUM in Binance's layout (calc_time jittered by a few ms)."""
     y, m = int(month[:4]), int(month[5:])
     rel = funding_relpath(symbol, y, m)
     name = rel.rsplit("/", 1)[-1]
-    lines = (["calc_time,funding_interval_hours,last_funding_rate"] if header else [])
+    lines = ["calc_time,funding_interval_hours,last_funding_rate"] if header else []
     lines += [f"{t + k % 7},8,{r}" for k, (t, r) in enumerate(rows)]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -130,15 +133,34 @@ def http_root(archive, serve_dir):
     return serve_dir(archive)
 
 
-def test_archive_ingest_rounds_times_keeps_raw_reports_the_missing_month_and_is_idempotent(archive, server, tmp_path, capsys):
+def test_archive_ingest_rounds_times_keeps_raw_reports_the_missing_month_and_is_idempotent(
+    archive, server, tmp_path, capsys
+):
     lake_dir = tmp_path / "lake"
-    args = ["ingest", "funding", "--exchange", "binance_usdm", "--symbol", "BTCUSDT", "--start", "2024-07-01",
-            "--end", "2024-09-30", "--root", str(archive), "--lake", str(lake_dir), "--quiet"]
+    args = [
+        "ingest",
+        "funding",
+        "--exchange",
+        "binance_usdm",
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2024-07-01",
+        "--end",
+        "2024-09-30",
+        "--root",
+        str(archive),
+        "--lake",
+        str(lake_dir),
+        "--quiet",
+    ]
     assert datasets_main(args) == 0
     out, err = capsys.readouterr()
     assert "warning: gap: 2024-09: no BTCUSDT-fundingRate-2024-09.zip at" in err
-    assert out.splitlines()[0] == ("binance_usdm BTCUSDT: 186 funding times (2024-07-01 00:00 .. 2024-08-31 16:00 UTC) "
-                                   "from " + str(archive) + "; 2 month(s) changed in " + str(lake_dir))
+    assert out.splitlines()[0] == (
+        "binance_usdm BTCUSDT: 186 funding times (2024-07-01 00:00 .. 2024-08-31 16:00 UTC) "
+        "from " + str(archive) + "; 2 month(s) changed in " + str(lake_dir)
+    )
     lake = Lake(lake_dir)
     assert funding_months(lake, "binance_usdm", "BTCUSDT") == ["2024-07", "2024-08"]
     got = read_funding(lake, "binance_usdm", "BTCUSDT")
@@ -158,8 +180,12 @@ def test_archive_over_http_gives_the_same_content_as_from_a_directory(archive, h
     from datasets.sources.funding import ingest_funding_archive
 
     a, b = Lake(tmp_path / "a"), Lake(tmp_path / "b")
-    ra = ingest_funding_archive(a, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-08-31").date(), archive)
-    rb = ingest_funding_archive(b, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-08-31").date(), http_root)
+    ra = ingest_funding_archive(
+        a, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-08-31").date(), archive
+    )
+    rb = ingest_funding_archive(
+        b, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-08-31").date(), http_root
+    )
     assert ra.rows == rb.rows == 186 and ra.gaps == rb.gaps == []
     assert read_funding(a, "binance_usdm", "BTCUSDT").equals(read_funding(b, "binance_usdm", "BTCUSDT"))
 
@@ -170,8 +196,25 @@ def test_a_checksum_mismatch_stops_before_that_month_is_stored(tmp_path, server,
     write_archive(root, "BTCUSDT", _series(series, "2024-07"), "2024-07")
     write_archive(root, "BTCUSDT", _series(series, "2024-08"), "2024-08", corrupt=True)
     lake = Lake(tmp_path / "lake")
-    rc = datasets_main(["ingest", "funding", "--exchange", "binance_usdm", "--symbol", "BTCUSDT", "--start",
-                        "2024-07-01", "--end", "2024-08-31", "--root", str(root), "--lake", str(tmp_path / "lake"), "--quiet"])
+    rc = datasets_main(
+        [
+            "ingest",
+            "funding",
+            "--exchange",
+            "binance_usdm",
+            "--symbol",
+            "BTCUSDT",
+            "--start",
+            "2024-07-01",
+            "--end",
+            "2024-08-31",
+            "--root",
+            str(root),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--quiet",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("Error: BTCUSDT-fundingRate-2024-08.zip: checksum mismatch: expected sha256 ")
@@ -180,16 +223,53 @@ def test_a_checksum_mismatch_stops_before_that_month_is_stored(tmp_path, server,
 
 
 def test_archive_user_errors(tmp_path, capsys):
-    rc = datasets_main(["ingest", "funding", "--exchange", "bybit_linear", "--symbol", "BTCUSDT", "--start",
-                        "2024-07-01", "--end", "2024-07-31", "--root", str(tmp_path), "--lake", "memory://f"])
+    rc = datasets_main(
+        [
+            "ingest",
+            "funding",
+            "--exchange",
+            "bybit_linear",
+            "--symbol",
+            "BTCUSDT",
+            "--start",
+            "2024-07-01",
+            "--end",
+            "2024-07-31",
+            "--root",
+            str(tmp_path),
+            "--lake",
+            "memory://f",
+        ]
+    )
     assert rc == 1
-    assert capsys.readouterr().err.strip() == ("Error: bybit_linear publishes no funding archive; drop "
-                                               "--base-url/--root to use its REST API")
-    rc = datasets_main(["ingest", "funding", "--exchange", "binance_usdm", "--symbol", "BTCUSDT", "--start",
-                        "2024-07-01", "--end", "2024-07-31", "--root", str(tmp_path), "--lake", "memory://f", "--quiet"])
+    assert capsys.readouterr().err.strip() == (
+        "Error: bybit_linear publishes no funding archive; drop --base-url/--root to use its REST API"
+    )
+    rc = datasets_main(
+        [
+            "ingest",
+            "funding",
+            "--exchange",
+            "binance_usdm",
+            "--symbol",
+            "BTCUSDT",
+            "--start",
+            "2024-07-01",
+            "--end",
+            "2024-07-31",
+            "--root",
+            str(tmp_path),
+            "--lake",
+            "memory://f",
+            "--quiet",
+        ]
+    )
     assert rc == 1
-    assert capsys.readouterr().err.strip().startswith(
-        "Error: no Binance fundingRate file for BTCUSDT from 2024-07 to 2024-07 under ")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith("Error: no Binance fundingRate file for BTCUSDT from 2024-07 to 2024-07 under ")
+    )
 
 
 def test_parse_binance_funding_reads_both_csv_forms_and_names_bad_columns():
@@ -198,17 +278,23 @@ def test_parse_binance_funding_reads_both_csv_forms_and_names_bad_columns():
     b = parse_binance_funding(body.encode())
     assert a.equals(b) and a["ts_ms"].tolist() == [1719792000000, 1719820800000]
     assert a["rate"].tolist() == [0.0001, -0.000025]
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['last_funding_rate'\]; got \['calc_time', "
-                                         r"'funding_interval_hours', 'rate'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing column\(s\) \['last_funding_rate'\]; got \['calc_time', "
+        r"'funding_interval_hours', 'rate'\]",
+    ):
         parse_binance_funding(b"calc_time,funding_interval_hours,rate\n1,8,0.1\n", "f.csv")
 
 
 # ---------------------------------------------------------------------------- REST
-@pytest.mark.parametrize("exchange, symbol, series_of", [
-    ("binance_usdm", "BTCUSDT", lambda s: s.binance_funding["BTCUSDT"]),
-    ("bybit_linear", "BTCUSDT", lambda s: s.bybit_funding["BTCUSDT"]),
-    ("okx_swap", "BTC-USDT-SWAP", lambda s: s.okx_funding["BTC-USDT-SWAP"]),
-])
+@pytest.mark.parametrize(
+    "exchange, symbol, series_of",
+    [
+        ("binance_usdm", "BTCUSDT", lambda s: s.binance_funding["BTCUSDT"]),
+        ("bybit_linear", "BTCUSDT", lambda s: s.bybit_funding["BTCUSDT"]),
+        ("okx_swap", "BTC-USDT-SWAP", lambda s: s.okx_funding["BTC-USDT-SWAP"]),
+    ],
+)
 def test_rest_funding_pages_through_the_whole_span(server, exchange, symbol, series_of):
     server.reset()
     lake = Lake("memory://")
@@ -225,8 +311,16 @@ def test_rest_funding_pages_through_the_whole_span(server, exchange, symbol, ser
 def test_rest_funding_waits_out_a_429(server):
     server.reset()
     server.inject("/fapi/v1/fundingRate", binance_429(1))
-    rep = ingest_funding_rest(Lake("memory://"), "binance_usdm", "BTCUSDT", T0, T0 + 10 * 24 * H,
-                              api_url=server.url, rate_limit_ms=0, backoff=Backoff(base_s=30))
+    rep = ingest_funding_rest(
+        Lake("memory://"),
+        "binance_usdm",
+        "BTCUSDT",
+        T0,
+        T0 + 10 * 24 * H,
+        api_url=server.url,
+        rate_limit_ms=0,
+        backoff=Backoff(base_s=30),
+    )
     log = server.requests("/fapi/v1/fundingRate")
     assert [r.status for r in log] == [429, 200] and log[1].t - log[0].t >= 1.0
     assert rep.retries == 1 and rep.rows == 31  # 10 days of 8-hourly settlements, both ends included
@@ -237,9 +331,18 @@ def test_archive_and_rest_of_the_same_settlements_merge_to_one_row_each(archive,
 
     server.reset()
     lake = Lake(tmp_path / "lake")
-    ingest_funding_archive(lake, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-09-30").date(), archive)
-    rep = ingest_funding_rest(lake, "binance_usdm", "BTCUSDT", parse_time_ms("2024-08-01"),
-                              parse_time_ms("2024-10-01") - 1, api_url=server.url, rate_limit_ms=0)
+    ingest_funding_archive(
+        lake, "BTCUSDT", pd.Timestamp("2024-07-01").date(), pd.Timestamp("2024-09-30").date(), archive
+    )
+    rep = ingest_funding_rest(
+        lake,
+        "binance_usdm",
+        "BTCUSDT",
+        parse_time_ms("2024-08-01"),
+        parse_time_ms("2024-10-01") - 1,
+        api_url=server.url,
+        rate_limit_ms=0,
+    )
     assert rep.changed_rates == 0
     assert rep.keys_changed == [funding_key("binance_usdm", "BTCUSDT", "2024-09")]  # July/August unchanged
     got = read_funding(lake, "binance_usdm", "BTCUSDT")
@@ -249,9 +352,15 @@ def test_archive_and_rest_of_the_same_settlements_merge_to_one_row_each(archive,
 def test_read_funding_windows_and_the_empty_answer():
     lake = Lake("memory://")
     empty = read_funding(lake, "binance_usdm", "BTCUSDT", T0, T0 + 24 * H)
-    assert empty.empty and list(empty.columns) == ["ts_ms", "rate"] and [str(t) for t in empty.dtypes] == ["int64", "float64"]
+    assert (
+        empty.empty
+        and list(empty.columns) == ["ts_ms", "rate"]
+        and [str(t) for t in empty.dtypes] == ["int64", "float64"]
+    )
     ts = [T0 - 8 * H, T0, T0 + 8 * H, T0 + 31 * 24 * H]
-    write_funding(lake, "okx_swap", "BTCUSDT", pd.DataFrame({"ts_ms": ts, "rate": [1e-4, 2e-4, 3e-4, 4e-4]}), source="test")
+    write_funding(
+        lake, "okx_swap", "BTCUSDT", pd.DataFrame({"ts_ms": ts, "rate": [1e-4, 2e-4, 3e-4, 4e-4]}), source="test"
+    )
     assert funding_months(lake, "okx_swap", "BTCUSDT") == ["2024-06", "2024-07", "2024-08"]
     assert read_funding(lake, "okx_swap", "BTCUSDT", T0, T0 + 8 * H)["rate"].tolist() == [2e-4, 3e-4]
     assert len(read_funding(lake, "okx_swap", "BTCUSDT")) == 4
@@ -259,17 +368,37 @@ def test_read_funding_windows_and_the_empty_answer():
     from datasets.sources.funding import FundingReport
 
     rep = FundingReport("okx_swap", "BTCUSDT", "test")
-    write_funding(lake, "okx_swap", "BTCUSDT", pd.DataFrame({"ts_ms": [T0 + 3], "rate": [5e-4]}), source="t", report=rep)
+    write_funding(
+        lake, "okx_swap", "BTCUSDT", pd.DataFrame({"ts_ms": [T0 + 3], "rate": [5e-4]}), source="t", report=rep
+    )
     assert rep.changed_rates == 1
     assert read_funding(lake, "okx_swap", "BTCUSDT", T0, T0)["rate"].tolist() == [5e-4]
 
 
 def test_funding_command_over_rest_takes_whole_utc_days(server, capsys):
     server.reset()
-    rc = datasets_main(["ingest", "funding", "--exchange", "okx_swap", "--symbol", "BTCUSDT", "--start", "2024-07-01",
-                        "--end", "2024-07-31", "--lake", "memory://funding-cli", "--api-url", server.url,
-                        "--rate-limit-ms", "0"])
+    rc = datasets_main(
+        [
+            "ingest",
+            "funding",
+            "--exchange",
+            "okx_swap",
+            "--symbol",
+            "BTCUSDT",
+            "--start",
+            "2024-07-01",
+            "--end",
+            "2024-07-31",
+            "--lake",
+            "memory://funding-cli",
+            "--api-url",
+            server.url,
+            "--rate-limit-ms",
+            "0",
+        ]
+    )
     assert rc == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         "okx_swap BTCUSDT: 93 funding times (2024-07-01 00:00 .. 2024-07-31 16:00 UTC) from rest:okx_swap; "
-        "1 month(s) changed in memory://funding-cli")
+        "1 month(s) changed in memory://funding-cli"
+    )

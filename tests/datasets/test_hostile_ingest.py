@@ -151,8 +151,10 @@ def _binance_root(tmp_path: Path, bad: str | None, at: int = 5) -> Path:
     import hashlib
 
     t0 = 1709337600000  # 2024-03-02
-    rows = [f"{100 + i},{60000 + i}.5,0.{i + 1},{200 + i},{200 + i},{t0 + 1000 * i},{'true' if i % 2 else 'false'}"
-            for i in range(10)]
+    rows = [
+        f"{100 + i},{60000 + i}.5,0.{i + 1},{200 + i},{200 + i},{t0 + 1000 * i},{'true' if i % 2 else 'false'}"
+        for i in range(10)
+    ]
     if bad is not None:
         rows[at] = bad
     root = tmp_path / "archive"
@@ -177,8 +179,21 @@ BINANCE_BAD = {
 def test_binance_archive_implausible_time_names_its_line(tmp_path, capsys):
     root = _binance_root(tmp_path, f"105,60005.5,0.6,205,205,{2**62},true")
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "binance-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", "2024-03-02",
-            "--end", "2024-03-02", "--lake", str(lake_dir), "--no-progress"]
+    argv = [
+        "ingest",
+        "binance-archive",
+        "--root",
+        str(root),
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2024-03-02",
+        "--end",
+        "2024-03-02",
+        "--lake",
+        str(lake_dir),
+        "--no-progress",
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert f"(line 7: {2**62})" in err and lake_files(lake_dir) == []
@@ -201,8 +216,21 @@ def test_binance_archive_bad_row_refused_then_quarantined(tmp_path, capsys, case
     row, says = BINANCE_BAD[case]
     root = _binance_root(tmp_path, row)
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "binance-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", "2024-03-02",
-            "--end", "2024-03-02", "--lake", str(lake_dir), "--no-progress"]
+    argv = [
+        "ingest",
+        "binance-archive",
+        "--root",
+        str(root),
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2024-03-02",
+        "--end",
+        "2024-03-02",
+        "--lake",
+        str(lake_dir),
+        "--no-progress",
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert "BTCUSDT-aggTrades-2024-03-02.zip " + says in err, err
@@ -223,8 +251,11 @@ BYBIT_HEADER = "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossV
 
 def _bybit_root(tmp_path: Path, bad: str) -> Path:
     t0 = 1709337600.0
-    rows = [f"{t0 + i:.4f},BTCUSDT,{'Buy' if i % 2 else 'Sell'},0.{i + 1},6000{i}.5,PlusTick,"
-            f"{i:08x}-1111-2222-3333-444455556666,1,0.1,6000" for i in range(10)]
+    rows = [
+        f"{t0 + i:.4f},BTCUSDT,{'Buy' if i % 2 else 'Sell'},0.{i + 1},6000{i}.5,PlusTick,"
+        f"{i:08x}-1111-2222-3333-444455556666,1,0.1,6000"
+        for i in range(10)
+    ]
     rows[3] = bad
     path = tmp_path / "bybit" / "trading/BTCUSDT/BTCUSDT2024-03-02.csv.gz"
     path.parent.mkdir(parents=True)
@@ -235,17 +266,33 @@ def _bybit_root(tmp_path: Path, bad: str) -> Path:
 @pytest.mark.parametrize(
     "bad, says",
     [
-        ("1709337603.0,BTCUSDT,Buy,0.4,nan,PlusTick,00000003-1111-2222-3333-444455556666,1,0.1,6000",
-         "line 5: price nan is not a finite number"),
-        ("1709337603.0,BTCUSDT,Buy,-0.4,60003.5,PlusTick,00000003-1111-2222-3333-444455556666,1,0.1,6000",
-         "line 5: qty -0.4 is not above zero"),
+        (
+            "1709337603.0,BTCUSDT,Buy,0.4,nan,PlusTick,00000003-1111-2222-3333-444455556666,1,0.1,6000",
+            "line 5: price nan is not a finite number",
+        ),
+        (
+            "1709337603.0,BTCUSDT,Buy,-0.4,60003.5,PlusTick,00000003-1111-2222-3333-444455556666,1,0.1,6000",
+            "line 5: qty -0.4 is not above zero",
+        ),
     ],
 )
 def test_bybit_archive_bad_row_refused_then_quarantined(tmp_path, capsys, bad, says):
     root = _bybit_root(tmp_path, bad)
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "bybit-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", "2024-03-02",
-            "--end", "2024-03-02", "--lake", str(lake_dir)]
+    argv = [
+        "ingest",
+        "bybit-archive",
+        "--root",
+        str(root),
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2024-03-02",
+        "--end",
+        "2024-03-02",
+        "--lake",
+        str(lake_dir),
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert err.startswith("Error: BTCUSDT2024-03-02.csv.gz " + says), err
@@ -260,20 +307,36 @@ def test_bybit_archive_bad_row_refused_then_quarantined(tmp_path, capsys, bad, s
 
 def test_okx_archive_bad_row_refused(tmp_path, capsys):
     t0 = 1709308800000  # 2024-03-02 00:00 UTC+8 (the file's day starts at 16:00 UTC the day before)
-    rows = [f"BTC-USDT-SWAP,{500 + i},{'buy' if i % 2 else 'sell'},6000{i}.5,{i + 1},{t0 + 60_000 * i}" for i in range(6)]
+    rows = [
+        f"BTC-USDT-SWAP,{500 + i},{'buy' if i % 2 else 'sell'},6000{i}.5,{i + 1},{t0 + 60_000 * i}" for i in range(6)
+    ]
     rows[2] = f"BTC-USDT-SWAP,502,buy,-3,3,{t0 + 120_000}"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("BTC-USDT-SWAP-trades-2024-03-02.csv",
-                    "\n".join(["instrument_name,trade_id,side,price,size,created_time", *rows]) + "\n")
+        zf.writestr(
+            "BTC-USDT-SWAP-trades-2024-03-02.csv",
+            "\n".join(["instrument_name,trade_id,side,price,size,created_time", *rows]) + "\n",
+        )
     from datasets.sources.okx_archive import okx_relpath
 
     path = tmp_path / "okx" / okx_relpath("BTC-USDT-SWAP", dt.date(2024, 3, 2))
     path.parent.mkdir(parents=True)
     path.write_bytes(buf.getvalue())
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "okx-archive", "--root", str(tmp_path / "okx"), "--symbol", "BTC-USDT-SWAP",
-            "--start", "2024-03-01", "--end", "2024-03-02", "--lake", str(lake_dir)]
+    argv = [
+        "ingest",
+        "okx-archive",
+        "--root",
+        str(tmp_path / "okx"),
+        "--symbol",
+        "BTC-USDT-SWAP",
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-02",
+        "--lake",
+        str(lake_dir),
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert "BTC-USDT-SWAP-trades-2024-03-02.zip line 4: price -3.0 is not above zero" in err
@@ -298,14 +361,17 @@ class _FakeBinance:
 
 def _rest_rows(bad: dict) -> list[dict]:
     t0 = 1709337600000
-    rows = [{"a": 100 + i, "p": f"6000{i}.5", "q": f"0.{i + 1}", "T": t0 + 1000 * i, "m": bool(i % 2)}
-            for i in range(8)]
+    rows = [
+        {"a": 100 + i, "p": f"6000{i}.5", "q": f"0.{i + 1}", "T": t0 + 1000 * i, "m": bool(i % 2)} for i in range(8)
+    ]
     rows[4].update(bad)
     return rows
 
 
-@pytest.mark.parametrize("bad, says", [({"p": "NaN"}, "trade 5: price nan"), ({"a": 10**30}, "trade 5: trade_id 1"),
-                                       ({"q": "-2"}, "trade 5: qty -2.0")])
+@pytest.mark.parametrize(
+    "bad, says",
+    [({"p": "NaN"}, "trade 5: price nan"), ({"a": 10**30}, "trade 5: trade_id 1"), ({"q": "-2"}, "trade 5: qty -2.0")],
+)
 def test_rest_bad_trade_is_refused_then_quarantined(bad, says):
     from datasets.sources.rest import ingest_rest
 
@@ -323,10 +389,17 @@ def test_screen_trades_rules():
     from datasets.validate import screen_trades
 
     now = 1_800_000_000_000
-    df = pd.DataFrame({"exchange": "x", "symbol": "S", "trade_id": [1, 2, 3, 4, 5],
-                       "ts_ms": [now, now + 86_400_001, 1_230_767_999_999, now - 5, now],
-                       "price": [1.0, 1.0, 1.0, 1.0, 1.0], "qty": [1.0, 1.0, 1.0, 1.0, 1.0],
-                       "side": [1, 1, -1, 2, -1]})
+    df = pd.DataFrame(
+        {
+            "exchange": "x",
+            "symbol": "S",
+            "trade_id": [1, 2, 3, 4, 5],
+            "ts_ms": [now, now + 86_400_001, 1_230_767_999_999, now - 5, now],
+            "price": [1.0, 1.0, 1.0, 1.0, 1.0],
+            "qty": [1.0, 1.0, 1.0, 1.0, 1.0],
+            "side": [1, 1, -1, 2, -1],
+        }
+    )
     got = screen_trades(df, what="f", skip_bad_rows=True, now_ms=now)
     assert got.bad["reason"].tolist() == ["ts_in_future", "ts_before_2009", "side_not_pm1"]
     assert got.bad["row"].tolist() == [2, 3, 4] and got.good["trade_id"].tolist() == [1, 5]
@@ -358,9 +431,16 @@ def test_two_recordings_of_one_day_ingested_at_once_keep_every_row(tmp_path):
     want = {p.symbol: len(Lake(full).read_partition(p)) for p in Lake(full).partitions("bronze")}
     for rnd in range(3):
         lake_dir = tmp_path / f"lake{rnd}"
-        procs = [subprocess.Popen([sys.executable, "-c", SLOW_STORE_INGEST, str(h), str(lake_dir)], cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for h in halves]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SLOW_STORE_INGEST, str(h), str(lake_dir)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for h in halves
+        ]
         outs = [p.communicate(timeout=300) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outs]
         lake = Lake(lake_dir)
@@ -397,8 +477,14 @@ def test_ingest_temp_dirs_are_removed_on_sigterm_and_stale_ones_at_the_next_star
     alive = tmpdir / f"whalebt-ingest-{os.getpid()}-0123abcd"  # a running process's: kept
     alive.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(root), str(tmp_path / "lake")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_INGEST, str(root), str(tmp_path / "lake")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "PARSING", proc.stderr.read()
         assert not stale.exists() and alive.exists()
@@ -458,8 +544,13 @@ def test_a_killed_run_folder_writer_leaves_nothing_after_the_next_start(tmp_path
     from bt.runfolder import write_run_folder
 
     dest = tmp_path / "results" / "run-2"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(dest)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(dest)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "FILLING"
     proc.send_signal(sig)
     proc.wait(30)

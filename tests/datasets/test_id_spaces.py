@@ -36,12 +36,22 @@ def _ingest_recording(lake_dir: Path) -> pd.DataFrame:
 def _archive_of(rows: pd.DataFrame, root: Path) -> None:
     """The same trades as Binance's daily aggTrades file (ids from 2,300,000,000, consecutive)."""
     n = len(rows)
-    csv = pd.DataFrame({"agg_trade_id": 2_300_000_000 + np.arange(n), "price": rows["price"].to_numpy(),
-                        "quantity": rows["qty"].to_numpy(), "first_trade_id": rows["trade_id"].to_numpy(),
-                        "last_trade_id": rows["trade_id"].to_numpy(), "transact_time": rows["ts_ms"].to_numpy(),
-                        "is_buyer_maker": rows["side"].to_numpy() < 0})
-    text = ",".join(COLUMNS) + "\n" + csv.to_csv(index=False, header=False, lineterminator="\n").replace(
-        "True", "true").replace("False", "false")
+    csv = pd.DataFrame(
+        {
+            "agg_trade_id": 2_300_000_000 + np.arange(n),
+            "price": rows["price"].to_numpy(),
+            "quantity": rows["qty"].to_numpy(),
+            "first_trade_id": rows["trade_id"].to_numpy(),
+            "last_trade_id": rows["trade_id"].to_numpy(),
+            "transact_time": rows["ts_ms"].to_numpy(),
+            "is_buyer_maker": rows["side"].to_numpy() < 0,
+        }
+    )
+    text = (
+        ",".join(COLUMNS)
+        + "\n"
+        + csv.to_csv(index=False, header=False, lineterminator="\n").replace("True", "true").replace("False", "false")
+    )
     rel = daily_relpath("BTCUSDT", DAY)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -53,8 +63,21 @@ def _archive_of(rows: pd.DataFrame, root: Path) -> None:
 
 
 def _archive_argv(root: Path, lake_dir: Path) -> list[str]:
-    return ["ingest", "binance-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", str(DAY),
-            "--end", str(DAY), "--lake", str(lake_dir), "--no-progress"]
+    return [
+        "ingest",
+        "binance-archive",
+        "--root",
+        str(root),
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        str(DAY),
+        "--end",
+        str(DAY),
+        "--lake",
+        str(lake_dir),
+        "--no-progress",
+    ]
 
 
 def test_an_archive_into_a_recorded_day_is_refused_naming_both_id_spaces(tmp_path, capsys):

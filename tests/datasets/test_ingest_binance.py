@@ -37,13 +37,20 @@ D1, D2, D3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
 def synth_days(start: dt.date, days: int, rate: float = 0.05, seed: int = 0) -> dict[dt.date, pd.DataFrame]:
     """Synthetic aggTrades per day as archive CSV columns."""
     out = {}
-    for day, tr in generate_days(SynthParams(symbol=SYM, start=start, days=days, trades_per_s=rate, seed=seed,
-                                             whale_rate_per_day=0)):
-        out[day] = pd.DataFrame({
-            "agg_trade_id": tr["agg_trade_id"], "price": tr["price"], "quantity": tr["qty"],
-            "first_trade_id": tr["first_trade_id"], "last_trade_id": tr["last_trade_id"],
-            "transact_time": tr["ts_ms"], "is_buyer_maker": tr["side"] < 0,
-        })
+    for day, tr in generate_days(
+        SynthParams(symbol=SYM, start=start, days=days, trades_per_s=rate, seed=seed, whale_rate_per_day=0)
+    ):
+        out[day] = pd.DataFrame(
+            {
+                "agg_trade_id": tr["agg_trade_id"],
+                "price": tr["price"],
+                "quantity": tr["qty"],
+                "first_trade_id": tr["first_trade_id"],
+                "last_trade_id": tr["last_trade_id"],
+                "transact_time": tr["ts_ms"],
+                "is_buyer_maker": tr["side"] < 0,
+            }
+        )
     return out
 
 
@@ -64,7 +71,8 @@ def put(root: Path, relpath: str, data: bytes, checksum: bytes | None = None) ->
     path.write_bytes(data)
     name = path.name
     path.with_name(name + ".CHECKSUM").write_bytes(
-        checksum if checksum is not None else f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode())
+        checksum if checksum is not None else f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
+    )
 
 
 def put_day(root: Path, day: dt.date, df: pd.DataFrame, **kw) -> bytes:
@@ -78,8 +86,11 @@ def snapshot(lake_dir: Path) -> dict[str, tuple[bytes, int]]:
     """Every file of a local lake with its bytes and mtime (ns)."""
     if not lake_dir.exists():
         return {}
-    return {str(p.relative_to(lake_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(lake_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(lake_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(lake_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 def bronze(lake_dir: Path, start=D1, end=D3) -> pd.DataFrame:
@@ -141,7 +152,9 @@ def test_ingest_writes_raw_byte_for_byte_and_bronze(tmp_path, archive, three_day
         for suffix in ("", ".CHECKSUM"):
             stored = lake_dir / "raw" / "binance_usdm" / (rel + suffix)
             assert stored.read_bytes() == (archive / (rel + suffix)).read_bytes()
-    assert rep.raw_written == 6 and rep.bytes == sum((archive / daily_relpath(SYM, d)).stat().st_size for d in three_days)
+    assert rep.raw_written == 6 and rep.bytes == sum(
+        (archive / daily_relpath(SYM, d)).stat().st_size for d in three_days
+    )
 
 
 def test_reingest_changes_no_object_bytes_or_mtimes(tmp_path, archive):
@@ -174,7 +187,8 @@ def test_checksum_mismatch_names_file_and_writes_nothing(tmp_path, archive):
     size = (archive / rel).stat().st_size
     assert str(exc.value) == (
         f"PLANTUSDT-aggTrades-2024-03-02.zip: checksum mismatch: expected sha256 {'0' * 64}, got {good} "
-        f"({size} bytes); the download is damaged or changed, fetch it again")
+        f"({size} bytes); the download is damaged or changed, fetch it again"
+    )
     assert snapshot(tmp_path / "lake") == {}
 
 
@@ -213,7 +227,8 @@ def test_wrong_columns_say_what_arrived_and_what_was_expected(tmp_path, archive,
     assert str(exc.value) == (
         "PLANTUSDT-aggTrades-2024-03-02.zip: CSV columns do not match Binance aggTrades; expected "
         f"{list(COLUMNS)}, got {bad.split(',')}; missing 'quantity' (did you mean 'qty'?). "
-        "Is this an aggTrades file of the USD-M futures archive?")
+        "Is this an aggTrades file of the USD-M futures archive?"
+    )
     assert snapshot(tmp_path / "lake") == {}
 
 
@@ -292,8 +307,10 @@ def test_monthly_file_is_not_used_for_a_month_partly_outside_the_span(tmp_path):
     rep = ingest_binance_archive(root, SYM, "2024-02-26", "2024-02-29", tmp_path / "lake", warn=warnings.append)
     assert [d.date for d in rep.days] == [dt.date(2024, 2, 29)]
     assert rep.gaps == [dt.date(2024, 2, 26), dt.date(2024, 2, 27), dt.date(2024, 2, 28)]
-    assert warnings == [f"gap: no aggTrades for {SYM} on 2024-02-26..2024-02-28 in {root} (no daily file, and no "
-                        "monthly file for a whole month inside the span)"]
+    assert warnings == [
+        f"gap: no aggTrades for {SYM} on 2024-02-26..2024-02-28 in {root} (no daily file, and no "
+        "monthly file for a whole month inside the span)"
+    ]
 
 
 # ------------------------------------------------------------------ gaps
@@ -436,8 +453,22 @@ def test_cli_help_has_an_example(capsys):
 
 def test_cli_ingests_and_prints_a_summary(tmp_path, archive, capsys):
     (archive / daily_relpath(SYM, D3)).unlink()
-    rc = datasets_main(["ingest", "binance-archive", "--root", str(archive), "--symbol", "plant-usdt",
-                        "--start", "2024-03-01", "--end", "2024-03-03", "--lake", str(tmp_path / "lake")])
+    rc = datasets_main(
+        [
+            "ingest",
+            "binance-archive",
+            "--root",
+            str(archive),
+            "--symbol",
+            "plant-usdt",
+            "--start",
+            "2024-03-01",
+            "--end",
+            "2024-03-03",
+            "--lake",
+            str(tmp_path / "lake"),
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     assert "PLANTUSDT-aggTrades-2024-03-01.zip" in cap.out and "gaps 1: 2024-03-03" in cap.out
@@ -452,24 +483,42 @@ def cli_error(capsys, *argv) -> str:
 
 def test_cli_errors(tmp_path, archive, capsys):
     lake = ["--lake", str(tmp_path / "lake")]
-    assert cli_error(capsys, "--root", str(tmp_path / "nope"), "--symbol", SYM, "--start", "2024-03-01",
-                     "--end", "2024-03-02", *lake) == (
+    assert cli_error(
+        capsys, "--root", str(tmp_path / "nope"), "--symbol", SYM, "--start", "2024-03-01", "--end", "2024-03-02", *lake
+    ) == (
         f"Error: --root {tmp_path / 'nope'} is not a directory; expected a local copy of the archive "
-        "(the folder that holds data/futures/um/...)\n")
-    assert cli_error(capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-03-03",
-                     "--end", "2024-03-01", *lake) == "Error: end 2024-03-01 is before start 2024-03-03; expected start <= end\n"
-    assert cli_error(capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-13-01",
-                     "--end", "2024-03-01", *lake) == "Error: start must be a date like 2024-03-01; got '2024-13-01'\n"
-    err = cli_error(capsys, "--root", str(archive), "--symbol", "ETHUSDT", "--start", "2024-03-01",
-                    "--end", "2024-03-01", *lake)
-    assert err.splitlines()[0] == f"Error: no aggTrades files for ETHUSDT from 2024-03-01 to 2024-03-01 in {archive}; looked for:"
+        "(the folder that holds data/futures/um/...)\n"
+    )
+    assert (
+        cli_error(
+            capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-03-03", "--end", "2024-03-01", *lake
+        )
+        == "Error: end 2024-03-01 is before start 2024-03-03; expected start <= end\n"
+    )
+    assert (
+        cli_error(
+            capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-13-01", "--end", "2024-03-01", *lake
+        )
+        == "Error: start must be a date like 2024-03-01; got '2024-13-01'\n"
+    )
+    err = cli_error(
+        capsys, "--root", str(archive), "--symbol", "ETHUSDT", "--start", "2024-03-01", "--end", "2024-03-01", *lake
+    )
+    assert (
+        err.splitlines()[0]
+        == f"Error: no aggTrades files for ETHUSDT from 2024-03-01 to 2024-03-01 in {archive}; looked for:"
+    )
     rel = daily_relpath(SYM, D1)
     (archive / (rel + ".CHECKSUM")).write_text("f" * 64 + "  x.zip\n")
-    err = cli_error(capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-03-01", "--end", "2024-03-03", *lake)
+    err = cli_error(
+        capsys, "--root", str(archive), "--symbol", SYM, "--start", "2024-03-01", "--end", "2024-03-03", *lake
+    )
     got = hashlib.sha256((archive / rel).read_bytes()).hexdigest()
-    assert err == (f"Error: PLANTUSDT-aggTrades-2024-03-01.zip: checksum mismatch: expected sha256 {'f' * 64}, "
-                   f"got {got} ({(archive / rel).stat().st_size} bytes); the download is damaged or changed, "
-                   "fetch it again\n")
+    assert err == (
+        f"Error: PLANTUSDT-aggTrades-2024-03-01.zip: checksum mismatch: expected sha256 {'f' * 64}, "
+        f"got {got} ({(archive / rel).stat().st_size} bytes); the download is damaged or changed, "
+        "fetch it again\n"
+    )
     assert snapshot(tmp_path / "lake") == {}
 
 
@@ -479,8 +528,21 @@ def test_cli_base_url_that_does_not_answer(tmp_path, capsys):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    err = cli_error(capsys, "--base-url", f"http://127.0.0.1:{port}", "--symbol", SYM, "--start", "2024-03-01",
-                    "--end", "2024-03-01", "--lake", str(tmp_path / "lake"), "--retries", "1")
+    err = cli_error(
+        capsys,
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--symbol",
+        SYM,
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-01",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--retries",
+        "1",
+    )
     assert err.startswith(f"Error: could not fetch http://127.0.0.1:{port}/data/futures/um/daily/aggTrades/")
     assert "after 2 attempts" in err and err.endswith("run again; nothing partial was kept\n")
     assert snapshot(tmp_path / "lake") == {}

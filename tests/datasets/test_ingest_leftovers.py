@@ -82,8 +82,20 @@ def _truncated_last_bybit_file() -> bytes:
 def test_bybit_bad_file_late_in_a_range_leaves_no_day_ingested(tmp_path, capsys, last, says):
     root = _bybit_root(tmp_path, last())
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "bybit-archive", "--root", str(root), "--symbol", "BTCUSDT", "--start", str(DAYS[0]),
-            "--end", str(DAYS[-1]), "--lake", str(lake_dir)]
+    argv = [
+        "ingest",
+        "bybit-archive",
+        "--root",
+        str(root),
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        str(DAYS[0]),
+        "--end",
+        str(DAYS[-1]),
+        "--lake",
+        str(lake_dir),
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert says in err, err
@@ -98,14 +110,18 @@ def test_bybit_bad_file_late_in_a_range_leaves_no_day_ingested(tmp_path, capsys,
 
 def _okx_zip(day: dt.date, bad: bool = False) -> bytes:
     t0 = ((day - dt.date(1970, 1, 1)).days * 86_400 - 8 * 3600) * 1000  # the file's UTC+8 day
-    rows = [f"BTC-USDT-SWAP,{day.day * 100 + i},{'buy' if i % 2 else 'sell'},6000{i}.5,{i + 1},{t0 + 3_600_000 * i}"
-            for i in range(6)]
+    rows = [
+        f"BTC-USDT-SWAP,{day.day * 100 + i},{'buy' if i % 2 else 'sell'},6000{i}.5,{i + 1},{t0 + 3_600_000 * i}"
+        for i in range(6)
+    ]
     if bad:
         rows[4] = rows[4].replace(",60004.5,", ",nan,")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"BTC-USDT-SWAP-trades-{day}.csv",
-                    "\n".join(["instrument_name,trade_id,side,price,size,created_time", *rows]) + "\n")
+        zf.writestr(
+            f"BTC-USDT-SWAP-trades-{day}.csv",
+            "\n".join(["instrument_name,trade_id,side,price,size,created_time", *rows]) + "\n",
+        )
     return buf.getvalue()
 
 
@@ -122,8 +138,20 @@ def test_okx_bad_file_late_in_a_range_leaves_no_day_ingested(tmp_path, capsys):
 
     write(bad_last=True)
     lake_dir = tmp_path / "lake"
-    argv = ["ingest", "okx-archive", "--root", str(tmp_path / "okx"), "--symbol", "BTC-USDT-SWAP",
-            "--start", str(DAYS[0]), "--end", str(DAYS[-1]), "--lake", str(lake_dir)]
+    argv = [
+        "ingest",
+        "okx-archive",
+        "--root",
+        str(tmp_path / "okx"),
+        "--symbol",
+        "BTC-USDT-SWAP",
+        "--start",
+        str(DAYS[0]),
+        "--end",
+        str(DAYS[-1]),
+        "--lake",
+        str(lake_dir),
+    ]
     assert datasets_main(argv) == 1
     err = one_error(capsys.readouterr().err)
     assert "BTC-USDT-SWAP-trades-2024-03-04.zip line 6: price nan is not a finite number" in err, err
@@ -138,11 +166,17 @@ def test_okx_bad_file_late_in_a_range_leaves_no_day_ingested(tmp_path, capsys):
 def _trades(day: dt.date, ids: range, exchange: str = "bybit_linear") -> pd.DataFrame:
     t0 = (day - dt.date(1970, 1, 1)).days * 86_400_000
     n = len(ids)
-    return pd.DataFrame({
-        "exchange": exchange, "symbol": "BTCUSDT", "trade_id": np.array(ids, np.int64),
-        "ts_ms": t0 + 1000 * np.arange(1, n + 1, dtype=np.int64) + 7 * np.array(ids, np.int64),
-        "price": 60000.5 + np.arange(n), "qty": 0.1 + np.arange(n) / 10, "side": np.where(np.arange(n) % 2, 1, -1).astype(np.int8),
-    })
+    return pd.DataFrame(
+        {
+            "exchange": exchange,
+            "symbol": "BTCUSDT",
+            "trade_id": np.array(ids, np.int64),
+            "ts_ms": t0 + 1000 * np.arange(1, n + 1, dtype=np.int64) + 7 * np.array(ids, np.int64),
+            "price": 60000.5 + np.arange(n),
+            "qty": 0.1 + np.arange(n) / 10,
+            "side": np.where(np.arange(n) % 2, 1, -1).astype(np.int8),
+        }
+    )
 
 
 def _report_matches_partition(lake: Lake, p: Partition) -> None:
@@ -168,8 +202,9 @@ def test_refresh_quality_takes_the_partition_lock_so_a_concurrent_merge_keeps_it
         got = real(part, *a, **k)
         if not other:  # the first read: refresh_quality's
             # a second ingest merges rows into the same day while the report is being computed
-            t = threading.Thread(target=lambda: lake.write_trades(_trades(day, range(100, 104)),
-                                                                  id_space="bybit_match_uuid"))
+            t = threading.Thread(
+                target=lambda: lake.write_trades(_trades(day, range(100, 104)), id_space="bybit_match_uuid")
+            )
             other.append(t)
             t.start()
             t.join(1.5)  # it finishes now unless refresh_quality holds the partition's lock
@@ -214,18 +249,24 @@ def _funding_zip(root: Path, month: str, lines: list[str]) -> None:
     name = rel.rsplit("/", 1)[-1]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(name.replace(".zip", ".csv"), "\n".join(["calc_time,funding_interval_hours,last_funding_rate", *lines]) + "\n")
+        zf.writestr(
+            name.replace(".zip", ".csv"),
+            "\n".join(["calc_time,funding_interval_hours,last_funding_rate", *lines]) + "\n",
+        )
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
     path.with_name(name + ".CHECKSUM").write_text(f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {name}\n")
 
 
-@pytest.mark.parametrize("bad, says, reason", [
-    ("nan", "line 4: rate nan is not a finite number", "funding_rate_not_finite"),
-    ("abc", "line 4: rate abc is not a finite number", "funding_rate_not_finite"),
-    ("2.5", "line 4: rate 2.5 is not between -1 and 1", "funding_rate_out_of_range"),
-])
+@pytest.mark.parametrize(
+    "bad, says, reason",
+    [
+        ("nan", "line 4: rate nan is not a finite number", "funding_rate_not_finite"),
+        ("abc", "line 4: rate abc is not a finite number", "funding_rate_not_finite"),
+        ("2.5", "line 4: rate 2.5 is not between -1 and 1", "funding_rate_out_of_range"),
+    ],
+)
 def test_funding_archive_bad_row_refused_then_quarantined_and_counted(tmp_path, capsys, bad, says, reason):
     root = tmp_path / "archive"
     jul = [f"{JUL + 8 * H * i + 3},8,0.0001" for i in range(6)]
@@ -235,11 +276,28 @@ def test_funding_archive_bad_row_refused_then_quarantined_and_counted(tmp_path, 
     _funding_zip(root, "2024-08", [f"{aug + 8 * H * i},8,-0.00002" for i in range(3)])
     lake_dir = tmp_path / "lake"
     lake = Lake(lake_dir)
-    (bronze,) = lake.write_trades(_trades(dt.date(2024, 7, 1), range(1, 5), "binance_usdm"), id_space="binance_agg_trade")
+    (bronze,) = lake.write_trades(
+        _trades(dt.date(2024, 7, 1), range(1, 5), "binance_usdm"), id_space="binance_agg_trade"
+    )
     before = lake_files(lake_dir)
     # The bad month comes first (months are stored one by one, each checked whole before its write).
-    args = ["ingest", "funding", "--exchange", "binance_usdm", "--symbol", "BTCUSDT", "--start", "2024-07-01",
-            "--end", "2024-08-31", "--root", str(root), "--lake", str(lake_dir), "--quiet"]
+    args = [
+        "ingest",
+        "funding",
+        "--exchange",
+        "binance_usdm",
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2024-07-01",
+        "--end",
+        "2024-08-31",
+        "--root",
+        str(root),
+        "--lake",
+        str(lake_dir),
+        "--quiet",
+    ]
     assert datasets_main(args) == 1
     err = one_error(capsys.readouterr().err)
     assert err.startswith("Error: BTCUSDT-fundingRate-2024-07.zip " + says), err
@@ -276,7 +334,8 @@ def test_funding_rest_bad_row_refused_then_quarantined():
     with pytest.raises(ValueError, match=re.escape("binance_usdm BTCUSDT funding answer row 4: ts_ms 1000000000000")):
         ingest_funding_rest(lake, "binance_usdm", "BTCUSDT", *span, client=_FakeBinanceFunding(rows))
     assert lake.store.list() == []
-    rep = ingest_funding_rest(lake, "binance_usdm", "BTCUSDT", *span, client=_FakeBinanceFunding(rows),
-                              skip_bad_rows=True)
+    rep = ingest_funding_rest(
+        lake, "binance_usdm", "BTCUSDT", *span, client=_FakeBinanceFunding(rows), skip_bad_rows=True
+    )
     assert rep.quarantined == 1 and len(read_funding(lake, "binance_usdm", "BTCUSDT")) == 4
     assert [k.split("/")[1] for k in lake.store.list("quarantine/")] == ["funding_rest"]

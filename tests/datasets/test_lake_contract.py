@@ -74,8 +74,12 @@ exec(TRADES_SRC)  # defines trades(day, n=50, *, seed, exchange, symbol, first_i
 # ---------------------------------------------------------------------------- store contract
 def test_round_trip_of_bytes_and_sizes(backend):
     s = backend.store()
-    blobs = {"a/b/all-bytes.bin": bytes(range(256)) * 10, "a/empty": b"", "top": b"x",
-             "big/three-blocks.bin": os.urandom(3 * MiB + 17)}
+    blobs = {
+        "a/b/all-bytes.bin": bytes(range(256)) * 10,
+        "a/empty": b"",
+        "top": b"x",
+        "big/three-blocks.bin": os.urandom(3 * MiB + 17),
+    }
     for k, v in blobs.items():
         s.put(k, v)
     for k, v in blobs.items():
@@ -197,8 +201,14 @@ def test_killed_writer_leaves_nothing_visible(backend):
         pytest.skip("an in-memory store lives in one process")
     if not hasattr(backend.store(), "put_stream"):
         pytest.skip("this store has no put_stream yet (proposed for Store in the report)")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, backend.uri, "bronze/x/part-0.parquet"],
-                            env=backend.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, backend.uri, "bronze/x/part-0.parquet"],
+        env=backend.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == "HALF", proc.stderr.read()
@@ -277,7 +287,9 @@ def test_write_trades_splits_days_and_merges(backend):
     d1, d2 = trades("2024-03-01", 30), trades("2024-03-02", 20, first_id=5000)
     res = lake.write_trades(pd.concat([d2, d1]))
     assert [(r.partition.date.isoformat(), r.rows, r.changed) for r in res] == [
-        ("2024-03-01", 30, True), ("2024-03-02", 20, True)]
+        ("2024-03-01", 30, True),
+        ("2024-03-02", 20, True),
+    ]
     more = trades("2024-03-02", 5, seed=3, first_id=9000)
     res2 = lake.write_trades(more)
     assert [(r.rows, r.changed) for r in res2] == [(25, True)]
@@ -319,11 +331,15 @@ def test_concurrent_threads_write_different_partitions(backend):
     lake = Lake(backend.store())
     assert [p.date.isoformat() for p in lake.partitions("bronze", "okx_swap", "ETHUSDT")] == days
     for d in days:
-        pd.testing.assert_frame_equal(lake.read("bronze", "okx_swap", "ETHUSDT", d, d),
-                                      trades(d, seed=int(d[-2:]), exchange="okx_swap", symbol="ETHUSDT"))
+        pd.testing.assert_frame_equal(
+            lake.read("bronze", "okx_swap", "ETHUSDT", d, d),
+            trades(d, seed=int(d[-2:]), exchange="okx_swap", symbol="ETHUSDT"),
+        )
 
 
-WRITER = TRADES_SRC + r"""
+WRITER = (
+    TRADES_SRC
+    + r"""
 import sys
 from datasets.lake import Lake
 lake = Lake(sys.argv[1])
@@ -331,22 +347,33 @@ for day in sys.argv[2:]:
     lake.write_trades(trades(day, seed=int(day[-2:]), symbol="SOLUSDT"))
 print("ok")
 """
+)
 
 
 def test_concurrent_processes_write_different_partitions(backend):
     if backend.name == "memory":
         pytest.skip("an in-memory store lives in one process")
     groups = [[f"2024-04-{d:02d}", f"2024-04-{d + 2:02d}"] for d in range(1, 3)]
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, backend.uri, *g], env=backend.env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for g in groups]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, backend.uri, *g],
+            env=backend.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for g in groups
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * len(groups), [o[1][-1500:] for o in outs]
     lake = Lake(backend.store())
     got = [p.date.isoformat() for p in lake.partitions("bronze", "binance_usdm", "SOLUSDT")]
     assert got == sorted(d for g in groups for d in g)
     for d in got:
-        pd.testing.assert_frame_equal(lake.read("bronze", "binance_usdm", "SOLUSDT", d, d),
-                                      trades(d, seed=int(d[-2:]), symbol="SOLUSDT"))
+        pd.testing.assert_frame_equal(
+            lake.read("bronze", "binance_usdm", "SOLUSDT", d, d), trades(d, seed=int(d[-2:]), symbol="SOLUSDT")
+        )
 
 
 # ---------------------------------------------------------------------------- Azure specifics
@@ -390,7 +417,9 @@ def test_azure_creates_the_container_and_keeps_secrets_out_of_text(azurite_conn_
 
 
 # ---------------------------------------------------------------------------- concurrent merges
-MERGER = TRADES_SRC + r"""
+MERGER = (
+    TRADES_SRC
+    + r"""
 import sys
 from datasets.lake import Lake
 lake = Lake(sys.argv[1])
@@ -400,14 +429,16 @@ for i in range(writes):
                              first_id=writer * 1_000_000 + i * 40))
 print("ok")
 """
+)
 
 
 def _merge_in_threads(uri: str, writers: int, writes: int) -> None:
     def run(w: int) -> None:
         lake = Lake(uri)
         for i in range(writes):
-            lake.write_trades(trades("2024-05-01", n=40, seed=w * 1000 + i, symbol="XRPUSDT",
-                                     first_id=w * 1_000_000 + i * 40))
+            lake.write_trades(
+                trades("2024-05-01", n=40, seed=w * 1000 + i, symbol="XRPUSDT", first_id=w * 1_000_000 + i * 40)
+            )
 
     threads = [threading.Thread(target=run, args=(w,)) for w in range(writers)]
     for t in threads:
@@ -424,9 +455,17 @@ def test_concurrent_merges_into_one_partition_keep_every_row(backend, tmp_path):
         if backend.name == "memory":
             _merge_in_threads(uri, writers, writes)
         else:
-            procs = [subprocess.Popen([sys.executable, "-c", MERGER, uri, str(w), str(writes)], env=backend.env,
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for w in range(writers)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", MERGER, uri, str(w), str(writes)],
+                    env=backend.env,
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for w in range(writers)
+            ]
             outs = [p.communicate(timeout=300) for p in procs]
             assert [p.returncode for p in procs] == [0] * writers, [o[1][-1500:] for o in outs]
         lake = Lake(Backend(backend.name, uri, backend.env).store())
@@ -441,9 +480,19 @@ def test_lock_serialises_holders_across_processes(backend):
         pytest.skip("an in-memory store lives in one process")
     s = backend.store()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom datasets.lake import open_store\n"
-         "s = open_store(sys.argv[1])\nwith s.lock('bronze/k'):\n    print('HELD', flush=True)\n    time.sleep(3)\n",
-         backend.uri], env=backend.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom datasets.lake import open_store\n"
+            "s = open_store(sys.argv[1])\nwith s.lock('bronze/k'):\n    print('HELD', flush=True)\n    time.sleep(3)\n",
+            backend.uri,
+        ],
+        env=backend.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "HELD", holder.stderr.read()
         import time

@@ -40,13 +40,17 @@ T0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
 
 def frame(ids, ts, price=None, qty=None, side=None, exchange="binance_usdm", symbol="BTCUSDT") -> pd.DataFrame:
     n = len(ids)
-    return pd.DataFrame({
-        "exchange": exchange, "symbol": symbol, "trade_id": np.asarray(ids, np.int64),
-        "ts_ms": np.asarray(ts, np.int64),
-        "price": np.full(n, 100.0) if price is None else np.asarray(price, float),
-        "qty": np.full(n, 1.0) if qty is None else np.asarray(qty, float),
-        "side": np.ones(n, np.int8) if side is None else np.asarray(side, np.int8),
-    })
+    return pd.DataFrame(
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "trade_id": np.asarray(ids, np.int64),
+            "ts_ms": np.asarray(ts, np.int64),
+            "price": np.full(n, 100.0) if price is None else np.asarray(price, float),
+            "qty": np.full(n, 1.0) if qty is None else np.asarray(qty, float),
+            "side": np.ones(n, np.int8) if side is None else np.asarray(side, np.int8),
+        }
+    )
 
 
 def day_trades(day: str, n: int = 40, first_id: int = 1, exchange="binance_usdm", symbol="BTCUSDT") -> pd.DataFrame:
@@ -66,27 +70,65 @@ def test_quality_report_counts_each_problem_by_hand():
         side=[1, -1, 1, 1, 2, -1, 1],  # a 2
     )
     q = partition_quality(df, p, sha256="abc")
-    assert {k: q[k] for k in (
-        "rows", "first_ts_ms", "last_ts_ms", "id_gaps", "missing_ids", "duplicate_ids", "non_positive_prices",
-        "non_positive_qty", "out_of_order_ts", "ts_outside_date", "bad_sides", "seconds_without_trades",
-        "content_sha256", "ids_sequential")} == {
-        "rows": 7, "first_ts_ms": T0 - 5, "last_ts_ms": T0 + 86_400_000, "id_gaps": 1, "missing_ids": 3,
-        "duplicate_ids": 1, "non_positive_prices": 2, "non_positive_qty": 2,
+    assert {
+        k: q[k]
+        for k in (
+            "rows",
+            "first_ts_ms",
+            "last_ts_ms",
+            "id_gaps",
+            "missing_ids",
+            "duplicate_ids",
+            "non_positive_prices",
+            "non_positive_qty",
+            "out_of_order_ts",
+            "ts_outside_date",
+            "bad_sides",
+            "seconds_without_trades",
+            "content_sha256",
+            "ids_sequential",
+        )
+    } == {
+        "rows": 7,
+        "first_ts_ms": T0 - 5,
+        "last_ts_ms": T0 + 86_400_000,
+        "id_gaps": 1,
+        "missing_ids": 3,
+        "duplicate_ids": 1,
+        "non_positive_prices": 2,
+        "non_positive_qty": 2,
         "out_of_order_ts": 2,  # 1_900 -> 1_800 and 60_000 -> -5
-        "ts_outside_date": 2, "bad_sides": 1,
+        "ts_outside_date": 2,
+        "bad_sides": 1,
         "seconds_without_trades": 86_400 - 3,  # seconds 0, 1 and 60 of the day have trades
-        "content_sha256": "abc", "ids_sequential": True}
+        "content_sha256": "abc",
+        "ids_sequential": True,
+    }
     assert q["longest_quiet_s"] == pytest.approx((86_400_000 - 60_000) / 1000)
-    assert q["issues"] == ["duplicate_ids", "missing_ids", "non_positive_prices", "non_positive_qty",
-                           "out_of_order_ts", "ts_outside_date", "bad_sides"]
+    assert q["issues"] == [
+        "duplicate_ids",
+        "missing_ids",
+        "non_positive_prices",
+        "non_positive_qty",
+        "out_of_order_ts",
+        "ts_outside_date",
+        "bad_sides",
+    ]
 
 
 def test_bybit_ids_are_not_checked_for_holes_and_empty_days_are_all_quiet():
-    q = partition_quality(frame([5, 900, 7], [T0, T0 + 1, T0 + 2], exchange="bybit_linear"),
-                          Partition("bronze", "bybit_linear", "BTCUSDT", DAY))
+    q = partition_quality(
+        frame([5, 900, 7], [T0, T0 + 1, T0 + 2], exchange="bybit_linear"),
+        Partition("bronze", "bybit_linear", "BTCUSDT", DAY),
+    )
     assert (q["ids_sequential"], q["id_gaps"], q["missing_ids"], q["issues"]) == (False, None, None, [])
     e = partition_quality(frame([], []), Partition("bronze", "binance_usdm", "BTCUSDT", DAY))
-    assert (e["rows"], e["seconds_without_trades"], e["longest_quiet_s"], e["first_ts_ms"]) == (0, 86_400, 86_400.0, None)
+    assert (e["rows"], e["seconds_without_trades"], e["longest_quiet_s"], e["first_ts_ms"]) == (
+        0,
+        86_400,
+        86_400.0,
+        None,
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -133,8 +175,15 @@ def test_lineage_names_each_partition_once_with_its_content_hash(tmp_path):
 # ---------------------------------------------------------------------------- status
 def test_status_table_json_and_refresh(tmp_path, capsys):
     lake = Lake(str(tmp_path / "lake"))
-    lake.write_trades(pd.concat([day_trades("2024-03-01"), day_trades("2024-03-03", first_id=100),
-                                 day_trades("2024-03-01", exchange="okx_swap", symbol="ETHUSDT")]))
+    lake.write_trades(
+        pd.concat(
+            [
+                day_trades("2024-03-01"),
+                day_trades("2024-03-03", first_id=100),
+                day_trades("2024-03-01", exchange="okx_swap", symbol="ETHUSDT"),
+            ]
+        )
+    )
     lake.put_raw("binance_usdm", "data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-03-01.zip", b"z")
     bad = frame([1, 2, 2], [T0 + 10, T0 + 5, T0 + 5], exchange="okx_swap", symbol="SOLUSDT")
     lake.write("bronze", bad, "okx_swap", "SOLUSDT", DAY)  # bypasses write_trades' sorting and dedup
@@ -150,8 +199,17 @@ def test_status_table_json_and_refresh(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     by = {(r["layer"], r["group"]): r for r in doc["layers"]}
     assert by[("bronze", "binance_usdm/BTCUSDT")] | {"bytes": None} == {
-        "layer": "bronze", "group": "binance_usdm/BTCUSDT", "partitions": 2, "first": "2024-03-01",
-        "last": "2024-03-03", "missing_days": 1, "rows": 80, "bytes": None, "checked": 2, "issues": {}}
+        "layer": "bronze",
+        "group": "binance_usdm/BTCUSDT",
+        "partitions": 2,
+        "first": "2024-03-01",
+        "last": "2024-03-03",
+        "missing_days": 1,
+        "rows": 80,
+        "bytes": None,
+        "checked": 2,
+        "issues": {},
+    }
     assert by[("bronze", "okx_swap/SOLUSDT")]["issues"] == {"duplicate_ids": 1, "out_of_order_ts": 1}
     assert by[("raw", "binance_usdm")]["partitions"] == 1 and by[("raw", "binance_usdm")]["first"] == "2024-03-01"
     assert datasets_main(argv + ["--layer", "bronze", "--detail", "--symbol", "SOLUSDT"]) == 0
@@ -165,7 +223,9 @@ def test_status_table_json_and_refresh(tmp_path, capsys):
 def test_key_dates():
     assert key_date("bronze/exchange=x/symbol=Y/date=2024-03-01/part-0.parquet") == DAY
     assert key_date("raw/bybit_archive/trading/BTCUSDT/BTCUSDT2024-03-01.csv.gz") == DAY
-    assert key_date("raw/binance_usdm/data/futures/um/monthly/aggTrades/X/X-aggTrades-2024-02.zip") == dt.date(2024, 2, 29)
+    assert key_date("raw/binance_usdm/data/futures/um/monthly/aggTrades/X/X-aggTrades-2024-02.zip") == dt.date(
+        2024, 2, 29
+    )
     assert key_date("raw/okx_archive/trades/daily/20240301/BTC-USDT-SWAP-trades-2024-03-01.zip") == DAY
     assert key_date("raw/recordings/binance_usdm_btcusdt_2024-08-08_stream.txt.gz") == dt.date(2024, 8, 8)
     assert key_date("raw/recordings/OKX.ws.1.0") is None
@@ -173,8 +233,14 @@ def test_key_dates():
 
 def _lake_with_history(root) -> Lake:
     lake = Lake(str(root))
-    lake.write_trades(pd.concat([day_trades(d, first_id=i * 100) for i, d in
-                                 enumerate(["2024-01-01", "2024-01-02", "2024-03-30", "2024-03-31"])]))
+    lake.write_trades(
+        pd.concat(
+            [
+                day_trades(d, first_id=i * 100)
+                for i, d in enumerate(["2024-01-01", "2024-01-02", "2024-03-30", "2024-03-31"])
+            ]
+        )
+    )
     refresh_quality(lake)
     for d in ("2024-01-01", "2024-03-31"):
         lake.put_raw("bybit_archive", f"trading/BTCUSDT/BTCUSDT{d}.csv.gz", d.encode())
@@ -186,8 +252,17 @@ def test_retain_dry_run_protection_and_apply(tmp_path, capsys):
     lake = _lake_with_history(tmp_path / "lake")
     old = [p for p in lake.partitions("bronze") if p.date < dt.date(2024, 3, 1)]
     protect(lake, [old[0].key], "run-1", model="models:/whale/1")
-    argv = ["retain", "--lake", str(tmp_path / "lake"), "--layer", "bronze", "--older-than", "30d",
-            "--today", "2024-04-01"]
+    argv = [
+        "retain",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--layer",
+        "bronze",
+        "--older-than",
+        "30d",
+        "--today",
+        "2024-04-01",
+    ]
     before = {k: lake.store.get(k) for k in lake.store.list()}
     assert datasets_main(argv) == 0
     assert capsys.readouterr().out.splitlines() == [
@@ -207,8 +282,20 @@ def test_retain_dry_run_protection_and_apply(tmp_path, capsys):
 def test_retain_archives_raw_copy_verify_delete_and_keeps_undated(tmp_path, capsys):
     lake = _lake_with_history(tmp_path / "lake")
     cold = tmp_path / "cold"
-    argv = ["retain", "--lake", str(tmp_path / "lake"), "--layer", "raw", "--older-than", "30d",
-            "--today", "2024-04-01", "--archive-to", str(cold), "--apply"]
+    argv = [
+        "retain",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--layer",
+        "raw",
+        "--older-than",
+        "30d",
+        "--today",
+        "2024-04-01",
+        "--archive-to",
+        str(cold),
+        "--apply",
+    ]
     assert datasets_main(argv) == 0
     key = "raw/bybit_archive/trading/BTCUSDT/BTCUSDT2024-01-01.csv.gz"
     assert (cold / key).read_bytes() == b"2024-01-01"
@@ -216,7 +303,8 @@ def test_retain_archives_raw_copy_verify_delete_and_keeps_undated(tmp_path, caps
     assert lake.store.exists("raw/recordings/OKX.ws.1.0")  # no date in its name: never aged out
     assert lake.store.exists("raw/bybit_archive/trading/BTCUSDT/BTCUSDT2024-03-31.csv.gz")
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"{lake.uri}: 0 deleted, 1 archived to {cold} (0.0 MB), 0 kept as protected, 0 failed")
+        f"{lake.uri}: 0 deleted, 1 archived to {cold} (0.0 MB), 0 kept as protected, 0 failed"
+    )
     # a different file already in the archive under that name: kept on both sides, reported
     lake.put_raw("bybit_archive", "trading/BTCUSDT/BTCUSDT2024-01-01.csv.gz", b"other bytes")
     assert datasets_main(argv) == 1
@@ -260,7 +348,10 @@ def test_retain_archives_from_azurite_to_another_container(azure_lake_uri, tmp_p
     p = Partition("bronze", "binance_usdm", "BTCUSDT", dt.date(2024, 1, 1))
     assert res.archived == [p.key] and not res.failed
     assert [q.date.isoformat() for q in lake.partitions("bronze")] == ["2024-03-31"]
-    pd.testing.assert_frame_equal(cold.read_partition(p), day_trades("2024-01-01").astype({"exchange": object, "symbol": object}),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        cold.read_partition(p),
+        day_trades("2024-01-01").astype({"exchange": object, "symbol": object}),
+        check_dtype=False,
+    )
     write_quality(cold, p)
     assert lake_status(cold, ["bronze"])[0]["rows"] == 40

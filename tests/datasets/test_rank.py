@@ -47,16 +47,21 @@ def klines(rs, qs_musd, *, days=None, wide=(), qv=3e6, count=5000, bad_day=None)
 
 
 def info(symbol, status="TRADING", contract="PERPETUAL", base=None):
-    return {"symbol": symbol, "status": status, "contractType": contract,
-            "baseAsset": base or symbol.removesuffix("USDT"), "quoteAsset": "USDT"}
+    return {
+        "symbol": symbol,
+        "status": status,
+        "contractType": contract,
+        "baseAsset": base or symbol.removesuffix("USDT"),
+        "quoteAsset": "USDT",
+    }
 
 
 def kline_set() -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     k = {
         # eligible; lambda = |cov(r,q)| / var(q) with mean r = mean q = 0 and var(q) = 6e12/5 = 1.2e12:
-        "AAAUSDT": klines([0.02, -0.02] * 3, PLUS_MINUS, wide={0}),        # cov 6*0.02e6/5 = 24000 → 2e-8
-        "BBBUSDT": klines([0.01, -0.01] * 3, PLUS_MINUS),                  # → 1e-8
-        "CCCUSDT": klines([-0.03, 0.03] * 3, PLUS_MINUS),                  # cov -36000 → |.| → 3e-8
+        "AAAUSDT": klines([0.02, -0.02] * 3, PLUS_MINUS, wide={0}),  # cov 6*0.02e6/5 = 24000 → 2e-8
+        "BBBUSDT": klines([0.01, -0.01] * 3, PLUS_MINUS),  # → 1e-8
+        "CCCUSDT": klines([-0.03, 0.03] * 3, PLUS_MINUS),  # cov -36000 → |.| → 3e-8
         "DDDUSDT": klines([0.06, -0.06, 0.01, -0.01, 0.01, -0.01], PLUS_MINUS, wide={2, 3}),  # 0.16e6/5/1.2e12
         # excluded, one reason each (two for FDUSDUSDT)
         "USDCUSDT": klines([0.01, -0.01] * 3, PLUS_MINUS),
@@ -131,8 +136,12 @@ def test_zscore_normalisation_by_hand():
     #   C = .4*1.091089 - .3*.577350 - .3*.904534 = -0.008130
     #   A = -.4*.218218 - .3*.577350 + .3*.301511 = -0.170040
     #   B = -.4*1.527525 - .3*.577350 - .3*.904534 = -1.055577
-    assert np.allclose(t.loc[["DDDUSDT", "CCCUSDT", "AAAUSDT", "BBBUSDT"], "score"],
-                       [1.233744, -0.008130, -0.170040, -1.055577], rtol=0, atol=2e-6)
+    assert np.allclose(
+        t.loc[["DDDUSDT", "CCCUSDT", "AAAUSDT", "BBBUSDT"], "score"],
+        [1.233744, -0.008130, -0.170040, -1.055577],
+        rtol=0,
+        atol=2e-6,
+    )
     assert t.index.tolist()[:4] == ["DDDUSDT", "CCCUSDT", "AAAUSDT", "BBBUSDT"]
 
 
@@ -156,8 +165,11 @@ def test_without_exchange_info_there_is_no_status_check_and_a_missing_column_is_
     row = rank_symbols({"AAAUSDT": conflict}, filters=FILTERS).iloc[0]
     assert (row["bad_rows"], row["days"], row["reasons"]) == (1, 6, "quality: 1 bad rows > 0")
     bad = k["AAAUSDT"].rename(columns={"taker_buy_quote_volume": "taker_buy_quote"})
-    with pytest.raises(RankError, match=r"klines of XUSDT are missing column\(s\) \['taker_buy_quote_volume'\].*"
-                                        r"Did you mean 'taker_buy_quote' for 'taker_buy_quote_volume'\?"):
+    with pytest.raises(
+        RankError,
+        match=r"klines of XUSDT are missing column\(s\) \['taker_buy_quote_volume'\].*"
+        r"Did you mean 'taker_buy_quote' for 'taker_buy_quote_volume'\?",
+    ):
         rank_symbols({"XUSDT": bad})
 
 
@@ -167,7 +179,14 @@ def test_command_defaults_are_the_library_defaults():
     f = RankFilters()
     assert DEFAULTS["weights"] == ",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items())
     assert DEFAULTS["stablecoins"] == ",".join(STABLECOINS) == ",".join(f.stablecoins)
-    for name in ("min_days", "max_missing_days", "max_stale_days", "max_bad_rows", "min_quote_volume_usd", "min_trades"):
+    for name in (
+        "min_days",
+        "max_missing_days",
+        "max_stale_days",
+        "max_bad_rows",
+        "min_quote_volume_usd",
+        "min_trades",
+    ):
         assert DEFAULTS[name] == getattr(f, name), name
 
 
@@ -193,8 +212,18 @@ def write_archive(root: Path, k: dict[str, pd.DataFrame]) -> None:
             path.with_name(name + ".CHECKSUM").write_text(f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {name}\n")
 
 
-FILTER_FLAGS = ["--min-days", "4", "--max-missing-days", "1", "--max-stale-days", "1",
-                "--min-quote-volume-usd", "1e6", "--min-trades", "1000"]
+FILTER_FLAGS = [
+    "--min-days",
+    "4",
+    "--max-missing-days",
+    "1",
+    "--max-stale-days",
+    "1",
+    "--min-quote-volume-usd",
+    "1e6",
+    "--min-trades",
+    "1000",
+]
 
 
 def test_rank_command_reads_the_archive_and_writes_csv_and_html(tmp_path, capsys):
@@ -257,6 +286,7 @@ def test_rank_command_errors(tmp_path, capsys):
     assert datasets_main(["rank", "--klines", str(tmp_path / "nowhere")]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"Error: --klines {tmp_path / 'nowhere'}: expected a directory (or http(s) base URL) holding "
-        "SYM-1d-YYYY-MM[-DD].zip kline files; it does not exist or is not a directory")
+        "SYM-1d-YYYY-MM[-DD].zip kline files; it does not exist or is not a directory"
+    )
     assert datasets_main(["rank", "--klines", str(root), "--out", "rank.txt"]) == 1
     assert capsys.readouterr().err.strip() == "Error: --out rank.txt: expected a .html or .csv file name"

@@ -67,8 +67,11 @@ def reference(server):
     run_binance(server, b)
     run_okx(server, o)
     server.reset()
-    return {"binance": shas(b, "binance_usdm", "BTCUSDT"), "okx": shas(o, "okx_swap", "BTCUSDT"),
-            "okx_ids": bronze(o, "okx_swap", "BTCUSDT")["trade_id"].tolist()}
+    return {
+        "binance": shas(b, "binance_usdm", "BTCUSDT"),
+        "okx": shas(o, "okx_swap", "BTCUSDT"),
+        "okx_ids": bronze(o, "okx_swap", "BTCUSDT")["trade_id"].tolist(),
+    }
 
 
 def bronze(lake: Lake, exchange: str, symbol: str) -> pd.DataFrame:
@@ -76,8 +79,7 @@ def bronze(lake: Lake, exchange: str, symbol: str) -> pd.DataFrame:
 
 
 def shas(lake: Lake, exchange: str, symbol: str) -> dict[str, str]:
-    return {str(p.date): lake.partition_meta(p)["content_sha256"]
-            for p in lake.partitions("bronze", exchange, symbol)}
+    return {str(p.date): lake.partition_meta(p)["content_sha256"] for p in lake.partitions("bronze", exchange, symbol)}
 
 
 def run_binance(srv, lake, symbol="BTCUSDT", since=SINCE, until=UNTIL, **kw):
@@ -112,7 +114,9 @@ def test_binance_pagination_stores_every_trade_once(srv):
     srv.reset()
     again = run_binance(srv, lake)
     assert again.resumed_from == (want[-1]["T"], want[-1]["a"])
-    assert [r.params for r in srv.requests(AGG)] == [{"symbol": "BTCUSDT", "fromId": str(want[-1]["a"] + 1), "limit": "500"}]
+    assert [r.params for r in srv.requests(AGG)] == [
+        {"symbol": "BTCUSDT", "fromId": str(want[-1]["a"] + 1), "limit": "500"}
+    ]
     assert shas(lake, "binance_usdm", "BTCUSDT") == before and again.partitions_changed == []
 
 
@@ -151,7 +155,9 @@ def test_binance_until_is_exclusive_and_a_later_run_continues_into_the_next_day(
     second = run_binance(srv, lake, symbol="ETHUSDT")
     assert second.resumed_from == (before[-1]["T"], before[-1]["a"])
     assert srv.requests(AGG)[0].params["fromId"] == str(before[-1]["a"] + 1)
-    days = {str(p.date): int(lake.partition_meta(p)["rows"]) for p in lake.partitions("bronze", "binance_usdm", "ETHUSDT")}
+    days = {
+        str(p.date): int(lake.partition_meta(p)["rows"]) for p in lake.partitions("bronze", "binance_usdm", "ETHUSDT")
+    }
     assert second.trades == 15
     assert days == {"2024-08-08": 6194, "2024-08-09": 15}
     assert bronze(lake, "binance_usdm", "ETHUSDT")["trade_id"].tolist() == [r["a"] for r in want]
@@ -175,9 +181,29 @@ def test_binance_429_and_418_are_waited_out_as_retry_after_asks(srv, reference, 
 def test_an_ip_ban_longer_than_max_wait_stops_the_run_keeps_the_batches_and_the_rerun_completes(srv, reference, capsys):
     lake = Lake("memory://crash-418")
     srv.inject(AGG, binance_418(7200), at=9)
-    args = ["ingest", "rest", "--exchange", "binance_usdm", "--symbol", "BTCUSDT", "--since", "2024-08-08T22:30",
-            "--until", "2024-08-10", "--lake", "memory://crash-418", "--api-url", srv.url, "--rate-limit-ms", "0",
-            "--page-limit", "500", "--batch-rows", "1500", "--quiet"]
+    args = [
+        "ingest",
+        "rest",
+        "--exchange",
+        "binance_usdm",
+        "--symbol",
+        "BTCUSDT",
+        "--since",
+        "2024-08-08T22:30",
+        "--until",
+        "2024-08-10",
+        "--lake",
+        "memory://crash-418",
+        "--api-url",
+        srv.url,
+        "--rate-limit-ms",
+        "0",
+        "--page-limit",
+        "500",
+        "--batch-rows",
+        "1500",
+        "--quiet",
+    ]
     assert datasets_main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("Error: binance_usdm BTCUSDT: the exchange asks to wait 7200 s (binanceusdm 418")
@@ -199,9 +225,32 @@ def test_resume_after_the_process_is_killed_mid_run_gives_the_same_bronze(srv, r
     # Held: the 12th request. Answered before it: an empty window and 10 pages of 500 trades;
     # batches of 1500 were written after pages 3, 6 and 9, page 10 is the batch in flight.
     hold = srv.hold(AGG, at=12)
-    cmd = [sys.executable, "-m", "datasets.cli", "ingest", "rest", "--exchange", "binance_usdm",
-           "--symbol", "BTCUSDT", "--since", "2024-08-08T22:30", "--until", "2024-08-10", "--lake", str(lake_dir),
-           "--api-url", srv.url, "--rate-limit-ms", "0", "--page-limit", "500", "--batch-rows", "1500", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datasets.cli",
+        "ingest",
+        "rest",
+        "--exchange",
+        "binance_usdm",
+        "--symbol",
+        "BTCUSDT",
+        "--since",
+        "2024-08-08T22:30",
+        "--until",
+        "2024-08-10",
+        "--lake",
+        str(lake_dir),
+        "--api-url",
+        srv.url,
+        "--rate-limit-ms",
+        "0",
+        "--page-limit",
+        "500",
+        "--batch-rows",
+        "1500",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert hold.arrived.wait(60), proc.communicate(timeout=5)
@@ -225,30 +274,69 @@ def test_resume_after_the_process_is_killed_mid_run_gives_the_same_bronze(srv, r
 
 
 def test_unknown_symbol_is_a_user_error(srv, capsys):
-    rc = datasets_main(["ingest", "rest", "--exchange", "binance_usdm", "--symbol", "NOPEUSDT", "--since",
-                        "2024-08-08T23:00", "--until", "2024-08-09", "--lake", "memory://nope", "--api-url", srv.url,
-                        "--rate-limit-ms", "0", "--quiet"])
+    rc = datasets_main(
+        [
+            "ingest",
+            "rest",
+            "--exchange",
+            "binance_usdm",
+            "--symbol",
+            "NOPEUSDT",
+            "--since",
+            "2024-08-08T23:00",
+            "--until",
+            "2024-08-09",
+            "--lake",
+            "memory://nope",
+            "--api-url",
+            srv.url,
+            "--rate-limit-ms",
+            "0",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        'Error: binance_usdm NOPEUSDT: the exchange does not know this symbol: binanceusdm '
-        '{"code": -1121, "msg": "Invalid symbol."}. Check --symbol (e.g. BTCUSDT) and --exchange.')
+        "Error: binance_usdm NOPEUSDT: the exchange does not know this symbol: binanceusdm "
+        '{"code": -1121, "msg": "Invalid symbol."}. Check --symbol (e.g. BTCUSDT) and --exchange.'
+    )
     assert Lake("memory://nope").store.list("") == []
 
 
 def test_bad_time_is_a_user_error(capsys):
-    rc = datasets_main(["ingest", "rest", "--exchange", "okx_swap", "--symbol", "BTCUSDT", "--since", "yesterday",
-                        "--lake", "memory://x"])
+    rc = datasets_main(
+        [
+            "ingest",
+            "rest",
+            "--exchange",
+            "okx_swap",
+            "--symbol",
+            "BTCUSDT",
+            "--since",
+            "yesterday",
+            "--lake",
+            "memory://x",
+        ]
+    )
     assert rc == 1
     assert capsys.readouterr().err.strip() == (
         "Error: --since: expected a date or time like 2024-06-30 or 2024-06-30T00:00 (UTC) or epoch "
-        "milliseconds; got 'yesterday'")
+        "milliseconds; got 'yesterday'"
+    )
 
 
 # ---------------------------------------------------------------------------- OKX
 def run_okx(srv, lake, **kw):
     kw = {"page_limit": 10, "window_ms": 2_000, "batch_rows": 20, **FAST, **kw}
-    return ingest_rest(lake, "okx_swap", "BTCUSDT", parse_time_ms("2022-05-13T16:26:58"),
-                       parse_time_ms("2022-05-13T16:27:20"), api_url=srv.url, **kw)
+    return ingest_rest(
+        lake,
+        "okx_swap",
+        "BTCUSDT",
+        parse_time_ms("2022-05-13T16:26:58"),
+        parse_time_ms("2022-05-13T16:27:20"),
+        api_url=srv.url,
+        **kw,
+    )
 
 
 def test_okx_windows_read_backwards_store_every_trade_once_in_base_units(srv):
@@ -274,8 +362,9 @@ def test_okx_windows_read_backwards_store_every_trade_once_in_base_units(srv):
     reqs = srv.requests(OKX_TRADES)
     assert all(int(r.params["limit"]) == 10 for r in reqs)
     by_ts = [r.params for r in reqs if r.params["type"] == "2"]
-    assert [int(p["after"]) for p in by_ts] == list(range(parse_time_ms("2022-05-13T16:27:00"),
-                                                           parse_time_ms("2022-05-13T16:27:21"), 2000))
+    assert [int(p["after"]) for p in by_ts] == list(
+        range(parse_time_ms("2022-05-13T16:27:00"), parse_time_ms("2022-05-13T16:27:21"), 2000)
+    )
     assert any(r.params["type"] == "1" for r in reqs)  # a full window paged on by trade id
 
 
@@ -325,14 +414,26 @@ def test_bybit_recent_trades_use_archive_ids_and_report_what_rest_cannot_serve(s
     assert sorted(got["trade_id"]) == sorted(bybit_trade_ids([r["execId"] for r in want]).tolist())
     row = got.set_index("trade_id").loc[int(bybit_trade_ids([want[0]["execId"]])[0])]
     assert (row["ts_ms"], row["price"], row["qty"], row["side"]) == (
-        int(want[0]["time"]), float(want[0]["price"]), float(want[0]["size"]), 1 if want[0]["side"] == "Buy" else -1)
+        int(want[0]["time"]),
+        float(want[0]["price"]),
+        float(want[0]["size"]),
+        1 if want[0]["side"] == "Buy" else -1,
+    )
 
 
 def test_bybit_10006_waits_until_the_limit_resets(srv):
     srv.inject(BYBIT_TRADES, bybit_10006(reset_in_ms=600))
     lake = Lake("memory://")
-    rep = ingest_rest(lake, "bybit_linear", "BTCUSDT", parse_time_ms("2026-08-09"), parse_time_ms("2026-08-10"),
-                      api_url=srv.url, backoff=Backoff(base_s=30), **FAST)
+    rep = ingest_rest(
+        lake,
+        "bybit_linear",
+        "BTCUSDT",
+        parse_time_ms("2026-08-09"),
+        parse_time_ms("2026-08-10"),
+        api_url=srv.url,
+        backoff=Backoff(base_s=30),
+        **FAST,
+    )
     log = srv.requests(BYBIT_TRADES)
     assert [r.status for r in log] == [200, 200] and rep.retries == 1
     assert 0.3 <= log[1].t - log[0].t < 5 and rep.trades == 56
@@ -343,8 +444,17 @@ def test_resume_point_stops_at_the_first_missing_day():
     lake = Lake("memory://")
     day = 86_400_000
     t0 = parse_time_ms("2024-01-01")
-    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": [1, 2, 3, 9],
-                       "ts_ms": [t0 + 5, t0 + day + 5, t0 + day + 9, t0 + 3 * day], "price": 1.0, "qty": 1.0, "side": 1})
+    df = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "BTCUSDT",
+            "trade_id": [1, 2, 3, 9],
+            "ts_ms": [t0 + 5, t0 + day + 5, t0 + day + 9, t0 + 3 * day],
+            "price": 1.0,
+            "qty": 1.0,
+            "side": 1,
+        }
+    )
     lake.write_trades(df)
     assert resume_point(lake, "binance_usdm", "BTCUSDT", t0, t0 + 5 * day) == (t0 + day + 9, 3)  # day 3 missing
     assert resume_point(lake, "binance_usdm", "BTCUSDT", t0, t0 + day + 9) == (t0 + day + 5, 2)  # until exclusive
@@ -374,4 +484,3 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         datasets_main(["ingest", "rest", "--help"])
     assert "Example:\n  datasets ingest rest --exchange binance_usdm" in capsys.readouterr().out
-

@@ -34,7 +34,11 @@ REAL_FILES = ("binance_usdm_btcusdt_2024-08-08_stream.txt.gz", "binance_usdm_eth
 
 def real_file(name: str) -> Path:
     """A recording from $WHALEBT_REAL_DATA or tests/data/real (last: a shared/ folder beside the checkout)."""
-    dirs = [os.environ.get("WHALEBT_REAL_DATA"), REPO / "tests" / "data" / "real", REPO.parent / "shared" / "data" / "real"]
+    dirs = [
+        os.environ.get("WHALEBT_REAL_DATA"),
+        REPO / "tests" / "data" / "real",
+        REPO.parent / "shared" / "data" / "real",
+    ]
     for d in dirs:
         if d and (Path(d) / name).is_file():
             return Path(d) / name
@@ -129,7 +133,8 @@ def test_archive_files_look_like_binance(tmp_path):
     rel = "data/futures/um/daily/aggTrades/PLANTUSDT/PLANTUSDT-aggTrades-2024-03-01.zip"
     data = (tmp_path / rel).read_bytes()
     assert (tmp_path / (rel + ".CHECKSUM")).read_text() == (
-        f"{hashlib.sha256(data).hexdigest()}  PLANTUSDT-aggTrades-2024-03-01.zip\n")
+        f"{hashlib.sha256(data).hexdigest()}  PLANTUSDT-aggTrades-2024-03-01.zip\n"
+    )
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.namelist() == ["PLANTUSDT-aggTrades-2024-03-01.csv"]
         text = zf.read(zf.namelist()[0]).decode()
@@ -145,7 +150,7 @@ def test_archive_files_look_like_binance(tmp_path):
 
 
 def test_price_is_a_positive_walk_on_the_tick_grid():
-    (_, tr), = list(generate_days(SynthParams(days=1, trades_per_s=3.0, seed=3)))
+    ((_, tr),) = list(generate_days(SynthParams(days=1, trades_per_s=3.0, seed=3)))
     px = tr["price"]
     assert (px > 0).all()
     assert np.allclose(px * 10, np.round(px * 10), atol=1e-6)  # BTC tick 0.1
@@ -161,7 +166,7 @@ def test_generated_market_reproduces_the_calibrated_figures(profile):
     prof = load_calibration()["profiles"][profile]
     target = prof["stats"]
     rate = prof["rate_per_s"]
-    (_, tr), = list(generate_days(SynthParams(days=1, trades_per_s=rate, profile=profile, seed=11)))
+    ((_, tr),) = list(generate_days(SynthParams(days=1, trades_per_s=rate, profile=profile, seed=11)))
     got = market_stats(tr["ts_ms"], tr["price"], tr["qty"], tr["side"])
     # Tolerances stated in docs/datasets.md.
     assert abs(got["rate_per_s"] / rate - 1) < 0.03
@@ -177,7 +182,7 @@ def test_generated_market_reproduces_the_calibrated_figures(profile):
 def test_volatility_per_second_does_not_depend_on_the_trade_rate():
     target = load_calibration()["profiles"]["BTCUSDT"]["stats"]["vol_1s_bps"]
     for rate in (0.5, 3.0):
-        (_, tr), = list(generate_days(SynthParams(days=1, trades_per_s=rate, seed=5)))
+        ((_, tr),) = list(generate_days(SynthParams(days=1, trades_per_s=rate, seed=5)))
         got = market_stats(tr["ts_ms"], tr["price"], tr["qty"], tr["side"])
         assert abs(got["rate_per_s"] / rate - 1) < 0.05
         assert abs(got["vol_1s_bps"] / target - 1) < 0.2, (rate, got["vol_1s_bps"])
@@ -187,8 +192,16 @@ def test_volatility_per_second_does_not_depend_on_the_trade_rate():
 @pytest.mark.parametrize("null", [False, True])
 def test_planted_effect_is_visible_in_the_written_trades(tmp_path, null):
     b_bps, h_s, x_usd = 40.0, 600.0, 500_000.0
-    p = SynthParams(days=10, trades_per_s=0.5, seed=1, plant_effect_bps=b_bps, plant_horizon_s=h_s,
-                    whale_notional_usd=x_usd, whale_rate_per_day=20, null=null)
+    p = SynthParams(
+        days=10,
+        trades_per_s=0.5,
+        seed=1,
+        plant_effect_bps=b_bps,
+        plant_horizon_s=h_s,
+        whale_notional_usd=x_usd,
+        whale_rate_per_day=20,
+        null=null,
+    )
     res = write_synth_archive(tmp_path, p)
     df = read_archive(tmp_path, "PLANTUSDT")
     notional = df["price"] * df["quantity"]
@@ -250,8 +263,23 @@ def test_synth_help_has_an_example(capsys):
 
 
 def test_synth_cli_writes_and_says_synthetic(tmp_path, capsys):
-    rc = datasets_main(["synth", "--out", str(tmp_path), "--symbol", "plant-usdt", "--start", "2024-03-01",
-                        "--days", "1", "--trades-per-s", "0.2", "--seed", "3"])
+    rc = datasets_main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--symbol",
+            "plant-usdt",
+            "--start",
+            "2024-03-01",
+            "--days",
+            "1",
+            "--trades-per-s",
+            "0.2",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     assert "SYNTHETIC MARKET" in cap.err and "SYNTHETIC" in cap.out
@@ -259,15 +287,20 @@ def test_synth_cli_writes_and_says_synthetic(tmp_path, capsys):
     assert json.loads((tmp_path / "synth.json").read_text())["markets"]["PLANTUSDT"]["seed"] == 3
 
 
-@pytest.mark.parametrize("argv, line", [
-    (["--plant-horizon-s", "0"], "Error: --plant-horizon-s must be between 1 and 86400; got 0.0"),
-    (["--days", "0"], "Error: --days must be between 1 and 3660; got 0"),
-    (["--trades-per-s", "-1"], "Error: --trades-per-s must be in (0, 500]; got -1.0"),
-    (["--whale-rate-per-day", "30"],
-     "Error: --whale-rate-per-day 30 is too high for --plant-horizon-s 3600: planted effects must not overlap "
-     "(gaps of at least 1.25 x horizon), so use fewer than 19.2 whales per day or a shorter horizon"),
-    (["--profile", "DOGEUSDT"], "Error: unknown profile 'DOGEUSDT'; calibrated profiles: ['BTCUSDT', 'ETHUSDT']"),
-])
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--plant-horizon-s", "0"], "Error: --plant-horizon-s must be between 1 and 86400; got 0.0"),
+        (["--days", "0"], "Error: --days must be between 1 and 3660; got 0"),
+        (["--trades-per-s", "-1"], "Error: --trades-per-s must be in (0, 500]; got -1.0"),
+        (
+            ["--whale-rate-per-day", "30"],
+            "Error: --whale-rate-per-day 30 is too high for --plant-horizon-s 3600: planted effects must not overlap "
+            "(gaps of at least 1.25 x horizon), so use fewer than 19.2 whales per day or a shorter horizon",
+        ),
+        (["--profile", "DOGEUSDT"], "Error: unknown profile 'DOGEUSDT'; calibrated profiles: ['BTCUSDT', 'ETHUSDT']"),
+    ],
+)
 def test_synth_cli_errors(tmp_path, capsys, argv, line):
     rc = datasets_main(["synth", "--out", str(tmp_path / "o"), *argv])
     assert rc == 1

@@ -38,7 +38,10 @@ def test_binance_combined_url_and_raw_subscribe():
     raw = "ws://127.0.0.1:9001/ws"
     assert a.ws_url(["BTCUSDT"], raw) == raw
     assert json.loads(a.subscribe_messages(["BTCUSDT"], raw)[0]) == {
-        "method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1}
+        "method": "SUBSCRIBE",
+        "params": ["btcusdt@aggTrade"],
+        "id": 1,
+    }
     t = BinanceAdapter(stream="trade")
     assert t.merge_fills and t.ws_url(["BTCUSDT"]).endswith("streams=btcusdt@trade")
     assert a.contiguous_ids and a.max_connection_s < 24 * 3600
@@ -72,8 +75,10 @@ def test_okx_subscribe_ping_and_real_frames():
     a = OkxAdapter()
     assert okx_inst_id("BTCUSDT") == "BTC-USDT-SWAP" and okx_inst_id("UNIUSD") == "UNI-USD-SWAP"
     msg = json.loads(a.subscribe_messages(["BTCUSDT", "UNIUSD"], a.default_ws_url)[0])
-    assert msg == {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT-SWAP"},
-                                               {"channel": "trades", "instId": "UNI-USD-SWAP"}]}
+    assert msg == {
+        "op": "subscribe",
+        "args": [{"channel": "trades", "instId": "BTC-USDT-SWAP"}, {"channel": "trades", "instId": "UNI-USD-SWAP"}],
+    }
     assert a.app_ping_text == "ping" and a.app_ping_interval_s < 30
     rows = _rows(a, _recv(OKX))
     # the recording's spot (69) and dated-futures (4) trades are not swaps: only UNI-USD-SWAP's one
@@ -104,8 +109,9 @@ def test_make_adapter_rejects_unknown_exchange():
         make_adapter("kraken")
 
 
-@pytest.mark.parametrize("exchange,parse", [("binance_usdm", "parse_binance"), ("bybit_linear", "parse_bybit"),
-                                            ("okx_swap", "parse_okx")])
+@pytest.mark.parametrize(
+    "exchange,parse", [("binance_usdm", "parse_binance"), ("bybit_linear", "parse_bybit"), ("okx_swap", "parse_okx")]
+)
 def test_fast_decoding_reads_and_refuses_as_the_parsers_do(exchange, parse):
     """Adapters decode with orjson; what orjson refuses goes to the parser as text, so rows and
     errors are the parser's own, also for what only `json` reads (NaN, integers beyond 64 bits)."""
@@ -114,11 +120,20 @@ def test_fast_decoding_reads_and_refuses_as_the_parsers_do(exchange, parse):
     a = make_adapter(exchange)
     kw = {"binance_usdm": {}, "bybit_linear": {"exchange": "bybit_linear"}, "okx_swap": {"exchanges": ("okx_swap",)}}
     parser = getattr(frames, parse)
-    big = ('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":%d,"p":"1.5","q":"2",'
-           '"f":1,"l":1,"T":1627000000000,"m":true}}' % 2**70)
-    texts = ["\x00\x01 this is not JSON", "[1, 2, 3]", '"just a string"', '{"stream":"x","data":NaN}', big,
-             b'{"truncated": ', "pong", *(_recv({"binance_usdm": BINANCE_MULTI, "bybit_linear": BYBIT,
-                                                 "okx_swap": OKX}[exchange])[:40])]
+    big = (
+        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":%d,"p":"1.5","q":"2",'
+        '"f":1,"l":1,"T":1627000000000,"m":true}}' % 2**70
+    )
+    texts = [
+        "\x00\x01 this is not JSON",
+        "[1, 2, 3]",
+        '"just a string"',
+        '{"stream":"x","data":NaN}',
+        big,
+        b'{"truncated": ',
+        "pong",
+        *(_recv({"binance_usdm": BINANCE_MULTI, "bybit_linear": BYBIT, "okx_swap": OKX}[exchange])[:40]),
+    ]
     for t in texts:
         try:
             want = parser(t, **kw[exchange])

@@ -18,14 +18,12 @@ def test_journal_is_copied_to_an_append_blob(tmp_path, azure_lake_uri):
     blob_uri = f"az://{container}/live/journal.jsonl"
     journal = tmp_path / "j.jsonl"
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, decider_for(SMALL_WHALE), journal,
-                         journal_blob=blob_uri))
+    asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, decider_for(SMALL_WHALE), journal, journal_blob=blob_uri))
     text = journal.read_text()
     assert text.count("\n") == 30
     assert AzureStore(container, "live").get("journal.jsonl").decode() == text
     # a restart appends to the same blob; the events already journaled are not emitted again
-    asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, decider_for(SMALL_WHALE), journal,
-                         journal_blob=blob_uri))
+    asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, decider_for(SMALL_WHALE), journal, journal_blob=blob_uri))
     assert journal.read_text() == text
     assert AzureStore(container, "live").get("journal.jsonl").decode() == text
 

@@ -47,14 +47,30 @@ def _metric(text: str, line_prefix: str) -> float | None:
 def test_live_run_process_matches_bt_signals_and_drains_on_sigterm(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     lake = tmp_path / "lake"
-    subprocess.run([BIN / "datasets", "ingest", "recording", str(BTC), "--lake", str(lake)], check=True,
-                   capture_output=True, env=env, cwd=ROOT)
+    subprocess.run(
+        [BIN / "datasets", "ingest", "recording", str(BTC), "--lake", str(lake)],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+    )
     bt_out = tmp_path / "bt.jsonl"
-    subprocess.run([BIN / "bt", "signals", str(CONFIG), "--lake", str(lake), "--out", str(bt_out)], check=True,
-                   capture_output=True, env=env, cwd=ROOT)
+    subprocess.run(
+        [BIN / "bt", "signals", str(CONFIG), "--lake", str(lake), "--out", str(bt_out)],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+    )
 
-    replay = subprocess.Popen([BIN / "live", "replay", str(BTC), "--port", "0", "--speed", "max"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    replay = subprocess.Popen(
+        [BIN / "live", "replay", str(BTC), "--port", "0", "--speed", "max"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     run = None
     try:
         url = replay.stdout.readline().strip()
@@ -63,9 +79,30 @@ def test_live_run_process_matches_bt_signals_and_drains_on_sigterm(tmp_path):
         journal = tmp_path / "live.jsonl"
         out_f, err_f = open(tmp_path / "run.out", "w"), open(tmp_path / "run.err", "w")
         run = subprocess.Popen(
-            [BIN / "live", "run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-             "--ws-url", url + "/stream", "--stream", "trade", "--journal", str(journal), "--http-port", str(port)],
-            stdout=out_f, stderr=err_f, text=True, env=env, cwd=ROOT)
+            [
+                BIN / "live",
+                "run",
+                "--config",
+                str(CONFIG),
+                "--exchange",
+                "binance_usdm",
+                "--symbols",
+                "BTCUSDT",
+                "--ws-url",
+                url + "/stream",
+                "--stream",
+                "trade",
+                "--journal",
+                str(journal),
+                "--http-port",
+                str(port),
+            ],
+            stdout=out_f,
+            stderr=err_f,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         deadline = time.time() + 240
         metrics = ""
         health = (0, "")
@@ -110,8 +147,19 @@ def test_live_run_process_matches_bt_signals_and_drains_on_sigterm(tmp_path):
 
 @pytest.mark.slow  # MLflow creates its sqlite registry: ~10-20 s
 def test_unknown_model_is_a_user_error(capsys, tmp_path):
-    rc = live_main(["run", "--model", "models:/whale-nope/7", "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-                    "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    rc = live_main(
+        [
+            "run",
+            "--model",
+            "models:/whale-nope/7",
+            "--exchange",
+            "binance_usdm",
+            "--symbols",
+            "BTCUSDT",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     try:
@@ -126,7 +174,8 @@ def test_run_rejects_separated_symbols(capsys):
     rc = live_main(["run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTC-USDT"])
     assert rc == 1
     assert capsys.readouterr().err.strip() == (
-        "Error: symbols are upper case without separators (BTCUSDT, not BTC-USDT); got ['BTC-USDT']")
+        "Error: symbols are upper case without separators (BTCUSDT, not BTC-USDT); got ['BTC-USDT']"
+    )
 
 
 def test_replay_missing_file(capsys, tmp_path):
@@ -134,12 +183,24 @@ def test_replay_missing_file(capsys, tmp_path):
     assert rc == 1
     assert capsys.readouterr().err.strip() == (
         f"Error: recording {tmp_path / 'nope.gz'} not found; give a file such as "
-        "tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz")
+        "tests/data/real/binance_usdm_btcusdt_2024-08-08_stream.txt.gz"
+    )
 
 
 def test_okx_unknown_contract_fails_before_connecting(capsys):
-    rc = live_main(["run", "--config", str(CONFIG), "--exchange", "okx_swap", "--symbols", "PEPEUSDT",
-                    "--ws-url", "ws://127.0.0.1:9/ws/v5/public"])
+    rc = live_main(
+        [
+            "run",
+            "--config",
+            str(CONFIG),
+            "--exchange",
+            "okx_swap",
+            "--symbols",
+            "PEPEUSDT",
+            "--ws-url",
+            "ws://127.0.0.1:9/ws/v5/public",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "Error: okx: contract value of PEPE-USDT-SWAP is not known" in err
@@ -150,22 +211,35 @@ def test_report_puts_live_paper_metrics_next_to_the_backtest(tmp_path, capsys):
 
     cfg = load_config(CONFIG)
     paper = tmp_path / "p.jsonl"
-    rows = [{"exchange": "binance_usdm", "symbol": "BTCUSDT", "trade_id": i, "ts_ms": 1723161258650 + i,
-             "config_id": cfg.config_id, "net_return": r, "gross_return": r + 0.001, "label": int(r + 0.001 >= 0.001),
-             "exit_reason": "horizon"} for i, r in enumerate([0.002, -0.001, 0.0005, 0.004])]
+    rows = [
+        {
+            "exchange": "binance_usdm",
+            "symbol": "BTCUSDT",
+            "trade_id": i,
+            "ts_ms": 1723161258650 + i,
+            "config_id": cfg.config_id,
+            "net_return": r,
+            "gross_return": r + 0.001,
+            "label": int(r + 0.001 >= 0.001),
+            "exit_reason": "horizon",
+        }
+        for i, r in enumerate([0.002, -0.001, 0.0005, 0.004])
+    ]
     rows.append({**rows[0], "config_id": "another-config", "net_return": 9.0})  # not this config's
     paper.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = tmp_path / "results"
     (results / cfg.run_id).mkdir(parents=True)
     (results / cfg.run_id / "metrics.json").write_text(json.dumps({"n_signals": 120, "mean_return": 0.0011}))
-    assert live_main(["report", "--config", str(CONFIG), "--paper", str(paper), "--results", str(results),
-                      "--json"]) == 0
+    assert (
+        live_main(["report", "--config", str(CONFIG), "--paper", str(paper), "--results", str(results), "--json"]) == 0
+    )
     card = json.loads(capsys.readouterr().out)
     rows = {k: [b, lv] for k, b, lv in card["rows"]}
     assert rows["n_signals"] == [120, 4]
     assert rows["mean_return"][0] == 0.0011 and rows["mean_return"][1] == pytest.approx(0.001375)
     assert rows["win_rate"] == [None, 0.75] and card["config_id"] == cfg.config_id
-    assert live_main(["report", "--config", str(CONFIG), "--paper", str(paper), "--results",
-                      str(tmp_path / "none")]) == 0
+    assert (
+        live_main(["report", "--config", str(CONFIG), "--paper", str(paper), "--results", str(tmp_path / "none")]) == 0
+    )
     out = capsys.readouterr()
     assert "live paper" in out.out and f"no backtest yet: run `bt run {CONFIG}`" in out.err

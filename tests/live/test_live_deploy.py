@@ -18,9 +18,20 @@ SECRET = "AccountKey=SUPERSECRET0123456789"
 
 @pytest.fixture
 def azure_env(monkeypatch):
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-              "AZURE_CLIENT_SECRET", "MLFLOW_TRACKING_TOKEN", "DATABRICKS_TOKEN", "BINANCE_API_KEY",
-              "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "DATABRICKS_HOST", "ACR_PASSWORD"):
+    for k in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "MLFLOW_TRACKING_TOKEN",
+        "DATABRICKS_TOKEN",
+        "BINANCE_API_KEY",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_USERNAME",
+        "DATABRICKS_HOST",
+        "ACR_PASSWORD",
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"DefaultEndpointsProtocol=https;{SECRET}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:hunter2@mlflow.example.com")
@@ -30,11 +41,31 @@ def azure_env(monkeypatch):
 
 
 def test_dry_run_prints_yaml_and_az_command_without_secrets(azure_env, capsys):
-    rc = live_main(["deploy", "aci", "--model", "models:/whale-btcusdt@live", "--resource-group", "rg-whale",
-                    "--name", "whale-live", "--symbols", "BTCUSDT,ETHUSDT", "--image",
-                    "myacr.azurecr.io/whalebt-live:0.1.0", "--registry-server", "myacr.azurecr.io",
-                    "--registry-username", "myacr", "--journal-share", "journal", "--storage-account", "whalebt",
-                    "--dry-run"])
+    rc = live_main(
+        [
+            "deploy",
+            "aci",
+            "--model",
+            "models:/whale-btcusdt@live",
+            "--resource-group",
+            "rg-whale",
+            "--name",
+            "whale-live",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--image",
+            "myacr.azurecr.io/whalebt-live:0.1.0",
+            "--registry-server",
+            "myacr.azurecr.io",
+            "--registry-username",
+            "myacr",
+            "--journal-share",
+            "journal",
+            "--storage-account",
+            "whalebt",
+            "--dry-run",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     for secret in ("SUPERSECRET", "hunter2", "STORAGEKEY-XYZ", "ACRPASS-XYZ"):
@@ -44,9 +75,22 @@ def test_dry_run_prints_yaml_and_az_command_without_secrets(azure_env, capsys):
     doc = yaml.safe_load(out.split("# then run:")[0])
     assert doc["apiVersion"] == "2021-10-01" and doc["location"] == "japaneast" and doc["name"] == "whale-live"
     c = doc["properties"]["containers"][0]["properties"]
-    assert c["command"] == ["live", "run", "--model", "models:/whale-btcusdt@live", "--exchange", "binance_usdm",
-                            "--symbols", "BTCUSDT,ETHUSDT", "--http-host", "0.0.0.0", "--http-port", "9100",
-                            "--journal", "/journal/journal.jsonl"]
+    assert c["command"] == [
+        "live",
+        "run",
+        "--model",
+        "models:/whale-btcusdt@live",
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--http-host",
+        "0.0.0.0",
+        "--http-port",
+        "9100",
+        "--journal",
+        "/journal/journal.jsonl",
+    ]
     env = {e["name"]: e for e in c["environmentVariables"]}
     assert env["MLFLOW_REGISTRY_URI"] == {"name": "MLFLOW_REGISTRY_URI", "value": "databricks-uc"}
     assert env["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "secureValue": MASK}  # has a password
@@ -59,8 +103,21 @@ def test_dry_run_prints_yaml_and_az_command_without_secrets(azure_env, capsys):
 
 def test_config_goes_in_as_a_secret_volume(azure_env, capsys, tmp_path):
     out_file = tmp_path / "g.yaml"
-    rc = live_main(["deploy", "aci", "--config", str(CONFIG), "--resource-group", "rg", "--name", "whale-demo",
-                    "--out", str(out_file), "--dry-run"])
+    rc = live_main(
+        [
+            "deploy",
+            "aci",
+            "--config",
+            str(CONFIG),
+            "--resource-group",
+            "rg",
+            "--name",
+            "whale-demo",
+            "--out",
+            str(out_file),
+            "--dry-run",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr()
     assert "lost on restart" in out.err
@@ -72,8 +129,15 @@ def test_config_goes_in_as_a_secret_volume(azure_env, capsys, tmp_path):
 
 
 def test_the_file_for_az_carries_the_real_values():
-    spec = AciSpec(name="w", resource_group="rg", image="img", exchange="bybit_linear", symbols=["BTCUSDT"],
-                   config_text="name: x\n", secure_env={"BINANCE_API_KEY": "k-123"})
+    spec = AciSpec(
+        name="w",
+        resource_group="rg",
+        image="img",
+        exchange="bybit_linear",
+        symbols=["BTCUSDT"],
+        config_text="name: x\n",
+        secure_env={"BINANCE_API_KEY": "k-123"},
+    )
     doc = yaml.safe_load(render_aci(spec, reveal=True))
     c = doc["properties"]["containers"][0]["properties"]
     assert c["environmentVariables"] == [{"name": "BINANCE_API_KEY", "secureValue": "k-123"}]
@@ -82,19 +146,27 @@ def test_the_file_for_az_carries_the_real_values():
 
 
 def test_env_split_treats_credentials_in_uris_as_secrets():
-    plain, secure = env_from_process(environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000",
-                                              "AZURE_CLIENT_SECRET": "s", "UNRELATED": "x"})
+    plain, secure = env_from_process(
+        environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000", "AZURE_CLIENT_SECRET": "s", "UNRELATED": "x"}
+    )
     assert plain == {"MLFLOW_TRACKING_URI": "http://mlflow:5000"} and secure == {"AZURE_CLIENT_SECRET": "s"}
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["--name", "Whale_Live"], "Error: --name must be 1-63 lower-case letters, digits or '-'"),
-    (["--name", "w", "--journal-share", "j"],
-     "Error: --journal-share needs --storage-account and the account key in AZURE_STORAGE_KEY"),
-    (["--name", "w", "--env", "NOEQUALS"], "Error: --env expects NAME=VALUE; got 'NOEQUALS'"),
-    (["--name", "w", "--secure-env", "WHALEBT_SURELY_UNSET"],
-     "Error: --secure-env WHALEBT_SURELY_UNSET: WHALEBT_SURELY_UNSET is not set in this environment; export it first"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--name", "Whale_Live"], "Error: --name must be 1-63 lower-case letters, digits or '-'"),
+        (
+            ["--name", "w", "--journal-share", "j"],
+            "Error: --journal-share needs --storage-account and the account key in AZURE_STORAGE_KEY",
+        ),
+        (["--name", "w", "--env", "NOEQUALS"], "Error: --env expects NAME=VALUE; got 'NOEQUALS'"),
+        (
+            ["--name", "w", "--secure-env", "WHALEBT_SURELY_UNSET"],
+            "Error: --secure-env WHALEBT_SURELY_UNSET: WHALEBT_SURELY_UNSET is not set in this environment; export it first",
+        ),
+    ],
+)
 def test_user_errors(monkeypatch, capsys, argv, msg):
     monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
     rc = live_main(["deploy", "aci", "--model", "models:/m@live", "--resource-group", "rg", *argv, "--dry-run"])

@@ -58,8 +58,15 @@ def _metric(text: str, line_prefix: str) -> float | None:
 
 
 def _live(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([BIN / "live", *args], capture_output=True, text=True, env=kw.pop("env", ENV), cwd=ROOT,
-                          timeout=kw.pop("timeout", 120), **kw)
+    return subprocess.run(
+        [BIN / "live", *args],
+        capture_output=True,
+        text=True,
+        env=kw.pop("env", ENV),
+        cwd=ROOT,
+        timeout=kw.pop("timeout", 120),
+        **kw,
+    )
 
 
 def _one_error_line(p: subprocess.CompletedProcess) -> str:
@@ -74,8 +81,14 @@ class _Replay:
     """`live replay FILE` as a process; `.url` is its ws:// base."""
 
     def __init__(self, path: Path, *args: str):
-        self.p = subprocess.Popen([BIN / "live", "replay", str(path), "--port", "0", *args], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=ROOT)
+        self.p = subprocess.Popen(
+            [BIN / "live", "replay", str(path), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=ENV,
+            cwd=ROOT,
+        )
         self.url = self.p.stdout.readline().strip()
         assert self.url.startswith("ws://127.0.0.1:"), "live replay did not start"
         self.port = int(self.url.rsplit(":", 1)[1])
@@ -105,8 +118,17 @@ def _hostile(real: dict) -> list[tuple[str, str]]:
     t, T = real["t"], real["T"]
 
     def trade(**over) -> str:
-        d = {"e": "trade", "E": T, "T": T, "s": "BTCUSDT", "t": t + 1, "p": "61800.30", "q": "0.006",
-             "X": "MARKET", "m": False}
+        d = {
+            "e": "trade",
+            "E": T,
+            "T": T,
+            "s": "BTCUSDT",
+            "t": t + 1,
+            "p": "61800.30",
+            "q": "0.006",
+            "X": "MARKET",
+            "m": False,
+        }
         d.update(over)
         return json.dumps(d)
 
@@ -148,39 +170,78 @@ def test_hostile_frames_are_counted_and_skipped_and_the_journal_still_equals_bt_
     replay = _Replay(rec, "--speed", "max", "--exit-at-end")
     journal, metrics = tmp_path / "live.jsonl", tmp_path / "m.prom"
     try:
-        p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-                  "--ws-url", replay.url + "/stream", "--stream", "trade", "--journal", str(journal),
-                  "--idle-exit-s", "3", "--metrics-out", str(metrics), "--quiet", timeout=240)
+        p = _live(
+            "run",
+            "--config",
+            str(CONFIG),
+            "--exchange",
+            "binance_usdm",
+            "--symbols",
+            "BTCUSDT",
+            "--ws-url",
+            replay.url + "/stream",
+            "--stream",
+            "trade",
+            "--journal",
+            str(journal),
+            "--idle-exit-s",
+            "3",
+            "--metrics-out",
+            str(metrics),
+            "--quiet",
+            timeout=240,
+        )
     finally:
         replay.stop()
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
     m = metrics.read_text()
     assert _metric(m, 'whalebt_live_bad_frames_total{exchange="binance_usdm"}') == n_hostile
-    assert _metric(m, 'whalebt_live_implausible_trades_total{symbol="BTCUSDT"}') == n_hostile - 5  # 2 nested, 1 huge number, 2 wrong types
+    assert (
+        _metric(m, 'whalebt_live_implausible_trades_total{symbol="BTCUSDT"}') == n_hostile - 5
+    )  # 2 nested, 1 huge number, 2 wrong types
     assert "implausible trade refused" in p.stderr and "RecursionError" in p.stderr
     assert journal.read_bytes() == _demo_expected()
 
 
-@pytest.mark.parametrize("exchange,path,symbols,frame", [
-    ("bybit_linear", "bybit_v5_multi_2026-08-09_frames.jsonl.zst", ["BTCUSDT"],
-     '{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[{"T":%s,"s":"BTCUSDT","S":"Buy",'
-     '"v":"0.1","p":"60000","i":"1a2b","seq":%s}]}'),
-    ("okx_swap", "okx_v5_multi_2022-05-13_frames.txt", ["BTC-USDT-SWAP"],
-     '{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","tradeId":"%s",'
-     '"px":"30000","sz":"1","side":"buy","ts":"%s"}]}'),
-])
+@pytest.mark.parametrize(
+    "exchange,path,symbols,frame",
+    [
+        (
+            "bybit_linear",
+            "bybit_v5_multi_2026-08-09_frames.jsonl.zst",
+            ["BTCUSDT"],
+            '{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[{"T":%s,"s":"BTCUSDT","S":"Buy",'
+            '"v":"0.1","p":"60000","i":"1a2b","seq":%s}]}',
+        ),
+        (
+            "okx_swap",
+            "okx_v5_multi_2022-05-13_frames.txt",
+            ["BTC-USDT-SWAP"],
+            '{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","tradeId":"%s",'
+            '"px":"30000","sz":"1","side":"buy","ts":"%s"}]}',
+        ),
+    ],
+)
 def test_hostile_frames_on_bybit_and_okx_are_bad_frames_not_fatal(tmp_path, exchange, path, symbols, frame):
     from test_live_runner import REAL
 
     dec = decider_for(SMALL_WHALE, exchange)
     now = time.time_ns() // 1_000_000
     if exchange == "bybit_linear":
-        crafted = [frame % (2**62, 5), frame % (10**30, 5), frame % (now, "9" * 5000),
-                   frame % (now, "[" * 3000 + "]" * 3000)]
+        crafted = [
+            frame % (2**62, 5),
+            frame % (10**30, 5),
+            frame % (now, "9" * 5000),
+            frame % (now, "[" * 3000 + "]" * 3000),
+        ]
     else:
-        crafted = [frame % (5, 2**62), frame % ("9" * 5000, now), frame % (1, 10**30),
-                   frame.replace('"1"', "[" * 3000 + "]" * 3000) % (5, now)]
+        crafted = [
+            frame % (5, 2**62),
+            frame % ("9" * 5000, now),
+            frame % (1, 10**30),
+            frame.replace('"1"', "[" * 3000 + "]" * 3000) % (5, now),
+        ]
     journal = tmp_path / "j.jsonl"
 
     async def go():
@@ -225,9 +286,15 @@ def test_a_symbol_whose_trades_keep_arriving_but_never_advance_turns_health_503(
 
     async def go():
         server = await ReplayServer(Tape(tape.family, frames, "stuck"), speed=1.0).start()
-        opts = RunnerOptions(exchange="binance_usdm", symbols=[sym], ws_url=server.url + "/stream",
-                             rest_url=f"http://127.0.0.1:{server.port}", echo=False, http_port=0,
-                             max_frame_age_s=1.0)
+        opts = RunnerOptions(
+            exchange="binance_usdm",
+            symbols=[sym],
+            ws_url=server.url + "/stream",
+            rest_url=f"http://127.0.0.1:{server.port}",
+            echo=False,
+            http_port=0,
+            max_frame_age_s=1.0,
+        )
         r = Runner(opts, dec)
         task = asyncio.create_task(r.run())
         try:
@@ -256,16 +323,40 @@ def test_kill_9_restart_without_warm_up_records_the_hole_and_says_so(tmp_path):
     replay = _Replay(BTC, "--speed", "max", "--stall-after", "9000", "--stall-s", "20")
     journal = tmp_path / "live.jsonl"
     port = _free_port()
-    args = ["run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-            "--ws-url", replay.url + "/stream", "--stream", "trade", "--journal", str(journal), "--quiet"]
-    run1 = subprocess.Popen([BIN / "live", *args, "--http-port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
+    args = [
+        "run",
+        "--config",
+        str(CONFIG),
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--ws-url",
+        replay.url + "/stream",
+        "--stream",
+        "trade",
+        "--journal",
+        str(journal),
+        "--quiet",
+    ]
+    run1 = subprocess.Popen(
+        [BIN / "live", *args, "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        cwd=ROOT,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                if _metric(_get(f"http://127.0.0.1:{port}/metrics")[1],
-                           'whalebt_live_frames_total{exchange="binance_usdm"}') == 9000:
+                if (
+                    _metric(
+                        _get(f"http://127.0.0.1:{port}/metrics")[1],
+                        'whalebt_live_frames_total{exchange="binance_usdm"}',
+                    )
+                    == 9000
+                ):
                     break
             except OSError:
                 pass
@@ -278,9 +369,25 @@ def test_kill_9_restart_without_warm_up_records_the_hole_and_says_so(tmp_path):
         assert before
         # the restart warms up over the replay's REST, which has nothing at today's wall clock
         port2 = _free_port()
-        run2 = subprocess.Popen([BIN / "live", *args, "--warmup-from", "rest", "--http-port", str(port2),
-                                 "--idle-exit-s", "3", "--metrics-out", str(tmp_path / "m.prom")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+        run2 = subprocess.Popen(
+            [
+                BIN / "live",
+                *args,
+                "--warmup-from",
+                "rest",
+                "--http-port",
+                str(port2),
+                "--idle-exit-s",
+                "3",
+                "--metrics-out",
+                str(tmp_path / "m.prom"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            cwd=ROOT,
+        )
         health = None
         deadline = time.time() + 120
         while time.time() < deadline and run2.poll() is None:
@@ -327,10 +434,33 @@ def test_a_server_that_sends_nothing_for_the_streams_is_reported(tmp_path):
     port = _free_port()
     metrics = tmp_path / "m.prom"
     try:
-        run = subprocess.Popen([BIN / "live", "run", "--config", str(CONFIG), "--exchange", "binance_usdm",
-                                "--symbols", "BTCUSDT", "--ws-url", replay.url + "/stream", "--http-port", str(port),
-                                "--silence-s", "1", "--idle-exit-s", "4", "--metrics-out", str(metrics)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+        run = subprocess.Popen(
+            [
+                BIN / "live",
+                "run",
+                "--config",
+                str(CONFIG),
+                "--exchange",
+                "binance_usdm",
+                "--symbols",
+                "BTCUSDT",
+                "--ws-url",
+                replay.url + "/stream",
+                "--http-port",
+                str(port),
+                "--silence-s",
+                "1",
+                "--idle-exit-s",
+                "4",
+                "--metrics-out",
+                str(metrics),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            cwd=ROOT,
+        )
         body = None
         deadline = time.time() + 60
         while time.time() < deadline and run.poll() is None:
@@ -353,21 +483,33 @@ def test_a_server_that_sends_nothing_for_the_streams_is_reported(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 4, 5: errors
-BASE = ["run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-        "--ws-url", "ws://127.0.0.1:9/stream"]
+BASE = [
+    "run",
+    "--config",
+    str(CONFIG),
+    "--exchange",
+    "binance_usdm",
+    "--symbols",
+    "BTCUSDT",
+    "--ws-url",
+    "ws://127.0.0.1:9/stream",
+]
 
 
-@pytest.mark.parametrize("extra,msg", [
-    (["--stale-s", "-1"], "Error: --stale-s must be a number of seconds above 0; got -1.0"),
-    (["--backoff-base-s", "0"], "Error: --backoff-base-s must be a number of seconds above 0; got 0.0"),
-    (["--idle-exit-s", "0"], "Error: --idle-exit-s must be a number of seconds above 0"),
-    (["--backoff-base-s", "5", "--backoff-cap-s", "1"], "Error: --backoff-cap-s (1.0) must be at least"),
-    (["--health-max-age-s", "nan"], "Error: --health-max-age-s must be a number of seconds above 0"),
-    (["--warmup-s", "-3"], "Error: --warmup-s must be between 0 and 86400 seconds"),
-    (["--max-backfill-ids", "-1"], "Error: --max-backfill-ids must be 0 or more"),
-    (["--http-port", "70000"], "Error: --http-port must be between 0 and 65535; got 70000"),
-    (["--http-port", "0", "--http-host", "0.0.0.0"], "Error: --http-host 0.0.0.0 is reachable from other machines"),
-])
+@pytest.mark.parametrize(
+    "extra,msg",
+    [
+        (["--stale-s", "-1"], "Error: --stale-s must be a number of seconds above 0; got -1.0"),
+        (["--backoff-base-s", "0"], "Error: --backoff-base-s must be a number of seconds above 0; got 0.0"),
+        (["--idle-exit-s", "0"], "Error: --idle-exit-s must be a number of seconds above 0"),
+        (["--backoff-base-s", "5", "--backoff-cap-s", "1"], "Error: --backoff-cap-s (1.0) must be at least"),
+        (["--health-max-age-s", "nan"], "Error: --health-max-age-s must be a number of seconds above 0"),
+        (["--warmup-s", "-3"], "Error: --warmup-s must be between 0 and 86400 seconds"),
+        (["--max-backfill-ids", "-1"], "Error: --max-backfill-ids must be 0 or more"),
+        (["--http-port", "70000"], "Error: --http-port must be between 0 and 65535; got 70000"),
+        (["--http-port", "0", "--http-host", "0.0.0.0"], "Error: --http-host 0.0.0.0 is reachable from other machines"),
+    ],
+)
 def test_senseless_options_are_refused(extra, msg):
     assert _one_error_line(_live(*BASE, *extra)).startswith(msg)
 
@@ -388,21 +530,63 @@ def test_busy_http_port_is_refused(tmp_path):
 
 
 def test_no_network_at_start_is_one_error_line():
-    p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-              "--rest-url", "http://127.0.0.1:9", "--backoff-base-s", "0.01", "--backoff-cap-s", "0.02")
+    p = _live(
+        "run",
+        "--config",
+        str(CONFIG),
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--rest-url",
+        "http://127.0.0.1:9",
+        "--backoff-base-s",
+        "0.01",
+        "--backoff-cap-s",
+        "0.02",
+    )
     last = _one_error_line(p)
-    assert last.startswith("Error: warm-up of BTCUSDT over REST failed: GET http://127.0.0.1:9/fapi/v1/aggTrades "
-                           "failed: cannot connect to 127.0.0.1:9 ("), last
+    assert last.startswith(
+        "Error: warm-up of BTCUSDT over REST failed: GET http://127.0.0.1:9/fapi/v1/aggTrades "
+        "failed: cannot connect to 127.0.0.1:9 ("
+    ), last
     assert "ConnectionKey" not in last and len(last) < 400
-    p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-              "--rest-url", "http://no-such-host.invalid", "--backoff-base-s", "0.01", "--backoff-cap-s", "0.02")
+    p = _live(
+        "run",
+        "--config",
+        str(CONFIG),
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--rest-url",
+        "http://no-such-host.invalid",
+        "--backoff-base-s",
+        "0.01",
+        "--backoff-cap-s",
+        "0.02",
+    )
     last = _one_error_line(p)
     assert "failed: cannot resolve no-such-host.invalid (no network, or DNS down?)" in last
     assert "ConnectionKey" not in last and "--warmup-from lake or none" in last
     # the WebSocket side retries with back-off and says so
-    p = _live("run", "--config", str(CONFIG), "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-              "--ws-url", "ws://no-such-host.invalid/stream", "--backoff-base-s", "0.05", "--backoff-cap-s", "0.1",
-              "--idle-exit-s", "1")
+    p = _live(
+        "run",
+        "--config",
+        str(CONFIG),
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--ws-url",
+        "ws://no-such-host.invalid/stream",
+        "--backoff-base-s",
+        "0.05",
+        "--backoff-cap-s",
+        "0.1",
+        "--idle-exit-s",
+        "1",
+    )
     assert p.returncode == 0 and "Traceback" not in p.stderr
     assert "connection to ws://no-such-host.invalid/stream" in p.stderr and "reconnecting in" in p.stderr
 
@@ -410,8 +594,10 @@ def test_no_network_at_start_is_one_error_line():
 class _Forbidding:
     """A storage endpoint that answers every request 403 with a long XML body."""
 
-    BODY = ("<?xml version='1.0'?><Error><Code>AuthenticationFailed</Code><Message>Server failed to "
-            "authenticate the request. SECRET-DETAIL " + "x" * 3000 + "</Message></Error>")
+    BODY = (
+        "<?xml version='1.0'?><Error><Code>AuthenticationFailed</Code><Message>Server failed to "
+        "authenticate the request. SECRET-DETAIL " + "x" * 3000 + "</Message></Error>"
+    )
 
     def __init__(self):
         import http.server
@@ -458,8 +644,10 @@ def test_unreachable_journal_blob_account_fails_within_the_timeout(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(100)
-        env = {**ENV, "AZURE_STORAGE_CONNECTION_STRING":
-               _conn_str(f"http://127.0.0.1:{s.getsockname()[1]}/devstoreaccount1")}
+        env = {
+            **ENV,
+            "AZURE_STORAGE_CONNECTION_STRING": _conn_str(f"http://127.0.0.1:{s.getsockname()[1]}/devstoreaccount1"),
+        }
         t0 = time.monotonic()
         p = _live(*BASE, "--journal-blob", "az://journals/live/j.jsonl", "--journal-blob-timeout-s", "2", env=env)
         took = time.monotonic() - t0
@@ -473,10 +661,30 @@ def test_signals_and_metrics_need_the_bearer_token_health_does_not(tmp_path):
     port = _free_port()
     token = "t0k3n-" + "a" * 20
     env = {**ENV, "WHALEBT_HTTP_TOKEN": token}
-    run = subprocess.Popen([BIN / "live", "run", "--config", str(CONFIG), "--exchange", "binance_usdm",
-                            "--symbols", "CTKUSDT", "--ws-url", replay.url + "/stream", "--http-host", "0.0.0.0",
-                            "--http-port", str(port), "--quiet"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    run = subprocess.Popen(
+        [
+            BIN / "live",
+            "run",
+            "--config",
+            str(CONFIG),
+            "--exchange",
+            "binance_usdm",
+            "--symbols",
+            "CTKUSDT",
+            "--ws-url",
+            replay.url + "/stream",
+            "--http-host",
+            "0.0.0.0",
+            "--http-port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -505,8 +713,18 @@ def test_deploy_aci_warns_about_a_local_registry_and_needs_the_http_token(monkey
     monkeypatch.delenv("WHALEBT_HTTP_TOKEN", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    argv = ["deploy", "aci", "--model", "models:/whale-btcusdt@live", "--resource-group", "rg", "--name", "w",
-            "--image", "img"]
+    argv = [
+        "deploy",
+        "aci",
+        "--model",
+        "models:/whale-btcusdt@live",
+        "--resource-group",
+        "rg",
+        "--name",
+        "w",
+        "--image",
+        "img",
+    ]
     assert live_main([*argv, "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert "a registry on this machine that Azure cannot reach" in err
@@ -518,7 +736,7 @@ def test_deploy_aci_warns_about_a_local_registry_and_needs_the_http_token(monkey
     assert live_main([*argv, "--dry-run"]) == 0
     cap = capsys.readouterr()
     assert "s3cr3t-token" not in cap.out and "Azure cannot reach" not in cap.err
-    assert '- name: WHALEBT_HTTP_TOKEN' in cap.out
+    assert "- name: WHALEBT_HTTP_TOKEN" in cap.out
 
 
 @pytest.mark.slow  # MLflow creates its sqlite registry
@@ -536,16 +754,44 @@ def test_a_model_trained_on_another_symbol_is_warned_about(tmp_path):
     connect(tracking)
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, len(FEATURE_NAMES)))
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 5},
-                        lgb.Dataset(X, (X[:, 0] > 0).astype(int)), num_boost_round=5)
-    cfg = {"whale": dict(BTC_WHALE), "horizon": "1m", "threshold": 0.5, "feature_names": list(FEATURE_NAMES),
-           "feature_spec_hash": feature_spec_hash()}
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 5},
+        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+        num_boost_round=5,
+    )
+    cfg = {
+        "whale": dict(BTC_WHALE),
+        "horizon": "1m",
+        "threshold": 0.5,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_spec_hash": feature_spec_hash(),
+    }
     mlflow.set_experiment(experiment_id=experiment(mlflow, "whalebt-live-test"))
     with mlflow.start_run():
-        _, mv = log_model_bundle(booster, cfg, registered_model_name="whale-eth", lineage={
-            "lineage_version": 1, "exchange": "binance_usdm", "symbols": ["ETHUSDT"], "ranges_ms": {}})
-    p = _live("run", "--model", f"models:/whale-eth/{mv}", "--exchange", "binance_usdm", "--symbols", "BTCUSDT",
-              "--ws-url", "ws://127.0.0.1:9/stream", "--idle-exit-s", "1", "--tracking-uri", tracking, timeout=300)
+        _, mv = log_model_bundle(
+            booster,
+            cfg,
+            registered_model_name="whale-eth",
+            lineage={"lineage_version": 1, "exchange": "binance_usdm", "symbols": ["ETHUSDT"], "ranges_ms": {}},
+        )
+    p = _live(
+        "run",
+        "--model",
+        f"models:/whale-eth/{mv}",
+        "--exchange",
+        "binance_usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--ws-url",
+        "ws://127.0.0.1:9/stream",
+        "--idle-exit-s",
+        "1",
+        "--tracking-uri",
+        tracking,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
-    assert (f"model models:/whale-eth/{mv} was trained on binance_usdm ETHUSDT; running it on binance_usdm BTCUSDT"
-            in p.stderr)
+    assert (
+        f"model models:/whale-eth/{mv} was trained on binance_usdm ETHUSDT; running it on binance_usdm BTCUSDT"
+        in p.stderr
+    )

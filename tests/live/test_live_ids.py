@@ -101,10 +101,18 @@ def test_vet_refuses_values_no_exchange_sends():
     f = _fed()
     ok = dict(price=60000.0, qty=0.1, from_rest=False, wall_ms=WALL, max_future_ms=600_000)
     assert f.vet(1001, 1_700_000_000_001, **ok) is None
-    for tid, ts, px, q in [(2**63, WALL, 1.0, 1.0), (-1, WALL, 1.0, 1.0), (1001, 10**30, 1.0, 1.0),
-                           (1001, 2**62, 1.0, 1.0), (1001, 5, 1.0, 1.0), (1001, WALL + 600_001, 1.0, 1.0),
-                           (1001, WALL, float("nan"), 1.0), (1001, WALL, 1.0, -1.0), (1001, WALL, 1e300, 1e300),
-                           (1001, WALL, "1", 1.0)]:
+    for tid, ts, px, q in [
+        (2**63, WALL, 1.0, 1.0),
+        (-1, WALL, 1.0, 1.0),
+        (1001, 10**30, 1.0, 1.0),
+        (1001, 2**62, 1.0, 1.0),
+        (1001, 5, 1.0, 1.0),
+        (1001, WALL + 600_001, 1.0, 1.0),
+        (1001, WALL, float("nan"), 1.0),
+        (1001, WALL, 1.0, -1.0),
+        (1001, WALL, 1e300, 1e300),
+        (1001, WALL, "1", 1.0),
+    ]:
         assert f.vet(tid, ts, px, q, False, WALL, 600_000) is not None, (tid, ts, px, q)
     assert f.vet(1001, WALL + 599_000, 1.0, 1.0, True, WALL, 600_000) is None  # REST rows: ranges only
 

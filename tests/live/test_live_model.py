@@ -27,11 +27,19 @@ def _register(tracking: str, name: str) -> str:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(800, len(FEATURE_NAMES)))
     y = (X[:, FEATURE_NAMES.index("imbalance_5s")] + 0.3 * rng.normal(size=800) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7},
-                        lgb.Dataset(X, y), num_boost_round=20)
-    cfg = {"whale": dict(BTC_WHALE), "horizon": "1m", "threshold": 0.5, "feature_names": list(FEATURE_NAMES),
-           "feature_spec_hash": feature_spec_hash()}
-    mlflow.set_experiment(experiment_id=experiment(mlflow, "whalebt-live-test"))  # artifacts beside the db, not ./mlruns
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7}, lgb.Dataset(X, y), num_boost_round=20
+    )
+    cfg = {
+        "whale": dict(BTC_WHALE),
+        "horizon": "1m",
+        "threshold": 0.5,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_spec_hash": feature_spec_hash(),
+    }
+    mlflow.set_experiment(
+        experiment_id=experiment(mlflow, "whalebt-live-test")
+    )  # artifacts beside the db, not ./mlruns
     with mlflow.start_run():
         _, mv = log_model_bundle(booster, cfg, registered_model_name=name)
     return f"models:/{name}/{mv}"
@@ -49,14 +57,23 @@ def test_registered_model_parity_with_bt_signals(tmp_path, monkeypatch):
     lake = tmp_path / "lake"
     assert datasets_main(["ingest", "recording", str(BTC), "--lake", str(lake)]) == 0
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "name": "live-model-parity",
-        "data": {"lake": str(lake), "exchange": "binance_usdm", "symbol": "BTCUSDT",
-                 "start": "2024-08-08", "end": "2024-08-08"},
-        "signal": {"whale": dict(BTC_WHALE)},
-        "model": {"uri": uri},
-        "backtest": {"horizon": "1m"},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "live-model-parity",
+                "data": {
+                    "lake": str(lake),
+                    "exchange": "binance_usdm",
+                    "symbol": "BTCUSDT",
+                    "start": "2024-08-08",
+                    "end": "2024-08-08",
+                },
+                "signal": {"whale": dict(BTC_WHALE)},
+                "model": {"uri": uri},
+                "backtest": {"horizon": "1m"},
+            }
+        )
+    )
     bt_out = tmp_path / "bt.jsonl"
     assert bt_main(["signals", str(cfg_path), "--out", str(bt_out)]) == 0
     want = read_lines(bt_out)
@@ -92,10 +109,12 @@ def test_live_scoring_equals_the_bundles_own(order):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(500, len(names)))
     y = (X[:, 0] + 0.5 * rng.normal(size=500) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7},
-                        lgb.Dataset(X, y), num_boost_round=15)
-    bundle = ModelBundle(booster.model_to_string(), {"threshold": 0.5, "feature_names": names,
-                                                     "feature_spec_hash": feature_spec_hash()})
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7}, lgb.Dataset(X, y), num_boost_round=15
+    )
+    bundle = ModelBundle(
+        booster.model_to_string(), {"threshold": 0.5, "feature_names": names, "feature_spec_hash": feature_spec_hash()}
+    )
     predict = _predictor(bundle)
     rows = rng.normal(size=(50, len(FEATURE_NAMES)))
     rows[::7, 3] = np.nan

@@ -49,8 +49,11 @@ async def _recv_n(ws, n: int, timeout: float = 10.0) -> list[str]:
 
 
 def test_binance_combined_stream_sends_recorded_frames_byte_for_byte(multi_tape):
-    want = [f.text for f in iter_frames(BINANCE_MULTI)
-            if f.direction == "recv" and ('"ctkusdt@aggTrade"' in f.text or '"akrousdt@aggTrade"' in f.text)]
+    want = [
+        f.text
+        for f in iter_frames(BINANCE_MULTI)
+        if f.direction == "recv" and ('"ctkusdt@aggTrade"' in f.text or '"akrousdt@aggTrade"' in f.text)
+    ]
 
     async def main():
         server = await ReplayServer(multi_tape).start()
@@ -156,8 +159,9 @@ def test_rest_serves_only_what_has_been_played(multi_tape):
                     out["before"] = (r.status, await r.json())
                 async with connect(server.url + "/stream?streams=ctkusdt@aggTrade") as ws:
                     await _recv_n(ws, 38)
-                async with s.get(base + "/fapi/v1/aggTrades",
-                                 params={"symbol": "CTKUSDT", "fromId": "16599300", "limit": "5"}) as r:
+                async with s.get(
+                    base + "/fapi/v1/aggTrades", params={"symbol": "CTKUSDT", "fromId": "16599300", "limit": "5"}
+                ) as r:
                     out["page"] = await r.json()
                 async with s.get(base + "/fapi/v1/aggTrades", params={"fromId": "1"}) as r:
                     out["nosym"] = (r.status, await r.json())
@@ -200,8 +204,9 @@ def test_recorded_pace_times_speed():
 
 def test_faults_drop_lose_repeat_and_garbage(multi_tape):
     async def main():
-        server = await ReplayServer(multi_tape, faults=FaultPlan(drop_after=10, lose=2, repeat=1,
-                                                                 garbage_every=7)).start()
+        server = await ReplayServer(
+            multi_tape, faults=FaultPlan(drop_after=10, lose=2, repeat=1, garbage_every=7)
+        ).start()
         received: list[list[str]] = []
         try:
             for _ in range(2):

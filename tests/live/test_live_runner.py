@@ -38,8 +38,13 @@ BYBIT_WHALE = {"min_notional_usd": 5000, "window_s": 2, "q": 0.5, "lookback_s": 
 
 
 def decider_for(whale: dict, exchange: str = "binance_usdm", symbol: str = "BTCUSDT") -> Decider:
-    cfg = parse_config({"name": "live-test", "signal": {"whale": whale},
-                        "data": {"exchange": exchange, "symbol": symbol, "start": "2024-01-01", "end": "2024-01-01"}})
+    cfg = parse_config(
+        {
+            "name": "live-test",
+            "signal": {"whale": whale},
+            "data": {"exchange": exchange, "symbol": symbol, "start": "2024-01-01", "end": "2024-01-01"},
+        }
+    )
     return Decider.from_config(cfg)
 
 
@@ -50,9 +55,21 @@ def batch_journal(path: Path, decider: Decider, exchange: str) -> dict[str, list
     for sym, g in df.groupby("symbol", sort=True):
         res = run_batch(g.ts_ms.to_numpy(), g.price.to_numpy(), g.qty.to_numpy(), g.side.to_numpy(), decider.params)
         tid, ts, px, qty = (g[c].to_numpy() for c in ("trade_id", "ts_ms", "price", "qty"))
-        out[sym] = [journal_record(exchange=exchange, symbol=sym, trade_id=tid[i], ts_ms=ts[i], price=px[i],
-                                   notional_usd=px[i] * qty[i], prob=None, decision="long",
-                                   config_id=decider.config_id, model=None) for i in res.event_idx]
+        out[sym] = [
+            journal_record(
+                exchange=exchange,
+                symbol=sym,
+                trade_id=tid[i],
+                ts_ms=ts[i],
+                price=px[i],
+                notional_usd=px[i] * qty[i],
+                prob=None,
+                decision="long",
+                config_id=decider.config_id,
+                model=None,
+            )
+            for i in res.event_idx
+        ]
     return out
 
 
@@ -80,17 +97,39 @@ async def _wait_quiet(runner: Runner, server: ReplayServer, timeout_s: float = 1
         last = runner.n_frames
 
 
-async def run_live(path: Path, exchange: str, symbols: list[str], decider: Decider, journal: Path, *,
-                   faults: FaultPlan | None = None, ws_path: str = "", stream: str = "aggTrade",
-                   stop_after_frames: int | None = None, http: bool = False, check=None, start_frame: int = 0,
-                   **opt_kw):
+async def run_live(
+    path: Path,
+    exchange: str,
+    symbols: list[str],
+    decider: Decider,
+    journal: Path,
+    *,
+    faults: FaultPlan | None = None,
+    ws_path: str = "",
+    stream: str = "aggTrade",
+    stop_after_frames: int | None = None,
+    http: bool = False,
+    check=None,
+    start_frame: int = 0,
+    **opt_kw,
+):
     tape = load_tape(path)
     server = await ReplayServer(tape, faults=faults, start_frame=start_frame).start()
     default_path = {"binance_usdm": "/stream", "bybit_linear": "/v5/public/linear", "okx_swap": "/ws/v5/public"}
-    opts = RunnerOptions(exchange=exchange, symbols=symbols, ws_url=server.url + (ws_path or default_path[exchange]),
-                         rest_url=f"http://127.0.0.1:{server.port}", journal=str(journal), stream=stream,
-                         backoff_base_s=0.01, backoff_cap_s=0.05, echo=False, seed=7,
-                         http_port=0 if http else None, **opt_kw)
+    opts = RunnerOptions(
+        exchange=exchange,
+        symbols=symbols,
+        ws_url=server.url + (ws_path or default_path[exchange]),
+        rest_url=f"http://127.0.0.1:{server.port}",
+        journal=str(journal),
+        stream=stream,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.05,
+        echo=False,
+        seed=7,
+        http_port=0 if http else None,
+        **opt_kw,
+    )
     runner = Runner(opts, decider)
     task = asyncio.create_task(runner.run())
     try:
@@ -110,8 +149,15 @@ async def run_live(path: Path, exchange: str, symbols: list[str], decider: Decid
 
 
 # ---------------------------------------------------------------------------------------------- parity
-PAPER_BACKTEST = {"horizon": "30s", "entry_latency_ms": 250, "fee_bps": 5, "slippage_bps": 1,
-                  "take_profit": 0.0008, "stop_loss": 0.0006, "label_threshold": 0.0005}
+PAPER_BACKTEST = {
+    "horizon": "30s",
+    "entry_latency_ms": 250,
+    "fee_bps": 5,
+    "slippage_bps": 1,
+    "take_profit": 0.0008,
+    "stop_loss": 0.0006,
+    "label_threshold": 0.0005,
+}
 
 
 def test_btcusdt_recording_parity_with_batch(tmp_path):
@@ -120,14 +166,20 @@ def test_btcusdt_recording_parity_with_batch(tmp_path):
     from live.paper import read_outcomes
     from signals.outcome import EXIT_REASONS, entry_exit
 
-    cfg = parse_config({"name": "paper", "signal": {"whale": BTC_WHALE}, "backtest": PAPER_BACKTEST,
-                        "data": {"exchange": "binance_usdm", "symbol": "BTCUSDT", "start": "2024-08-08",
-                                 "end": "2024-08-08"}})
+    cfg = parse_config(
+        {
+            "name": "paper",
+            "signal": {"whale": BTC_WHALE},
+            "backtest": PAPER_BACKTEST,
+            "data": {"exchange": "binance_usdm", "symbol": "BTCUSDT", "start": "2024-08-08", "end": "2024-08-08"},
+        }
+    )
     dec = Decider.from_config(cfg)
     assert dec.config_id == decider_for(BTC_WHALE).config_id  # the backtest section is not hashed
     journal, paper = tmp_path / "j.jsonl", tmp_path / "paper.jsonl"
-    runner, server = asyncio.run(run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade",
-                                          paper=str(paper)))
+    runner, server = asyncio.run(
+        run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade", paper=str(paper))
+    )
     live = read_lines(journal)
     want = batch_journal(BTC, dec, "binance_usdm")["BTCUSDT"]
     assert len(want) == 741
@@ -141,17 +193,23 @@ def test_btcusdt_recording_parity_with_batch(tmp_path):
     df = recording_trades(BTC)
     ts, px, tid = df.ts_ms.to_numpy(), df.price.to_numpy(), df.trade_id.to_numpy()
     res = run_batch(ts, px, df.qty.to_numpy(), df.side.to_numpy(), dec.params)
-    e, x, why = entry_exit(ts, px, res.event_idx, latency_ms=250, horizons_ms=[30_000], slippage=1e-4,
-                           take_profit=0.0008, stop_loss=0.0006)
+    e, x, why = entry_exit(
+        ts, px, res.event_idx, latency_ms=250, horizons_ms=[30_000], slippage=1e-4, take_profit=0.0008, stop_loss=0.0006
+    )
     outcomes = {}
     for j, i in enumerate(res.event_idx):
         if why[j, 0] < 0 or ts[e[j]] + 30_000 >= ts[-1]:
             continue  # dropped by the batch, or decided by the very last trade: still open live
         entry_px = px[e[j]] * (1 + 1e-4)
         gross = px[x[j, 0]] / entry_px - 1
-        outcomes[int(tid[i])] = {"entry_trade_id": int(tid[e[j]]), "exit_trade_id": int(tid[x[j, 0]]),
-                                 "exit_reason": EXIT_REASONS[int(why[j, 0])], "gross_return": gross,
-                                 "net_return": gross - 2 * 5e-4, "label": int(gross >= 0.0005)}
+        outcomes[int(tid[i])] = {
+            "entry_trade_id": int(tid[e[j]]),
+            "exit_trade_id": int(tid[x[j, 0]]),
+            "exit_reason": EXIT_REASONS[int(why[j, 0])],
+            "gross_return": gross,
+            "net_return": gross - 2 * 5e-4,
+            "label": int(gross >= 0.0005),
+        }
     assert len(outcomes) > 500
     assert {w["exit_reason"] for w in outcomes.values()} == {"horizon", "take_profit", "stop_loss"}
     assert set(got) == set(outcomes)
@@ -185,8 +243,17 @@ def test_busy_polling_runner_keeps_parity(tmp_path):
     dec = decider_for(SMALL_WHALE)
     journal = tmp_path / "j.jsonl"
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    runner, _ = asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, busy_poll=True,
-                                     faults=FaultPlan(stall_after=40, stall_s=0.3)))
+    runner, _ = asyncio.run(
+        run_live(
+            BINANCE_MULTI,
+            "binance_usdm",
+            syms,
+            dec,
+            journal,
+            busy_poll=True,
+            faults=FaultPlan(stall_after=40, stall_s=0.3),
+        )
+    )
     assert per_symbol(read_lines(journal)) == batch_journal(BINANCE_MULTI, dec, "binance_usdm")
     assert runner.counters()["trades"] == 91 and runner._stand_in.counters()["trades"] > 0
 
@@ -206,8 +273,9 @@ def test_drops_with_lost_frames_are_backfilled_over_rest(tmp_path):
     dec = decider_for(SMALL_WHALE)
     journal = tmp_path / "j.jsonl"
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    runner, server = asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal,
-                                          faults=FaultPlan(drop_after=12, lose=3)))
+    runner, server = asyncio.run(
+        run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, faults=FaultPlan(drop_after=12, lose=3))
+    )
     assert per_symbol(read_lines(journal)) == batch_journal(BINANCE_MULTI, dec, "binance_usdm")
     c = runner.counters()
     assert server.connections >= 8 and c["reconnects"] >= 7
@@ -222,8 +290,9 @@ def test_btcusdt_drop_repeat_garbage_and_stall_still_match_batch(tmp_path):
     dec = decider_for(BTC_WHALE)
     journal = tmp_path / "j.jsonl"
     faults = FaultPlan(drop_after=6000, lose=40, repeat=25, stall_after=9000, stall_s=1.5, garbage_every=997)
-    runner, server = asyncio.run(run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade",
-                                          faults=faults, stale_s=0.4))
+    runner, server = asyncio.run(
+        run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade", faults=faults, stale_s=0.4)
+    )
     assert read_lines(journal) == batch_journal(BTC, dec, "binance_usdm")["BTCUSDT"]
     c = runner.counters()
     # every garbage frame that arrived was counted and skipped; an aborted connection may swallow one
@@ -250,9 +319,18 @@ def test_unfillable_gap_is_counted_not_invented(tmp_path):
 async def _run_dead_rest(journal: Path, dec: Decider, syms: list[str]):
     tape = load_tape(BINANCE_MULTI)
     server = await ReplayServer(tape, faults=FaultPlan(drop_after=30, lose=5)).start()
-    opts = RunnerOptions(exchange="binance_usdm", symbols=syms, ws_url=server.url + "/stream",
-                         rest_url="http://127.0.0.1:9", journal=str(journal), backoff_base_s=0.01,
-                         backoff_cap_s=0.02, rest_retries=1, echo=False, seed=3)
+    opts = RunnerOptions(
+        exchange="binance_usdm",
+        symbols=syms,
+        ws_url=server.url + "/stream",
+        rest_url="http://127.0.0.1:9",
+        journal=str(journal),
+        backoff_base_s=0.01,
+        backoff_cap_s=0.02,
+        rest_retries=1,
+        echo=False,
+        seed=3,
+    )
     runner = Runner(opts, dec)
     task = asyncio.create_task(runner.run())
     try:
@@ -285,8 +363,18 @@ def test_restart_resumes_from_the_journal_without_re_emitting(tmp_path):
     dec = decider_for(BTC_WHALE)
     journal = tmp_path / "j.jsonl"
     stop_at = _merge_boundary_after(9000)
-    r1, _ = asyncio.run(run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade",
-                                 faults=FaultPlan(stall_after=stop_at, stall_s=60), stop_after_frames=stop_at))
+    r1, _ = asyncio.run(
+        run_live(
+            BTC,
+            "binance_usdm",
+            ["BTCUSDT"],
+            dec,
+            journal,
+            stream="trade",
+            faults=FaultPlan(stall_after=stop_at, stall_s=60),
+            stop_after_frames=stop_at,
+        )
+    )
     first = read_lines(journal)
     want = batch_journal(BTC, dec, "binance_usdm")["BTCUSDT"]
     assert 0 < len(first) < len(want) and first == want[: len(first)]
@@ -296,7 +384,6 @@ def test_restart_resumes_from_the_journal_without_re_emitting(tmp_path):
     assert r2.counters()["suppressed"] == len(first)
     st = read_journal(journal, exchange="binance_usdm", config_id=dec.config_id)
     assert st.records == len(want) and st.other_configs == 0
-
 
 
 def test_journal_group_commit_syncs_a_burst_once_and_echoes_only_synced_lines(tmp_path, monkeypatch):
@@ -348,17 +435,31 @@ def test_warm_up_from_lake_mutes_history_and_continues_the_kernel(tmp_path):
     lake.write_trades(df[df.ts_ms <= split_ts], mode="merge")
     journal = tmp_path / "j.jsonl"
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    runner, _ = asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, warmup_from="lake",
-                                     lake=str(tmp_path / "lake"), warmup_s=3600, clock_ms=lambda: split_ts))
-    want = {s: [r for r in recs if r["ts_ms"] > split_ts] for s, recs in
-            batch_journal(BINANCE_MULTI, dec, "binance_usdm").items()}
+    runner, _ = asyncio.run(
+        run_live(
+            BINANCE_MULTI,
+            "binance_usdm",
+            syms,
+            dec,
+            journal,
+            warmup_from="lake",
+            lake=str(tmp_path / "lake"),
+            warmup_s=3600,
+            clock_ms=lambda: split_ts,
+        )
+    )
+    want = {
+        s: [r for r in recs if r["ts_ms"] > split_ts]
+        for s, recs in batch_journal(BINANCE_MULTI, dec, "binance_usdm").items()
+    }
     got = per_symbol(read_lines(journal))
     assert {s: got.get(s, []) for s in want} == want
     n_warm = int((df.ts_ms <= split_ts).sum())
     c = runner.counters()
     assert c["duplicates"] == n_warm and c["trades"] == 91
-    assert c["suppressed"] == sum(1 for recs in batch_journal(BINANCE_MULTI, dec, "binance_usdm").values()
-                                  for r in recs if r["ts_ms"] <= split_ts)
+    assert c["suppressed"] == sum(
+        1 for recs in batch_journal(BINANCE_MULTI, dec, "binance_usdm").values() for r in recs if r["ts_ms"] <= split_ts
+    )
 
 
 def test_warm_up_over_rest_then_stream_continues_exactly(tmp_path):
@@ -371,8 +472,19 @@ def test_warm_up_over_rest_then_stream_continues_exactly(tmp_path):
     t_split = max(json.loads(f.text)["data"]["T"] for f in tape.frames[:half] if "aggtrade" in f.key)
     journal = tmp_path / "j.jsonl"
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    runner, server = asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, start_frame=half,
-                                          warmup_from="rest", warmup_s=600, clock_ms=lambda: t_split + 1))
+    runner, server = asyncio.run(
+        run_live(
+            BINANCE_MULTI,
+            "binance_usdm",
+            syms,
+            dec,
+            journal,
+            start_frame=half,
+            warmup_from="rest",
+            warmup_s=600,
+            clock_ms=lambda: t_split + 1,
+        )
+    )
     full = batch_journal(BINANCE_MULTI, dec, "binance_usdm")
     want = {s: [r for r in recs if r["ts_ms"] > t_split] for s, recs in full.items()}
     got = per_symbol(read_lines(journal))
@@ -391,15 +503,29 @@ def test_trade_stream_warm_up_from_rest_aggtrades_continues_on_raw_fill_ids(tmp_
     tape = load_tape(BTC)
     trade_pos = [i for i, f in enumerate(tape.frames) if f.key.endswith("@trade")]
     half = trade_pos[len(trade_pos) // 2]
-    t_split = json.loads(tape.frames[half - 1].text)["data"]["T"] if tape.frames[half - 1].key.endswith("@trade") \
+    t_split = (
+        json.loads(tape.frames[half - 1].text)["data"]["T"]
+        if tape.frames[half - 1].key.endswith("@trade")
         else max(json.loads(tape.frames[i].text)["data"]["T"] for i in trade_pos if i < half)
+    )
     journal = tmp_path / "j.jsonl"
-    runner, server = asyncio.run(run_live(BTC, "binance_usdm", ["BTCUSDT"], dec, journal, stream="trade",
-                                          start_frame=half, warmup_from="rest", warmup_s=900,
-                                          clock_ms=lambda: t_split + 1))
+    runner, server = asyncio.run(
+        run_live(
+            BTC,
+            "binance_usdm",
+            ["BTCUSDT"],
+            dec,
+            journal,
+            stream="trade",
+            start_frame=half,
+            warmup_from="rest",
+            warmup_s=900,
+            clock_ms=lambda: t_split + 1,
+        )
+    )
     want = batch_journal(BTC, dec, "binance_usdm")["BTCUSDT"]
     got = read_lines(journal)
-    assert 0 < len(got) < len(want) and got == want[len(want) - len(got):]
+    assert 0 < len(got) < len(want) and got == want[len(want) - len(got) :]
     c = runner.counters()
     assert c["suppressed"] + len(got) == len(want) and c["trades"] == 10447 and c["unfilled"] == 0
 
@@ -424,8 +550,18 @@ def test_health_metrics_and_signals_endpoints(tmp_path):
                 seen["health"] = (r.status, await r.json())
 
     syms = ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
-    asyncio.run(run_live(BINANCE_MULTI, "binance_usdm", syms, dec, journal, http=True, check=check,
-                         faults=FaultPlan(garbage_every=20)))
+    asyncio.run(
+        run_live(
+            BINANCE_MULTI,
+            "binance_usdm",
+            syms,
+            dec,
+            journal,
+            http=True,
+            check=check,
+            faults=FaultPlan(garbage_every=20),
+        )
+    )
     m = seen["metrics"]
     assert 'whalebt_live_trades_total{symbol="CTKUSDT"} 38' in m
     assert 'whalebt_live_signals_total{decision="long",symbol="SUSHIUSDT"} 12' in m
@@ -482,9 +618,17 @@ def test_listener_hands_over_whole_messages_text_as_str():
     runner, tr = Collect(), Transport()
     lis = _Listener(runner)
     T, B, C = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
-    for kind, payload, fin in [(T, b'{"a":1}', True), (T, b'{"b":', False), (C, b'2', False), (C, b"}", True),
-                               (B, b"\x01\x02", True), (T, b"\xff\xfe", True), (WSMsgType.PONG, b"", True),
-                               (B, b"x", False), (C, b"y", True)]:
+    for kind, payload, fin in [
+        (T, b'{"a":1}', True),
+        (T, b'{"b":', False),
+        (C, b"2", False),
+        (C, b"}", True),
+        (B, b"\x01\x02", True),
+        (T, b"\xff\xfe", True),
+        (WSMsgType.PONG, b"", True),
+        (B, b"x", False),
+        (C, b"y", True),
+    ]:
         lis.on_ws_frame(tr, frame(kind, payload, fin, False))
     assert runner.got == ['{"a":1}', '{"b":2}', b"\x01\x02", b"\xff\xfe", b"xy"]
     assert lis.n_messages == 5
@@ -509,12 +653,16 @@ def test_idle_rehearsal_touches_no_real_state():
         for t in texts:
             runner.handle_frame(t, 0)
         feed = runner.feeds["CTKUSDT"]
-        before = (runner.counters(), feed.last_id, feed.state.nb.iv.copy(), runner.metrics.render(),
-                  list(runner.recent))
+        before = (
+            runner.counters(),
+            feed.last_id,
+            feed.state.nb.iv.copy(),
+            runner.metrics.render(),
+            list(runner.recent),
+        )
         for _ in range(30):
             runner._rehearse()
-        after = (runner.counters(), feed.last_id, feed.state.nb.iv.copy(), runner.metrics.render(),
-                 list(runner.recent))
+        after = (runner.counters(), feed.last_id, feed.state.nb.iv.copy(), runner.metrics.render(), list(runner.recent))
         return before, after, runner._stand_in
 
     before, after, stand_in = asyncio.run(main())

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "bt"))  # planted_sweep, the sweep tests
 from observatory.browser import chromium, install_chromium  # noqa: E402
 from ui_helpers import BTC, ISSUE_DAY, LIVE_CONFIG, SCREENSHOTS, UNCHECKED_DAY, env  # noqa: E402
 
+
 @pytest.fixture(scope="session")
 def site(tmp_path_factory):
     """``{"root", "lake", "results", "tracking_uri", "runs": {...}, "study"}``."""

@@ -63,8 +63,23 @@ def ui(site, tmp_path_factory):
     live_port = _free_port()
     live_url = f"http://127.0.0.1:{live_port}"
     proc = start_process(
-        ["-m", "bt.cli", "ui", "--results", str(site["results"]), "--lake", str(site["lake"]),
-         "--tracking-uri", site["tracking_uri"], "--live", live_url, "--port", "0", "--poll-ms", "500"],
+        [
+            "-m",
+            "bt.cli",
+            "ui",
+            "--results",
+            str(site["results"]),
+            "--lake",
+            str(site["lake"]),
+            "--tracking-uri",
+            site["tracking_uri"],
+            "--live",
+            live_url,
+            "--port",
+            "0",
+            "--poll-ms",
+            "500",
+        ],
         log_dir / "ui.log",
     )
     try:
@@ -99,7 +114,9 @@ def test_runs_run_page_and_comparison(browser, site, ui):
     assert known == sorted(known, reverse=True)
     box = d.find_element(By.ID, "filter")
     box.send_keys("sweep")
-    visible = [r.get_attribute("data-run") for r in d.find_elements(By.CSS_SELECTOR, "#runs tbody tr") if r.is_displayed()]
+    visible = [
+        r.get_attribute("data-run") for r in d.find_elements(By.CSS_SELECTOR, "#runs tbody tr") if r.is_displayed()
+    ]
     assert visible == [site["study"]]
     box.clear()
     box.send_keys(" ")  # an input event with an empty filter: every row again
@@ -163,7 +180,10 @@ def test_sweeps_and_lake(browser, site, ui):
 
     d.get(base + "/lake")
     group = d.find_element(By.ID, "group-binance_usdm-PLANTUSDT")
-    days = {c.get_attribute("data-date"): c.get_attribute("data-state") for c in group.find_elements(By.CSS_SELECTOR, "a.day")}
+    days = {
+        c.get_attribute("data-date"): c.get_attribute("data-state")
+        for c in group.find_elements(By.CSS_SELECTOR, "a.day")
+    }
     assert len(days) == 8 and days[ISSUE_DAY] == "issues" and days[UNCHECKED_DAY] == "unchecked"
     assert {s for k, s in days.items() if k not in (ISSUE_DAY, UNCHECKED_DAY)} == {"full"}
     assert "missing_ids: 1" in group.text and "id spaces unknown" in group.text
@@ -186,23 +206,45 @@ def test_live_page_shows_signals_and_their_realised_returns(browser, site, ui):
     try:
         # no runner yet: the panel says so and the page keeps polling
         d.get(base + "/live")
-        _wait(d, lambda d: "unreachable" in d.execute_script("return document.getElementById('runner-0').textContent"),
-              what="an unreachable runner")
-        replay = start_process(["-m", "live.cli", "replay", str(BTC), "--port", "0", "--speed", "10"],
-                               log_dir / "replay.log")
+        _wait(
+            d,
+            lambda d: "unreachable" in d.execute_script("return document.getElementById('runner-0').textContent"),
+            what="an unreachable runner",
+        )
+        replay = start_process(
+            ["-m", "live.cli", "replay", str(BTC), "--port", "0", "--speed", "10"], log_dir / "replay.log"
+        )
         ws = first_line(replay, "ws://127.0.0.1:", log_dir / "replay.log")
         journal = site["root"] / "live" / "journal.jsonl"
         run = start_process(
-            ["-m", "live.cli", "run", "--config", str(LIVE_CONFIG), "--exchange", "binance_usdm", "--symbols",
-             "BTCUSDT", "--ws-url", ws + "/stream", "--stream", "trade", "--journal", str(journal),
-             "--http-port", str(live_port), "--quiet"],
+            [
+                "-m",
+                "live.cli",
+                "run",
+                "--config",
+                str(LIVE_CONFIG),
+                "--exchange",
+                "binance_usdm",
+                "--symbols",
+                "BTCUSDT",
+                "--ws-url",
+                ws + "/stream",
+                "--stream",
+                "trade",
+                "--journal",
+                str(journal),
+                "--http-port",
+                str(live_port),
+                "--quiet",
+            ],
             log_dir / "run.log",
         )
 
         # the panel is swapped in whole on every poll: read it in one script, never through stale elements
         def newest(d):
             return d.execute_script(
-                "var r = document.querySelector('#signals-0 tbody tr'); return r && r.getAttribute('data-trade-id');")
+                "var r = document.querySelector('#signals-0 tbody tr'); return r && r.getAttribute('data-trade-id');"
+            )
 
         first = _wait(d, newest, 90, "a first signal")
         panel = d.execute_script("return document.getElementById('runner-0').textContent")
@@ -214,7 +256,8 @@ def test_live_page_shows_signals_and_their_realised_returns(browser, site, ui):
         def realised(d):
             return d.execute_script(
                 "return Array.from(document.querySelectorAll('#signals-0 tr.closed td.realised'))"
-                ".map(function (c) { return c.textContent.trim(); }).filter(function (t) { return t.indexOf('%') >= 0; });")
+                ".map(function (c) { return c.textContent.trim(); }).filter(function (t) { return t.indexOf('%') >= 0; });"
+            )
 
         got = _wait(d, realised, 90, "a realised return")
         paper = [json.loads(x) for x in (journal.with_suffix(".paper.jsonl")).read_text().splitlines() if x.strip()]

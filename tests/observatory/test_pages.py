@@ -19,11 +19,28 @@ from observatory.runs import RunIndex
 
 
 def _metrics(run_id: str, **over) -> dict:
-    m = {"run_id": run_id, "name": run_id.rsplit("-", 1)[0], "config_id": "abc123def456", "horizon": "1h",
-         "n_signals": 12, "n_independent": 10, "mean_return": 0.004, "median_return": 0.003, "p50": 0.003,
-         "win_rate": 0.6, "hit_rate_1pct": 0.25, "model": None, "threshold": None,
-         "data": {"exchange": "binance_usdm", "symbol": "PLANTUSDT", "start": "2024-03-01", "end": "2024-03-08",
-                  "holes": []}}
+    m = {
+        "run_id": run_id,
+        "name": run_id.rsplit("-", 1)[0],
+        "config_id": "abc123def456",
+        "horizon": "1h",
+        "n_signals": 12,
+        "n_independent": 10,
+        "mean_return": 0.004,
+        "median_return": 0.003,
+        "p50": 0.003,
+        "win_rate": 0.6,
+        "hit_rate_1pct": 0.25,
+        "model": None,
+        "threshold": None,
+        "data": {
+            "exchange": "binance_usdm",
+            "symbol": "PLANTUSDT",
+            "start": "2024-03-01",
+            "end": "2024-03-08",
+            "holes": [],
+        },
+    }
     m.update(over)
     return m
 
@@ -59,7 +76,11 @@ def test_run_index_lists_run_folders_and_rereads_changed_ones(tmp_path):
     assert set(rows) == {"a-0000000001", "b-0000000002"}
     v = rows["a-0000000001"].values
     assert (v["span"], v["symbols"], v["model"], v["n_signals"]) == (
-        "2024-03-01 → 2024-03-08", "binance_usdm/PLANTUSDT", "whale rule", 12)
+        "2024-03-01 → 2024-03-08",
+        "binance_usdm/PLANTUSDT",
+        "whale rule",
+        12,
+    )
     assert rows["b-0000000002"].values["model"] == "sweep winner (8 trials)"
     (a / "metrics.json").write_text(json.dumps(_metrics("a-0000000001", n_signals=99)))
     os.utime(a / "metrics.json", ns=(1, 10**18))
@@ -73,7 +94,8 @@ def test_routes_are_read_only_same_origin_and_confined_to_run_files(tmp_path):
     (d / "config.yaml").write_text("name: a\n")
     (d / "tearsheet.html").write_text(
         '<html><head><link rel="shortcut icon" href="https://qtpylib.io/favicon.ico" type="image/x-icon">'
-        "</head><body>tearsheet</body></html>")
+        "</head><body>tearsheet</body></html>"
+    )
     opts = Options(results=str(tmp_path), lake=str(tmp_path / "no-lake"))
     status, headers, body = fetch(opts, "/")
     assert status == 200 and headers["Content-Security-Policy"] == CSP and "a-0000000001" in body
@@ -96,8 +118,17 @@ def test_routes_are_read_only_same_origin_and_confined_to_run_files(tmp_path):
 
 def test_run_page_and_comparison_of_hand_written_folders(tmp_path):
     _write_run(tmp_path, "a-0000000001")
-    _write_run(tmp_path, "b-0000000002", data={"exchange": "okx_swap", "symbol": "PLANTUSDT", "start": "2024-04-01",
-                                                "end": "2024-04-03", "holes": [{"seconds": 7200, "text": "x"}]})
+    _write_run(
+        tmp_path,
+        "b-0000000002",
+        data={
+            "exchange": "okx_swap",
+            "symbol": "PLANTUSDT",
+            "start": "2024-04-01",
+            "end": "2024-04-03",
+            "holes": [{"seconds": 7200, "text": "x"}],
+        },
+    )
     opts = Options(results=str(tmp_path))
     status, _, body = fetch(opts, "/runs/b-0000000002")
     assert status == 200 and "1 hole(s)" in body and "+0.400 %" in body and "60.0 %" in body
@@ -116,8 +147,17 @@ def test_lake_cells_from_reports(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     day = pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000
     n = 3000
-    df = pd.DataFrame({"exchange": "binance_usdm", "symbol": "XUSDT", "trade_id": np.arange(n),
-                       "ts_ms": day + np.arange(n) * 40_000, "price": 100.0, "qty": 1.0, "side": 1})
+    df = pd.DataFrame(
+        {
+            "exchange": "binance_usdm",
+            "symbol": "XUSDT",
+            "trade_id": np.arange(n),
+            "ts_ms": day + np.arange(n) * 40_000,
+            "price": 100.0,
+            "qty": 1.0,
+            "side": 1,
+        }
+    )
     lake.write_trades(df)  # 2024-03-01 all day long, 2024-03-02 until 09:19
     view = lake_view(tmp_path / "lake")
     (g,) = view["groups"]
@@ -132,24 +172,49 @@ def test_lake_cells_from_reports(tmp_path):
 
 
 def test_live_panel_joins_signals_with_paper_outcomes_and_the_backtest():
-    text = "\n".join([
-        "# TYPE whalebt_live_trades_total counter",
-        'whalebt_live_trades_total{symbol="BTCUSDT"} 1317',
-        'whalebt_live_signals_total{decision="long",symbol="BTCUSDT"} 3',
-        "whalebt_live_latency_seconds_bucket{le=\"0.1\"} 5",
-    ])
+    text = "\n".join(
+        [
+            "# TYPE whalebt_live_trades_total counter",
+            'whalebt_live_trades_total{symbol="BTCUSDT"} 1317',
+            'whalebt_live_signals_total{decision="long",symbol="BTCUSDT"} 3',
+            'whalebt_live_latency_seconds_bucket{le="0.1"} 5',
+        ]
+    )
     assert parse_metrics(text) == [
         {"name": "trades_total", "labels": "symbol=BTCUSDT", "value": 1317.0},
         {"name": "signals_total", "labels": "decision=long,symbol=BTCUSDT", "value": 3.0},
     ]
-    sig = [{"symbol": "BTCUSDT", "trade_id": i, "ts_ms": t, "decision": "long", "price": 1.0, "notional_usd": 1e5,
-            "prob": None} for i, t in ((1, 0), (2, 30_000), (3, 50_000))]
-    paper = [{"symbol": "BTCUSDT", "trade_id": 1, "config_id": "c1", "net_return": 0.002, "label": 1,
-              "exit_reason": "horizon"},
-             {"symbol": "BTCUSDT", "trade_id": 9, "config_id": "other", "net_return": -0.5, "label": 0}]
-    snap = {"url": "http://127.0.0.1:1", "health": {"ok": True, "config_id": "c1",
-                                                      "symbols": {"BTCUSDT": {"last_trade_ts_ms": 100_000}}},
-            "metrics": [], "signals": sig, "paper": paper, "errors": []}
+    sig = [
+        {
+            "symbol": "BTCUSDT",
+            "trade_id": i,
+            "ts_ms": t,
+            "decision": "long",
+            "price": 1.0,
+            "notional_usd": 1e5,
+            "prob": None,
+        }
+        for i, t in ((1, 0), (2, 30_000), (3, 50_000))
+    ]
+    paper = [
+        {
+            "symbol": "BTCUSDT",
+            "trade_id": 1,
+            "config_id": "c1",
+            "net_return": 0.002,
+            "label": 1,
+            "exit_reason": "horizon",
+        },
+        {"symbol": "BTCUSDT", "trade_id": 9, "config_id": "other", "net_return": -0.5, "label": 0},
+    ]
+    snap = {
+        "url": "http://127.0.0.1:1",
+        "health": {"ok": True, "config_id": "c1", "symbols": {"BTCUSDT": {"last_trade_ts_ms": 100_000}}},
+        "metrics": [],
+        "signals": sig,
+        "paper": paper,
+        "errors": [],
+    }
     run = SimpleNamespace(metrics={"horizon": "1m", "mean_return": 0.001, "n_signals": 50, "win_rate": 0.5})
     p = panel(snap, run)
     assert [r["rec"]["trade_id"] for r in p["rows"]] == [3, 2, 1]  # newest first
@@ -169,8 +234,9 @@ def test_runner_serves_its_paper_outcomes():
     from live.http import start_http
 
     closed = [{"trade_id": i, "net_return": 0.001 * i} for i in range(5)]
-    runner = SimpleNamespace(recent=[], paper=SimpleNamespace(closed=closed), health=lambda: (True, {}),
-                             render_metrics=lambda: "")
+    runner = SimpleNamespace(
+        recent=[], paper=SimpleNamespace(closed=closed), health=lambda: (True, {}), render_metrics=lambda: ""
+    )
 
     async def main():
         app_runner, port = await start_http(runner, "127.0.0.1", 0)
@@ -207,10 +273,18 @@ def test_help_does_not_import_the_app(cmd):
     import subprocess
     import sys
 
-    code = ("import sys; from bt.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('observatory.app', 'aiohttp', 'jinja2', 'plotly', 'selenium') if m in sys.modules]\n"
-            "print(heavy)") % (cmd,)
+    code = (
+        "import sys; from bt.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('observatory.app', 'aiohttp', 'jinja2', 'plotly', 'selenium') if m in sys.modules]\n"
+        "print(heavy)"
+    ) % (cmd,)
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=True,
+    ).stdout
     assert out.strip().splitlines()[-1] == "[]"

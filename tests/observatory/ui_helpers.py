@@ -15,7 +15,6 @@ SCREENSHOTS = ROOT / "results" / "observatory-screenshots"
 ISSUE_DAY, UNCHECKED_DAY = "2024-03-03", "2024-03-05"
 
 
-
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 
@@ -52,5 +51,3 @@ def first_line(p: subprocess.Popen, prefix: str, log: Path, timeout_s: float = 6
         if not line and p.poll() is not None:
             break
     raise AssertionError(f"{prefix!r} never printed; log:\n{log.read_text()[-3000:]}")
-
-

@@ -98,9 +98,15 @@ def load_bybit_trades() -> dict[str, list[dict]]:
             continue
         for x in frame["data"]:
             out.setdefault(x["s"], {})[x["i"]] = {
-                "execId": x["i"], "symbol": x["s"], "price": x["p"], "size": x["v"], "side": x["S"],
-                "time": str(x["T"]), "isBlockTrade": bool(x.get("BT", False)),
-                "isRPITrade": bool(x.get("RPI", False)), "seq": str(x.get("seq", "")),
+                "execId": x["i"],
+                "symbol": x["s"],
+                "price": x["p"],
+                "size": x["v"],
+                "side": x["S"],
+                "time": str(x["T"]),
+                "isBlockTrade": bool(x.get("BT", False)),
+                "isRPITrade": bool(x.get("RPI", False)),
+                "seq": str(x.get("seq", "")),
             }
     return {s: sorted(v.values(), key=lambda r: (int(r["time"]), int(r["seq"] or 0))) for s, v in out.items()}
 
@@ -119,21 +125,49 @@ def load_okx_trades() -> dict[str, list[dict]]:
                 continue
             contracts = (Decimal(x["sz"]) / OKX_CT_VAL).normalize()
             rows[int(x["tradeId"])] = {
-                "instId": "BTC-USDT-SWAP", "side": x["side"], "sz": format(contracts, "f"), "px": x["px"],
-                "source": "0", "tradeId": x["tradeId"], "ts": x["ts"],
+                "instId": "BTC-USDT-SWAP",
+                "side": x["side"],
+                "sz": format(contracts, "f"),
+                "px": x["px"],
+                "source": "0",
+                "tradeId": x["tradeId"],
+                "ts": x["ts"],
             }
     return {"BTC-USDT-SWAP": [rows[k] for k in sorted(rows)]}
 
 
 OKX_INSTRUMENTS = {
     "BTC-USDT-SWAP": {
-        "alias": "", "baseCcy": "", "category": "1", "ctMult": "1", "ctType": "linear", "ctVal": "0.01",
-        "ctValCcy": "BTC", "expTime": "", "instFamily": "BTC-USDT", "instId": "BTC-USDT-SWAP", "instType": "SWAP",
-        "lever": "100", "listTime": "1573557408000", "lotSz": "0.01", "maxIcebergSz": "100000000.0000000000000000",
-        "maxLmtAmt": "20000000", "maxLmtSz": "100000000", "maxMktAmt": "", "maxMktSz": "12000",
-        "maxStopSz": "12000", "maxTriggerSz": "100000000.0000000000000000", "maxTwapSz": "100000000.0000000000000000",
-        "minSz": "0.01", "optType": "", "quoteCcy": "", "settleCcy": "USDT", "state": "live", "stk": "",
-        "tickSz": "0.1", "uly": "BTC-USDT",
+        "alias": "",
+        "baseCcy": "",
+        "category": "1",
+        "ctMult": "1",
+        "ctType": "linear",
+        "ctVal": "0.01",
+        "ctValCcy": "BTC",
+        "expTime": "",
+        "instFamily": "BTC-USDT",
+        "instId": "BTC-USDT-SWAP",
+        "instType": "SWAP",
+        "lever": "100",
+        "listTime": "1573557408000",
+        "lotSz": "0.01",
+        "maxIcebergSz": "100000000.0000000000000000",
+        "maxLmtAmt": "20000000",
+        "maxLmtSz": "100000000",
+        "maxMktAmt": "",
+        "maxMktSz": "12000",
+        "maxStopSz": "12000",
+        "maxTriggerSz": "100000000.0000000000000000",
+        "maxTwapSz": "100000000.0000000000000000",
+        "minSz": "0.01",
+        "optType": "",
+        "quoteCcy": "",
+        "settleCcy": "USDT",
+        "state": "live",
+        "stk": "",
+        "tickSz": "0.1",
+        "uly": "BTC-USDT",
     },
 }
 
@@ -142,8 +176,10 @@ EIGHT_H_MS = 8 * 3600 * 1000
 
 def funding_series(start_ms: int, n: int, seed: int) -> list[tuple[int, str]]:
     """Hand-built 8-hourly funding: rate_k = (((k * 7 + seed) % 11) - 3) * 0.00001, as a decimal string."""
-    return [(start_ms + k * EIGHT_H_MS, format(Decimal((k * 7 + seed) % 11 - 3) * Decimal("0.00001"), "f"))
-            for k in range(n)]
+    return [
+        (start_ms + k * EIGHT_H_MS, format(Decimal((k * 7 + seed) % 11 - 3) * Decimal("0.00001"), "f"))
+        for k in range(n)
+    ]
 
 
 # ------------------------------------------------------------------ canned error answers (real formats)
@@ -156,24 +192,41 @@ class Answer:
 
 
 def binance_429(retry_after_s: int = 1) -> Answer:
-    return Answer(429, json.dumps({"code": -1003, "msg": "Too many requests; current limit of IP(127.0.0.1) is 2400 "
-                                   "requests per minute. Please use the websocket for live updates to avoid polling the API."}),
-                  {"Retry-After": str(retry_after_s)})
+    return Answer(
+        429,
+        json.dumps(
+            {
+                "code": -1003,
+                "msg": "Too many requests; current limit of IP(127.0.0.1) is 2400 "
+                "requests per minute. Please use the websocket for live updates to avoid polling the API.",
+            }
+        ),
+        {"Retry-After": str(retry_after_s)},
+    )
 
 
 def binance_418(retry_after_s: int = 2) -> Answer:
     until = int(time.time() * 1000) + retry_after_s * 1000
-    return Answer(418, json.dumps({"code": -1003, "msg": f"Way too many requests; IP(127.0.0.1) banned until {until}. "
-                                   "Please use the websocket for live updates to avoid bans."}),
-                  {"Retry-After": str(retry_after_s)})
+    return Answer(
+        418,
+        json.dumps(
+            {
+                "code": -1003,
+                "msg": f"Way too many requests; IP(127.0.0.1) banned until {until}. "
+                "Please use the websocket for live updates to avoid bans.",
+            }
+        ),
+        {"Retry-After": str(retry_after_s)},
+    )
 
 
 def bybit_10006(reset_in_ms: int = 500) -> Answer:
     now = int(time.time() * 1000)
-    return Answer(200, json.dumps({"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {},
-                                   "time": now}),
-                  {"X-Bapi-Limit": "600", "X-Bapi-Limit-Status": "0",
-                   "X-Bapi-Limit-Reset-Timestamp": str(now + reset_in_ms)})
+    return Answer(
+        200,
+        json.dumps({"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": now}),
+        {"X-Bapi-Limit": "600", "X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": str(now + reset_in_ms)},
+    )
 
 
 def okx_429() -> Answer:
@@ -181,7 +234,9 @@ def okx_429() -> Answer:
 
 
 def http_503() -> Answer:
-    return Answer(503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", content_type="text/html")
+    return Answer(
+        503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", content_type="text/html"
+    )
 
 
 # ------------------------------------------------------------------ the server
@@ -300,7 +355,11 @@ class ExchangeRestServer:
                 entry.status = answer.status
                 return answer
         route = ROUTES.get(path)
-        answer = route(self, q) if route else Answer(404, json.dumps({"code": -5000, "msg": f"Path {path}, Method GET is invalid"}))
+        answer = (
+            route(self, q)
+            if route
+            else Answer(404, json.dumps({"code": -5000, "msg": f"Path {path}, Method GET is invalid"}))
+        )
         entry.status = answer.status
         return answer
 
@@ -355,7 +414,7 @@ def binance_agg_trades(srv: ExchangeRestServer, q: dict[str, str]) -> Answer:
         if start is not None or end is not None:
             return _binance_error(-1128, "Combination of optional parameters invalid.")
         i = bisect.bisect_left([r["a"] for r in rows], from_id) if rows and rows[0]["a"] < from_id else 0
-        out = rows[i:i + limit]
+        out = rows[i : i + limit]
     elif start is not None or end is not None:
         start = start if start is not None else end - 3_600_000
         end = end if end is not None else start + 3_600_000
@@ -384,14 +443,38 @@ def binance_funding_rate(srv: ExchangeRestServer, q: dict[str, str]) -> Answer:
 def binance_exchange_info(srv: ExchangeRestServer, q: dict[str, str]) -> Answer:
     symbols = []
     for sym in sorted(set(srv.binance_aggtrades) | set(srv.binance_funding)):
-        symbols.append({"symbol": sym, "pair": sym, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-                        "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": sym[:-4],
-                        "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3,
-                        "underlyingType": "COIN", "settlePlan": 0, "triggerProtect": "0.0500",
-                        "filters": [], "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC"]})
-    return _ok({"timezone": "UTC", "serverTime": int(time.time() * 1000), "futuresType": "U_MARGINED",
-                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
-                "exchangeFilters": [], "assets": [], "symbols": symbols})
+        symbols.append(
+            {
+                "symbol": sym,
+                "pair": sym,
+                "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000,
+                "onboardDate": 1569398400000,
+                "status": "TRADING",
+                "baseAsset": sym[:-4],
+                "quoteAsset": "USDT",
+                "marginAsset": "USDT",
+                "pricePrecision": 2,
+                "quantityPrecision": 3,
+                "underlyingType": "COIN",
+                "settlePlan": 0,
+                "triggerProtect": "0.0500",
+                "filters": [],
+                "orderTypes": ["LIMIT", "MARKET"],
+                "timeInForce": ["GTC", "IOC"],
+            }
+        )
+    return _ok(
+        {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
+            "exchangeFilters": [],
+            "assets": [],
+            "symbols": symbols,
+        }
+    )
 
 
 # ------------------------------------------------------------------ Bybit v5
@@ -427,8 +510,12 @@ def bybit_funding_history(srv: ExchangeRestServer, q: dict[str, str]) -> Answer:
         return _bybit({}, 10001, "params error: limit is invalid")
     sel = [(t, r) for t, r in series if (start is None or t >= start) and (end is None or t <= end)]
     sel = sel[::-1][:limit]
-    return _bybit({"category": q["category"], "list": [
-        {"symbol": q["symbol"], "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in sel]})
+    return _bybit(
+        {
+            "category": q["category"],
+            "list": [{"symbol": q["symbol"], "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in sel],
+        }
+    )
 
 
 # ------------------------------------------------------------------ OKX v5
@@ -484,8 +571,19 @@ def okx_funding_history(srv: ExchangeRestServer, q: dict[str, str]) -> Answer:
         return _okx([], "51000", "Parameter limit error", status=400)
     after, before = _int(q, "after"), _int(q, "before")
     sel = [(t, r) for t, r in series if (after is None or t < after) and (before is None or t > before)]
-    return _okx([{"fundingRate": r, "fundingTime": str(t), "instId": q["instId"], "instType": "SWAP",
-                  "method": "current_period", "realizedRate": r} for t, r in sel[::-1][:limit]])
+    return _okx(
+        [
+            {
+                "fundingRate": r,
+                "fundingTime": str(t),
+                "instId": q["instId"],
+                "instType": "SWAP",
+                "method": "current_period",
+                "realizedRate": r,
+            }
+            for t, r in sel[::-1][:limit]
+        ]
+    )
 
 
 ROUTES = {

@@ -38,8 +38,11 @@ def load_binance_trade_stream(path: Path = BTC_STREAM) -> dict[str, np.ndarray]:
     rows.sort(key=lambda r: (r[0], r[1]))
     ts, tid, price, qty, side = zip(*rows)
     return {
-        "ts_ms": np.array(ts, np.int64), "trade_id": np.array(tid, np.int64),
-        "price": np.array(price), "qty": np.array(qty), "side": np.array(side, np.int8),
+        "ts_ms": np.array(ts, np.int64),
+        "trade_id": np.array(tid, np.int64),
+        "price": np.array(price),
+        "qty": np.array(qty),
+        "side": np.array(side, np.int8),
     }
 
 
@@ -74,18 +77,17 @@ def reference_features(ts, price, qty, side) -> np.ndarray:
         for k in RET_HORIZONS_S:
             j = refs[k][i]
             out[i, col[f"ret_{k}s"]] = p / price[j] - 1.0 if j >= 0 else np.nan
-        rv = math.sqrt(np.sum(r2[starts[30][i]:i + 1]))
+        rv = math.sqrt(np.sum(r2[starts[30][i] : i + 1]))
         out[i, col["rv_30s"]] = rv
         for k in (1, 5):
-            out[i, col[f"ret_z_{k}s"]] = (out[i, col[f"ret_{k}s"]] / (rv * math.sqrt(k / 30))
-                                          if rv > 0 else np.nan)
+            out[i, col[f"ret_z_{k}s"]] = out[i, col[f"ret_{k}s"]] / (rv * math.sqrt(k / 30)) if rv > 0 else np.nan
         q5 = out[i, col["buy_qty_5s"]] + out[i, col["sell_qty_5s"]]
         q60 = out[i, col["buy_qty_60s"]] + out[i, col["sell_qty_60s"]]
         out[i, col["burst_ratio_5s_60s"]] = q5 / (q60 / 12) if q60 > 0 else np.nan
         for w in (5, 30):
             b, s = out[i, col[f"buy_qty_{w}s"]], out[i, col[f"sell_qty_{w}s"]]
             out[i, col[f"imbalance_{w}s"]] = (b - s) / (b + s) if b + s > 0 else np.nan
-        win = price[starts[60][i]:i + 1]
+        win = price[starts[60][i] : i + 1]
         out[i, col["drawup_60s"]] = p / win.min() - 1.0
         out[i, col["drawdown_60s"]] = p / win.max() - 1.0
         out[i, col["notional_usd"]] = notional[i]
@@ -103,24 +105,25 @@ def reference_flow(ts, price, qty, side, window_s, q, lookback_s, min_samples):
     n = len(ts)
     buy_notional = np.where(side == 1, price * qty, 0.0)
     starts = window_starts(ts, window_s * 1000)
-    flow = np.array([np.sum(buy_notional[starts[i]:i + 1]) for i in range(n)])
+    flow = np.array([np.sum(buy_notional[starts[i] : i + 1]) for i in range(n)])
     sec = ts // 1000
     s0 = sec[0]
     bins = np.bincount(sec - s0, weights=buy_notional, minlength=sec[-1] - s0 + 1)
-    samples = np.array([np.sum(bins[max(0, s - window_s + 1):s + 1]) for s in range(len(bins))])
+    samples = np.array([np.sum(bins[max(0, s - window_s + 1) : s + 1]) for s in range(len(bins))])
     thr = np.full(n, np.nan)
     cache: dict[int, float] = {}
     for i in range(n):
         s = int(sec[i] - s0)
         if s not in cache:
-            hist = samples[max(0, s - lookback_s):s]
+            hist = samples[max(0, s - lookback_s) : s]
             cache[s] = np.quantile(hist, q) if len(hist) >= min_samples else np.nan
         thr[i] = cache[s]
     return flow, thr
 
 
-def reference_event_codes(ts, price, qty, side, min_notional_usd=None, window_s=None, q=0.99,
-                          lookback_s=3600, min_samples=60, cooldown_s=0.0) -> np.ndarray:
+def reference_event_codes(
+    ts, price, qty, side, min_notional_usd=None, window_s=None, q=0.99, lookback_s=3600, min_samples=60, cooldown_s=0.0
+) -> np.ndarray:
     """Event code per trade (bit 1 notional, bit 2 flow), taker buys only, then cooldown."""
     n = len(ts)
     raw = np.zeros(n, np.int8)

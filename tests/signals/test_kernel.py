@@ -24,23 +24,29 @@ from signals.features import FEATURE_NAMES, N_FEATURES, feature_index, feature_s
 from signals.kernel import KernelState, new_state, run_batch, update
 
 from reference_pipeline import (  # beside this file (pytest puts test folders on sys.path)
-    load_binance_trade_stream, reference_event_codes, reference_features, reference_flow,
+    load_binance_trade_stream,
+    reference_event_codes,
+    reference_features,
+    reference_flow,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 COUNT_COLS = [COL[f"trade_count_{w}s"] for w in (1, 5, 30, 60)]
-SUM_COLS = [COL[f"{k}_{w}s"] for w in (1, 5, 30, 60)
-            for k in ("buy_qty", "sell_qty", "buy_notional_usd", "sell_notional_usd")]
-EXACT_COLS = COUNT_COLS + [COL[c] for c in ("ret_1s", "ret_5s", "ret_10s", "ret_30s", "drawup_60s",
-                                            "drawdown_60s", "notional_usd")]
+SUM_COLS = [
+    COL[f"{k}_{w}s"] for w in (1, 5, 30, 60) for k in ("buy_qty", "sell_qty", "buy_notional_usd", "sell_notional_usd")
+]
+EXACT_COLS = COUNT_COLS + [
+    COL[c] for c in ("ret_1s", "ret_5s", "ret_10s", "ret_30s", "drawup_60s", "drawdown_60s", "notional_usd")
+]
 DERIVED_COLS = [COL[c] for c in ("rv_30s", "ret_z_1s", "ret_z_5s", "burst_ratio_5s_60s")]
 IMB_COLS = [COL["imbalance_5s"], COL["imbalance_30s"]]
 FLOW_SMALL = dict(window_s=5, q=0.95, lookback_s=60, min_samples=30)
 
 
 # --- fixtures and helpers -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real():
@@ -87,8 +93,9 @@ def _assert_features_close(got, want):
     assert np.array_equal(np.isnan(got), np.isnan(want)), "NaN positions differ"
     for cols, rtol, atol in ((SUM_COLS, 1e-13, 0.0), (DERIVED_COLS, 1e-13, 0.0), (IMB_COLS, 0.0, 1e-13)):
         for c in cols:
-            np.testing.assert_allclose(got[:, c], want[:, c], rtol=rtol, atol=atol,
-                                       equal_nan=True, err_msg=FEATURE_NAMES[c])
+            np.testing.assert_allclose(
+                got[:, c], want[:, c], rtol=rtol, atol=atol, equal_nan=True, err_msg=FEATURE_NAMES[c]
+            )
     for c in EXACT_COLS:
         assert np.array_equal(got[:, c], want[:, c], equal_nan=True), FEATURE_NAMES[c]
 
@@ -98,12 +105,18 @@ def trade_streams(draw, min_size=1, max_size=160):
     """Ordered trades with bursts (equal ms), second-scale gaps, minute gaps and hour gaps,
     prices on a tick grid (so many zero returns), and sizes from tiny to whale."""
     n = draw(st.integers(min_size, max_size))
-    gap = st.one_of(st.just(0), st.integers(0, 40), st.integers(0, 2_500), st.integers(0, 70_000),
-                    st.sampled_from([3_600_000, 7_200_000]))
+    gap = st.one_of(
+        st.just(0),
+        st.integers(0, 40),
+        st.integers(0, 2_500),
+        st.integers(0, 70_000),
+        st.sampled_from([3_600_000, 7_200_000]),
+    )
     dts = draw(st.lists(gap, min_size=n, max_size=n))
     ticks = draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n))
-    qty = draw(st.lists(st.sampled_from([0.001, 0.01, 0.25, 1.5, 40.0]) | st.floats(1e-3, 60.0),
-                        min_size=n, max_size=n))
+    qty = draw(
+        st.lists(st.sampled_from([0.001, 0.01, 0.25, 1.5, 40.0]) | st.floats(1e-3, 60.0), min_size=n, max_size=n)
+    )
     side = draw(st.lists(st.sampled_from([1, -1]), min_size=n, max_size=n))
     ts = 1_723_161_000_000 + np.cumsum(np.array(dts, np.int64))
     price = 100.0 + 0.5 * np.maximum(np.cumsum(ticks), -150)
@@ -112,11 +125,17 @@ def trade_streams(draw, min_size=1, max_size=160):
 
 # --- feature spec ---------------------------------------------------------------------------
 
+
 def test_feature_names_are_unique_with_units_and_hash_is_pinned():
     assert len(FEATURE_NAMES) == N_FEATURES == 33
     assert len(set(FEATURE_NAMES)) == N_FEATURES
-    assert FEATURE_NAMES[:5] == ("buy_qty_1s", "sell_qty_1s", "buy_notional_usd_1s",
-                                 "sell_notional_usd_1s", "trade_count_1s")
+    assert FEATURE_NAMES[:5] == (
+        "buy_qty_1s",
+        "sell_qty_1s",
+        "buy_notional_usd_1s",
+        "sell_notional_usd_1s",
+        "trade_count_1s",
+    )
     assert feature_index("notional_usd") == N_FEATURES - 1
     with pytest.raises(ValueError, match="unknown feature 'nope'"):
         feature_index("nope")
@@ -125,6 +144,7 @@ def test_feature_names_are_unique_with_units_and_hash_is_pinned():
 
 
 # --- oracles on real trades -----------------------------------------------------------------
+
 
 def test_every_feature_matches_reference_on_real_btcusdt_trades(real, real_reference):
     assert len(real["ts_ms"]) == 21_313
@@ -145,15 +165,19 @@ def test_notional_rule_matches_reference_exactly(real, min_notional_usd, cooldow
     assert np.all(real["side"][res.event_idx] == 1), "long-only: taker buys trigger"
 
 
-@pytest.mark.parametrize("flow,extra", [
-    (FLOW_SMALL, {}),
-    (dict(window_s=1, q=0.9, lookback_s=30, min_samples=10), dict(min_notional_usd=2e5, cooldown_s=1.0)),
-])
+@pytest.mark.parametrize(
+    "flow,extra",
+    [
+        (FLOW_SMALL, {}),
+        (dict(window_s=1, q=0.9, lookback_s=30, min_samples=10), dict(min_notional_usd=2e5, cooldown_s=1.0)),
+    ],
+)
 def test_flow_rule_matches_reference_on_real_trades(real, flow, extra):
     p = WhaleParams(**flow, **extra)
     codes, rows, flows, thr, _ = _run_updates(p, *_args(real))
-    ref_flow, ref_thr = reference_flow(*_args(real), flow["window_s"], flow["q"], flow["lookback_s"],
-                                       flow["min_samples"])
+    ref_flow, ref_thr = reference_flow(
+        *_args(real), flow["window_s"], flow["q"], flow["lookback_s"], flow["min_samples"]
+    )
     np.testing.assert_allclose(flows, ref_flow, rtol=1e-9)
     assert np.array_equal(np.isnan(thr), np.isnan(ref_thr))
     np.testing.assert_allclose(thr, ref_thr, rtol=1e-9, equal_nan=True)
@@ -179,9 +203,14 @@ def test_features_match_reference_on_generated_streams(stream):
 
 # --- the flow history: two heaps and the quantile ------------------------------------------------
 
-@given(stream=trade_streams(min_size=5, max_size=120), lookback=st.integers(1, 25),
-       window_s=st.integers(1, 4), q=st.sampled_from([0.01, 0.5, 0.77, 0.9, 0.99]),
-       data=st.data())
+
+@given(
+    stream=trade_streams(min_size=5, max_size=120),
+    lookback=st.integers(1, 25),
+    window_s=st.integers(1, 4),
+    q=st.sampled_from([0.01, 0.5, 0.77, 0.9, 0.99]),
+    data=st.data(),
+)
 @HYP
 def test_flow_threshold_is_np_quantile_of_the_history_bit_for_bit(stream, lookback, window_s, q, data):
     min_samples = data.draw(st.integers(1, lookback))
@@ -193,7 +222,7 @@ def test_flow_threshold_is_np_quantile_of_the_history_bit_for_bit(stream, lookba
         n = int(state.nb.iv[nb.IV_HIST_N])
         ring = state.nb.hist[:n]
         lo_n, L = int(state.nb.iv[nb.IV_LO_N]), state.nb.hist.shape[0]
-        lo, hi = state.nb.hv[:lo_n], -state.nb.hv[L:L + n - lo_n]
+        lo, hi = state.nb.hv[:lo_n], -state.nb.hv[L : L + n - lo_n]
         # the two heaps hold the history, split at rank floor((n - 1) q), each in heap order,
         # and know where each sample sits
         assert np.array_equal(np.sort(np.concatenate([lo, hi])), np.sort(ring))
@@ -201,9 +230,9 @@ def test_flow_threshold_is_np_quantile_of_the_history_bit_for_bit(stream, lookba
             assert lo_n == min(math.floor((n - 1) * q), n - 1) + 1
             assert hi.size == 0 or lo.max() <= hi.min()
         for base, size in ((0, lo_n), (L, n - lo_n)):
-            keys = state.nb.hv[base:base + size]
+            keys = state.nb.hv[base : base + size]
             assert np.all(keys[1:] <= keys[(np.arange(1, size) - 1) // 2])
-            assert np.array_equal(state.nb.hpos[state.nb.hs[base:base + size]], base + np.arange(size))
+            assert np.array_equal(state.nb.hpos[state.nb.hs[base : base + size]], base + np.arange(size))
         if n >= min_samples:
             assert state.flow_threshold_usd == np.quantile(ring, q)  # bit for bit
         else:
@@ -212,8 +241,10 @@ def test_flow_threshold_is_np_quantile_of_the_history_bit_for_bit(stream, lookba
 
 def test_flow_rule_survives_hours_of_empty_seconds_in_bounded_time():
     p = WhaleParams(window_s=60, q=0.99, lookback_s=3600, min_samples=60)
-    ts = np.array([0, 500, 1_000, 90_000, 30 * 86_400_000, 30 * 86_400_000 + 5, 60 * 86_400_000],
-                  np.int64) + 1_700_000_000_000
+    ts = (
+        np.array([0, 500, 1_000, 90_000, 30 * 86_400_000, 30 * 86_400_000 + 5, 60 * 86_400_000], np.int64)
+        + 1_700_000_000_000
+    )
     price = np.full(ts.size, 100.0)
     qty = np.array([1.0, 2.0, 1.0, 3.0, 0.5, 0.5, 0.1])
     side = np.array([1, 1, -1, 1, 1, 1, 1], np.int8)
@@ -254,9 +285,14 @@ def test_appending_future_trades_never_changes_the_past(stream, future, data):
     k = data.draw(st.integers(1, len(ts)))
     past = run_batch(ts[:k], price[:k], qty[:k], side[:k], BOTH, all_features=True)
     f_ts = ts[k - 1] + (future[0] - future[0][0])  # future trades start at or after the past
-    full = run_batch(np.concatenate([ts[:k], f_ts]), np.concatenate([price[:k], future[1]]),
-                     np.concatenate([qty[:k], future[2]]), np.concatenate([side[:k], future[3]]),
-                     BOTH, all_features=True)
+    full = run_batch(
+        np.concatenate([ts[:k], f_ts]),
+        np.concatenate([price[:k], future[1]]),
+        np.concatenate([qty[:k], future[2]]),
+        np.concatenate([side[:k], future[3]]),
+        BOTH,
+        all_features=True,
+    )
     assert np.array_equal(full.features[:k], past.features, equal_nan=True)
     assert np.array_equal(_all_codes(full, len(full.features))[:k], _all_codes(past, k))
 
@@ -325,6 +361,7 @@ def test_copy_forks_the_state(real):
 
 # --- edge cases ----------------------------------------------------------------------------------
 
+
 def test_first_trade_has_nan_returns_and_trivial_windows():
     state = new_state(WhaleParams(min_notional_usd=50.0))
     code, feats = update(state, 1_700_000_000_000, 100.0, 2.0, 1)
@@ -358,9 +395,14 @@ def test_equal_timestamps_share_windows_in_arrival_order():
 
 def test_huge_gaps_empty_every_window_exactly():
     ts = np.array([0, 10, 3 * 3_600_000, 3 * 3_600_000 + 10], np.int64) + 1_700_000_000_000
-    res = run_batch(ts, np.array([100.0, 101.0, 90.0, 91.0]), np.array([3.0, 1.0, 0.5, 0.25]),
-                    np.array([1, -1, -1, 1], np.int8), WhaleParams(min_notional_usd=1e9),
-                    all_features=True)
+    res = run_batch(
+        ts,
+        np.array([100.0, 101.0, 90.0, 91.0]),
+        np.array([3.0, 1.0, 0.5, 0.25]),
+        np.array([1, -1, -1, 1], np.int8),
+        WhaleParams(min_notional_usd=1e9),
+        all_features=True,
+    )
     row = dict(zip(FEATURE_NAMES, res.features[2]))
     assert row["buy_qty_60s"] == 0.0 and row["sell_qty_60s"] == 0.5  # exactly, no residue
     assert row["ret_30s"] == 90.0 / 101.0 - 1.0  # the last trade at or before t - 30 s
@@ -368,9 +410,7 @@ def test_huge_gaps_empty_every_window_exactly():
     assert row["rv_30s"] == abs(math.log(90.0) - math.log(101.0))
     assert not math.isnan(row["ret_1s"]) and row["drawup_60s"] == 0.0
     row = dict(zip(FEATURE_NAMES, res.features[3]))
-    assert row["rv_30s"] == math.sqrt((math.log(90.0) - math.log(101.0)) ** 2
-                                      + (math.log(91.0) - math.log(90.0)) ** 2)
-
+    assert row["rv_30s"] == math.sqrt((math.log(90.0) - math.log(101.0)) ** 2 + (math.log(91.0) - math.log(90.0)) ** 2)
 
 
 def test_small_windows_stay_exact_after_a_lifetime_of_volume():
@@ -389,6 +429,7 @@ def test_small_windows_stay_exact_after_a_lifetime_of_volume():
 
 
 # --- boundary errors --------------------------------------------------------------------------
+
 
 def test_out_of_order_trade_raises_and_leaves_the_state_alone():
     state = new_state(WhaleParams(min_notional_usd=1.0, window_s=5))
@@ -418,8 +459,7 @@ def test_run_batch_rejects_bad_input_with_the_offending_position():
     with pytest.raises(ValueError, match="price has 2 values but ts_ms has 3"):
         run_batch(np.arange(3), ones[:2], ones, np.ones(3, np.int8), p)
     with pytest.raises(ValueError, match="state was built for"):
-        run_batch(np.arange(3), ones, ones, np.ones(3, np.int8), p,
-                  state=new_state(WhaleParams(min_notional_usd=2.0)))
+        run_batch(np.arange(3), ones, ones, np.ones(3, np.int8), p, state=new_state(WhaleParams(min_notional_usd=2.0)))
     done = run_batch(np.arange(3) + 10, ones, ones, np.ones(3, np.int8), p)
     with pytest.raises(ValueError, match="before the state's last trade"):
         run_batch(np.arange(3), ones, ones, np.ones(3, np.int8), p, state=done.state)
@@ -442,8 +482,11 @@ def test_whale_params_validation_and_round_trip():
         WhaleParams(min_notional_usd=float("nan"))
     with pytest.raises(TypeError):
         new_state({"min_notional_usd": 1.0})
-    for p in (WhaleParams(min_notional_usd=1_000_000), WhaleParams(window_s=60, q=0.95, cooldown_s=30),
-              WhaleParams(min_notional_usd=5e5, window_s=1, lookback_s=600, min_samples=600)):
+    for p in (
+        WhaleParams(min_notional_usd=1_000_000),
+        WhaleParams(window_s=60, q=0.95, cooldown_s=30),
+        WhaleParams(min_notional_usd=5e5, window_s=1, lookback_s=600, min_samples=600),
+    ):
         assert WhaleParams.from_dict(p.to_dict()) == p
     assert WhaleParams(min_notional_usd=1_000_000) == WhaleParams(min_notional_usd=1e6)
 
@@ -451,12 +494,33 @@ def test_whale_params_validation_and_round_trip():
 def test_signals_imports_no_io_layer_and_reexports_the_api():
     # Statically: no I/O layer, clock, file, socket or YAML module in signals/ (numba itself
     # imports yaml and socket, so sys.modules cannot tell).
-    forbidden = {"bt", "datasets", "live", "pandas", "pyarrow", "yaml", "socket", "os", "io", "pathlib",
-                 "time", "datetime", "asyncio", "aiohttp", "websockets", "requests"}
+    forbidden = {
+        "bt",
+        "datasets",
+        "live",
+        "pandas",
+        "pyarrow",
+        "yaml",
+        "socket",
+        "os",
+        "io",
+        "pathlib",
+        "time",
+        "datetime",
+        "asyncio",
+        "aiohttp",
+        "websockets",
+        "requests",
+    }
     for path in sorted((ROOT / "signals").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             hits = [n for n in names if n.split(".")[0] in forbidden]
             assert not hits, f"{path.name} imports {hits}"
     code = (

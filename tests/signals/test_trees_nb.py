@@ -7,8 +7,14 @@ import pytest
 
 lgb = pytest.importorskip("lightgbm")
 
-from signals.trees_nb import (ensemble_from_booster, ensemble_from_dump, ensemble_from_model_string,  # noqa: E402
-                              predict_proba, predict_proba_row_nb, predict_raw_row_nb)
+from signals.trees_nb import (
+    ensemble_from_booster,
+    ensemble_from_dump,
+    ensemble_from_model_string,  # noqa: E402
+    predict_proba,
+    predict_proba_row_nb,
+    predict_raw_row_nb,
+)
 
 
 def _random_rows(rng, n, k):
@@ -72,9 +78,13 @@ def test_best_iteration_and_model_string_round_trip():
     y = (np.nan_to_num(X[:, 0]) + rng.normal(0, 1, len(X)) > 0).astype(int)
     dtrain = lgb.Dataset(X[:2000], y[:2000])
     dval = lgb.Dataset(X[2000:], y[2000:], reference=dtrain)
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "learning_rate": 0.3},
-                        dtrain, num_boost_round=300, valid_sets=[dval],
-                        callbacks=[lgb.early_stopping(5, verbose=False)])
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "learning_rate": 0.3},
+        dtrain,
+        num_boost_round=300,
+        valid_sets=[dval],
+        callbacks=[lgb.early_stopping(5, verbose=False)],
+    )
     assert 0 < booster.best_iteration < 300
     ens = ensemble_from_booster(booster)
     assert ens.roots.shape[0] == booster.best_iteration
@@ -89,8 +99,14 @@ def test_equals_booster_on_kernel_features():
 
     _, day = next(iter(generate_days(SynthParams(days=1, trades_per_s=3.0, seed=5))))
     tr = {k: v[:60_000] for k, v in day.items()}  # ~5.5 hours
-    res = run_batch(tr["ts_ms"], tr["price"], tr["qty"], tr["side"],
-                    WhaleParams.from_dict({"min_notional_usd": 50_000}), all_features=True)
+    res = run_batch(
+        tr["ts_ms"],
+        tr["price"],
+        tr["qty"],
+        tr["side"],
+        WhaleParams.from_dict({"min_notional_usd": 50_000}),
+        all_features=True,
+    )
     F = res.features
     assert F.shape[1] == len(FEATURE_NAMES) and np.isnan(F).any()  # early rows lack return refs
     # Label: price 5 minutes later is up (any target works; the point is realistic inputs).
@@ -104,20 +120,27 @@ def test_equals_booster_on_kernel_features():
     got = predict_proba(ens, F)
     assert np.max(np.abs(got - want)) <= 1e-12
     # ...and on the events the kernel fired, which is what backtest and live score.
-    np.testing.assert_allclose(predict_proba(ens, res.event_features),
-                               booster.predict(res.event_features, num_threads=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        predict_proba(ens, res.event_features), booster.predict(res.event_features, num_threads=1), rtol=0, atol=1e-12
+    )
 
 
 def test_refuses_what_it_cannot_evaluate():
     rng = np.random.default_rng(4)
     X = np.column_stack([rng.integers(0, 4, 500), rng.normal(size=500)])
     y = (X[:, 0] == 2).astype(int)
-    cat = lgb.train({"objective": "binary", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1},
-                    lgb.Dataset(X, y, categorical_feature=[0]), num_boost_round=5)
+    cat = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1},
+        lgb.Dataset(X, y, categorical_feature=[0]),
+        num_boost_round=5,
+    )
     with pytest.raises(ValueError, match="categorical split"):
         ensemble_from_booster(cat)
-    multi = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1},
-                      lgb.Dataset(X, rng.integers(0, 3, 500)), num_boost_round=2)
+    multi = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1},
+        lgb.Dataset(X, rng.integers(0, 3, 500)),
+        num_boost_round=2,
+    )
     with pytest.raises(ValueError, match="single-output model"):
         ensemble_from_booster(multi)
     with pytest.raises(ValueError, match="unsupported LightGBM objective"):
