@@ -412,9 +412,11 @@ def fig_horizon(metrics: dict, span: str) -> Figure:
         },
     ]
     fig: Figure = {"data": data, "layout": {"shapes": [_hline(0, {"color": "#999", "width": 1})]}}
+    # One horizon gives one point: the title says how to get a curve.
+    one = " (one horizon: list more in backtest.horizons for a curve)" if len(items) == 1 else ""
     return _layout(
         fig,
-        f"Net return vs horizon — {span}",
+        f"Net return vs horizon — {span}{one}",
         xaxis=_axis("horizon", type="category"),
         yaxis=_axis("net return", tickformat=".2%"),
     )
@@ -542,13 +544,15 @@ def fig_hour(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
     return _bucket_fig(stats, f"By hour of day (UTC) at {metrics['horizon']} — {span}", "hour of the trigger (UTC)")
 
 
-def _table(header: list[str], columns: list[list], title: str, height: int) -> Figure:
+def _table(header: list[str], columns: list[list], title: str) -> Figure:
+    """A table figure as tall as its rows (at most 700 px, then it scrolls): no blank space below."""
     table = {
         "type": "table",
         "header": {"values": header, "fill": {"color": "#f0f0f0"}, "align": "left", "font": {"size": 13}},
         "cells": {"values": columns, "align": "left", "font": {"size": 12}},
     }
-    return _layout({"data": [table], "layout": {}}, title, height=height)
+    n_rows = len(columns[0]) if columns else 0
+    return _layout({"data": [table], "layout": {}}, title, height=min(700, 120 + 28 * n_rows))
 
 
 def _pct(v: float | None) -> str:
@@ -583,7 +587,6 @@ def fig_exit_reasons(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
         ["exit", "signals", "mean net return"],
         [t["reason"], t["count"], [_pct(v) for v in t["mean_return"]]],
         f"Exit reasons at {metrics['horizon']} — {span}",
-        300,
     )
 
 
@@ -609,7 +612,6 @@ def fig_per_day(trades: pd.DataFrame, metrics: dict, span: str) -> Figure:
         ["day (UTC)", "signals", "mean net return", "win rate"],
         [t["day"], t["signals"], [_pct(v) for v in t["mean_return"]], [f"{v:.1%}" for v in t["win_rate"]]],
         f"Per day at {metrics['horizon']} — {span}",
-        min(700, 120 + 28 * len(t["day"])),
     )
 
 
@@ -772,7 +774,7 @@ def fig_symbols(metrics: dict, span: str) -> Figure:
         [format_symbol_value(r[title], kind) for r in rows] for title, _, kind in SYMBOL_COLUMNS
     ]
     header = ["symbol"] + [title for title, _, _ in SYMBOL_COLUMNS]
-    return _table(header, cols, f"By symbol (each as if run alone) · {span}", 120 + 28 * len(rows))
+    return _table(header, cols, f"By symbol (each as if run alone) · {span}")
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:

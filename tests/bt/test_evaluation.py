@@ -102,6 +102,8 @@ def test_report_shows_every_figure_with_the_runs_numbers(runs):
     assert table["take_profit"] == int((primary["exit_reason"] == "take_profit").sum()) > 0
     assert table["horizon"] + table["take_profit"] + table["stop_loss"] == m["n_signals"]
     assert sum(table.values()) == len(primary)
+    # Tables are as tall as their rows (a fixed 300 px left blank space under a few rows).
+    assert figs["fig-exit-reasons"]["layout"]["height"] == 120 + 28 * len(cells[0]) < 300
     # Per day, by size, by hour: every signal counted once.
     day = figs["fig-per-day"]["data"][0]["cells"]["values"]
     assert day[0] == ["2024-03-01", "2024-03-02"] and sum(day[1]) == m["n_signals"]
@@ -278,3 +280,12 @@ def test_a_run_without_signals_still_gets_its_report_and_tearsheet(runs, tmp_pat
     m = json.loads((run_dir / "metrics.json").read_text())
     write_tearsheet(flat, m, tmp_path / "t.html", benchmark=pd.Series(np.linspace(100, 110, idx.size), index=idx))
     assert "the benchmark is left out" in (tmp_path / "t.html").read_text()
+
+
+def test_one_horizon_says_how_to_get_a_curve():
+    from bt.evaluation import fig_horizon
+
+    one = {"1h": {"mean_return": 0.001, "median_return": 0.0, "n_signals": 9}}
+    assert "one horizon" in _title(fig_horizon({"by_horizon": one}, SPAN))
+    two = {**one, "5m": {"mean_return": 0.0, "median_return": 0.0, "n_signals": 9}}
+    assert "one horizon" not in _title(fig_horizon({"by_horizon": two}, SPAN))
