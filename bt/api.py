@@ -118,14 +118,37 @@ class Run:
         an order in a bar's own millisecond ends on that bar. ``freq`` is the mean row spacing, so
         ``Period`` is the run's span, but vectorbt's durations and annualised ratios count rows of
         uneven length and are rough; metrics.json's figures (daily returns) are the reference.
+
+        A universe run (``data.symbols``) gives one group of ``(symbol, slot)`` columns,
+        ``max_positions`` slots per symbol on that symbol's prices (the equity's ``price_<SYM>``
+        marks), sharing the one cash: its value is the run's equity too.
         """
         frame = self._equity_frame
+        cfg = self.config
+        if cfg.data.is_universe:
+            names = list(cfg.data.symbols or ())
+            missing = [f"price_{n}" for n in names if f"price_{n}" not in frame.columns]
+            if missing:
+                raise RunNotFoundError(
+                    f"{self.path / 'equity.parquet'} has no mark prices {missing} of the universe's members; "
+                    "re-run `bt run` on its config"
+                )
+            return build_universe_portfolio(
+                self.positions,
+                frame["equity"],
+                frame,
+                names,
+                fee=cfg.backtest.fee_bps / 1e4,
+                slippage=cfg.backtest.slippage_bps / 1e4,
+                init_cash=cfg.portfolio.init_cash,
+                max_positions=cfg.portfolio.max_positions,
+                bar=cfg.portfolio.bar,
+            )
         if "price" not in frame.columns:
             raise RunNotFoundError(
                 f"{self.path / 'equity.parquet'} has no price column (written before mark prices were "
                 "stored); re-run `bt run` on its config"
             )
-        cfg = self.config
         return build_portfolio(
             self.positions,
             frame["equity"],
@@ -150,38 +173,10 @@ def _order_events(positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.n
     return ts[order], kind[order], np.repeat(np.arange(n), 2)[order]
 
 
-def build_portfolio(
-    positions: pd.DataFrame,
-    equity: pd.Series,
-    price: pd.Series,
-    *,
-    fee: float,
-    slippage: float,
-    init_cash: float,
-    max_positions: int,
-    bar: str,
-    name: str = "portfolio",
-) -> "vbt.Portfolio":
-    """A ``vectorbt.Portfolio`` of a run's positions (see :attr:`Run.portfolio`)."""
-    import vectorbt as vbt
-
-    pos = positions.reset_index(drop=True)
-    ev_ts, ev_kind, ev_pos = _order_events(pos)
-    # Slots: each position takes the lowest slot free when it enters, so no slot holds two at once.
-    slot_of = np.full(len(pos), -1, np.int64)
-    busy = np.zeros(max_positions, bool)
-    for kind, j in zip(ev_kind, ev_pos):
-        if kind == 1:
-            free = np.flatnonzero(~busy)
-            if free.size == 0:
-                raise ValueError(f"more than max_positions={max_positions} positions open at once")
-            slot_of[j] = free[0]
-            busy[free[0]] = True
-        else:
-            busy[slot_of[j]] = False
-    # Row times (ns): orders of one millisecond get 1 ns steps; in a bar's millisecond the last
-    # one lands on the bar (the bar is valued after them), elsewhere the first is on the millisecond.
-    eq_ns = equity.index.as_unit("ns").asi8
+def _row_times(ev_ts: np.ndarray, eq_ns: np.ndarray) -> np.ndarray:
+    """Row time (ns) of each order: orders of one millisecond get 1 ns steps; in a bar's
+    millisecond the last one lands on the bar (the bar is valued after them), elsewhere the first
+    is on the millisecond."""
     bars = set(eq_ns[1:].tolist())
     row_ns = np.empty(ev_ts.size, np.int64)
     i = 0
@@ -196,26 +191,73 @@ def build_portfolio(
         else:
             row_ns[i:k] = t + np.arange(m) + (1 if t == eq_ns[0] else 0)
         i = k
+    return row_ns
+
+
+def _slots(ev_kind: np.ndarray, ev_pos: np.ndarray, group: np.ndarray, n_groups: int, max_positions: int):
+    """Slot of each position within its group: the lowest free one when it enters, so no slot holds two at once."""
+    slot_of = np.full(group.size, -1, np.int64)
+    busy = np.zeros((n_groups, max_positions), bool)
+    for kind, j in zip(ev_kind, ev_pos):
+        g = group[j]
+        if kind == 1:
+            free = np.flatnonzero(~busy[g])
+            if free.size == 0:
+                raise ValueError(f"more than max_positions={max_positions} positions open at once")
+            slot_of[j] = free[0]
+            busy[g, free[0]] = True
+        else:
+            busy[g, slot_of[j]] = False
+    return slot_of
+
+
+def _from_positions(
+    pos: pd.DataFrame,
+    equity: pd.Series,
+    marks: np.ndarray,
+    member: np.ndarray,
+    columns: pd.Index,
+    *,
+    fee: float,
+    slippage: float,
+    init_cash: float,
+    max_positions: int,
+    bar: str,
+    group_by,
+) -> "vbt.Portfolio":
+    """The orders of ``pos`` on ``len(columns)`` columns: ``max_positions`` slots per member.
+
+    ``marks``: ``(len(equity), n_members)`` mark prices at the equity's bar ends; ``member``: the
+    member index of each position (column block ``member * max_positions + slot``).
+    """
+    import vectorbt as vbt
+
+    n_members = marks.shape[1]
+    ev_ts, ev_kind, ev_pos = _order_events(pos)
+    slot_of = _slots(ev_kind, ev_pos, member, n_members, max_positions)
+    eq_ns = equity.index.as_unit("ns").asi8
+    row_ns = _row_times(ev_ts, eq_ns)
     index = pd.DatetimeIndex(np.union1d(eq_ns, row_ns)).tz_localize("UTC")
-    nrow = len(index)
-    close = pd.Series(np.nan, index=index)
+    nrow, ncol = len(index), len(columns)
+    close = np.full((nrow, n_members), np.nan)
     entry_px = pos["entry_price"].to_numpy(np.float64)
     exit_px = pos["exit_price"].to_numpy(np.float64)
     at = index.asi8.searchsorted(row_ns)
     # Between bars the market is the order's own trade (the entry price before slippage).
-    close.iloc[at] = np.where(ev_kind == 1, entry_px[ev_pos] / (1.0 + slippage), exit_px[ev_pos])
-    close.iloc[index.asi8.searchsorted(eq_ns)] = price.to_numpy(np.float64)
-    size = np.full((nrow, max_positions), np.nan)
-    px = np.full((nrow, max_positions), np.inf)  # inf: at the close (no order there)
-    fixed = np.zeros((nrow, max_positions))
+    close[at, member[ev_pos]] = np.where(ev_kind == 1, entry_px[ev_pos] / (1.0 + slippage), exit_px[ev_pos])
+    close[index.asi8.searchsorted(eq_ns)] = marks
+    if n_members > 1:  # another member's order row: this one's market is its last price
+        close = pd.DataFrame(close).ffill().to_numpy()
+    size = np.full((nrow, ncol), np.nan)
+    px = np.full((nrow, ncol), np.inf)  # inf: at the close (no order there)
+    fixed = np.zeros((nrow, ncol))
     units = pos["units"].to_numpy(np.float64)
     funding = np.nan_to_num(pos["funding_return"].to_numpy(np.float64))
-    col = slot_of[ev_pos]
+    col = member[ev_pos] * max_positions + slot_of[ev_pos]
     size[at, col] = np.where(ev_kind == 1, units[ev_pos], -units[ev_pos])
     px[at, col] = np.where(ev_kind == 1, entry_px[ev_pos], exit_px[ev_pos])
     # Funding settles at the exit on the entry notional (bt.portfolio): a fee when paid, a credit when received.
     fixed[at, col] = np.where(ev_kind == 0, -units[ev_pos] * entry_px[ev_pos] * funding[ev_pos], 0.0)
-    columns = pd.Index(range(max_positions), name="slot")
     # vectorbt measures time in rows: with the mean row spacing, its Period is the run's span.
     freq = (index[-1] - index[0]) / nrow if nrow > 1 else pd.Timedelta(parse_duration_ms(bar), unit="ms")
 
@@ -223,7 +265,7 @@ def build_portfolio(
         return pd.DataFrame(a, index=index, columns=columns)
 
     return vbt.Portfolio.from_orders(
-        frame(np.repeat(close.to_numpy()[:, None], max_positions, axis=1)),
+        frame(np.repeat(close, max_positions, axis=1)),
         size=frame(size),
         size_type="amount",
         direction="longonly",
@@ -232,8 +274,78 @@ def build_portfolio(
         fixed_fees=frame(fixed),
         init_cash=init_cash,
         cash_sharing=True,
-        group_by=pd.Index([name] * max_positions, name="symbol") if max_positions > 1 else None,
+        group_by=group_by,
         freq=freq,
+    )
+
+
+def build_portfolio(
+    positions: pd.DataFrame,
+    equity: pd.Series,
+    price: pd.Series,
+    *,
+    fee: float,
+    slippage: float,
+    init_cash: float,
+    max_positions: int,
+    bar: str,
+    name: str = "portfolio",
+) -> "vbt.Portfolio":
+    """A ``vectorbt.Portfolio`` of a run's positions (see :attr:`Run.portfolio`)."""
+    pos = positions.reset_index(drop=True)
+    return _from_positions(
+        pos,
+        equity,
+        price.to_numpy(np.float64)[:, None],
+        np.zeros(len(pos), np.int64),
+        pd.Index(range(max_positions), name="slot"),
+        fee=fee,
+        slippage=slippage,
+        init_cash=init_cash,
+        max_positions=max_positions,
+        bar=bar,
+        group_by=pd.Index([name] * max_positions, name="symbol") if max_positions > 1 else None,
+    )
+
+
+def build_universe_portfolio(
+    positions: pd.DataFrame,
+    equity: pd.Series,
+    prices: pd.DataFrame,
+    names: list[str],
+    *,
+    fee: float,
+    slippage: float,
+    init_cash: float,
+    max_positions: int,
+    bar: str,
+) -> "vbt.Portfolio":
+    """A ``vectorbt.Portfolio`` of a universe run's positions (see :attr:`Run.portfolio`).
+
+    ``prices``: the equity's ``price_<SYM>`` mark columns; ``names``: the members in order (the
+    positions' ``symbol`` values). Columns are ``(symbol, slot)``, ``max_positions`` slots per
+    symbol (all slots may be taken by one symbol), each on its symbol's prices, all in one group
+    with shared cash as :func:`bt.portfolio.simulate_universe` shares them.
+    """
+    pos = positions.reset_index(drop=True)
+    known = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(pos["symbol"].astype(str)) - set(known))
+    if unknown:
+        raise ValueError(f"positions of {unknown}, which are not members ({', '.join(names)})")
+    member = pos["symbol"].astype(str).map(known).to_numpy(np.int64)
+    columns = pd.MultiIndex.from_product([list(names), range(max_positions)], names=["symbol", "slot"])
+    return _from_positions(
+        pos,
+        equity,
+        prices[[f"price_{n}" for n in names]].to_numpy(np.float64),
+        member,
+        columns,
+        fee=fee,
+        slippage=slippage,
+        init_cash=init_cash,
+        max_positions=max_positions,
+        bar=bar,
+        group_by=pd.Index(["universe"] * len(columns), name="group"),
     )
 
 

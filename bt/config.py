@@ -192,7 +192,7 @@ class ModelConfig(_Frozen):
     objective: Literal["mean_return", "sum_return", "sharpe"] = "mean_return"
     period: str = "1h"  # per-period returns for Sharpe, DSR and PBO
     seed: int = Field(0, ge=0, le=LIMITS["max_seed"])
-    registry_name: str | None = None  # default whale-<symbol, lower case>
+    registry_name: str | None = None  # default whale-<symbol, lower case>; a universe: whale-<config name>
     gate: GateConfig = GateConfig()
     sweep: SearchSpace | None = None  # what `bt sweep` searches (bt.space)
 

@@ -40,6 +40,7 @@ __all__ = [
     "make_pruner",
     "open_storage",
     "FeatureCache",
+    "UniverseFeatureCache",
     "make_objective",
     "SweepSummary",
     "summarize",
@@ -210,11 +211,94 @@ class FeatureCache:
         return t.take(np.flatnonzero(t.end_ts_ms < self.test_start_ms))
 
 
+class UniverseFeatureCache:
+    """The :class:`FeatureCache` of every member of a universe, pooled over one span.
+
+    Each member's kernel events and outcomes come from its own trades (one :class:`FeatureCache`
+    per member); the pooled table of a (whale rule, horizon) is the members' tables in time order,
+    ties in member order, exactly as :func:`bt.model.train_pooled` pools them for ``bt run``. So
+    :func:`bt.model.purged_splits` cuts every symbol at the same instants, and the winner replayed
+    by ``bt run best.yaml`` trains on the same rows. ``hits``/``misses`` count whale rules (one
+    miss runs the kernel over every member).
+    """
+
+    def __init__(self, members: list[FeatureCache], names: list[str], *, backtest, span_ms, test_start_ms: int):
+        if len(members) != len(names):
+            raise ValueError(f"{len(members)} member caches for {len(names)} names")
+        self.members = members
+        self.names = list(names)
+        self.backtest = backtest
+        self.span_ms = span_ms
+        self.test_start_ms = int(test_start_ms)
+        self._tables: dict[tuple[str, int], tuple[EventTable, np.ndarray]] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._seen: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def n_trades(self) -> int:
+        return int(sum(len(c.ts_ms) for c in self.members))
+
+    def _lock(self, key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _pooled(self, whale: dict, horizon_ms: int) -> tuple[EventTable, np.ndarray]:
+        from signals.journal import canonical_json
+
+        rule = canonical_json(whale)
+        key = (rule, int(horizon_ms))
+        with self._lock(key):
+            if key not in self._tables:
+                with self._lock(rule):
+                    if rule in self._seen:
+                        self.hits += 1
+                    else:
+                        self.misses += 1
+                        self._seen.add(rule)
+                tables = [c.full_table(whale, horizon_ms) for c in self.members]
+                member = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(tables)])
+                ts = np.concatenate([t.ts_ms for t in tables])
+                order = np.argsort(ts, kind="stable")
+                k = len(tables[0].feature_names)
+                pooled = EventTable(
+                    ts[order],
+                    np.concatenate([t.end_ts_ms for t in tables])[order],
+                    np.ascontiguousarray(np.concatenate([t.X for t in tables]).reshape(-1, k)[order]),
+                    np.concatenate([t.net_return for t in tables])[order],
+                    np.concatenate([t.label for t in tables])[order],
+                    tables[0].feature_names,
+                )
+                self._tables[key] = (pooled, member[order])
+            else:
+                self.hits += 1
+            return self._tables[key]
+
+    def full_table(self, whale: dict, horizon_ms: int) -> EventTable:
+        """Every member's events with an outcome, pooled in time order (test included)."""
+        return self._pooled(whale, horizon_ms)[0]
+
+    def member_of(self, whale: dict, horizon_ms: int) -> np.ndarray:
+        """The member index (into ``names``) of each row of :meth:`full_table`."""
+        return self._pooled(whale, horizon_ms)[1]
+
+    def pre_test_table(self, whale: dict, horizon_ms: int) -> EventTable:
+        """Pooled events whose outcome is known before the test boundary: all a trial may see."""
+        t = self.full_table(whale, horizon_ms)
+        return t.take(np.flatnonzero(t.end_ts_ms < self.test_start_ms))
+
+
+#: What a trial reads its events from: one symbol's trades, or a universe's.
+Cache = FeatureCache | UniverseFeatureCache
+
+
 # --- objective --------------------------------------------------------------------------------
 
 
 def make_objective(
-    cache: FeatureCache,
+    cache: Cache,
     space: SearchSpace,
     base_model: ModelConfig,
     base_whale: dict,
@@ -272,19 +356,21 @@ def make_objective(
 
 #: Per worker process: the FeatureCache built from the broadcast trades (Spark reuses its Python
 #: workers, so a whale rule's kernel run serves every later trial of the study on that worker).
-_TASK_CACHE: dict[str, FeatureCache] = {}
+_TASK_CACHE: dict[str, Cache] = {}
 
 
-def _task_cache() -> tuple[FeatureCache, SearchSpace]:
+def _task_cache() -> tuple[Cache, SearchSpace]:
     from whalebt.engine import context
 
     ctx = context()
     cache = _TASK_CACHE.get(ctx["token"])
     if cache is None:
         _TASK_CACHE.clear()
-        cache = FeatureCache(
-            *ctx["arrays"], backtest=ctx["backtest"], span_ms=ctx["span_ms"], test_start_ms=ctx["test"]
-        )
+        kw = {"backtest": ctx["backtest"], "span_ms": ctx["span_ms"], "test_start_ms": ctx["test"]}
+        if "names" in ctx:  # a universe: one cache per member's trades
+            cache = UniverseFeatureCache([FeatureCache(*a, **kw) for a in ctx["arrays"]], ctx["names"], **kw)
+        else:
+            cache = FeatureCache(*ctx["arrays"], **kw)
         _TASK_CACHE[ctx["token"]] = cache
     return cache, ctx["space"]
 
@@ -348,7 +434,7 @@ def _tell_outcome(study, trial, out: dict, space: SearchSpace, worker: int) -> N
 
 def _optimize_as_tasks(
     study,
-    cache: FeatureCache,
+    cache: Cache,
     space: SearchSpace,
     base_model: ModelConfig,
     base_whale: dict,
@@ -370,14 +456,19 @@ def _optimize_as_tasks(
 
     from whalebt.engine import run_tasks
 
-    ctx = {
-        "token": f"{id(cache)}-{cache.span_ms}-{cache.test_start_ms}-{len(cache.ts_ms)}",
-        "arrays": (cache.ts_ms, cache.price, cache.qty, cache.side),
+    ctx: dict[str, Any] = {
         "backtest": cache.backtest,
         "span_ms": cache.span_ms,
         "test": cache.test_start_ms,
         "space": space,
     }
+    if isinstance(cache, UniverseFeatureCache):
+        ctx["token"] = f"{id(cache)}-{cache.span_ms}-{cache.test_start_ms}-{cache.n_trades}-{len(cache.names)}"
+        ctx["arrays"] = [(c.ts_ms, c.price, c.qty, c.side) for c in cache.members]
+        ctx["names"] = cache.names
+    else:
+        ctx["token"] = f"{id(cache)}-{cache.span_ms}-{cache.test_start_ms}-{len(cache.ts_ms)}"
+        ctx["arrays"] = (cache.ts_ms, cache.price, cache.qty, cache.side)
     while (left := n_trials - len(_finished(study))) > 0:
         trials = [study.ask() for _ in range(min(batch, left))]
         specs = [suggest(t, space, base_model, base_whale, base_horizon_ms) for t in trials]
@@ -413,6 +504,7 @@ class SweepSummary:
     result: Any  # bt.model.ModelResult of the winner
     baseline_test: dict = field(default_factory=dict)
     new_trials: list[int] = field(default_factory=list)  # trial numbers this call ran
+    by_symbol: dict = field(default_factory=dict)  # a universe: the winner's figures per member
 
 
 def _finished(study):
@@ -424,7 +516,7 @@ def _finished(study):
 
 def summarize(
     study,
-    cache: FeatureCache,
+    cache: Cache,
     space: SearchSpace,
     base_model: ModelConfig,
     base_whale: dict,
@@ -469,7 +561,17 @@ def summarize(
     res.metrics["dsr"] = None if math.isnan(dsr.dsr) else dsr.dsr
     if pbo is not None:
         res.metrics["pbo"] = pbo["pbo"]
-    return SweepSummary(
+    by_symbol = {}
+    if isinstance(cache, UniverseFeatureCache):
+        member = cache.member_of(spec.whale, spec.horizon_ms)
+        for i, name in enumerate(cache.names):
+            m = member_test_metrics(
+                table, member == i, res, n_trials=len(finished), trial_sharpes=sharpes, n_boot=n_boot
+            )
+            m["test_dsr"] = m.pop("dsr")
+            m.update({k: res.metrics.get(k) for k in ("dsr", "pbo") if k in res.metrics})
+            by_symbol[name] = m
+    summary = SweepSummary(
         study.study_name,
         len(finished),
         len(complete),
@@ -483,6 +585,41 @@ def summarize(
         res,
         {k: v for k, v in res.metrics.items() if k.startswith("baseline_")},
     )
+    summary.by_symbol = by_symbol
+    return summary
+
+
+def member_test_metrics(table: EventTable, mine: np.ndarray, res, **kw) -> dict:
+    """The winner's figures (``res.metrics`` keys) on one universe member's rows of the pooled ``table``.
+
+    The same booster and threshold, restricted to the member's test and validation events: its
+    ``test_*``/``baseline_*`` from :func:`bt.model.evaluate_test`, its ``val_*`` from its share of
+    the pooled out-of-fold predictions (``val_objective`` is the objective on its selected
+    validation signals). The split boundaries and purge are the pooled ones.
+    """
+    import dataclasses
+
+    from bt.model import independent_counts, objective_value
+
+    val, cfg = res.validation, res.config
+    te = res.splits.test[mine[res.splits.test]]
+    keep = mine[val.val_idx]
+    idx, prob = val.val_idx[keep], val.val_prob[keep]
+    t = val.threshold.threshold
+    sel = idx[prob >= t]
+    n_ind = int(independent_counts(prob, table.ts_ms[idx], table.end_ts_ms[idx], np.array([t]))[0]) if idx.size else 0
+    value = objective_value(
+        table.net_return[sel], table.ts_ms[sel], cfg.objective, span_ms=val.val_span_ms, period_ms=cfg.period_ms
+    )
+    val_m = dataclasses.replace(
+        val,
+        val_idx=idx,
+        val_prob=prob,
+        value=value,
+        threshold=dataclasses.replace(val.threshold, n_independent=n_ind),
+    )
+    out = evaluate_test(table, dataclasses.replace(res.splits, test=te), cfg, val_m, **kw)
+    return out.metrics
 
 
 def signal_config_of(run_config, spec: TrialSpec, threshold: float) -> dict:
@@ -496,6 +633,7 @@ def signal_config_of(run_config, spec: TrialSpec, threshold: float) -> dict:
     cfg = {
         "exchange": run_config.data.exchange,
         "symbol": run_config.data.symbol,
+        **({"symbols": list(run_config.data.symbols or ())} if run_config.data.is_universe else {}),
         "whale": spec.whale,
         "horizon": format_duration(spec.horizon_ms),
         "entry_latency_ms": b.entry_latency_ms,
@@ -548,7 +686,7 @@ def run_sweep(
     progress: bool = True,
     n_boot: int = 2000,
     summarize_after: bool = True,
-    cache: FeatureCache | None = None,
+    cache: Cache | None = None,
     engine: str | None = None,
     master: str | None = None,
 ):
@@ -556,7 +694,8 @@ def run_sweep(
 
     Args:
         run_config: a ``RunConfig`` whose ``model.sweep`` is the search space.
-        trades: an object with ``ts_ms, price, qty, side`` arrays (e.g. ``datasets.build.TradeSpan``).
+        trades: an object with ``ts_ms, price, qty, side`` arrays (e.g. ``datasets.build.TradeSpan``);
+            for a universe config (``data.symbols``), a list of them, one per member in order.
         n_trials: target number of finished trials in the study (resuming counts earlier ones).
         storage: Optuna storage URL (None: in memory).
         worker: added to the sampler seed, so workers on one study explore differently.
@@ -576,27 +715,30 @@ def run_sweep(
         raise UserError("the config has no model section; add one with a sweep: search space")
     base_model = run_config.model
     space = base_model.sweep or SearchSpace()
-    ts = np.asarray(trades.ts_ms, dtype=np.int64)
-    if ts.size < 2:
-        raise UserError("not enough trades to sweep over")
-    span_ms = (int(ts[0]), int(ts[-1]) + 1)
     sp = base_model.split
-    test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
-    if (
-        cache is None
-        or cache.span_ms != span_ms
-        or cache.test_start_ms != test_start
-        or cache.backtest != run_config.backtest
-    ):
-        cache = FeatureCache(
-            ts,
-            trades.price,
-            trades.qty,
-            trades.side,
-            backtest=run_config.backtest,
-            span_ms=span_ms,
-            test_start_ms=test_start,
-        )
+    if run_config.data.is_universe:
+        cache = _universe_cache(run_config, trades, cache)
+    else:
+        ts = np.asarray(trades.ts_ms, dtype=np.int64)
+        if ts.size < 2:
+            raise UserError("not enough trades to sweep over")
+        span_ms = (int(ts[0]), int(ts[-1]) + 1)
+        test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
+        if (
+            not isinstance(cache, FeatureCache)
+            or cache.span_ms != span_ms
+            or cache.test_start_ms != test_start
+            or cache.backtest != run_config.backtest
+        ):
+            cache = FeatureCache(
+                ts,
+                trades.price,
+                trades.qty,
+                trades.side,
+                backtest=run_config.backtest,
+                span_ms=span_ms,
+                test_start_ms=test_start,
+            )
     base_whale = run_config.signal.whale.to_dict()
     base_h = run_config.backtest.horizon_ms
     distributed = storage is not None and bool(storage) and not storage.startswith("sqlite")
@@ -658,6 +800,41 @@ def run_sweep(
     return study, summary, cache
 
 
+def _universe_cache(run_config, spans, cache: Cache | None) -> UniverseFeatureCache:
+    """The universe's cache over ``spans`` (one trade series per member, in ``data.members`` order).
+
+    The span is first trade to last trade over every member (``bt run``'s pooled model uses the
+    same), so the split boundaries are one set of instants for all symbols.
+    """
+    names = list(run_config.data.symbols or ())
+    spans = list(spans) if isinstance(spans, (list, tuple)) else None
+    if spans is None or len(spans) != len(names):
+        raise UserError(
+            f"a universe sweep needs one trade series per member ({len(names)}: {', '.join(names)}); "
+            f"got {'one series' if spans is None else len(spans)}"
+        )
+    empty = [n for n, s in zip(names, spans) if len(s.ts_ms) < 2]
+    if empty:
+        raise UserError(
+            f"not enough trades to sweep over for {', '.join(empty)} in {run_config.data.start}..{run_config.data.end}; "
+            "drop it from data.symbols or widen the span"
+        )
+    span_ms = (min(int(s.ts_ms[0]) for s in spans), max(int(s.ts_ms[-1]) for s in spans) + 1)
+    sp = run_config.model.split
+    test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
+    if (
+        isinstance(cache, UniverseFeatureCache)
+        and cache.names == names
+        and cache.span_ms == span_ms
+        and cache.test_start_ms == test_start
+        and cache.backtest == run_config.backtest
+    ):
+        return cache
+    kw = {"backtest": run_config.backtest, "span_ms": span_ms, "test_start_ms": test_start}
+    members = [FeatureCache(s.ts_ms, s.price, s.qty, s.side, **kw) for s in spans]
+    return UniverseFeatureCache(members, names, **kw)
+
+
 def _period_equity(ts_ms: np.ndarray, returns: np.ndarray):
     import pandas as pd
 
@@ -713,20 +890,24 @@ def sweep_command(
     mode = {True: "always", False: "never"}.get(register, register) if isinstance(register, bool) else register
     if mode not in REGISTER_MODES:
         raise UserError(f"--register must be one of {', '.join(REGISTER_MODES)}; got {register!r}")
-    if run_config.data.is_universe:
-        raise UserError(
-            "bt sweep tunes over one symbol (data.symbol); a universe (data.symbols/data.universe) runs in "
-            "`bt run`, which trains one model over it"
-        )
+    universe = run_config.data.is_universe
+    if universe:
+        from bt.universe import resolve_universe
+
+        run_config = resolve_universe(run_config, quiet=False)  # best.yaml and the study name keep the list
     in_sample_guard(run_config, allow_in_sample=allow_in_sample, tracking_uri=tracking_uri)
     d = run_config.data
     if storage and storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    span = load_trades(Lake(d.lake), d.exchange, d.symbol, d.start, d.end)
-    print(f"loaded {len(span):,} trades of {d.exchange}/{d.symbol}", file=sys.stderr)
+    lake = Lake(d.lake)
+    names = list(d.symbols or ()) if universe else [str(d.symbol)]
+    spans = [load_trades(lake, ex, sym, d.start, d.end) for ex, sym in d.members]
+    for (ex, sym), sp in zip(d.members, spans):
+        print(f"loaded {len(sp):,} trades of {ex}/{sym}", file=sys.stderr)
+    span: Any = spans[0] if not universe else _Sources([x for sp in spans for x in sp.sources])
     study, summary, cache = run_sweep(
         run_config,
-        span,
+        spans if universe else span,
         n_trials=0 if summary_only else n_trials,
         storage=storage,
         study_name=study_name,
@@ -741,9 +922,7 @@ def sweep_command(
     sig_cfg = signal_config_of(run_config, summary.spec, res.threshold)
     table = cache.full_table(summary.spec.whale, summary.spec.horizon_ms)
     te = res.splits.test
-    lineage = lineage_of(
-        res, table, exchange=d.exchange, symbols=[d.symbol], span_ms=cache.span_ms, sources=span.sources
-    )
+    lineage = lineage_of(res, table, exchange=d.exchange, symbols=names, span_ms=cache.span_ms, sources=span.sources)
     gate_cfg = run_config.model.gate
     verdict = check_gate(res.metrics, gate_cfg)
     gate_doc = {**verdict.to_dict(), "config": gate_cfg.model_dump()}
@@ -768,6 +947,12 @@ def sweep_command(
             **{f"f_{n}": table.X[te, j] for j, n in enumerate(table.feature_names)},
         }
     )
+    if isinstance(cache, UniverseFeatureCache):
+        trades_df.insert(
+            0,
+            "symbol",
+            np.asarray(cache.names, dtype=object)[cache.member_of(summary.spec.whale, summary.spec.horizon_ms)[te]],
+        )
     metrics = {
         "run_id": summary.study_name,
         "name": run_config.name,
@@ -785,6 +970,23 @@ def sweep_command(
         "registration": registration,
         "costs": {"fee_bps": b.fee_bps, "slippage_bps": b.slippage_bps, "entry_latency_ms": b.entry_latency_ms},
     }
+    if universe:
+        # Per member, the headline's keys: its own test, baseline and validation figures under the
+        # one model and threshold; what belongs to the study (trials, DSR, PBO, ids) is shared. Its
+        # gate verdict is informative only: registration follows the pooled gate.
+        metrics["symbols"] = names
+        shared = dict(metrics)
+        metrics["by_symbol"] = {
+            name: {
+                **shared,
+                "symbols": [name],
+                **{k[len("test_") :]: v for k, v in mm.items() if k.startswith("test_") and k != "test_dsr"},
+                "test_dsr": mm.get("test_dsr"),
+                "model_metrics": mm,
+                "gate": {**check_gate(mm, gate_cfg).to_dict(), "config": gate_cfg.model_dump()},
+            }
+            for name, mm in summary.by_symbol.items()
+        }
     out_dir = Path(results_dir) / summary.study_name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     sweep_doc = {
@@ -804,6 +1006,9 @@ def sweep_command(
         "lineage": lineage,
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
+    if universe:
+        sweep_doc["symbols"] = names
+        sweep_doc["by_symbol"] = summary.by_symbol
     from bt.runfolder import json_text, write_run_folder
 
     def fill(tmp: Path) -> None:
@@ -840,6 +1045,9 @@ def sweep_command(
         "registered": False,
         "registration": decision,
     }
+    if universe:
+        keys = ("test_n_signals", "test_n_independent", "test_mean_return", "baseline_mean_return")
+        result["by_symbol"] = {n: {k: mm.get(k) for k in keys} for n, mm in summary.by_symbol.items()}
     if mode != "never":
         result.update(
             _log_sweep(
@@ -861,6 +1069,13 @@ def sweep_command(
         )
         result["registered"] = result.get("model_uri") is not None
     return result
+
+
+@dataclass
+class _Sources:
+    """What the MLflow logging reads of a universe's trades: every member's partitions."""
+
+    sources: list[dict]
 
 
 def _log_sweep(
@@ -921,7 +1136,10 @@ def _log_sweep(
             "whalebt.config_id": sig_cfg["config_id"],
         }
         res = summary.result
-        name = register_as or run_config.model.registry_name or f"whale-{run_config.data.symbol.lower()}"
+        d = run_config.data
+        # one symbol: whale-<symbol>; a universe (the model serves every member): whale-<config name>
+        default = f"whale-{run_config.name.lower()}" if d.is_universe else f"whale-{str(d.symbol).lower()}"
+        name = register_as or run_config.model.registry_name or default
         parent_id = _study_parent(client, exp_id, summary.study_name, resolve_tags, find_run)
         gate_info = (
             {}
@@ -939,8 +1157,8 @@ def _log_sweep(
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in {**tags, **gate_info, **best, **context_tags(metrics or {})}.items()],
         )
-        d = run_config.data
-        ds = lake_dataset(d.lake, span.sources, f"{d.exchange}/{d.symbol} {d.start}..{d.end}")
+        what = ",".join(f"{ex}/{sym}" for ex, sym in d.members)
+        ds = lake_dataset(d.lake, span.sources, f"{what} {d.start}..{d.end}")
         client.log_inputs(
             parent_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "training")])]
         )

@@ -20,6 +20,7 @@ EXAMPLE = """Example:
   bt sweep configs/whale_lgbm.yaml --trials 100
   bt sweep configs/whale_lgbm.yaml --trials 100 --storage postgresql+psycopg://postgres@127.0.0.1:5432/optuna --worker 1
   bt sweep configs/whale_lgbm.yaml --trials 20 --end 2024-03-08 --set model.gate.min_test_signals=10
+  bt sweep configs/universe_lgbm.yaml --trials 20   # data.symbols: one model tuned over every symbol
 
   bt sweep configs/whale_lgbm.yaml --trials 64 --engine spark --jobs 8   # rounds of 8 trials as Spark tasks
 
@@ -77,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MLflow registry URI (env MLFLOW_REGISTRY_URI), e.g. databricks-uc with a catalog.schema.model name",
     )
     p.add_argument(
-        "--register-as", default=None, help="registered model name (default model.registry_name or whale-<symbol>)"
+        "--register-as",
+        default=None,
+        help="registered model name (default model.registry_name, else whale-<symbol>; a universe: whale-<config name>)",
     )
     p.add_argument(
         "--register",
@@ -150,6 +153,13 @@ def run(args: argparse.Namespace) -> int:
             if k.endswith("mean_return") and v is not None:
                 v = f"{100 * v:+.3f} %"  # a fraction in the JSON, a percentage here (as `bt run` prints it)
             print(f"{k:22s} {v}")
+        if out.get("by_symbol"):  # a universe: the winner's test figures per member
+            print(f"{'by symbol':22s} {'signals':>8s} {'indep.':>7s} {'mean':>9s} {'baseline':>9s}")
+            for sym, b in out["by_symbol"].items():
+                mean, base = (
+                    "-" if b[k] is None else f"{100 * b[k]:+.3f}%" for k in ("test_mean_return", "baseline_mean_return")
+                )
+                print(f"  {sym:20s} {b['test_n_signals']:>8} {b['test_n_independent']:>7} {mean:>9s} {base:>9s}")
         print(f"{'gate':22s} {out['gate']}")
         for r in out["gate_reasons"]:
             print(f"{'':22s} - {r}")

@@ -180,3 +180,30 @@ def test_import_bt_stays_light():
     ).stderr
     for mod in ("bt.api", "bt.run", "pandas", "vectorbt"):
         assert f" {mod}\n" not in out and f"| {mod}\n" not in out, f"`import bt` imports {mod}"
+
+
+def test_a_universe_run_portfolio_is_one_group_over_its_symbols_with_shared_cash(tmp_path):
+    """Two symbols, two slots shared by them: one vectorbt group of (symbol, slot) columns, one cash."""
+    from tests.bt.universe_market import SYMBOLS, raw_config, write_lake
+
+    write_lake(tmp_path / "lake")
+    run = bt.backtest(
+        raw_config(tmp_path / "lake", symbols=list(SYMBOLS)),
+        results_dir=tmp_path / "results",
+        log_mlflow=False,
+        tearsheet=False,
+        quiet=True,
+    )
+    assert set(run.positions["symbol"]) == set(SYMBOLS)
+    pf = run.portfolio
+    assert list(pf.wrapper.columns) == [(s, k) for s in SYMBOLS for k in range(2)]
+    _assert_value_is_equity(pf, run.equity)
+    assert pf.total_return() == pytest.approx(run.metrics["portfolio"]["total_return"], rel=1e-9)
+    rr = pf.trades.records_readable
+    assert len(rr) == run.metrics["portfolio"]["n_trades"] == len(run.positions)
+    # each trade is on its own symbol's columns, at the position's prices
+    rr = rr.sort_values(["Entry Timestamp", "Column"], kind="stable").reset_index(drop=True)
+    pos = run.positions.sort_values(["entry_ts_ms", "symbol"], kind="stable").reset_index(drop=True)
+    assert [c[0] for c in rr["Column"]] == pos["symbol"].tolist()
+    np.testing.assert_allclose(rr["Avg Entry Price"], pos["entry_price"], rtol=1e-12)
+    np.testing.assert_allclose(rr["PnL"], pos["pnl"], rtol=1e-7, atol=1e-9)

@@ -174,10 +174,11 @@ def test_a_sweep_on_spark_is_the_local_study(spark, tmp_path):
     assert _trials(spk) == _trials(loc) and len(spk.trials) == 11
 
 
-def test_bt_sweep_cli_on_spark_writes_the_local_summary(spark, tmp_path, capsys):
+@pytest.mark.parametrize("what", ["single", "universe"])
+def test_bt_sweep_cli_on_spark_writes_the_local_summary(spark, tmp_path, capsys, what):
     lake_dir = tmp_path / "lake"
     write_lake(lake_dir)
-    raw = raw_config(lake_dir, symbol=SYMBOLS[0])
+    raw = raw_config(lake_dir, symbol=SYMBOLS[0]) if what == "single" else raw_config(lake_dir, symbols=list(SYMBOLS))
     raw["model"] = {
         "threshold": {"min_signals": 3},
         "gate": {"min_test_signals": 1},
@@ -199,6 +200,7 @@ def test_bt_sweep_cli_on_spark_writes_the_local_summary(spark, tmp_path, capsys)
     assert docs["spark"][0] == docs["local"][0]
     pd.testing.assert_frame_equal(docs["spark"][1], docs["local"][1])
     assert docs["spark"][2:] == docs["local"][2:]
+    assert what == "single" or set(docs["local"][0]["by_symbol"]) == set(SYMBOLS)  # one study over both
 
 
 def test_engine_errors_are_one_line(spark, lake, tmp_path, capsys, monkeypatch):
