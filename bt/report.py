@@ -5,6 +5,8 @@ Reports read what a run produced (its metrics and equity curve); they never reco
 
 from __future__ import annotations
 
+import contextlib
+import html
 import logging
 import warnings
 from pathlib import Path
@@ -175,6 +177,49 @@ def tearsheet_inputs(pf, metrics: dict, benchmark=None):
     return rets, bench, title
 
 
+ROLLING_PANELS = {
+    "rolling_beta": "beta to the benchmark",
+    "rolling_volatility": "volatility",
+    "rolling_sharpe": "Sharpe ratio",
+    "rolling_sortino": "Sortino ratio",
+}
+
+
+@contextlib.contextmanager
+def _rolling_panels_noted(qs, n_days: int):
+    """quantstats' rolling 6-month panels, replaced by a line saying why when the span is shorter.
+
+    Their window is half a year of daily returns (183 at 365 periods a year): over fewer days
+    quantstats draws four empty axes, which read as "no risk" (issue: empty 6-month panels). The
+    note states the window and the run's days instead, and the page is drawn in less time.
+    """
+    _, window = qs.reports._get_trading_periods(365)
+    if n_days >= window:
+        yield
+        return
+    saved = {name: getattr(qs.plots, name) for name in ROLLING_PANELS}
+
+    def note(what: str):
+        def draw(*_: object, savefig: dict | None = None, **__: object) -> None:
+            text = html.escape(f"Rolling 6-month {what}: needs {window} days of daily returns; this run has {n_days}.")
+            svg = (
+                '<svg xmlns="http://www.w3.org/2000/svg" width="576pt" height="40pt" viewBox="0 0 576 40">'
+                f'<text x="4" y="24" style="font: 13px Arial, sans-serif; fill: #666">{text}</text></svg>'
+            )
+            if savefig is not None:
+                savefig["fname"].write(svg.encode())
+
+        return draw
+
+    try:
+        for name, what in ROLLING_PANELS.items():
+            setattr(qs.plots, name, note(what))
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(qs.plots, name, fn)
+
+
 def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
     """quantstats HTML tearsheet of the portfolio's daily returns (365 periods a year).
 
@@ -184,8 +229,6 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
     in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
     """
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-    import html
-
     import matplotlib
 
     # quantstats saves SVG; with the svg backend pyplot does not redraw each figure on an Agg
@@ -203,7 +246,7 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
         # quantstats regresses one on the other: a flat series (no trades, a flat price) breaks it.
         no_bench = "the benchmark is left out: the strategy or the price did not move"
         bench = None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _rolling_panels_noted(qs, len(rets)):
         warnings.simplefilter("ignore")
         qs.reports.html(rets, benchmark=bench, output=str(path), title=title, periods_per_year=PERIODS_PER_YEAR)
     note = (metrics.get("portfolio") or {}).get("annualisation_note")

@@ -289,3 +289,29 @@ def test_one_horizon_says_how_to_get_a_curve():
     assert "one horizon" in _title(fig_horizon({"by_horizon": one}, SPAN))
     two = {**one, "5m": {"mean_return": 0.0, "median_return": 0.0, "n_signals": 9}}
     assert "one horizon" not in _title(fig_horizon({"by_horizon": two}, SPAN))
+
+
+@pytest.mark.parametrize("days", [10, 200])
+def test_tearsheet_rolling_panels_need_half_a_year(tmp_path, days):
+    """Over fewer than 183 days the rolling 6-month panels are a note, not four empty axes."""
+    from types import SimpleNamespace
+
+    from bt.report import write_tearsheet
+
+    idx = pd.date_range("2024-01-01", periods=days * 24 + 1, freq="h", tz="UTC")
+    rng = np.random.default_rng(3)
+    equity = pd.Series(1e4 * np.cumprod(1 + rng.normal(0, 0.002, len(idx))), index=idx, name="equity")
+    price = pd.Series(100 * np.cumprod(1 + rng.normal(0, 0.003, len(idx))), index=idx, name="price")
+    metrics = {"name": "t", "horizon": "1h", "data": {"exchange": "binance_usdm", "symbol": "TUSDT"}}
+    page_path = tmp_path / "tearsheet.html"
+    write_tearsheet(SimpleNamespace(equity=equity), metrics, page_path, benchmark=price)
+    page = page_path.read_text()
+    panels = {k: re.search(rf'<div id="{k}">(.*?)</div>', page, re.S).group(1) for k in ("rolling_vol", "rolling_beta")}
+    if days < 183:
+        assert f"needs 183 days of daily returns; this run has {days}." in panels["rolling_vol"]
+        assert "Rolling 6-month beta" in panels["rolling_beta"] and "<path" not in panels["rolling_vol"]
+    else:
+        assert "needs 183 days" not in page and "<path" in panels["rolling_vol"]
+    import quantstats as qs
+
+    assert qs.plots.rolling_sharpe.__module__.startswith("quantstats")  # put back afterwards
