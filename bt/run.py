@@ -1051,6 +1051,7 @@ def run_universe(
     pool_span = (min(a for a, _ in spans), max(b for _, b in spans))
     if engine != "spark":
         warm_member(config)  # forked members inherit the loaded kernels (one process: loaded once either way)
+    t_members = time.perf_counter()
     studies = run_tasks(
         _study_task,
         [(m, v, pool_span) for m, v in zip(members, verdicts)],
@@ -1060,7 +1061,8 @@ def run_universe(
         engine=engine,
         master=spark_master,
     )
-    timings: dict[str, float] = {"studies_s": time.perf_counter() - t0}
+    # members_s: the members' tasks alone (what --jobs divides); studies_s also counts the set-up before.
+    timings: dict[str, float] = {"studies_s": time.perf_counter() - t0, "members_s": time.perf_counter() - t_members}
     bt = config.backtest
     horizons = bt.all_horizons_ms
     parts = []
