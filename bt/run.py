@@ -32,6 +32,7 @@ from datasets.build import (
     open_tape,
     refresh_silver,
     span_holes,
+    tape_ends_ms,
 )
 from datasets.durations import format_duration, parse_duration_ms
 from datasets.lake import Lake
@@ -365,6 +366,8 @@ class SymbolStudy:
     timings: dict = field(default_factory=dict)
     #: A DayTape price span: the trades the portfolio marks and the report read (one pass over the days).
     marks: SubTape | None = None
+    #: A universe member of a model run: its report's calibration rows (:func:`_calibration`), made in its task.
+    calibration: pd.DataFrame | None = None
 
 
 def run_backtest(
@@ -496,7 +499,7 @@ def _run_single(
         from bt.parallel import run_tasks
 
         ctx = {"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict}
-        st = run_tasks(_study_task, [(config, None)], jobs, context=ctx, engine=engine, master=spark_master)[0]
+        st = run_tasks(_study_task, [(config, None, None)], jobs, context=ctx, engine=engine, master=spark_master)[0]
     else:
         n_chunks = 1 if jobs is None else check_jobs(jobs)
         st = study_symbol(
@@ -684,6 +687,26 @@ def add_clusters(study: pd.DataFrame, horizons: list[int]) -> None:
         )
 
 
+def portfolio_span_ms(
+    config: RunConfig, first_ms: int | None, last_ms: int | None, oos_from_ms: int | None
+) -> tuple[int, int]:
+    """The portfolio's ``[start, end)``: the config's days, cut to the price tape's first second
+    and last trade, and to a model's test span (``oos_from_ms``, a model trained by the run)."""
+    start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
+    end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + 86_400_000
+    end_ms = min(end_ms, last_ms + 1) if last_ms is not None else end_ms
+    start_ms = max(start_ms, first_ms // 1000 * 1000) if first_ms is not None else start_ms
+    if oos_from_ms is not None:
+        start_ms = max(start_ms, int(oos_from_ms))  # the portfolio covers the test span only
+    return start_ms, end_ms
+
+
+def _bar_queries(span_ms: tuple[int, int], bar_ms: int) -> list[np.ndarray]:
+    """The times a portfolio over ``span_ms`` marks at: each bar end and the start (DayTape.sample)."""
+    start_ms, end_ms = span_ms
+    return [np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64), np.asarray([start_ms], np.int64)]
+
+
 def study_symbol(
     config: RunConfig,
     *,
@@ -695,10 +718,13 @@ def study_symbol(
     t0: float | None = None,
     verdict=None,
     jobs: int = 1,
+    mark_span_ms: tuple[int, int] | None = None,
 ) -> SymbolStudy:
     """Signals, event study, portfolio and metrics of a single-symbol config (no files written).
 
-    ``jobs`` > 1: gold is built in parallel day chunks (:func:`compute_signals`)."""
+    ``jobs`` > 1: gold is built in parallel day chunks (:func:`compute_signals`).
+    ``mark_span_ms``: a universe's portfolio span (:func:`portfolio_span_ms` of every member):
+    ``marks`` then also holds the trades that mark its bars, so pooling reads no tape."""
     t0 = time.perf_counter() if t0 is None else t0
     overlaps = overlaps or []
     timings: dict[str, float] = {}
@@ -744,22 +770,16 @@ def study_symbol(
     _check_funding(coverage, funding, bt.funding, price_span, quiet)
     by_h = horizon_metrics(headline, config)
     t2 = time.perf_counter()
-    day_ms = 86_400_000
-    start_ms = int(pd.Timestamp(config.data.start, tz="UTC").value // 1_000_000)
-    end_ms = int(pd.Timestamp(config.data.end, tz="UTC").value // 1_000_000) + day_ms
-    first_ms, last_ms = price_span.first_ts_ms, price_span.last_ts_ms
-    end_ms = min(end_ms, last_ms + 1) if last_ms is not None else end_ms
-    start_ms = max(start_ms, first_ms // 1000 * 1000) if first_ms is not None else start_ms
-    if sig.oos_from_ms is not None:
-        start_ms = max(start_ms, int(sig.oos_from_ms))  # the portfolio covers the test span only
+    start_ms, end_ms = portfolio_span_ms(config, price_span.first_ts_ms, price_span.last_ts_ms, sig.oos_from_ms)
     bar_ms = parse_duration_ms(config.portfolio.bar)
     marks = None
     if isinstance(price_span, DayTape):
         # One pass over the days for every price read from here on: the portfolio's marks (the
-        # last trade at or before each bar end and the start) and the report's (_report_queries).
-        bar_end = np.arange(start_ms + bar_ms, end_ms + bar_ms, bar_ms, dtype=np.int64)
+        # last trade at or before each bar end and the start), the report's (_report_queries)
+        # and, in a universe, the marks of the pooled portfolio's bars (``mark_span_ms``).
         queries, ends = _report_queries(study, (start_ms, end_ms))
-        marks = price_span.sample([bar_end, np.asarray([start_ms], np.int64), *queries], ends)
+        spans = [(start_ms, end_ms)] + ([mark_span_ms] if mark_span_ms is not None else [])
+        marks = price_span.sample([*(q for span in spans for q in _bar_queries(span, bar_ms)), *queries], ends)
     pf = simulate_portfolio(
         primary,
         *((marks.ts_ms, marks.price) if marks is not None else (price_span.ts_ms, price_span.price)),
@@ -845,9 +865,11 @@ def study_symbol(
     )
 
 
-def _light(st: SymbolStudy) -> SymbolStudy:
-    """The study without the arrays pooling does not read (sent back from a worker process)."""
-    price_span = _slim_span(st.price_span, True)
+def _light(st: SymbolStudy, keep_px: bool = True) -> SymbolStudy:
+    """The study without the arrays pooling does not read (sent back from a worker process).
+
+    ``keep_px`` False: no trades at all (a universe member, whose ``marks`` hold what pooling reads)."""
+    price_span = _slim_span(st.price_span, keep_px)
     span = price_span if st.sig.span is st.price_span else _slim_span(st.sig.span, False)
     return replace(st, sig=replace(st.sig, span=span), price_span=price_span)
 
@@ -917,11 +939,51 @@ def _pooled_verdicts(
         raise UniverseModelError(str(exc)) from None
 
 
-def _study_task(task: tuple[RunConfig, object]) -> SymbolStudy:
-    """One universe member's study (a :func:`bt.parallel.run_tasks` task): ``(member, verdict or None)``."""
+def warm_member(config: RunConfig) -> None:
+    """Load the compiled kernels a member's study runs (numba's on-disk cache) into this process.
+
+    Called before the member processes fork, so they inherit the kernels instead of each loading
+    them (the first load in a process also starts numba's compiler, ~0.6 s of CPU per process).
+    Each kernel is called on two trades in the array layouts the study passes: read-only day arrays
+    (zero-copy from parquet) and writeable concatenated windows. The modules a study imports
+    lazily are imported here too, for the same reason.
+    """
+    import importlib
+
+    from bt.portfolio import warm_universe
+
+    for name in ("bt.evaluation", "bt.funding", "datasets.sources.funding"):
+        importlib.import_module(name)
+    from signals import WhaleParams, run_batch
+    from signals.outcome import entry_exit
+
+    params = WhaleParams.from_dict(config.signal.whale.to_dict())
+    for writeable in (False, True):
+        ts, px = np.array([0, 1000], np.int64), np.array([1.0, 1.0])
+        qty, side = np.array([1.0, 1.0]), np.array([1, -1], np.int8)
+        for a in (ts, px, qty, side):
+            a.setflags(write=writeable)
+        if not writeable:
+            run_batch(ts, px, qty, side, params)
+        entry_exit(ts, px, np.array([0], np.int64), latency_ms=0, horizons_ms=[1000])
+    pos = pd.DataFrame(
+        {"entry_ts_ms": [0], "exit_ts_ms": [1000], "entry_price": [1.0], "exit_price": [1.0], "funding_return": [0.0]}
+    ).assign(exit_idx=1, signal=0)
+    simulate_portfolio(pos, ts, px, fee=0.0, init_cash=1.0, max_positions=1, bar_ms=1000, start_ms=0, end_ms=1000)
+    warm_universe()
+
+
+def _study_task(task: tuple[RunConfig, object, tuple[int, int] | None]) -> SymbolStudy:
+    """One symbol's study (a :func:`bt.parallel.run_tasks` task): ``(member, verdict or None, pool span)``.
+
+    A universe member (pool span given: the pooled portfolio's ``[start, end)``) does here what
+    pooling would otherwise do over its whole tape, so the results sent back are small: its marks
+    cover the pooled bars and its report's trades, and a model run's calibration rows are made here.
+    Without a pool span (one symbol on Spark), the prices come back whole.
+    """
     from bt.parallel import context
 
-    member, verdict = task
+    member, verdict, pool_span = task
     ctx = context()
     st = study_symbol(
         member,
@@ -931,8 +993,14 @@ def _study_task(task: tuple[RunConfig, object]) -> SymbolStudy:
         overlaps=ctx.get("overlaps"),
         quiet=bool(ctx.get("quiet", True)),
         strict=bool(ctx.get("strict", False)),
+        mark_span_ms=pool_span,
     )
-    return _light(st)
+    if pool_span is None:
+        return _light(st)
+    if member.model is not None:
+        study_of = _study_fn(member, st.price_span, st.funding)
+        st = replace(st, calibration=_calibration(member, st.sig, st.study, study_of, st.price_span))
+    return _light(st, keep_px=False)
 
 
 def run_universe(
@@ -959,6 +1027,7 @@ def run_universe(
     from bt.parallel import check_jobs, run_tasks
     from bt.portfolio import simulate_universe, warm_universe
     from bt.universe import (
+        member_marks,
         equal_weight_benchmark,
         pooled_data,
         pooled_funding_coverage,
@@ -978,16 +1047,22 @@ def run_universe(
     verdicts: list = [None] * len(members)
     if config.model is not None and not config.model.uri:
         verdicts = _pooled_verdicts(members, config, n_jobs, quiet, engine, spark_master)
+    spans = [_member_span_ms(m, lake, v) for m, v in zip(members, verdicts)]
+    pool_span = (min(a for a, _ in spans), max(b for _, b in spans))
+    if engine != "spark":
+        warm_member(config)  # forked members inherit the loaded kernels (one process: loaded once either way)
+    t_members = time.perf_counter()
     studies = run_tasks(
         _study_task,
-        list(zip(members, verdicts)),
+        [(m, v, pool_span) for m, v in zip(members, verdicts)],
         n_jobs,
         context={"bundle": bundle, "overlaps": overlaps, "quiet": quiet, "strict": strict},
         meanwhile=warm_universe,  # the pooling's compiled code loads while the members run
         engine=engine,
         master=spark_master,
     )
-    timings: dict[str, float] = {"studies_s": time.perf_counter() - t0}
+    # members_s: the members' tasks alone (what --jobs divides); studies_s also counts the set-up before.
+    timings: dict[str, float] = {"studies_s": time.perf_counter() - t0, "members_s": time.perf_counter() - t_members}
     bt = config.backtest
     horizons = bt.all_horizons_ms
     parts = []
@@ -1003,11 +1078,13 @@ def run_universe(
     headline = study if split_metrics is None else study[~study["in_sample"]]
     primary = headline[headline["horizon_ms"] == horizons[0]]
     by_h = horizon_metrics(headline, config)
-    start_ms = min(st.span_ms[0] for st in studies)
-    end_ms = max(st.span_ms[1] for st in studies)
+    if [st.span_ms for st in studies] != spans:
+        raise RuntimeError(f"members' portfolio spans {[st.span_ms for st in studies]} are not the {spans} foreseen")
+    start_ms, end_ms = pool_span
+    marks = [member_marks(st) for st in studies]
     pf = simulate_universe(
         [st.primary for st in studies],
-        [(st.price_span.ts_ms, st.price_span.price) for st in studies],
+        [(m.ts_ms, m.price) for m in marks],
         names,
         fee=bt.fee_bps / 1e4,
         init_cash=config.portfolio.init_cash,
@@ -1058,22 +1135,7 @@ def run_universe(
     metrics["by_symbol"] = {name: st.metrics for name, st in zip(names, studies)}
     t3 = time.perf_counter()
     artefacts = {"paths": pooled_paths(config, studies, study)}
-    cal = (
-        [
-            _report_artefacts(
-                st.config,
-                st.sig,
-                st.study,
-                _study_fn(st.config, st.price_span, st.funding),
-                st.price_span,
-                st.funding,
-                st.span_ms,
-            ).get("calibration")
-            for st in studies
-        ]
-        if config.model is not None
-        else []
-    )
+    cal = [st.calibration for st in studies]  # made in the members' tasks
     if any(c is not None for c in cal):
         artefacts["calibration"] = pd.concat([c for c in cal if c is not None], ignore_index=True)
     if verdicts[0] is not None and verdicts[0].threshold_curve is not None:
@@ -1087,6 +1149,14 @@ def run_universe(
     if log_mlflow:
         _log_mlflow(result, config, tracking_uri, new_run, quiet)
     return result
+
+
+def _member_span_ms(member: RunConfig, lake: Lake, verdict) -> tuple[int, int]:
+    """A universe member's portfolio span, foreseen before its task runs (from the first and last
+    trades of its price tape: ``ts_ms`` of two days read), so every task can mark the pooled bars."""
+    d = member.data
+    first_ms, last_ms = tape_ends_ms(lake, d.price_exchange or d.exchange, d.symbol, d.start, d.end)
+    return portfolio_span_ms(member, first_ms, last_ms, getattr(verdict, "oos_from_ms", None))
 
 
 def _report_queries(study: pd.DataFrame, span_ms: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -1121,22 +1191,10 @@ def _report_artefacts(
     Model runs also score every headline event's outcome at the primary horizon (not only the
     signals kept by the threshold) for the calibration figure.
     """
-    from bt.evaluation import calibration_table, run_artefacts
+    from bt.evaluation import run_artefacts
 
     bt = config.backtest
-    calibration = None
-    if config.model is not None and len(price_span):
-        ev = sig.events
-        if "in_sample" in study.columns:
-            from bt.registry import in_sample_mask
-
-            ev = ev[~in_sample_mask(sig.model_lineage, ev["ts_ms"].to_numpy(np.int64))]
-        ts = ev["ts_ms"].to_numpy(np.int64)
-        if config.data.price_exchange and config.data.price_exchange != config.data.exchange:
-            every = study_of(_last_at_or_before(price_span, ts), ts, [bt.horizon_ms])
-        else:
-            every = study_of(ev["trade_idx"].to_numpy(np.int64), None, [bt.horizon_ms])
-        calibration = calibration_table(ev["prob"].to_numpy(np.float64), every, ts)
+    calibration = _calibration(config, sig, study, study_of, price_span)
     if isinstance(price_span, DayTape):
         sub = marks if marks is not None else price_span.sample(*_report_queries(study, span_ms))
         study = study.assign(
@@ -1158,6 +1216,27 @@ def _report_artefacts(
         calibration=calibration,
         threshold_curve=sig.threshold_curve,
     )
+
+
+def _calibration(config, sig, study, study_of, price_span) -> pd.DataFrame | None:
+    """A model run's calibration rows: every headline event's outcome at the primary horizon
+    (not only the signals the threshold kept) beside its probability; None without a model."""
+    from bt.evaluation import calibration_table
+
+    if config.model is None or not len(price_span):
+        return None
+    ev = sig.events
+    if "in_sample" in study.columns:
+        from bt.registry import in_sample_mask
+
+        ev = ev[~in_sample_mask(sig.model_lineage, ev["ts_ms"].to_numpy(np.int64))]
+    ts = ev["ts_ms"].to_numpy(np.int64)
+    horizon_ms = config.backtest.horizon_ms
+    if config.data.price_exchange and config.data.price_exchange != config.data.exchange:
+        every = study_of(_last_at_or_before(price_span, ts), ts, [horizon_ms])
+    else:
+        every = study_of(ev["trade_idx"].to_numpy(np.int64), None, [horizon_ms])
+    return calibration_table(ev["prob"].to_numpy(np.float64), every, ts)
 
 
 def _last_at_or_before(span: TradeSpan | DayTape, ts: np.ndarray) -> np.ndarray:

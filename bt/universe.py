@@ -4,7 +4,9 @@
 the klines of the ``lookback_days`` before ``data.start``, so the choice sees no day of the run).
 ``bt.run`` runs one event study per member (``bt.run.study_symbol``, exactly the study of that
 symbol run alone) and pools them with the helpers here: the merged journal
-(:class:`UniverseSignals`), the data section, and the report frames.
+(:class:`UniverseSignals`), the data section, and the report frames. Pooling reads no tape: each
+member's task sends back the few trades it needs (``SymbolStudy.marks``: the pooled bars' marks
+and the trades of its report's paths).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "pooled_data",
     "pooled_paths",
     "equal_weight_benchmark",
+    "member_marks",
 ]
 
 
@@ -170,13 +173,26 @@ def pooled_paths(config: RunConfig, studies: list[SymbolStudy], pooled: pd.DataF
     offsets, values, clusters = None, [], []
     for i, s in enumerate(studies):
         mine = held[held["_member"] == i]
+        # The member's marks hold every trade its paths read (its task sampled its report's queries).
+        sub = member_marks(s)
+        mine = mine.assign(
+            entry_idx=sub.local(mine["entry_idx"].to_numpy(np.int64)),
+            exit_idx=sub.local(mine["exit_idx"].to_numpy(np.int64)),
+        )
         offsets, v = return_paths(
-            mine, s.price_span.ts_ms, s.price_span.price, horizon_ms=longest, fee=bt.fee_bps / 1e4, funding=s.funding
+            mine, sub.ts_ms, sub.price, horizon_ms=longest, fee=bt.fee_bps / 1e4, funding=s.funding
         )
         values.append(v)
         clusters.append(mine["cluster"].to_numpy(np.int64))
     assert offsets is not None
     return average_path(offsets, np.concatenate(values), np.concatenate(clusters), n_boot=bt.bootstrap, seed=bt.seed)
+
+
+def member_marks(s: SymbolStudy):
+    """A member's sampled trades (``SymbolStudy.marks``): pooling reads them, never the tape."""
+    if s.marks is None:
+        raise RuntimeError(f"{s.config.data.symbol}: a universe member's study came back without its marks")
+    return s.marks
 
 
 def equal_weight_benchmark(index: pd.DatetimeIndex, studies: list[SymbolStudy]) -> pd.Series | None:
@@ -185,8 +201,9 @@ def equal_weight_benchmark(index: pd.DatetimeIndex, studies: list[SymbolStudy]) 
 
     curves = []
     for s in studies:
-        if len(s.price_span):
-            p = price_on_bars(index, s.price_span.ts_ms, s.price_span.price)
+        sub = member_marks(s)  # the trades at or before each of the pooled bars (and the first trade)
+        if len(sub.gidx):
+            p = price_on_bars(index, sub.ts_ms, sub.price)
             curves.append(p / p.iloc[0])
     if not curves:
         return None

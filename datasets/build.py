@@ -34,6 +34,7 @@ __all__ = [
     "ensure_gold",
     "load_trades",
     "open_tape",
+    "tape_ends_ms",
     "refresh_silver",
     "TradeSpan",
     "DayTape",
@@ -248,6 +249,23 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
         load_day,
         cache_days=cache_days,
     )
+
+
+def tape_ends_ms(lake: Lake, exchange: str, symbol: str, start, end) -> tuple[int | None, int | None]:
+    """The first and last trade times of ``start..end`` (None, None without trades): the
+    :class:`~datasets.tape.DayTape` ``first_ts_ms``/``last_ts_ms``, reading only ``ts_ms`` of the
+    first and last partitions holding trades (a universe foresees its portfolio span with it)."""
+    parts = bronze_partitions(lake, exchange, symbol, start, end)
+
+    def ends(order) -> int | None:
+        for p in order:
+            ts = lake.read_with_meta(p, ["ts_ms"])[0]["ts_ms"].to_numpy(np.int64)
+            if ts.size:
+                return int(ts.min() if order is parts else ts.max())
+        return None
+
+    first = ends(parts)
+    return first, (None if first is None else ends(parts[::-1]))
 
 
 def _as_date(x) -> dt.date:

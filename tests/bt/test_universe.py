@@ -174,7 +174,10 @@ def test_a_model_trained_by_a_universe_run_is_one_model_over_every_symbol(lake, 
     raw = {**raw_config(lake, symbols=list(SYMBOLS)), "model": model}
     one = _run(raw, tmp_path / "a", jobs=1)
     two = _run(raw, tmp_path / "b", jobs=2)
-    for f in ("metrics.json", "signals.jsonl", "trades.parquet", "threshold_curve.parquet"):
+    files = sorted(f.name for f in one.run_dir.iterdir())
+    assert {"calibration.parquet", "paths.parquet", "threshold_curve.parquet", "report.html"} <= set(files)
+    assert files == sorted(f.name for f in two.run_dir.iterdir())
+    for f in files:  # every file: the calibration rows are made in the members' tasks
         assert (one.run_dir / f).read_bytes() == (two.run_dir / f).read_bytes(), f
     m = one.metrics
     mm = m["model_metrics"]
@@ -188,3 +191,40 @@ def test_a_model_trained_by_a_universe_run_is_one_model_over_every_symbol(lake, 
     for s in SYMBOLS:
         b = m["by_symbol"][s]
         assert b["model_metrics"] == mm and b["threshold"] == m["threshold"] == mm["threshold"]
+
+
+def test_universe_members_send_back_their_marks_not_their_tapes_and_pool_over_the_earliest_start(tmp_path):
+    """Pooling reads no tape: each member's task samples the pooled portfolio's bars (which start
+    at the earliest member's first second, here before the late member's first trade)."""
+    from datasets.build import load_trades, open_tape, tape_ends_ms
+    from datasets.lake import Lake
+    from tests.bt.universe_market import market
+
+    lake = Lake(str(tmp_path / "lake"))
+    late_ms = int(pd.Timestamp("2024-03-01 05:00", tz="UTC").value // 1_000_000) + 321
+    for sym in SYMBOLS:
+        m = market(sym)
+        lake.write_trades(m if sym == SYMBOLS[0] else m[m["ts_ms"] >= late_ms])
+    for sym in SYMBOLS:  # the span foreseen before the tasks: the tape's own ends
+        tape = open_tape(lake, "binance_usdm", sym, "2024-03-01", "2024-03-02")
+        assert tape_ends_ms(lake, "binance_usdm", sym, "2024-03-01", "2024-03-02") == (
+            tape.first_ts_ms,
+            tape.last_ts_ms,
+        )
+    raw = raw_config(tmp_path / "lake", symbols=list(SYMBOLS))
+    one = _run(raw, tmp_path / "a", jobs=1)
+    two = _run(raw, tmp_path / "b", jobs=2)
+    files = sorted(f.name for f in one.run_dir.iterdir())
+    assert files == sorted(f.name for f in two.run_dir.iterdir())
+    for f in files:
+        assert (one.run_dir / f).read_bytes() == (two.run_dir / f).read_bytes(), f
+    for member in two.signals.members:  # no trades came back with the studies
+        assert len(member.span.ts_ms) == 0
+    eq = pd.read_parquet(two.run_dir / "equity.parquet")
+    ends = np.asarray(eq.index.as_unit("ms").asi8, dtype=np.int64)
+    assert ends[0] < late_ms  # the late member is marked before its first trade too
+    for sym in SYMBOLS:  # the marks: the last trade at or before each bar end, over the whole tape
+        span = load_trades(lake, "binance_usdm", sym, "2024-03-01", "2024-03-02")
+        at = np.searchsorted(span.ts_ms, ends, side="right") - 1
+        want = np.where(at >= 0, span.price[np.maximum(at, 0)], span.price[0])
+        np.testing.assert_array_equal(eq[f"price_{sym}"].to_numpy(), want)
