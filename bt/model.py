@@ -130,6 +130,12 @@ def _purged(ts: np.ndarray, end: np.ndarray, lo: int, hi: int, purge_ms: int) ->
     return np.flatnonzero((ts >= lo) & (ts < hi) & (end < hi) & (ts < hi - purge_ms))
 
 
+def split_test_start_ms(span_ms: tuple[int, int], split) -> int:
+    """Where the test period of ``span_ms`` starts: after the train and validation shares of it
+    (:func:`purged_splits`; a sweep keeps its trials before it)."""
+    return int(span_ms[0]) + int(round((split.train + split.validation) * (int(span_ms[1]) - int(span_ms[0]))))
+
+
 def purged_splits(
     ts_ms: np.ndarray, end_ts_ms: np.ndarray, split: SplitConfig, *, span_ms: tuple[int, int], horizon_ms: int
 ) -> Splits:
@@ -156,7 +162,7 @@ def purged_splits(
     purge_ms = max(int(horizon_ms), parse_duration_ms(split.purge) if split.purge else 0)
     length = stop_ms - start_ms
     t_val = start_ms + int(round(split.train * length))
-    t_test = start_ms + int(round((split.train + split.validation) * length))
+    t_test = split_test_start_ms((start_ms, stop_ms), split)
     test = np.flatnonzero(ts >= t_test)
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     if split.walk_forward >= 2:
@@ -789,17 +795,11 @@ def _validation_curve(res, table: EventTable, step: float) -> dict[str, np.ndarr
     )
 
 
-def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[int, int]) -> list[ModelVerdict]:
-    """One model over a universe: the members' tables pooled in time order (ties: member order).
-
-    The purged time splits cut the pooled span at the same instants for every member; the
-    returned verdicts score each member's ``events`` with that one model and threshold.
-    """
-    from signals.features import FEATURE_NAMES
-    from signals.trees_nb import ensemble_from_booster, predict_proba
-
-    cfg = config.model
+def pool_tables(tables: list[EventTable]) -> tuple[EventTable, np.ndarray]:
+    """A universe's members' tables as one, in time order (ties: member order), and the member
+    index of each row: what one model over the universe trains and validates on."""
     names = tables[0].feature_names
+    member = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(tables)])
     ts = np.concatenate([t.ts_ms for t in tables])
     order = np.argsort(ts, kind="stable")
     table = EventTable(
@@ -810,6 +810,20 @@ def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[
         np.concatenate([t.label for t in tables])[order],
         names,
     )
+    return table, member[order]
+
+
+def train_pooled(config, events: list, tables: list[EventTable], span_ms: tuple[int, int]) -> list[ModelVerdict]:
+    """One model over a universe: the members' tables pooled in time order (ties: member order).
+
+    The purged time splits cut the pooled span at the same instants for every member; the
+    returned verdicts score each member's ``events`` with that one model and threshold.
+    """
+    from signals.features import FEATURE_NAMES
+    from signals.trees_nb import ensemble_from_booster, predict_proba
+
+    cfg = config.model
+    table, _ = pool_tables(tables)
     res = train_and_evaluate(
         table, cfg, span_ms=span_ms, horizon_ms=config.backtest.horizon_ms, n_boot=config.backtest.bootstrap
     )

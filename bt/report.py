@@ -193,7 +193,9 @@ def _rolling_panels_noted(qs, n_days: int):
     quantstats draws four empty axes, which read as "no risk" (issue: empty 6-month panels). The
     note states the window and the run's days instead, and the page is drawn in less time.
     """
-    _, window = qs.reports._get_trading_periods(365)
+    from bt.metrics import PERIODS_PER_YEAR
+
+    _, window = qs.reports._get_trading_periods(PERIODS_PER_YEAR)  # the window html() draws them with
     if n_days >= window:
         yield
         return

@@ -950,8 +950,6 @@ def warm_member(config: RunConfig) -> None:
     """
     import importlib
 
-    from bt.portfolio import warm_universe
-
     for name in ("bt.evaluation", "bt.funding", "datasets.sources.funding"):
         importlib.import_module(name)
     from signals import WhaleParams, run_batch
@@ -970,7 +968,6 @@ def warm_member(config: RunConfig) -> None:
         {"entry_ts_ms": [0], "exit_ts_ms": [1000], "entry_price": [1.0], "exit_price": [1.0], "funding_return": [0.0]}
     ).assign(exit_idx=1, signal=0)
     simulate_portfolio(pos, ts, px, fee=0.0, init_cash=1.0, max_positions=1, bar_ms=1000, start_ms=0, end_ms=1000)
-    warm_universe()
 
 
 def _study_task(task: tuple[RunConfig, object, tuple[int, int] | None]) -> SymbolStudy:

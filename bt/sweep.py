@@ -27,6 +27,7 @@ from bt.model import (
     fit_validate,
     outcome_kwargs,
     purged_splits,
+    split_test_start_ms,
 )
 from bt.space import Dist, SearchSpace, parse_space
 
@@ -215,8 +216,8 @@ class UniverseFeatureCache:
     """The :class:`FeatureCache` of every member of a universe, pooled over one span.
 
     Each member's kernel events and outcomes come from its own trades (one :class:`FeatureCache`
-    per member); the pooled table of a (whale rule, horizon) is the members' tables in time order,
-    ties in member order, exactly as :func:`bt.model.train_pooled` pools them for ``bt run``. So
+    per member); the pooled table of a (whale rule, horizon) is :func:`bt.model.pool_tables` of
+    the members' tables, as :func:`bt.model.train_pooled` pools them for ``bt run``. So
     :func:`bt.model.purged_splits` cuts every symbol at the same instants, and the winner replayed
     by ``bt run best.yaml`` trains on the same rows. ``hits``/``misses`` count whale rules (one
     miss runs the kernel over every member).
@@ -258,20 +259,9 @@ class UniverseFeatureCache:
                     else:
                         self.misses += 1
                         self._seen.add(rule)
-                tables = [c.full_table(whale, horizon_ms) for c in self.members]
-                member = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(tables)])
-                ts = np.concatenate([t.ts_ms for t in tables])
-                order = np.argsort(ts, kind="stable")
-                k = len(tables[0].feature_names)
-                pooled = EventTable(
-                    ts[order],
-                    np.concatenate([t.end_ts_ms for t in tables])[order],
-                    np.ascontiguousarray(np.concatenate([t.X for t in tables]).reshape(-1, k)[order]),
-                    np.concatenate([t.net_return for t in tables])[order],
-                    np.concatenate([t.label for t in tables])[order],
-                    tables[0].feature_names,
-                )
-                self._tables[key] = (pooled, member[order])
+                from bt.model import pool_tables
+
+                self._tables[key] = pool_tables([c.full_table(whale, horizon_ms) for c in self.members])
             else:
                 self.hits += 1
             return self._tables[key]
@@ -723,7 +713,7 @@ def run_sweep(
         if ts.size < 2:
             raise UserError("not enough trades to sweep over")
         span_ms = (int(ts[0]), int(ts[-1]) + 1)
-        test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
+        test_start = split_test_start_ms(span_ms, sp)
         if (
             not isinstance(cache, FeatureCache)
             or cache.span_ms != span_ms
@@ -821,7 +811,7 @@ def _universe_cache(run_config, spans, cache: Cache | None) -> UniverseFeatureCa
         )
     span_ms = (min(int(s.ts_ms[0]) for s in spans), max(int(s.ts_ms[-1]) for s in spans) + 1)
     sp = run_config.model.split
-    test_start = span_ms[0] + int(round((sp.train + sp.validation) * (span_ms[1] - span_ms[0])))
+    test_start = split_test_start_ms(span_ms, sp)
     if (
         isinstance(cache, UniverseFeatureCache)
         and cache.names == names
