@@ -4,7 +4,10 @@ Both import seconds of libraries (quantstats and matplotlib; MLflow, SQLAlchemy 
 store with its migrations) that a run needs only at its end. A :class:`Worker` starts when the
 run starts, so those imports and the store's set-up overlap the event study on another core
 (a thread would fight the run for the GIL). It is then handed one job and waited for: the run
-returns only once the child has written its files and exited; nothing outlives the run.
+returns only once the child has written its files and exited; nothing outlives the run. A job
+may come in parts (``send(part, last=False)``): the child starts on the first and asks for the
+next one when it needs it (the MLflow child logs a run's values while its files are still
+being written, then its files).
 
 The child is forked where that is safe (POSIX, one Python thread: it shares the modules already
 imported) and a fresh interpreter otherwise. It ends with ``os._exit`` once its result is sent:
@@ -54,7 +57,7 @@ def _prepare_tearsheet(_: Any) -> None:
     import quantstats  # noqa: F401
 
 
-def _run_tearsheet(_: None, job: dict) -> None:
+def _run_tearsheet(_: None, job: dict, more: Callable[[], Any]) -> None:
     import types
 
     from bt.report import write_tearsheet
@@ -68,16 +71,16 @@ def _prepare_mlflow(tracking_uri: str | None) -> Any:
     return prepare_logging(tracking_uri)
 
 
-def _run_mlflow(prepared: Any, job: dict) -> Any:
+def _run_mlflow(prepared: Any, job: dict, more: Callable[[], Any]) -> Any:
+    """``job``: the run's config and metrics; the run folder is its next part (None: not written)."""
     from bt.tracking import log_backtest
 
-    return log_backtest(
-        job["config"], job["metrics"], job["run_dir"], tracking_uri=job["tracking_uri"], new_run=job["new_run"]
-    )
+    return log_backtest(job["config"], job["metrics"], more, tracking_uri=job["tracking_uri"], new_run=job["new_run"])
 
 
-#: kind → (prepare(arg) run while the parent computes, run(prepared, job) once the job arrives)
-_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]] = {
+#: kind → (prepare(arg) run while the parent computes, run(prepared, job, more) once the job
+#: arrives; ``more()`` waits for the job's next part, None when the parent sends no more)
+_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Callable[[], Any]], Any]]] = {
     "tearsheet": (_prepare_tearsheet, _run_tearsheet),
     "mlflow": (_prepare_mlflow, _run_mlflow),
 }
@@ -101,7 +104,8 @@ def _write_all(fd: int, data: bytes) -> None:
 def _serve(kind: str, arg: Any, rfd: int, wfd: int) -> None:
     """The child: prepare, wait for the job (EOF first: cancelled), run it, send ``(ok, value)``.
 
-    The job is read by a thread from the start, so the parent never waits for the imports.
+    The job is read by a thread from the start, so the parent never waits for the imports; its
+    later parts are read when ``run`` asks for them.
     """
     prepare, run = _KINDS[kind]
     got: list[bytes] = []
@@ -125,10 +129,17 @@ def _serve(kind: str, arg: Any, rfd: int, wfd: int) -> None:
     if not got:
         return
     data = got[0]
+
+    def more() -> Any:
+        try:
+            return pickle.loads(_read_message(rfd))
+        except EOFError:
+            return None
+
     try:
         if failure is not None:
             raise failure
-        payload = pickle.dumps((True, run(prepared, pickle.loads(data))))
+        payload = pickle.dumps((True, run(prepared, pickle.loads(data), more)))
     except BaseException as exc:
         try:
             exc_bytes: bytes | None = pickle.dumps(exc)
@@ -229,16 +240,17 @@ class Worker:
         os.close(res_w)
         _PARENT_FDS.update((job_w, res_r))
 
-    def send(self, job: Any) -> None:
-        """Hand the child its job (once)."""
+    def send(self, job: Any, *, last: bool = True) -> None:
+        """Hand the child its job, or a part of it (``last=False``: more parts follow)."""
         data = pickle.dumps(job)
         assert self._job_w is not None, "a worker takes one job"
         try:
             _write_all(self._job_w, _message(data))
         except BrokenPipeError:
-            pass  # the child died; result() says how
+            last = True  # the child died; result() says how
         finally:
-            self._close("_job_w")
+            if last:
+                self._close("_job_w")
 
     def _close(self, name: str) -> None:
         fd = getattr(self, name)

@@ -6,6 +6,7 @@ folder and logs it to MLflow. Reports read the folder afterwards; they never rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -506,36 +507,50 @@ def _run_single(
             config, lake=lake, bundle=bundle, overlaps=overlaps, quiet=quiet, strict=strict, t0=t0, jobs=n_chunks
         )
     timings, metrics, sig, study, pf, price_span = st.timings, st.metrics, st.sig, st.study, st.pf, st.price_span
-    t3 = time.perf_counter()
-    artefacts = _report_artefacts(
-        config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms, st.marks
-    )
-    benchmark = None
-    if len(price_span):
-        from bt.report import price_on_bars
+    mlflow_worker = workers.get("mlflow") if log_mlflow else None
+    if mlflow_worker is not None:
+        # The MLflow child logs the params, metrics and dataset input while the files are written
+        # and the tearsheet drawn; the folder follows (_log_mlflow) once it is in place.
+        mlflow_worker.send(
+            {"config": config, "metrics": metrics, "tracking_uri": tracking_uri, "new_run": new_run}, last=False
+        )
+    try:
+        t3 = time.perf_counter()
+        artefacts = _report_artefacts(
+            config, sig, study, _study_fn(config, price_span, st.funding), price_span, st.funding, st.span_ms, st.marks
+        )
+        benchmark = None
+        if len(price_span):
+            from bt.report import price_on_bars
 
-        # The equity's index is the portfolio's start and bar ends: st.marks holds their trades.
-        tape = (st.marks.ts_ms, st.marks.price) if st.marks is not None else (price_span.ts_ms, price_span.price)
-        benchmark = price_on_bars(pf.equity.index, *tape)
-    timings["report_data_s"] = time.perf_counter() - t3
-    run_dir = _write_run(
-        config,
-        metrics,
-        sig,
-        study,
-        pf,
-        Path(results_dir),
-        tearsheet,
-        quiet,
-        artefacts,
-        benchmark,
-        timings,
-        workers.get("tearsheet"),
-    )
+            # The equity's index is the portfolio's start and bar ends: st.marks holds their trades.
+            tape = (st.marks.ts_ms, st.marks.price) if st.marks is not None else (price_span.ts_ms, price_span.price)
+            benchmark = price_on_bars(pf.equity.index, *tape)
+        timings["report_data_s"] = time.perf_counter() - t3
+        run_dir = _write_run(
+            config,
+            metrics,
+            sig,
+            study,
+            pf,
+            Path(results_dir),
+            tearsheet,
+            quiet,
+            artefacts,
+            benchmark,
+            timings,
+            workers.get("tearsheet"),
+        )
+    except BaseException:
+        if mlflow_worker is not None:  # the MLflow run is marked FAILED, with no new files
+            with contextlib.suppress(Exception):
+                mlflow_worker.send(None)
+                mlflow_worker.result()
+        raise
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(config.run_id, run_dir, metrics, study, pf, sig, timings)
     if log_mlflow:
-        _log_mlflow(result, config, tracking_uri, new_run, quiet, workers.get("mlflow"))
+        _log_mlflow(result, config, tracking_uri, new_run, quiet, mlflow_worker)
     return result
 
 
@@ -544,19 +559,12 @@ def _log_mlflow(
 ) -> None:
     """Log (or update: same config, same data) the run's MLflow run (:mod:`bt.tracking`).
 
-    ``worker``: a :class:`bt.background.Worker` of kind ``mlflow`` that logs it (else in process).
+    ``worker``: a :class:`bt.background.Worker` of kind ``mlflow`` that was sent the config and
+    metrics (:func:`_run_single`) and gets the run folder now (else logged in process).
     """
     t4 = time.perf_counter()
     if worker is not None:
-        worker.send(
-            {
-                "config": config,
-                "metrics": result.metrics,
-                "run_dir": result.run_dir,
-                "tracking_uri": tracking_uri,
-                "new_run": new_run,
-            }
-        )
+        worker.send(result.run_dir)
         logged = worker.result()
     else:
         from bt.tracking import log_backtest

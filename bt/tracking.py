@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from whalebt.cli import DEFAULT_TRACKING_URI  # one default for --tracking-uri and the API
 
@@ -201,13 +202,18 @@ def prepare_logging(tracking_uri: str | None = None) -> None:
 
     Imports MLflow with its sqlite store and dataset classes, points MLflow at the store and opens
     it: a client opens its store, which MLflow keeps for the next client (a new sqlite store gets
-    its tables). Writes no run and no experiment.
+    its tables). Also runs once what the logging would load on its first call: MLflow's run-context
+    tags (they import git and IPython) and the figures' plotly.js pin. Writes no run and no experiment.
     """
     mlflow = connect(tracking_uri)
     with mlflow_calls():
         import mlflow.data.meta_dataset  # noqa: F401
+        from mlflow.entities import DatasetInput, InputTag, Metric, RunTag  # noqa: F401
+        from mlflow.tracking.context.registry import resolve_tags
 
         mlflow.MlflowClient()
+        resolve_tags()
+    _plotly_head()
 
 
 # --- what a run is logged with ------------------------------------------------------------------
@@ -381,10 +387,13 @@ def log_params_once(client, run, params: dict[str, str]) -> bool:
     return True
 
 
-def _artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
+def _artifact_paths(repo, path: str | None = None) -> set[str]:
+    """Every file under ``path`` of an artifact repository (MLflow's ``get_artifact_repository``
+    of the run's artifact URI: ``client.list_artifacts`` would load the whole run, its params,
+    metrics and tags, again for each folder)."""
     out: set[str] = set()
-    for f in client.list_artifacts(run_id, path):
-        out |= _artifact_paths(client, run_id, f.path) if f.is_dir else {f.path}
+    for f in repo.list_artifacts(path):
+        out |= _artifact_paths(repo, f.path) if f.is_dir else {f.path}
     return out
 
 
@@ -442,6 +451,19 @@ def _figure_page(name: str, spec_json: str, head: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _plotly_head() -> str:
+    """The ``<script>`` loading plotly.js from its CDN, pinned by version and hash (sha384 of the
+    4 MB bundle plotly ships: hashed once per process)."""
+    import base64
+
+    from plotly.io._utils import plotly_cdn_url
+    from plotly.offline import get_plotlyjs
+
+    sri = "sha384-" + base64.b64encode(hashlib.sha384(get_plotlyjs().encode()).digest()).decode()
+    return f'<script charset="utf-8" src="{plotly_cdn_url()}" integrity="{sri}" crossorigin="anonymous"></script>'
+
+
 def write_figures(run_dir: Path, out: Path, metrics: dict) -> list[str]:
     """``out/<name>.html`` for the equity curve and every figure of the run's ``report.html``.
 
@@ -449,13 +471,7 @@ def write_figures(run_dir: Path, out: Path, metrics: dict) -> list[str]:
     rebuilt; each page is what ``mlflow.log_figure`` writes for a plotly figure (plotly.js from
     its CDN, pinned by version and hash). Returns the names written.
     """
-    import base64
-
-    from plotly.io._utils import plotly_cdn_url
-    from plotly.offline import get_plotlyjs
-
-    sri = "sha384-" + base64.b64encode(hashlib.sha384(get_plotlyjs().encode()).digest()).decode()
-    head = f'<script charset="utf-8" src="{plotly_cdn_url()}" integrity="{sri}" crossorigin="anonymous"></script>'
+    head = _plotly_head()
     out.mkdir(parents=True, exist_ok=True)
     from bt.evaluation import figure_json
 
@@ -479,7 +495,7 @@ class LoggedRun:
 def log_backtest(
     config,
     metrics: dict,
-    run_dir: Path,
+    run_dir: Path | Callable[[], Path | None],
     *,
     tracking_uri: str | None = None,
     experiment_name: str | None = None,
@@ -491,6 +507,12 @@ def log_backtest(
     and tags take the new values, the artifacts are replaced (files the new folder no longer has
     are deleted after the upload). ``new_run`` (or a param whose value would change) starts a new
     run instead.
+
+    ``run_dir`` may be a function giving the run folder once it is written: the params, metrics,
+    tags and dataset input are logged first (they need only ``config`` and ``metrics``), then it is
+    called, and the folder's files and figures uploaded. When it gives None (the folder was not
+    written: the run failed), no file is uploaded: a new MLflow run ends FAILED, an updated one
+    keeps its files and status (its values were logged again, the same input giving the same).
     """
     mlflow = connect(tracking_uri)
     with mlflow_calls():
@@ -510,7 +532,6 @@ def log_backtest(
             run = client.create_run(exp_id, run_name=metrics["run_id"], tags=resolve_tags())
             log_params_once(client, run, params)
         run_id = run.info.run_id
-        before = _artifact_paths(client, run_id) if updated else set()
         from mlflow.entities import Metric, RunTag
 
         now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
@@ -535,23 +556,32 @@ def log_backtest(
         from mlflow.entities import DatasetInput, InputTag
 
         client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "backtest")])])
-        client.log_artifacts(run_id, str(run_dir))
-        now_paths = {p.relative_to(run_dir).as_posix() for p in Path(run_dir).rglob("*") if p.is_file()}
+        repo = None
+        if updated:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = get_artifact_repository(run.info.artifact_uri)
+        before = _artifact_paths(repo) if repo is not None else set()
+        folder = run_dir() if callable(run_dir) else run_dir
+        if folder is None:  # an updated run keeps its files and status; a new one is FAILED
+            if not updated:
+                client.set_terminated(run_id, status="FAILED")
+            return LoggedRun(run_id, updated, run_url(mlflow.get_tracking_uri(), exp_id, run_id))
+        folder = Path(folder)
+        client.log_artifacts(run_id, str(folder))
+        now_paths = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         with tempfile.TemporaryDirectory(prefix="whalebt-figures-") as tmp:
-            names = write_figures(Path(run_dir), Path(tmp), metrics)
+            names = write_figures(folder, Path(tmp), metrics)
             client.log_artifacts(run_id, tmp, "figures")
         now_paths |= {f"figures/{n}.html" for n in names}
         if before - now_paths:
-            _delete_artifacts(client, run_id, sorted(before - now_paths))
+            _delete_artifacts(repo, sorted(before - now_paths))
         client.set_terminated(run_id)
     return LoggedRun(run_id, updated, run_url(mlflow.get_tracking_uri(), exp_id, run_id))
 
 
-def _delete_artifacts(client, run_id: str, paths: list[str]) -> None:
-    """Delete stale artifacts of an updated run where the artifact store allows it."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+def _delete_artifacts(repo, paths: list[str]) -> None:
+    """Delete stale artifacts of an updated run where its artifact repository allows it."""
     for path in paths:
         try:
             repo.delete_artifacts(path)

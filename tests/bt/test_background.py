@@ -32,13 +32,13 @@ def _kind(prepare, run):
 
 def test_a_forked_worker_returns_its_value_and_raises_its_error(monkeypatch):
     assert bg.can_fork()
-    monkeypatch.setattr(bg, "_KINDS", _kind(lambda arg: arg * 2, lambda prepared, job: (prepared, job, os.getpid())))
+    monkeypatch.setattr(bg, "_KINDS", _kind(lambda arg: arg * 2, lambda prepared, job, more: (prepared, job, os.getpid())))
     w = bg.Worker("probe", 21)
     w.send("job")
     prepared, job, pid = w.result()
     assert (prepared, job) == (42, "job") and pid != os.getpid()
 
-    def refuse(prepared, job):
+    def refuse(prepared, job, more):
         raise _Refused(f"no {job}")
 
     monkeypatch.setattr(bg, "_KINDS", _kind(lambda arg: None, refuse))
@@ -47,7 +47,7 @@ def test_a_forked_worker_returns_its_value_and_raises_its_error(monkeypatch):
     with pytest.raises(_Refused, match="no thanks"):
         w.result()
 
-    def crash(prepared, job):
+    def crash(prepared, job, more):
         os._exit(3)
 
     monkeypatch.setattr(bg, "_KINDS", _kind(lambda arg: None, crash))
@@ -61,6 +61,24 @@ def test_a_forked_worker_returns_its_value_and_raises_its_error(monkeypatch):
     w.cancel()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_job_in_parts_reaches_the_child_part_by_part(monkeypatch):
+    """The child starts on the first part and gets the later ones when it asks; None once the
+    parent sent its last part (or waits for the result without sending more)."""
+
+    def run(prepared, job, more):
+        return [job, more(), more(), more()]
+
+    monkeypatch.setattr(bg, "_KINDS", _kind(lambda arg: None, run))
+    w = bg.Worker("probe")
+    w.send("first", last=False)
+    w.send({"second": 2}, last=False)
+    w.send("third")
+    assert w.result() == ["first", {"second": 2}, "third", None]
+    w = bg.Worker("probe")
+    w.send("only", last=False)
+    assert w.result() == ["only", None, None, None]
 
 
 def test_a_spawned_worker_draws_the_same_tearsheet(monkeypatch, tmp_path):

@@ -111,6 +111,38 @@ def test_updated_run_replaces_artifacts_that_the_new_folder_lacks(run_cfg):
     assert "tearsheet.html" not in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+def test_a_run_that_fails_while_writing_its_folder_leaves_no_half_logged_mlflow_run(run_cfg, monkeypatch):
+    """The MLflow child logs the values while the folder is written; when writing fails, a new
+    MLflow run ends FAILED with no files, an updated one keeps its files and FINISHED status."""
+    import bt.evaluation
+
+    tmp, path = run_cfg
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    args = ["run", str(path), "--results", str(tmp / "results"), "--tracking-uri", uri]
+
+    def broken(run_dir):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(bt.evaluation, "write_report", broken)
+        assert bt.cli.main(args) != 0
+    client, _, (failed,) = _runs(uri)
+    assert failed.info.status == "FAILED" and client.list_artifacts(failed.info.run_id) == []
+    assert not (tmp / "results" / load_config(path).run_id).exists()
+    client.delete_run(failed.info.run_id)
+    assert bt.cli.main(args) == 0
+    client, _, (run,) = _runs(uri)
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.info.status == "FINISHED" and {"tearsheet.html", "report.html", "figures"} <= files
+    with monkeypatch.context() as m:
+        m.setattr(bt.evaluation, "write_report", broken)
+        assert bt.cli.main(args) != 0
+    client, _, (again,) = _runs(uri)
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == files
+    assert (tmp / "results" / load_config(path).run_id / "tearsheet.html").is_file()
+
+
 def test_run_logs_its_lake_partitions_as_a_dataset_input_figures_and_context_tags(run_cfg):
     from bt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, data_digest
 
