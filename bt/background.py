@@ -62,7 +62,15 @@ def _run_tearsheet(_: None, job: dict, more: Callable[[], Any]) -> None:
 
     from bt.report import write_tearsheet
 
-    write_tearsheet(types.SimpleNamespace(equity=job["equity"]), job["metrics"], job["path"], job["benchmark"])
+    write_tearsheet(
+        types.SimpleNamespace(equity=job["equity"]), job["metrics"], job["path"], job["benchmark"], split=True
+    )
+
+
+def _run_tearsheet_figures(_: None, job: dict, more: Callable[[], Any]) -> dict[int, bytes]:
+    from bt.report import draw_tearsheet_figures
+
+    return draw_tearsheet_figures(**job)
 
 
 def _prepare_mlflow(tracking_uri: str | None) -> Any:
@@ -82,6 +90,8 @@ def _run_mlflow(prepared: Any, job: dict, more: Callable[[], Any]) -> Any:
 #: arrives; ``more()`` waits for the job's next part, None when the parent sends no more)
 _KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Callable[[], Any]], Any]]] = {
     "tearsheet": (_prepare_tearsheet, _run_tearsheet),
+    # Forked by the tearsheet child once its job came: half of the page's figures (bt.report).
+    "tearsheet_figures": (lambda _: None, _run_tearsheet_figures),
     "mlflow": (_prepare_mlflow, _run_mlflow),
 }
 
@@ -182,6 +192,8 @@ def _read_message(fd: int) -> bytes:
 
 #: Parent-side pipe ends of the live workers: a child forked later closes its copies.
 _PARENT_FDS: set[int] = set()
+#: In a child, the pipe ends it serves its parent on: a worker it forks in turn closes them.
+_SERVING_FDS: list[int] = []
 
 
 def can_fork() -> bool:
@@ -214,8 +226,10 @@ class Worker:
                 code = 0
                 try:
                     gc.freeze()  # the parent's objects stay shared, unscanned
-                    for fd in (job_w, res_r, *_PARENT_FDS):
+                    for fd in (job_w, res_r, *_PARENT_FDS, *_SERVING_FDS):
                         os.close(fd)
+                    _PARENT_FDS.clear()  # those numbers are free now: later files may reuse them
+                    _SERVING_FDS[:] = [job_r, res_w]
                     os.dup2(self._err.fileno(), 2)
                     _serve(kind, arg, job_r, res_w)
                 except BaseException:

@@ -222,14 +222,61 @@ def _rolling_panels_noted(qs, n_days: int):
             setattr(qs.plots, name, fn)
 
 
-def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
-    """quantstats HTML tearsheet of the portfolio's daily returns (365 periods a year).
+#: What a figure the other process draws reads in the page until its SVG is put in its place.
+_FIGURE_MARK = "<!--whalebt-tearsheet-figure-{}-->"
 
-    ``benchmark``: the symbol's price on the equity curve's bars (:func:`price_on_bars`); its
-    daily returns are quantstats' benchmark (buy and hold over the same span). The title names
-    the span of days. When the span is too short to annualise (``portfolio.annualisation_note``
-    in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
+
+@contextlib.contextmanager
+def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
+    """Every second figure of quantstats' page: the calls of ``qs.plots`` functions that save a
+    figure are numbered in the order ``reports.html`` makes them; those of the other ``part``
+    (numbers of the other parity) write a mark instead of drawing, and the SVG of each figure
+    drawn here is kept in ``drawn`` under its number.
+
+    Two processes that draw the same page, one per part, have every figure between them: the
+    numbering is the same in both, as the page is the same call on the same data.
     """
+    import inspect
+
+    saved = {}
+    for name, fn in vars(qs.plots).items():
+        if name.startswith("_") or not callable(fn):
+            continue
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        if "savefig" in params:
+            saved[name] = fn
+    count = [0]
+
+    def shared(fn):
+        def call(*args, **kwargs):
+            savefig = kwargs.get("savefig")
+            if not savefig:
+                return fn(*args, **kwargs)
+            i = count[0]
+            count[0] += 1
+            out = savefig["fname"] if isinstance(savefig, dict) else savefig
+            if i % 2 != part:
+                out.write(_FIGURE_MARK.format(i).encode())
+                return None
+            result = fn(*args, **kwargs)
+            drawn[i] = out.getvalue()
+            return result
+
+        return call
+
+    try:
+        for name, fn in saved.items():
+            setattr(qs.plots, name, shared(fn))
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(qs.plots, name, fn)
+
+
+def _quantstats():
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib
 
@@ -240,17 +287,55 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
     matplotlib.rcParams["svg.fonttype"] = "none"
     import quantstats as qs
 
+    return qs
+
+
+def _draw_page(qs, rets, bench, title: str, output: Path, part: int | None = None, drawn=None) -> None:
+    """quantstats' page of ``rets`` (daily) against ``bench``; ``part``: only that half of its
+    figures drawn (:func:`_figures_shared`), the others marked."""
     from bt.metrics import PERIODS_PER_YEAR
 
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        stack.enter_context(_rolling_panels_noted(qs, len(rets)))
+        if part is not None:
+            stack.enter_context(_figures_shared(qs, part, drawn))
+        qs.reports.html(rets, benchmark=bench, output=str(output), title=title, periods_per_year=PERIODS_PER_YEAR)
+
+
+def draw_tearsheet_figures(rets, bench, title: str) -> dict[int, bytes]:
+    """The odd-numbered figures of the tearsheet page of these inputs, as SVG by number (the
+    second process of :func:`write_tearsheet` with ``split``)."""
+    import tempfile
+
+    qs = _quantstats()
+    drawn: dict[int, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="whalebt-tearsheet-") as tmp:
+        _draw_page(qs, rets, bench, title, Path(tmp) / "page.html", part=1, drawn=drawn)
+    return drawn
+
+
+def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, split: bool = False) -> None:
+    """quantstats HTML tearsheet of the portfolio's daily returns (365 periods a year).
+
+    ``benchmark``: the symbol's price on the equity curve's bars (:func:`price_on_bars`); its
+    daily returns are quantstats' benchmark (buy and hold over the same span). The title names
+    the span of days. When the span is too short to annualise (``portfolio.annualisation_note``
+    in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
+
+    ``split``: the page's figures are drawn by two processes, half each (a child forked here,
+    :mod:`bt.background`), when this process can fork; the page is the same.
+    """
+    qs = _quantstats()
     rets, bench, title = tearsheet_inputs(pf, metrics, benchmark)
     no_bench = None
     if bench is not None and not (len(rets) > 1 and rets.std() > 0 and bench.std() > 0):
         # quantstats regresses one on the other: a flat series (no trades, a flat price) breaks it.
         no_bench = "the benchmark is left out: the strategy or the price did not move"
         bench = None
-    with warnings.catch_warnings(), _rolling_panels_noted(qs, len(rets)):
-        warnings.simplefilter("ignore")
-        qs.reports.html(rets, benchmark=bench, output=str(path), title=title, periods_per_year=PERIODS_PER_YEAR)
+    if not _draw_split(qs, rets, bench, title, path, split):
+        _draw_page(qs, rets, bench, title, path)
     note = (metrics.get("portfolio") or {}).get("annualisation_note")
     banner = ""
     if note:
@@ -267,6 +352,38 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None) -> None:
         at = page.find("<body>")
         page = page[: at + 6] + banner + page[at + 6 :] if at >= 0 else banner + page
         path.write_text(page)
+
+
+def _draw_split(qs, rets, bench, title: str, path: Path, split: bool) -> bool:
+    """The page drawn here with the even-numbered figures and a forked child drawing the odd
+    ones, put in their places; False (nothing written) when it cannot be: no fork here, or the
+    child failed or numbered the figures otherwise (the caller then draws the whole page)."""
+    from bt.background import Worker, WorkerError, can_fork
+
+    if not split or not can_fork():
+        return False
+    other = Worker("tearsheet_figures")
+    other.send({"rets": rets, "bench": bench, "title": title})
+    drawn: dict[int, bytes] = {}
+    try:
+        _draw_page(qs, rets, bench, title, path, part=0, drawn=drawn)
+    except BaseException:
+        other.cancel()
+        raise
+    try:
+        theirs = other.result()
+    except (WorkerError, Exception):
+        return False
+    page = path.read_text(encoding="utf-8")
+    for i, svg in theirs.items():
+        mark = _FIGURE_MARK.format(i)
+        if page.count(mark) != 1:
+            return False
+        page = page.replace(mark, svg.decode())
+    if "<!--whalebt-tearsheet-figure-" in page:
+        return False
+    path.write_text(page, encoding="utf-8")
+    return True
 
 
 def _dropped(metrics: dict) -> str:

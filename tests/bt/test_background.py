@@ -93,6 +93,50 @@ def test_a_spawned_worker_draws_the_same_tearsheet(monkeypatch, tmp_path):
     assert "2024-03-01 → 2024-03-03" in (tmp_path / "t.html").read_text()
 
 
+_SPLIT = r"""
+import json, re, sys, types
+from pathlib import Path
+import numpy as np, pandas as pd
+import matplotlib
+import bt.report
+matplotlib.rcParams["svg.hashsalt"] = "test"  # the SVG ids, random by default, made comparable
+out = Path(sys.argv[1])
+idx = pd.date_range("2024-03-01", periods=10 * 1440, freq="min", tz="UTC")
+eq = pd.Series(10_000 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 1e-4, idx.size))), index=idx)
+bm = pd.Series(100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 1e-4, idx.size))), index=idx)
+m = {"name": "split", "horizon": "5m", "data": {"exchange": "binance_usdm", "symbol": "TESTUSDT"}}
+split_used = []
+draw_split = bt.report._draw_split
+def spy(*a):
+    split_used.append(draw_split(*a))
+    return split_used[-1]
+bt.report._draw_split = spy
+def page(name, split):
+    bt.report.write_tearsheet(types.SimpleNamespace(equity=eq), m, out / name, bm, split=split)
+    return re.sub(r"<dc:date>[^<]*</dc:date>", "", (out / name).read_text())
+whole, halves = page("whole.html", False), page("halves.html", True)
+def broken(**job):
+    raise RuntimeError("the figures' child fails")
+bt.report.draw_tearsheet_figures = broken  # the forked child inherits it
+fallback = page("fallback.html", True)
+print(json.dumps({"split_used": split_used, "same": whole == halves, "fallback_same": whole == fallback,
+                  "marks_left": "whalebt-tearsheet-figure" in halves + fallback, "figures": whole.count("<svg")}))
+"""
+
+
+def test_the_tearsheet_drawn_by_two_processes_is_the_page_one_draws(tmp_path):
+    """write_tearsheet(split=True): a forked child draws every second figure; the page is the
+    one a single process draws, and when the child fails the whole page is drawn here."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", _SPLIT, str(tmp_path)], capture_output=True, text=True, env=env, check=True
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["split_used"] == [False, True, False]  # not asked; split; the child failed
+    assert got["same"] and got["fallback_same"] and not got["marks_left"]
+    assert got["figures"] >= 10
+
+
 _CHILD = """
 import json, os, sys
 import bt.cli
