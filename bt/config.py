@@ -385,11 +385,14 @@ class DataConfig(_Frozen):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        # A single-symbol config dumps exactly as before universes existed (same run_id).
+        # A single-symbol config dumps exactly as before universes existed (same run_id); a
+        # universe leaves out the symbol it does not have.
         out = handler(self)
         for key in ("symbols", "universe"):
             if out.get(key) is None:
                 out.pop(key, None)
+        if out.get("symbol") == "" and ("symbols" in out or "universe" in out):
+            out.pop("symbol")
         return out
 
     @property

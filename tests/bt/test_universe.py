@@ -140,6 +140,7 @@ def test_a_ranked_universe_resolves_before_the_span_and_runs_on_two_processes(la
     run_dir = tmp_path / "r" / resolved.run_id
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert written["data"]["symbols"] == ["BBBUSDT", "AAAUSDT"] and written["data"]["universe"]["rank"]["top"] == 2
+    assert "symbol" not in written["data"]  # a universe has no single symbol to write
     two = {
         f: (run_dir / f).read_bytes() for f in ("metrics.json", "signals.jsonl", "trades.parquet", "positions.parquet")
     }
