@@ -36,6 +36,7 @@ __all__ = [
     "open_tape",
     "tape_ends_ms",
     "refresh_silver",
+    "stale_silver_days",
     "TradeSpan",
     "DayTape",
     "span_holes",
@@ -237,6 +238,9 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
             df["side"].to_numpy(np.int8),
         )
 
+    def load_ts(k: int) -> np.ndarray:
+        return lake.read_with_meta(parts[k], ["ts_ms"])[0]["ts_ms"].to_numpy(np.int64)
+
     return DayTape(
         exchange,
         symbol,
@@ -248,6 +252,7 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
         np.asarray(rows, dtype=np.int64),
         load_day,
         cache_days=cache_days,
+        load_ts=load_ts,
     )
 
 
@@ -377,14 +382,18 @@ def _write_silver(lake: Lake, p: Partition, src: dict, day: DayArrays | pd.DataF
     return bars
 
 
-def refresh_silver(lake: Lake, tape: DayTape) -> int:
-    """Build the silver bars of a tape's stale or missing days, one day at a time; returns how many."""
-    built = 0
-    for k, (p, src) in enumerate(zip(tape.partitions, tape.sources)):
-        if _stale_silver(lake, p, src)[1]:
-            _write_silver(lake, p, src, tape.day(k))
-            built += 1
-    return built
+def stale_silver_days(lake: Lake, tape: DayTape) -> list[int]:
+    """The tape's days whose silver bars are missing or were built from other bronze (footers only)."""
+    return [k for k, (p, src) in enumerate(zip(tape.partitions, tape.sources)) if _stale_silver(lake, p, src)[1]]
+
+
+def refresh_silver(lake: Lake, tape: DayTape, days: list[int] | None = None) -> int:
+    """Build the silver bars of a tape's stale or missing days (``days``: those of
+    :func:`stale_silver_days`, found here when None), one day at a time; returns how many."""
+    todo = stale_silver_days(lake, tape) if days is None else days
+    for k in todo:
+        _write_silver(lake, tape.partitions[k], tape.sources[k], tape.day(k))
+    return len(todo)
 
 
 def ensure_silver(lake: Lake, span: TradeSpan | DayTape) -> pd.DataFrame:
@@ -509,9 +518,15 @@ def kernel_days(tape: DayTape, params, days: range, state=None) -> tuple[KernelE
     return KernelEvents.concat(parts), state
 
 
-def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+def gold_frame(
+    tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int, on_window: Callable | None = None
+) -> pd.DataFrame:
     """Gold rows (docs/spec.md §2.6) of kernel events on a tape, forward returns over each event's
-    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns."""
+    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns.
+
+    ``on_window(sel, offset, ts, price, local_idx, trigger_ts)``: called with each window
+    :meth:`~datasets.tape.DayTape.windows` yields (``sel``: positions in ``ev``), so a caller can
+    read the same trades again (the event study) without the tape reading them again."""
     from signals import FEATURE_NAMES
     from signals.outcome import entry_exit
 
@@ -527,7 +542,7 @@ def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_
     for j, name in enumerate(FEATURE_NAMES):
         out[f"f_{name}"] = ev.feat[:, j]
     fwd = np.full((len(ev.idx), len(horizons_ms)), np.nan)
-    for sel, _, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
+    for sel, off, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
         entry, exit_, _ = entry_exit(
             ts, px, local, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=tape.coverage, trigger_ts_ms=trig_ts
         )
@@ -536,18 +551,59 @@ def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_
         for k in range(len(horizons_ms)):
             gross = px[np.where(ok[:, k], exit_[:, k], 0)] / px[safe_entry] - 1.0
             fwd[sel, k] = np.where(ok[:, k], gross, np.nan)
+        if on_window is not None:
+            on_window(sel, off, ts, px, local, trig_ts)
     for k, h in enumerate(horizons_ms):
         out[f"fwd_ret_{format_duration(h)}"] = fwd[:, k].copy()
     return pd.DataFrame(out)
 
 
-def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+def _appender(out: list) -> Callable:
+    return lambda *item: out.append(item)
+
+
+def tape_gold_events(
+    tape: DayTape,
+    whale: dict,
+    horizons_ms: list[int],
+    latency_ms: int,
+    *,
+    silver: tuple[Lake, list[int]] | None = None,
+    on_day: Callable | None = None,
+) -> pd.DataFrame:
     """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
-    carried across days, forward returns over each event's outcome window (equal, bit for bit)."""
+    carried across days, forward returns over each event's outcome window (equal, bit for bit).
+
+    One pass over the days, each read once: day ``k``'s arrays serve its silver bars
+    (``silver=(lake, days)``: those days are built, as :func:`refresh_silver` would), the kernel,
+    its events' gold rows and their outcome windows (``k`` .. the day holding the longest
+    horizon's exit, kept in the tape's cache for the next days). ``on_day(ev, frame, windows)``:
+    called per day with its events, their gold rows and the windows their forward returns were
+    read from (:func:`gold_frame`'s ``on_window`` tuples), while those trades are still loaded.
+    """
     from signals import WhaleParams
 
-    ev, _ = kernel_days(tape, WhaleParams.from_dict(whale), range(tape.n_days))
-    return gold_frame(tape, ev, horizons_ms, latency_ms)
+    params = WhaleParams.from_dict(whale)
+    lake, stale = silver if silver is not None else (None, [])
+    stale_set = set(stale)
+    state = None
+    frames = []
+    for k in range(tape.n_days):
+        day = tape.day(k)
+        if k in stale_set:
+            assert lake is not None
+            _write_silver(lake, tape.partitions[k], tape.sources[k], day)
+        ev, state = kernel_days(tape, params, range(k, k + 1), state)
+        if not len(ev.idx):
+            continue
+        windows: list[tuple] = []
+        frame = gold_frame(tape, ev, horizons_ms, latency_ms, None if on_day is None else _appender(windows))
+        frames.append(frame)
+        if on_day is not None:
+            on_day(ev, frame, windows)
+    if not frames:
+        return gold_frame(tape, KernelEvents.concat([]), horizons_ms, latency_ms)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def ensure_gold(

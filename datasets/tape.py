@@ -89,6 +89,7 @@ class DayTape:
         rows: np.ndarray,
         load_day: Callable[[int], DayArrays],
         cache_days: int = DEFAULT_CACHE_DAYS,
+        load_ts: Callable[[int], np.ndarray] | None = None,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -101,6 +102,7 @@ class DayTape:
         self.offsets = np.r_[0, np.cumsum(self.rows)].astype(np.int64)
         self.day_start_ms = np.asarray([_day_ms(p.date) for p in partitions], dtype=np.int64)
         self._load_day = load_day
+        self._load_ts = load_ts
         self.cache_days = max(int(cache_days), 1)
         self._cache: OrderedDict[int, DayArrays] = OrderedDict()
         self._full: dict[str, np.ndarray] = {}  # whole-span columns, read on first use
@@ -120,18 +122,28 @@ class DayTape:
     def _nonempty(self) -> np.ndarray:
         return np.flatnonzero(self.rows > 0)
 
+    def _end_ts(self, k: int, last: bool) -> int:
+        """The first (last) trade time of partition ``k``: from the cache, else from its ``ts_ms``
+        alone (``load_ts``, when given: the day is not cached for it), else the day read whole."""
+        got = self._cache.get(k)
+        if got is None and self._load_ts is not None:
+            ts = self._load_ts(k)
+            return int(ts.max() if last else ts.min())
+        ts = self.day(k).ts_ms
+        return int(ts[-1] if last else ts[0])
+
     @property
     def first_ts_ms(self) -> int | None:
         if "first" not in self._ends:
             k = self._nonempty()
-            self._ends["first"] = int(self.day(int(k[0])).ts_ms[0]) if k.size else None
+            self._ends["first"] = self._end_ts(int(k[0]), False) if k.size else None
         return self._ends["first"]
 
     @property
     def last_ts_ms(self) -> int | None:
         if "last" not in self._ends:
             k = self._nonempty()
-            self._ends["last"] = int(self.day(int(k[-1])).ts_ms[-1]) if k.size else None
+            self._ends["last"] = self._end_ts(int(k[-1]), True) if k.size else None
         return self._ends["last"]
 
     # --- days -------------------------------------------------------------------------------
@@ -260,13 +272,12 @@ class DayTape:
         idx = idx[idx >= 0]
         found, vals = self._sample(queries, idx)
         g = [*found, idx]
-        ts = [v[0] for v in vals]
-        px = [v[1] for v in vals]
+        ts = [v[0] for v in vals[:-1]]
+        px = [v[1] for v in vals[:-1]]
         if len(self):  # the first trade: "before the first trade" falls back to its price
-            d = self.day(int(self._nonempty()[0]))
             g.append(np.zeros(1, np.int64))
-            ts.append(d.ts_ms[:1])
-            px.append(d.price[:1])
+            ts.append(vals[-1][0])
+            px.append(vals[-1][1])
         g_all, ts_all, px_all = np.concatenate(g), np.concatenate(ts), np.concatenate(px)
         keep = g_all >= 0
         uniq, first = np.unique(g_all[keep], return_index=True)
@@ -274,7 +285,8 @@ class DayTape:
 
     def _sample(self, queries: list, idx: np.ndarray) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
         """One pass over the days: per query array the found global indices, and the (ts, price)
-        of every found trade and of ``idx`` (in that order: queries..., then idx)."""
+        of every found trade, of ``idx`` and of the first trade (in that order: queries..., idx,
+        first trade; empty arrays without trades)."""
         qs = [np.asarray(q).ravel() for q in queries]
         orders = [np.argsort(q, kind="stable") for q in qs]
         sorted_q = [q[o] for q, o in zip(qs, orders)]
@@ -283,10 +295,13 @@ class DayTape:
         p_sorted = [np.zeros(q.size) for q in qs]
         idx_ts, idx_px = np.zeros(idx.size, np.int64), np.zeros(idx.size)
         idx_day = np.searchsorted(self.offsets, idx, side="right") - 1
+        first: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0))
         for k, off, d in self.days():
             n = d.ts_ms.size
             if n == 0:
                 continue
+            if off == 0:  # the first day holding trades (its first trade is global index 0)
+                first = (d.ts_ms[:1], d.price[:1])
             day_end = int(self.day_start_ms[k]) + DAY_MS
             for q, g, tt, pp in zip(sorted_q, g_sorted, t_sorted, p_sorted):
                 lo = int(np.searchsorted(q, d.ts_ms[0], side="left"))
@@ -307,6 +322,7 @@ class DayTape:
             found.append(g[inv])
             vals.append((tt[inv], pp[inv]))
         vals.append((idx_ts, idx_px))
+        vals.append(first)
         return found, vals
 
     def rows_at(self, global_idx) -> DayArrays:

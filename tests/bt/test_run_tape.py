@@ -194,3 +194,42 @@ def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
     tape = open_tape(lake, "binance_usdm", SYM, "2024-03-01", "2024-03-02")
     with pytest.raises(TapeOrderError, match="holds trades outside 2024-03-02; rewrite it through Lake.write_trades"):
         tape.day(0)
+
+
+def test_a_run_reads_each_day_at_most_twice(lake_dir, tmp_path, monkeypatch):
+    """One read of each day serves silver, the kernel, gold's and the event study's outcome windows
+    and the events' trade indices; the portfolio's and report's marks (``DayTape.sample``) are the
+    second. Counted on the real loader, with gold built by the run and with gold cached."""
+    from collections import Counter
+
+    import bt.run as run
+
+    raw = _config(lake_dir)
+    lake = Path(raw["data"]["lake"])
+    for layer in ("silver", "gold"):
+        shutil.rmtree(lake / layer, ignore_errors=True)
+    reads: list[Counter] = []
+
+    def opened(*a, **k):
+        tape = open_tape(*a, **k)
+        real, count = tape._load_day, Counter()
+
+        def counting(day: int):
+            count[day] += 1
+            return real(day)
+
+        tape._load_day = counting
+        reads.append(count)
+        return tape
+
+    monkeypatch.setattr(run, "open_tape", opened)
+    got = {}
+    for case in ("built", "cached"):
+        got[case] = run.run_backtest(
+            parse_config(raw), results_dir=tmp_path / case, log_mlflow=False, tearsheet=False, quiet=True
+        )
+    assert not got["built"].signals.gold_cached and got["cached"].signals.gold_cached
+    _same_folders(got["built"].run_dir, got["cached"].run_dir)
+    assert len(reads) == 2
+    for count in reads:
+        assert len(count) == DAYS - 1 and max(count.values()) <= 2, sorted(count.items())
