@@ -238,8 +238,12 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
             df["side"].to_numpy(np.int8),
         )
 
-    def load_ts(k: int) -> np.ndarray:
-        return lake.read_with_meta(parts[k], ["ts_ms"])[0]["ts_ms"].to_numpy(np.int64)
+    def load_columns(k: int, columns: list[str]) -> dict[str, np.ndarray]:
+        df = lake.read_with_meta(parts[k], columns)[0]
+        return {
+            c: df[c].to_numpy(np.int8 if c == "side" else np.float64 if c in ("price", "qty") else np.int64)
+            for c in columns
+        }
 
     return DayTape(
         exchange,
@@ -252,7 +256,7 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
         np.asarray(rows, dtype=np.int64),
         load_day,
         cache_days=cache_days,
-        load_ts=load_ts,
+        load_columns=load_columns,
     )
 
 

@@ -89,7 +89,7 @@ class DayTape:
         rows: np.ndarray,
         load_day: Callable[[int], DayArrays],
         cache_days: int = DEFAULT_CACHE_DAYS,
-        load_ts: Callable[[int], np.ndarray] | None = None,
+        load_columns: Callable[[int, list[str]], dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -102,13 +102,15 @@ class DayTape:
         self.offsets = np.r_[0, np.cumsum(self.rows)].astype(np.int64)
         self.day_start_ms = np.asarray([_day_ms(p.date) for p in partitions], dtype=np.int64)
         self._load_day = load_day
-        self._load_ts = load_ts
+        self._load_columns = load_columns
         self.cache_days = max(int(cache_days), 1)
         self._cache: OrderedDict[int, DayArrays] = OrderedDict()
         self._full: dict[str, np.ndarray] = {}  # whole-span columns, read on first use
         self._ends: dict[str, int | None] = {}  # first and last trade times, read on first use
-        #: Day reads so far, and the most days whose trades the tape held at once.
+        #: Day reads so far (whole days; and reads of a day's times and prices alone, not cached),
+        #: and the most days whose trades the tape held at once.
         self.loads = 0
+        self.price_loads = 0
         self.peak_days = 0
 
     # --- size and ends ----------------------------------------------------------------------
@@ -124,10 +126,10 @@ class DayTape:
 
     def _end_ts(self, k: int, last: bool) -> int:
         """The first (last) trade time of partition ``k``: from the cache, else from its ``ts_ms``
-        alone (``load_ts``, when given: the day is not cached for it), else the day read whole."""
+        alone (``load_columns``, when given: the day is not cached for it), else the day read whole."""
         got = self._cache.get(k)
-        if got is None and self._load_ts is not None:
-            ts = self._load_ts(k)
+        if got is None and self._load_columns is not None:
+            ts = self._load_columns(k, ["ts_ms"])["ts_ms"]
             return int(ts.max() if last else ts.min())
         ts = self.day(k).ts_ms
         return int(ts[-1] if last else ts[0])
@@ -168,6 +170,26 @@ class DayTape:
             self._cache.popitem(last=False)
         self._held()
         return got
+
+    def prices(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Partition ``k``'s ``(ts_ms, price)``: from the cache, else those two columns alone
+        (``load_columns``; not cached), else the day read whole (no ``load_columns``, or a
+        partition not sorted by time or holding another day's trades: :meth:`day` sorts or refuses)."""
+        got = self._cache.get(k)
+        if got is None and self._load_columns is not None:
+            cols = self._load_columns(k, ["ts_ms", "price"])
+            ts, px = cols["ts_ms"], cols["price"]
+            if len(ts) != self.rows[k]:
+                raise TapeOrderError(
+                    f"{self.partitions[k].key} has {len(ts)} trades but its footer says {self.rows[k]}; "
+                    "the partition changed while the run read it: run again"
+                )
+            day0 = int(self.day_start_ms[k])
+            if not ts.size or (bool((np.diff(ts) >= 0).all()) and ts[0] >= day0 and ts[-1] < day0 + DAY_MS):
+                self.price_loads += 1
+                return ts, px
+        d = self.day(k)
+        return d.ts_ms, d.price
 
     def days(self) -> Iterator[tuple[int, int, DayArrays]]:
         """``(k, global offset, trades)`` of every partition, oldest first."""
@@ -296,25 +318,27 @@ class DayTape:
         idx_ts, idx_px = np.zeros(idx.size, np.int64), np.zeros(idx.size)
         idx_day = np.searchsorted(self.offsets, idx, side="right") - 1
         first: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0))
-        for k, off, d in self.days():
-            n = d.ts_ms.size
-            if n == 0:
+        for k in range(self.n_days):
+            if self.rows[k] == 0:
                 continue
+            off = int(self.offsets[k])
+            d_ts, d_px = self.prices(k)
+            n = d_ts.size
             if off == 0:  # the first day holding trades (its first trade is global index 0)
-                first = (d.ts_ms[:1], d.price[:1])
+                first = (d_ts[:1], d_px[:1])
             day_end = int(self.day_start_ms[k]) + DAY_MS
             for q, g, tt, pp in zip(sorted_q, g_sorted, t_sorted, p_sorted):
-                lo = int(np.searchsorted(q, d.ts_ms[0], side="left"))
+                lo = int(np.searchsorted(q, d_ts[0], side="left"))
                 hi = int(np.searchsorted(q, day_end, side="left"))
                 if hi > lo:
-                    pos = np.searchsorted(d.ts_ms, q[lo:hi], side="right") - 1
-                    g[lo:hi], tt[lo:hi], pp[lo:hi] = off + pos, d.ts_ms[pos], d.price[pos]
+                    pos = np.searchsorted(d_ts, q[lo:hi], side="right") - 1
+                    g[lo:hi], tt[lo:hi], pp[lo:hi] = off + pos, d_ts[pos], d_px[pos]
                 # Later times: this day's last trade, unless a later day has one before them.
-                g[hi:], tt[hi:], pp[hi:] = off + n - 1, d.ts_ms[-1], d.price[-1]
+                g[hi:], tt[hi:], pp[hi:] = off + n - 1, d_ts[-1], d_px[-1]
             mine = idx_day == k
             if mine.any():
                 loc = idx[mine] - off
-                idx_ts[mine], idx_px[mine] = d.ts_ms[loc], d.price[loc]
+                idx_ts[mine], idx_px[mine] = d_ts[loc], d_px[loc]
         found, vals = [], []
         for o, g, tt, pp in zip(orders, g_sorted, t_sorted, p_sorted):
             inv = np.empty_like(o)

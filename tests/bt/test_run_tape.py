@@ -196,10 +196,11 @@ def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
         tape.day(0)
 
 
-def test_a_run_reads_each_day_at_most_twice(lake_dir, tmp_path, monkeypatch):
+def test_a_run_reads_each_day_once(lake_dir, tmp_path, monkeypatch):
     """One read of each day serves silver, the kernel, gold's and the event study's outcome windows
-    and the events' trade indices; the portfolio's and report's marks (``DayTape.sample``) are the
-    second. Counted on the real loader, with gold built by the run and with gold cached."""
+    and the events' trade indices; the portfolio's and report's marks (``DayTape.sample``) read its
+    times and prices alone, and the tape's first and last trade times the ``ts_ms`` of two days.
+    Counted on the real loaders, with gold built by the run and with gold cached."""
     from collections import Counter
 
     import bt.run as run
@@ -208,18 +209,23 @@ def test_a_run_reads_each_day_at_most_twice(lake_dir, tmp_path, monkeypatch):
     lake = Path(raw["data"]["lake"])
     for layer in ("silver", "gold"):
         shutil.rmtree(lake / layer, ignore_errors=True)
-    reads: list[Counter] = []
+    reads: list[tuple[Counter, Counter]] = []
 
     def opened(*a, **k):
         tape = open_tape(*a, **k)
-        real, count = tape._load_day, Counter()
+        load_day, load_columns = tape._load_day, tape._load_columns
+        whole, cols = Counter(), Counter()
 
-        def counting(day: int):
-            count[day] += 1
-            return real(day)
+        def counting_day(day: int):
+            whole[day] += 1
+            return load_day(day)
 
-        tape._load_day = counting
-        reads.append(count)
+        def counting_columns(day: int, columns: list[str]):
+            cols[(day, tuple(columns))] += 1
+            return load_columns(day, columns)
+
+        tape._load_day, tape._load_columns = counting_day, counting_columns
+        reads.append((whole, cols))
         return tape
 
     monkeypatch.setattr(run, "open_tape", opened)
@@ -231,5 +237,9 @@ def test_a_run_reads_each_day_at_most_twice(lake_dir, tmp_path, monkeypatch):
     assert not got["built"].signals.gold_cached and got["cached"].signals.gold_cached
     _same_folders(got["built"].run_dir, got["cached"].run_dir)
     assert len(reads) == 2
-    for count in reads:
-        assert len(count) == DAYS - 1 and max(count.values()) <= 2, sorted(count.items())
+    n = DAYS - 1
+    for whole, cols in reads:
+        assert len(whole) == n and max(whole.values()) == 1, sorted(whole.items())
+        assert {c for _, c in cols} <= {("ts_ms", "price"), ("ts_ms",)} and max(cols.values()) == 1, cols
+        assert sorted(d for d, c in cols if c == ("ts_ms",)) == [0, n - 1]  # the first and last trade times
+        assert len([d for d, c in cols if c == ("ts_ms", "price")]) <= n
