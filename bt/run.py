@@ -153,7 +153,7 @@ def compute_signals(
     events_fn: Callable[[DayTape], pd.DataFrame] | None = None
     stale: list[int] = []
     if jobs > 1 or not isinstance(span, DayTape):
-        refresh_silver(lake, span)  # the chunks' processes build gold only
+        refresh_silver(lake, span)  # first: gold in chunks (or over a whole span) does not build it
         if jobs > 1:
             from bt.chunks import chunked_gold_events
 
