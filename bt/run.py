@@ -136,14 +136,14 @@ def compute_signals(
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
     ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
     ``jobs`` > 1: gold is built in day chunks on that many processes (:mod:`bt.chunks`, same events).
-    ``fused``: a :class:`FusedStudy` of the config, bound here to the tape (``jobs`` 1, a day
-    tape; else left unbound): every event is studied in the same pass over the days as gold (or,
-    gold cached, as the events' trade indices).
+    ``fused``: a :class:`FusedStudy` of the config, bound here to the tape (a day tape; else left
+    unbound): every event is studied in the same pass over the days as gold (or, gold cached, as
+    the events' trade indices).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
     span = open_tape(lake, d.exchange, d.symbol, d.start, d.end)
-    if fused is not None and jobs == 1 and isinstance(span, DayTape):
+    if fused is not None and isinstance(span, DayTape):
         fused.bind(span)
     else:
         fused = None
@@ -152,24 +152,27 @@ def compute_signals(
     whale = config.signal.whale.to_dict()
     events_fn: Callable[[DayTape], pd.DataFrame] | None = None
     stale: list[int] = []
-    if jobs > 1 or not isinstance(span, DayTape):
-        refresh_silver(lake, span)  # first: gold in chunks (or over a whole span) does not build it
+    if not isinstance(span, DayTape):
+        refresh_silver(lake, span)  # first: gold over a whole span does not build it
+    else:
+        stale = stale_silver_days(lake, span)
+        # One pass over the days: silver, gold's rows and outcome windows (and the event study's,
+        # ``fused``) from each day's arrays read once; the kernel in it, or in day chunks before it.
+        on_day = None if fused is None else fused.add_gold_day
         if jobs > 1:
             from bt.chunks import chunked_gold_events
 
             def events_fn(tape: DayTape) -> pd.DataFrame:
-                return chunked_gold_events(tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs)
+                return chunked_gold_events(
+                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs, silver=(lake, stale), on_day=on_day
+                )
 
-    else:
-        stale = stale_silver_days(lake, span)
-        # One pass over the days: silver, the kernel, gold's outcome windows (and the event study's,
-        # ``fused``) from each day's arrays read once.
-        on_day = None if fused is None else fused.add_gold_day
+        else:
 
-        def events_fn(tape: DayTape) -> pd.DataFrame:
-            return tape_gold_events(
-                tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, silver=(lake, stale), on_day=on_day
-            )
+            def events_fn(tape: DayTape) -> pd.DataFrame:
+                return tape_gold_events(
+                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, silver=(lake, stale), on_day=on_day
+                )
 
     events, cached = ensure_gold(
         lake, span, whale, bt.all_horizons_ms, bt.entry_latency_ms, d.start, events_fn=events_fn
@@ -878,7 +881,7 @@ def study_symbol(
     horizons = bt.all_horizons_ms
     d = config.data
     fused = None
-    if jobs == 1 and (not d.price_exchange or d.price_exchange == d.exchange):
+    if not d.price_exchange or d.price_exchange == d.exchange:
         # Prices on the events' own tape: the event study of every event is made in the signals'
         # pass over the days (FusedStudy), so each day is read once for silver, gold and the study.
         fused = FusedStudy(config, lake)

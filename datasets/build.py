@@ -26,6 +26,7 @@ __all__ = [
     "gold_events",
     "tape_gold_events",
     "gold_frame",
+    "gold_days",
     "kernel_days",
     "kernel_batch",
     "KernelEvents",
@@ -577,27 +578,47 @@ def tape_gold_events(
 ) -> pd.DataFrame:
     """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
     carried across days, forward returns over each event's outcome window (equal, bit for bit).
-
-    One pass over the days, each read once: day ``k``'s arrays serve its silver bars
-    (``silver=(lake, days)``: those days are built, as :func:`refresh_silver` would), the kernel,
-    its events' gold rows and their outcome windows (``k`` .. the day holding the longest
-    horizon's exit, kept in the tape's cache for the next days). ``on_day(ev, frame, windows)``:
-    called per day with its events, their gold rows and the windows their forward returns were
-    read from (:func:`gold_frame`'s ``on_window`` tuples), while those trades are still loaded.
-    """
+    One pass over the days (:func:`gold_days`)."""
     from signals import WhaleParams
 
     params = WhaleParams.from_dict(whale)
+    state = None
+
+    def kernel(k: int) -> KernelEvents:
+        nonlocal state
+        ev, state = kernel_days(tape, params, range(k, k + 1), state)
+        return ev
+
+    return gold_days(tape, kernel, horizons_ms, latency_ms, silver=silver, on_day=on_day)
+
+
+def gold_days(
+    tape: DayTape,
+    events_of: Callable[[int], KernelEvents],
+    horizons_ms: list[int],
+    latency_ms: int,
+    *,
+    silver: tuple[Lake, list[int]] | None = None,
+    on_day: Callable | None = None,
+) -> pd.DataFrame:
+    """Gold rows of the kernel events of each day (``events_of(k)``, oldest day first), in one
+    pass over the days, each read once: day ``k``'s arrays serve its silver bars
+    (``silver=(lake, days)``: those days are built, as :func:`refresh_silver` would), its events
+    (the kernel, run here or already run in chunks), their gold rows and their outcome windows
+    (``k`` .. the day holding the longest horizon's exit, kept in the tape's cache for the next
+    days). The frame equals :func:`gold_frame` of all the events. ``on_day(ev, frame, windows)``:
+    called per day with its events, their gold rows and the windows their forward returns were
+    read from (:func:`gold_frame`'s ``on_window`` tuples), while those trades are still loaded.
+    """
     lake, stale = silver if silver is not None else (None, [])
     stale_set = set(stale)
-    state = None
     frames = []
     for k in range(tape.n_days):
         day = tape.day(k)
         if k in stale_set:
             assert lake is not None
             _write_silver(lake, tape.partitions[k], tape.sources[k], day)
-        ev, state = kernel_days(tape, params, range(k, k + 1), state)
+        ev = events_of(k)
         if not len(ev.idx):
             continue
         windows: list[tuple] = []

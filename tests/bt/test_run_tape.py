@@ -196,11 +196,13 @@ def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
         tape.day(0)
 
 
-def test_a_run_reads_each_day_once(lake_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_reads_each_day_once(lake_dir, tmp_path, monkeypatch, jobs):
     """One read of each day serves silver, the kernel, gold's and the event study's outcome windows
     and the events' trade indices; the portfolio's and report's marks (``DayTape.sample``) read its
     times and prices alone, and the tape's first and last trade times the ``ts_ms`` of two days.
-    Counted on the real loaders, with gold built by the run and with gold cached."""
+    Counted on the real loaders, with gold built by the run and with gold cached; ``jobs`` 2: in
+    this process (the kernel's day chunks read their days in theirs)."""
     from collections import Counter
 
     import bt.run as run
@@ -232,7 +234,7 @@ def test_a_run_reads_each_day_once(lake_dir, tmp_path, monkeypatch):
     got = {}
     for case in ("built", "cached"):
         got[case] = run.run_backtest(
-            parse_config(raw), results_dir=tmp_path / case, log_mlflow=False, tearsheet=False, quiet=True
+            parse_config(raw), results_dir=tmp_path / case, log_mlflow=False, tearsheet=False, quiet=True, jobs=jobs
         )
     assert not got["built"].signals.gold_cached and got["cached"].signals.gold_cached
     _same_folders(got["built"].run_dir, got["cached"].run_dir)
