@@ -13,12 +13,13 @@ So the events equal one process's (``tests/bt/test_chunks.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from datasets.build import KernelEvents, gold_frame, kernel_batch
+from datasets.build import KernelEvents, gold_days, kernel_batch
 from datasets.tape import DayTape
 from signals import N_FEATURES, KernelState, WhaleParams
 from signals import nb
@@ -252,7 +253,23 @@ def chunk_events(
     return KernelEvents.concat([r.events for r in runs]), ChunkStats(len(runs), recomputed)
 
 
-def chunked_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int, jobs: int) -> pd.DataFrame:
-    """:func:`datasets.build.tape_gold_events` with the kernel in parallel chunks (same frame)."""
+def chunked_gold_events(
+    tape: DayTape,
+    whale: dict,
+    horizons_ms: list[int],
+    latency_ms: int,
+    jobs: int,
+    *,
+    silver: tuple | None = None,
+    on_day: Callable | None = None,
+) -> pd.DataFrame:
+    """:func:`datasets.build.tape_gold_events` with the kernel in parallel chunks (same frame); the
+    gold rows, outcome windows, ``silver`` and ``on_day`` then in one pass (:func:`gold_days`)."""
     ev, _ = chunk_events(tape, WhaleParams.from_dict(whale), jobs)
-    return gold_frame(tape, ev, horizons_ms, latency_ms)
+    cuts = np.searchsorted(ev.idx, tape.offsets, side="left")
+
+    def events_of(k: int) -> KernelEvents:
+        a, b = int(cuts[k]), int(cuts[k + 1])
+        return KernelEvents(ev.idx[a:b], ev.code[a:b], ev.feat[a:b])
+
+    return gold_days(tape, events_of, horizons_ms, latency_ms, silver=silver, on_day=on_day)

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from datasets.build import (
     holes_line,
     open_tape,
     refresh_silver,
+    tape_gold_events,
     span_holes,
+    stale_silver_days,
     tape_ends_ms,
 )
 from datasets.durations import format_duration, parse_duration_ms
@@ -117,7 +120,14 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def compute_signals(
-    config: RunConfig, *, lake: Lake | None = None, quiet: bool = True, bundle=None, verdict=None, jobs: int = 1
+    config: RunConfig,
+    *,
+    lake: Lake | None = None,
+    quiet: bool = True,
+    bundle=None,
+    verdict=None,
+    jobs: int = 1,
+    fused: "FusedStudy | None" = None,
 ) -> SignalSet:
     """Open the trades day by day, build (or reuse) silver and gold, and decide each whale event.
 
@@ -127,27 +137,54 @@ def compute_signals(
     ``bundle``: the already loaded registered model of ``model.uri`` (loaded here otherwise).
     ``verdict``: a :class:`bt.model.ModelVerdict` decided elsewhere (a universe's pooled model).
     ``jobs`` > 1: gold is built in day chunks on that many processes (:mod:`bt.chunks`, same events).
+    ``fused``: a :class:`FusedStudy` of the config, bound here to the tape (a day tape; else left
+    unbound): every event is studied in the same pass over the days as gold (or, gold cached, as
+    the events' trade indices).
     """
     lake = lake or Lake(config.data.lake)
     d = config.data
     span = open_tape(lake, d.exchange, d.symbol, d.start, d.end)
+    if fused is not None and isinstance(span, DayTape):
+        fused.bind(span)
+    else:
+        fused = None
     _say(f"opened {len(span):,} trades of {d.exchange}/{d.symbol} in {len(span.partitions)} daily partitions", quiet)
-    refresh_silver(lake, span)
     bt = config.backtest
     whale = config.signal.whale.to_dict()
-    events_fn = None
-    if jobs > 1:
-        from bt.chunks import chunked_gold_events
+    events_fn: Callable[[DayTape], pd.DataFrame] | None = None
+    stale: list[int] = []
+    if not isinstance(span, DayTape):
+        refresh_silver(lake, span)  # first: gold over a whole span does not build it
+    else:
+        stale = stale_silver_days(lake, span)
+        # One pass over the days: silver, gold's rows and outcome windows (and the event study's,
+        # ``fused``) from each day's arrays read once; the kernel in it, or in day chunks before it.
+        on_day = None if fused is None else fused.add_gold_day
+        if jobs > 1:
+            from bt.chunks import chunked_gold_events
 
-        def events_fn(tape: DayTape) -> pd.DataFrame:
-            return chunked_gold_events(tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs)
+            def events_fn(tape: DayTape) -> pd.DataFrame:
+                return chunked_gold_events(
+                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs, silver=(lake, stale), on_day=on_day
+                )
+
+        else:
+
+            def events_fn(tape: DayTape) -> pd.DataFrame:
+                return tape_gold_events(
+                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, silver=(lake, stale), on_day=on_day
+                )
 
     events, cached = ensure_gold(
         lake, span, whale, bt.all_horizons_ms, bt.entry_latency_ms, d.start, events_fn=events_fn
     )
+    if cached and stale:
+        refresh_silver(lake, span, stale)
     _say(f"{len(events):,} whale events ({'cached gold' if cached else 'built gold'})", quiet)
     events = events.copy()
-    events["trade_idx"] = _trade_index(span, events)
+    if fused is not None and cached:
+        fused.add_cached(events)
+    events["trade_idx"] = fused.trade_index(len(events)) if fused is not None else _trade_index(span, events)
     prob = np.full(len(events), np.nan)
     threshold = None
     model_uri = None
@@ -584,6 +621,20 @@ def _study_fn(config: RunConfig, price_span: TradeSpan | DayTape, funding: Fundi
     in the whole-span order with global indices: the same table as over the whole span.
     """
     bt = config.backtest
+    study = _study_rows(config, price_span, funding)
+
+    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
+        if not isinstance(price_span, DayTape):
+            return study(price_span.ts_ms, price_span.price, idx, ts, hs)
+        return _windowed_study(price_span, np.asarray(idx, dtype=np.int64), ts, hs, study, bt.entry_latency_ms)
+
+    return study_of
+
+
+def _study_rows(config: RunConfig, price_span: TradeSpan | DayTape, funding: FundingSeries | None):
+    """``study(ts_ms, price, idx, trigger_ts, horizons)``: :func:`bt.engine.event_study` with the
+    config's costs and rules, the funding and the price tape's coverage, on given trades."""
+    bt = config.backtest
 
     def study(ts_ms: np.ndarray, price: np.ndarray, idx: np.ndarray, ts: np.ndarray | None, hs: list[int]):
         return event_study(
@@ -601,12 +652,7 @@ def _study_fn(config: RunConfig, price_span: TradeSpan | DayTape, funding: Fundi
             coverage=price_span.coverage,
         )
 
-    def study_of(idx: np.ndarray, ts: np.ndarray | None, hs: list[int]) -> pd.DataFrame:
-        if not isinstance(price_span, DayTape):
-            return study(price_span.ts_ms, price_span.price, idx, ts, hs)
-        return _windowed_study(price_span, np.asarray(idx, dtype=np.int64), ts, hs, study, bt.entry_latency_ms)
-
-    return study_of
+    return study
 
 
 def _windowed_study(
@@ -632,6 +678,109 @@ def _windowed_study(
     out = pd.concat(parts, ignore_index=True)
     order = np.argsort(out["_k"].to_numpy(np.int64) * max(n, 1) + out["signal"].to_numpy(np.int64), kind="stable")
     return out.iloc[order].drop(columns="_k").reset_index(drop=True)
+
+
+class FusedStudy:
+    """The event study of every gold event of a tape, made on trades another pass reads anyway.
+
+    Gold built by this run: on the outcome windows gold's forward returns were read from
+    (:func:`datasets.build.tape_gold_events`' ``on_day``, while those days are loaded). Gold
+    cached: each trigger day's windows are read right after that day's events are looked up
+    (:meth:`~datasets.tape.DayTape.trade_index`), so the tape's cache serves both. Either way the
+    events' trade indices come out of the same pass (:meth:`trade_index`), and :meth:`of` gives
+    the study of some of them (the long signals): the rows :func:`_windowed_study` makes of those
+    triggers, bit for bit (an outcome's entry and exit are the same trades on any window holding
+    it). Made unbound; :func:`compute_signals` binds it to the tape it opens (:meth:`bind`).
+    """
+
+    def __init__(self, config: RunConfig, lake: Lake) -> None:
+        self.config, self.lake = config, lake
+        self.hs, self.latency_ms = list(config.backtest.all_horizons_ms), int(config.backtest.entry_latency_ms)
+        self.tape: DayTape | None = None
+        self.funding: FundingSeries | None = None
+        self._pos: list[np.ndarray] = []  # events' positions, group by group
+        self._idx: list[np.ndarray] = []  # ... and their trades' global indices
+        self._parts: list[pd.DataFrame] = []
+        self._n = 0  # gold events seen (gold built by this run)
+        self._table: pd.DataFrame | None = None
+
+    def bind(self, tape: DayTape) -> None:
+        """Study the events of ``tape``: its funding is read now (the study's rows need it)."""
+        self.tape = tape
+        self.funding = _load_funding(self.lake, tape) if len(tape) else None
+        self.study = _study_rows(self.config, tape, self.funding)
+
+    def _group(self, pos: np.ndarray, tix: np.ndarray, windows=None) -> None:
+        assert self.tape is not None
+        self._pos.append(pos)
+        self._idx.append(tix)
+        if windows is None:
+            windows = self.tape.windows(None, tix, self.latency_ms, max(self.hs, default=0))
+        for sel, off, ts, px, local, trig in windows:
+            f = self.study(ts, px, local, trig, self.hs)
+            sig = f["signal"].to_numpy(np.int64)
+            f["signal"] = pos[sel][sig].astype(np.int64)
+            f["trigger_idx"] = tix[sel][sig]
+            for col in ("entry_idx", "exit_idx"):
+                v = f[col].to_numpy(np.int64)
+                f[col] = np.where(v >= 0, v + off, v)
+            f["_k"] = np.repeat(np.arange(len(self.hs), dtype=np.int64), sel.size)
+            self._parts.append(f)
+
+    def add_gold_day(self, ev, frame: pd.DataFrame, windows: list[tuple]) -> None:
+        """One day of gold built by this run: its kernel events, their gold rows, gold's windows."""
+        assert self.tape is not None
+        pos = self._n + np.arange(len(ev.idx), dtype=np.int64)
+        self._n += len(ev.idx)
+        tix = self.tape.trade_index(frame["ts_ms"].to_numpy(np.int64), frame["trade_id"].to_numpy(np.int64))
+        # An event's trade is the first of its (time, id) on the tape; else gold's windows are not its own.
+        self._group(pos, tix, windows if np.array_equal(tix, ev.idx) else None)
+
+    def add_cached(self, events: pd.DataFrame) -> None:
+        """Cached gold: the events' trade indices and their outcome windows, one trigger day at a time."""
+        assert self.tape is not None
+        ts, tid = events["ts_ms"].to_numpy(np.int64), events["trade_id"].to_numpy(np.int64)
+        kday = self.tape.day_at(ts)
+        for k in np.unique(kday):
+            at = np.flatnonzero(kday == k).astype(np.int64)
+            self._group(at, self.tape.trade_index(ts[at], tid[at]))
+
+    def trade_index(self, n: int) -> np.ndarray:
+        """The global trade index of each of the ``n`` events (:func:`_trade_index`)."""
+        pos = np.concatenate(self._pos) if self._pos else np.empty(0, np.int64)
+        if pos.size != n or np.unique(pos).size != n:
+            raise RuntimeError(f"the fused pass saw {pos.size} events, not the {n} of gold")
+        out = np.empty(n, np.int64)
+        out[pos] = np.concatenate(self._idx) if self._idx else np.empty(0, np.int64)
+        return out
+
+    def of(self, idx: np.ndarray) -> pd.DataFrame | None:
+        """The study of triggers ``idx`` (trade indices of some events, in the events' order), or
+        None when they are not such a subsequence (the caller then studies them itself)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size == 0 or not self._parts:
+            return None
+        every = self.trade_index(sum(p.size for p in self._pos))
+        if (np.diff(every) <= 0).any():
+            return None
+        pos = np.searchsorted(every, idx)
+        if (pos >= every.size).any() or not np.array_equal(every[np.minimum(pos, every.size - 1)], idx):
+            return None
+        if (np.diff(pos) <= 0).any():
+            return None
+        if self._table is None:
+            out = pd.concat(self._parts, ignore_index=True)
+            order = np.argsort(
+                out["_k"].to_numpy(np.int64) * max(every.size, 1) + out["signal"].to_numpy(np.int64), kind="stable"
+            )
+            self._table = out.iloc[order].drop(columns="_k").reset_index(drop=True)
+            self._parts = []
+        t = self._table
+        sig = t["signal"].to_numpy(np.int64)
+        keep = np.isin(sig, pos)
+        sub = t[keep].reset_index(drop=True)
+        sub["signal"] = np.searchsorted(pos, sig[keep]).astype(np.int64)
+        return sub
 
 
 def horizon_metrics(headline: pd.DataFrame, config: RunConfig) -> dict[str, dict]:
@@ -736,11 +885,19 @@ def study_symbol(
     t0 = time.perf_counter() if t0 is None else t0
     overlaps = overlaps or []
     timings: dict[str, float] = {}
-    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict, jobs=jobs)
-    timings["signals_s"] = time.perf_counter() - t0
-    span, events = sig.span, sig.events
     bt = config.backtest
     horizons = bt.all_horizons_ms
+    d = config.data
+    fused = None
+    if not d.price_exchange or d.price_exchange == d.exchange:
+        # Prices on the events' own tape: the event study of every event is made in the signals'
+        # pass over the days (FusedStudy), so each day is read once for silver, gold and the study.
+        fused = FusedStudy(config, lake)
+    sig = compute_signals(config, lake=lake, quiet=quiet, bundle=bundle, verdict=verdict, jobs=jobs, fused=fused)
+    if fused is not None and fused.tape is None:
+        fused = None  # not a day tape
+    timings["signals_s"] = time.perf_counter() - t0
+    span, events = sig.span, sig.events
     longs = events[events["decision"] == "long"].reset_index(drop=True)
     # Prices: the events' own venue, or another one (cross-exchange view: whales on one venue,
     # positions on another); triggers then map to that venue's last trade at or before them.
@@ -756,10 +913,15 @@ def study_symbol(
             quiet,
         )
     holes = _check_holes(config, span, price_span, strict)
-    funding = _load_funding(lake, price_span) if len(price_span) else None
+    if fused is not None:
+        funding = fused.funding
+    else:
+        funding = _load_funding(lake, price_span) if len(price_span) else None
     t1 = time.perf_counter()
     study_of = _study_fn(config, price_span, funding)
-    study = study_of(trig_idx, trig_ts, horizons)
+    study = fused.of(trig_idx) if fused is not None else None
+    if study is None:
+        study = study_of(trig_idx, trig_ts, horizons)
     for col in ("trade_id", "ts_ms", "price", "notional_usd", "prob"):
         study[f"trigger_{col}"] = longs[col].to_numpy()[study["signal"].to_numpy()]
     timings["event_study_s"] = time.perf_counter() - t1

@@ -26,6 +26,7 @@ __all__ = [
     "gold_events",
     "tape_gold_events",
     "gold_frame",
+    "gold_days",
     "kernel_days",
     "kernel_batch",
     "KernelEvents",
@@ -36,6 +37,7 @@ __all__ = [
     "open_tape",
     "tape_ends_ms",
     "refresh_silver",
+    "stale_silver_days",
     "TradeSpan",
     "DayTape",
     "span_holes",
@@ -237,6 +239,13 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
             df["side"].to_numpy(np.int8),
         )
 
+    def load_columns(k: int, columns: list[str]) -> dict[str, np.ndarray]:
+        df = lake.read_with_meta(parts[k], columns)[0]
+        return {
+            c: df[c].to_numpy(np.int8 if c == "side" else np.float64 if c in ("price", "qty") else np.int64)
+            for c in columns
+        }
+
     return DayTape(
         exchange,
         symbol,
@@ -248,6 +257,7 @@ def open_tape(lake: Lake, exchange: str, symbol: str, start, end, *, cache_days:
         np.asarray(rows, dtype=np.int64),
         load_day,
         cache_days=cache_days,
+        load_columns=load_columns,
     )
 
 
@@ -377,14 +387,18 @@ def _write_silver(lake: Lake, p: Partition, src: dict, day: DayArrays | pd.DataF
     return bars
 
 
-def refresh_silver(lake: Lake, tape: DayTape) -> int:
-    """Build the silver bars of a tape's stale or missing days, one day at a time; returns how many."""
-    built = 0
-    for k, (p, src) in enumerate(zip(tape.partitions, tape.sources)):
-        if _stale_silver(lake, p, src)[1]:
-            _write_silver(lake, p, src, tape.day(k))
-            built += 1
-    return built
+def stale_silver_days(lake: Lake, tape: DayTape) -> list[int]:
+    """The tape's days whose silver bars are missing or were built from other bronze (footers only)."""
+    return [k for k, (p, src) in enumerate(zip(tape.partitions, tape.sources)) if _stale_silver(lake, p, src)[1]]
+
+
+def refresh_silver(lake: Lake, tape: DayTape, days: list[int] | None = None) -> int:
+    """Build the silver bars of a tape's stale or missing days (``days``: those of
+    :func:`stale_silver_days`, found here when None), one day at a time; returns how many."""
+    todo = stale_silver_days(lake, tape) if days is None else days
+    for k in todo:
+        _write_silver(lake, tape.partitions[k], tape.sources[k], tape.day(k))
+    return len(todo)
 
 
 def ensure_silver(lake: Lake, span: TradeSpan | DayTape) -> pd.DataFrame:
@@ -509,9 +523,15 @@ def kernel_days(tape: DayTape, params, days: range, state=None) -> tuple[KernelE
     return KernelEvents.concat(parts), state
 
 
-def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+def gold_frame(
+    tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_ms: int, on_window: Callable | None = None
+) -> pd.DataFrame:
     """Gold rows (docs/spec.md §2.6) of kernel events on a tape, forward returns over each event's
-    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns."""
+    outcome window (:meth:`~datasets.tape.DayTape.windows`): :func:`gold_events`' columns.
+
+    ``on_window(sel, offset, ts, price, local_idx, trigger_ts)``: called with each window
+    :meth:`~datasets.tape.DayTape.windows` yields (``sel``: positions in ``ev``), so a caller can
+    read the same trades again (the event study) without the tape reading them again."""
     from signals import FEATURE_NAMES
     from signals.outcome import entry_exit
 
@@ -527,7 +547,7 @@ def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_
     for j, name in enumerate(FEATURE_NAMES):
         out[f"f_{name}"] = ev.feat[:, j]
     fwd = np.full((len(ev.idx), len(horizons_ms)), np.nan)
-    for sel, _, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
+    for sel, off, ts, px, local, trig_ts in tape.windows(rows.ts_ms, ev.idx, latency_ms, max(horizons_ms, default=0)):
         entry, exit_, _ = entry_exit(
             ts, px, local, latency_ms=latency_ms, horizons_ms=horizons_ms, coverage=tape.coverage, trigger_ts_ms=trig_ts
         )
@@ -536,18 +556,79 @@ def gold_frame(tape: DayTape, ev: KernelEvents, horizons_ms: list[int], latency_
         for k in range(len(horizons_ms)):
             gross = px[np.where(ok[:, k], exit_[:, k], 0)] / px[safe_entry] - 1.0
             fwd[sel, k] = np.where(ok[:, k], gross, np.nan)
+        if on_window is not None:
+            on_window(sel, off, ts, px, local, trig_ts)
     for k, h in enumerate(horizons_ms):
         out[f"fwd_ret_{format_duration(h)}"] = fwd[:, k].copy()
     return pd.DataFrame(out)
 
 
-def tape_gold_events(tape: DayTape, whale: dict, horizons_ms: list[int], latency_ms: int) -> pd.DataFrame:
+def _appender(out: list) -> Callable:
+    return lambda *item: out.append(item)
+
+
+def tape_gold_events(
+    tape: DayTape,
+    whale: dict,
+    horizons_ms: list[int],
+    latency_ms: int,
+    *,
+    silver: tuple[Lake, list[int]] | None = None,
+    on_day: Callable | None = None,
+) -> pd.DataFrame:
     """:func:`gold_events` of a tape, one day at a time: the kernel runs day by day with its state
-    carried across days, forward returns over each event's outcome window (equal, bit for bit)."""
+    carried across days, forward returns over each event's outcome window (equal, bit for bit).
+    One pass over the days (:func:`gold_days`)."""
     from signals import WhaleParams
 
-    ev, _ = kernel_days(tape, WhaleParams.from_dict(whale), range(tape.n_days))
-    return gold_frame(tape, ev, horizons_ms, latency_ms)
+    params = WhaleParams.from_dict(whale)
+    state = None
+
+    def kernel(k: int) -> KernelEvents:
+        nonlocal state
+        ev, state = kernel_days(tape, params, range(k, k + 1), state)
+        return ev
+
+    return gold_days(tape, kernel, horizons_ms, latency_ms, silver=silver, on_day=on_day)
+
+
+def gold_days(
+    tape: DayTape,
+    events_of: Callable[[int], KernelEvents],
+    horizons_ms: list[int],
+    latency_ms: int,
+    *,
+    silver: tuple[Lake, list[int]] | None = None,
+    on_day: Callable | None = None,
+) -> pd.DataFrame:
+    """Gold rows of the kernel events of each day (``events_of(k)``, oldest day first), in one
+    pass over the days, each read once: day ``k``'s arrays serve its silver bars
+    (``silver=(lake, days)``: those days are built, as :func:`refresh_silver` would), its events
+    (the kernel, run here or already run in chunks), their gold rows and their outcome windows
+    (``k`` .. the day holding the longest horizon's exit, kept in the tape's cache for the next
+    days). The frame equals :func:`gold_frame` of all the events. ``on_day(ev, frame, windows)``:
+    called per day with its events, their gold rows and the windows their forward returns were
+    read from (:func:`gold_frame`'s ``on_window`` tuples), while those trades are still loaded.
+    """
+    lake, stale = silver if silver is not None else (None, [])
+    stale_set = set(stale)
+    frames = []
+    for k in range(tape.n_days):
+        day = tape.day(k)
+        if k in stale_set:
+            assert lake is not None
+            _write_silver(lake, tape.partitions[k], tape.sources[k], day)
+        ev = events_of(k)
+        if not len(ev.idx):
+            continue
+        windows: list[tuple] = []
+        frame = gold_frame(tape, ev, horizons_ms, latency_ms, None if on_day is None else _appender(windows))
+        frames.append(frame)
+        if on_day is not None:
+            on_day(ev, frame, windows)
+    if not frames:
+        return gold_frame(tape, KernelEvents.concat([]), horizons_ms, latency_ms)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def ensure_gold(

@@ -89,6 +89,7 @@ class DayTape:
         rows: np.ndarray,
         load_day: Callable[[int], DayArrays],
         cache_days: int = DEFAULT_CACHE_DAYS,
+        load_columns: Callable[[int, list[str]], dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -101,12 +102,15 @@ class DayTape:
         self.offsets = np.r_[0, np.cumsum(self.rows)].astype(np.int64)
         self.day_start_ms = np.asarray([_day_ms(p.date) for p in partitions], dtype=np.int64)
         self._load_day = load_day
+        self._load_columns = load_columns
         self.cache_days = max(int(cache_days), 1)
         self._cache: OrderedDict[int, DayArrays] = OrderedDict()
         self._full: dict[str, np.ndarray] = {}  # whole-span columns, read on first use
         self._ends: dict[str, int | None] = {}  # first and last trade times, read on first use
-        #: Day reads so far, and the most days whose trades the tape held at once.
+        #: Day reads so far (whole days; and reads of a day's times and prices alone, not cached),
+        #: and the most days whose trades the tape held at once.
         self.loads = 0
+        self.price_loads = 0
         self.peak_days = 0
 
     # --- size and ends ----------------------------------------------------------------------
@@ -120,18 +124,28 @@ class DayTape:
     def _nonempty(self) -> np.ndarray:
         return np.flatnonzero(self.rows > 0)
 
+    def _end_ts(self, k: int, last: bool) -> int:
+        """The first (last) trade time of partition ``k``: from the cache, else from its ``ts_ms``
+        alone (``load_columns``, when given: the day is not cached for it), else the day read whole."""
+        got = self._cache.get(k)
+        if got is None and self._load_columns is not None:
+            ts = self._load_columns(k, ["ts_ms"])["ts_ms"]
+            return int(ts.max() if last else ts.min())
+        ts = self.day(k).ts_ms
+        return int(ts[-1] if last else ts[0])
+
     @property
     def first_ts_ms(self) -> int | None:
         if "first" not in self._ends:
             k = self._nonempty()
-            self._ends["first"] = int(self.day(int(k[0])).ts_ms[0]) if k.size else None
+            self._ends["first"] = self._end_ts(int(k[0]), False) if k.size else None
         return self._ends["first"]
 
     @property
     def last_ts_ms(self) -> int | None:
         if "last" not in self._ends:
             k = self._nonempty()
-            self._ends["last"] = int(self.day(int(k[-1])).ts_ms[-1]) if k.size else None
+            self._ends["last"] = self._end_ts(int(k[-1]), True) if k.size else None
         return self._ends["last"]
 
     # --- days -------------------------------------------------------------------------------
@@ -156,6 +170,26 @@ class DayTape:
             self._cache.popitem(last=False)
         self._held()
         return got
+
+    def prices(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Partition ``k``'s ``(ts_ms, price)``: from the cache, else those two columns alone
+        (``load_columns``; not cached), else the day read whole (no ``load_columns``, or a
+        partition not sorted by time or holding another day's trades: :meth:`day` sorts or refuses)."""
+        got = self._cache.get(k)
+        if got is None and self._load_columns is not None:
+            cols = self._load_columns(k, ["ts_ms", "price"])
+            ts, px = cols["ts_ms"], cols["price"]
+            if len(ts) != self.rows[k]:
+                raise TapeOrderError(
+                    f"{self.partitions[k].key} has {len(ts)} trades but its footer says {self.rows[k]}; "
+                    "the partition changed while the run read it: run again"
+                )
+            day0 = int(self.day_start_ms[k])
+            if not ts.size or (bool((np.diff(ts) >= 0).all()) and ts[0] >= day0 and ts[-1] < day0 + DAY_MS):
+                self.price_loads += 1
+                return ts, px
+        d = self.day(k)
+        return d.ts_ms, d.price
 
     def days(self) -> Iterator[tuple[int, int, DayArrays]]:
         """``(k, global offset, trades)`` of every partition, oldest first."""
@@ -260,13 +294,12 @@ class DayTape:
         idx = idx[idx >= 0]
         found, vals = self._sample(queries, idx)
         g = [*found, idx]
-        ts = [v[0] for v in vals]
-        px = [v[1] for v in vals]
+        ts = [v[0] for v in vals[:-1]]
+        px = [v[1] for v in vals[:-1]]
         if len(self):  # the first trade: "before the first trade" falls back to its price
-            d = self.day(int(self._nonempty()[0]))
             g.append(np.zeros(1, np.int64))
-            ts.append(d.ts_ms[:1])
-            px.append(d.price[:1])
+            ts.append(vals[-1][0])
+            px.append(vals[-1][1])
         g_all, ts_all, px_all = np.concatenate(g), np.concatenate(ts), np.concatenate(px)
         keep = g_all >= 0
         uniq, first = np.unique(g_all[keep], return_index=True)
@@ -274,7 +307,8 @@ class DayTape:
 
     def _sample(self, queries: list, idx: np.ndarray) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
         """One pass over the days: per query array the found global indices, and the (ts, price)
-        of every found trade and of ``idx`` (in that order: queries..., then idx)."""
+        of every found trade, of ``idx`` and of the first trade (in that order: queries..., idx,
+        first trade; empty arrays without trades)."""
         qs = [np.asarray(q).ravel() for q in queries]
         orders = [np.argsort(q, kind="stable") for q in qs]
         sorted_q = [q[o] for q, o in zip(qs, orders)]
@@ -283,23 +317,28 @@ class DayTape:
         p_sorted = [np.zeros(q.size) for q in qs]
         idx_ts, idx_px = np.zeros(idx.size, np.int64), np.zeros(idx.size)
         idx_day = np.searchsorted(self.offsets, idx, side="right") - 1
-        for k, off, d in self.days():
-            n = d.ts_ms.size
-            if n == 0:
+        first: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0))
+        for k in range(self.n_days):
+            if self.rows[k] == 0:
                 continue
+            off = int(self.offsets[k])
+            d_ts, d_px = self.prices(k)
+            n = d_ts.size
+            if off == 0:  # the first day holding trades (its first trade is global index 0)
+                first = (d_ts[:1], d_px[:1])
             day_end = int(self.day_start_ms[k]) + DAY_MS
             for q, g, tt, pp in zip(sorted_q, g_sorted, t_sorted, p_sorted):
-                lo = int(np.searchsorted(q, d.ts_ms[0], side="left"))
+                lo = int(np.searchsorted(q, d_ts[0], side="left"))
                 hi = int(np.searchsorted(q, day_end, side="left"))
                 if hi > lo:
-                    pos = np.searchsorted(d.ts_ms, q[lo:hi], side="right") - 1
-                    g[lo:hi], tt[lo:hi], pp[lo:hi] = off + pos, d.ts_ms[pos], d.price[pos]
+                    pos = np.searchsorted(d_ts, q[lo:hi], side="right") - 1
+                    g[lo:hi], tt[lo:hi], pp[lo:hi] = off + pos, d_ts[pos], d_px[pos]
                 # Later times: this day's last trade, unless a later day has one before them.
-                g[hi:], tt[hi:], pp[hi:] = off + n - 1, d.ts_ms[-1], d.price[-1]
+                g[hi:], tt[hi:], pp[hi:] = off + n - 1, d_ts[-1], d_px[-1]
             mine = idx_day == k
             if mine.any():
                 loc = idx[mine] - off
-                idx_ts[mine], idx_px[mine] = d.ts_ms[loc], d.price[loc]
+                idx_ts[mine], idx_px[mine] = d_ts[loc], d_px[loc]
         found, vals = [], []
         for o, g, tt, pp in zip(orders, g_sorted, t_sorted, p_sorted):
             inv = np.empty_like(o)
@@ -307,6 +346,7 @@ class DayTape:
             found.append(g[inv])
             vals.append((tt[inv], pp[inv]))
         vals.append((idx_ts, idx_px))
+        vals.append(first)
         return found, vals
 
     def rows_at(self, global_idx) -> DayArrays:

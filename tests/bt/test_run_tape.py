@@ -194,3 +194,54 @@ def test_a_partition_holding_another_day_is_an_error_line(tmp_path):
     tape = open_tape(lake, "binance_usdm", SYM, "2024-03-01", "2024-03-02")
     with pytest.raises(TapeOrderError, match="holds trades outside 2024-03-02; rewrite it through Lake.write_trades"):
         tape.day(0)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_reads_each_day_once(lake_dir, tmp_path, monkeypatch, jobs):
+    """One read of each day serves silver, the kernel, gold's and the event study's outcome windows
+    and the events' trade indices; the portfolio's and report's marks (``DayTape.sample``) read its
+    times and prices alone, and the tape's first and last trade times the ``ts_ms`` of two days.
+    Counted on the real loaders, with gold built by the run and with gold cached; ``jobs`` 2: in
+    this process (the kernel's day chunks read their days in theirs)."""
+    from collections import Counter
+
+    import bt.run as run
+
+    raw = _config(lake_dir)
+    lake = Path(raw["data"]["lake"])
+    for layer in ("silver", "gold"):
+        shutil.rmtree(lake / layer, ignore_errors=True)
+    reads: list[tuple[Counter, Counter]] = []
+
+    def opened(*a, **k):
+        tape = open_tape(*a, **k)
+        load_day, load_columns = tape._load_day, tape._load_columns
+        whole, cols = Counter(), Counter()
+
+        def counting_day(day: int):
+            whole[day] += 1
+            return load_day(day)
+
+        def counting_columns(day: int, columns: list[str]):
+            cols[(day, tuple(columns))] += 1
+            return load_columns(day, columns)
+
+        tape._load_day, tape._load_columns = counting_day, counting_columns
+        reads.append((whole, cols))
+        return tape
+
+    monkeypatch.setattr(run, "open_tape", opened)
+    got = {}
+    for case in ("built", "cached"):
+        got[case] = run.run_backtest(
+            parse_config(raw), results_dir=tmp_path / case, log_mlflow=False, tearsheet=False, quiet=True, jobs=jobs
+        )
+    assert not got["built"].signals.gold_cached and got["cached"].signals.gold_cached
+    _same_folders(got["built"].run_dir, got["cached"].run_dir)
+    assert len(reads) == 2
+    n = DAYS - 1
+    for whole, cols in reads:
+        assert len(whole) == n and max(whole.values()) == 1, sorted(whole.items())
+        assert {c for _, c in cols} <= {("ts_ms", "price"), ("ts_ms",)} and max(cols.values()) == 1, cols
+        assert sorted(d for d, c in cols if c == ("ts_ms",)) == [0, n - 1]  # the first and last trade times
+        assert len([d for d, c in cols if c == ("ts_ms", "price")]) <= n
