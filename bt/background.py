@@ -28,7 +28,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Worker", "WorkerError", "can_fork"]
+__all__ = ["Worker", "WorkerError", "can_fork", "start_tearsheet_figures"]
 
 
 class WorkerError(RuntimeError):
@@ -63,8 +63,23 @@ def _run_tearsheet(_: None, job: dict, more: Callable[[], Any]) -> None:
     from bt.report import write_tearsheet
 
     write_tearsheet(
-        types.SimpleNamespace(equity=job["equity"]), job["metrics"], job["path"], job["benchmark"], split=True
+        types.SimpleNamespace(equity=job["equity"]),
+        job["metrics"],
+        job["path"],
+        job["benchmark"],
+        other_half=start_tearsheet_figures,
     )
+
+
+def start_tearsheet_figures(inputs: dict) -> "Worker | None":
+    """A forked child drawing the odd-numbered figures of the tearsheet of ``inputs``
+    (``bt.report.draw_tearsheet_figures``); None where a fork is not safe (a fresh interpreter
+    would import quantstats again: more time than half the figures)."""
+    if not can_fork():
+        return None
+    other = Worker("tearsheet_figures")
+    other.send(inputs)
+    return other
 
 
 def _run_tearsheet_figures(_: None, job: dict, more: Callable[[], Any]) -> dict[int, bytes]:

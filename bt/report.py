@@ -316,7 +316,7 @@ def draw_tearsheet_figures(rets, bench, title: str) -> dict[int, bytes]:
     return drawn
 
 
-def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, split: bool = False) -> None:
+def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, other_half=None) -> None:
     """quantstats HTML tearsheet of the portfolio's daily returns (365 periods a year).
 
     ``benchmark``: the symbol's price on the equity curve's bars (:func:`price_on_bars`); its
@@ -324,8 +324,10 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, split: boo
     the span of days. When the span is too short to annualise (``portfolio.annualisation_note``
     in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
 
-    ``split``: the page's figures are drawn by two processes, half each (a child forked here,
-    :mod:`bt.background`), when this process can fork; the page is the same.
+    ``other_half``: a function that starts another process drawing half of the page's figures
+    (:func:`draw_tearsheet_figures` on the inputs it is given) and returns it, with ``result()``
+    and ``cancel()``, or None when it cannot (``bt.background.start_tearsheet_figures``); the
+    page is the same as drawn by one process.
     """
     qs = _quantstats()
     rets, bench, title = tearsheet_inputs(pf, metrics, benchmark)
@@ -334,7 +336,7 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, split: boo
         # quantstats regresses one on the other: a flat series (no trades, a flat price) breaks it.
         no_bench = "the benchmark is left out: the strategy or the price did not move"
         bench = None
-    if not _draw_split(qs, rets, bench, title, path, split):
+    if not _draw_split(qs, rets, bench, title, path, other_half):
         _draw_page(qs, rets, bench, title, path)
     note = (metrics.get("portfolio") or {}).get("annualisation_note")
     banner = ""
@@ -354,16 +356,13 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, split: boo
         path.write_text(page)
 
 
-def _draw_split(qs, rets, bench, title: str, path: Path, split: bool) -> bool:
-    """The page drawn here with the even-numbered figures and a forked child drawing the odd
-    ones, put in their places; False (nothing written) when it cannot be: no fork here, or the
-    child failed or numbered the figures otherwise (the caller then draws the whole page)."""
-    from bt.background import Worker, WorkerError, can_fork
-
-    if not split or not can_fork():
+def _draw_split(qs, rets, bench, title: str, path: Path, other_half) -> bool:
+    """The page drawn here with the even-numbered figures and another process drawing the odd
+    ones, put in their places; False (nothing written) when it cannot be: no ``other_half``, or
+    it failed or numbered the figures otherwise (the caller then draws the whole page)."""
+    other = other_half({"rets": rets, "bench": bench, "title": title}) if other_half is not None else None
+    if other is None:
         return False
-    other = Worker("tearsheet_figures")
-    other.send({"rets": rets, "bench": bench, "title": title})
     drawn: dict[int, bytes] = {}
     try:
         _draw_page(qs, rets, bench, title, path, part=0, drawn=drawn)
@@ -372,7 +371,7 @@ def _draw_split(qs, rets, bench, title: str, path: Path, split: bool) -> bool:
         raise
     try:
         theirs = other.result()
-    except (WorkerError, Exception):
+    except Exception:
         return False
     page = path.read_text(encoding="utf-8")
     for i, svg in theirs.items():

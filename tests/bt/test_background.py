@@ -98,7 +98,7 @@ import json, re, sys, types
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib
-import bt.report
+import bt.background, bt.report
 matplotlib.rcParams["svg.hashsalt"] = "test"  # the SVG ids, random by default, made comparable
 out = Path(sys.argv[1])
 idx = pd.date_range("2024-03-01", periods=10 * 1440, freq="min", tz="UTC")
@@ -112,7 +112,8 @@ def spy(*a):
     return split_used[-1]
 bt.report._draw_split = spy
 def page(name, split):
-    bt.report.write_tearsheet(types.SimpleNamespace(equity=eq), m, out / name, bm, split=split)
+    other = bt.background.start_tearsheet_figures if split else None
+    bt.report.write_tearsheet(types.SimpleNamespace(equity=eq), m, out / name, bm, other_half=other)
     return re.sub(r"<dc:date>[^<]*</dc:date>", "", (out / name).read_text())
 whole, halves = page("whole.html", False), page("halves.html", True)
 def broken(**job):
@@ -125,7 +126,7 @@ print(json.dumps({"split_used": split_used, "same": whole == halves, "fallback_s
 
 
 def test_the_tearsheet_drawn_by_two_processes_is_the_page_one_draws(tmp_path):
-    """write_tearsheet(split=True): a forked child draws every second figure; the page is the
+    """write_tearsheet(other_half=start_tearsheet_figures): a forked child draws every second figure; the page is the
     one a single process draws, and when the child fails the whole page is drawn here."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
