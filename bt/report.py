@@ -186,6 +186,19 @@ ROLLING_PANELS = {
 
 
 @contextlib.contextmanager
+def _plots_replaced(qs, replacements: dict):
+    """``qs.plots`` functions replaced by name for the block, the originals back after it."""
+    saved = {name: getattr(qs.plots, name) for name in replacements}
+    try:
+        for name, fn in replacements.items():
+            setattr(qs.plots, name, fn)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(qs.plots, name, fn)
+
+
+@contextlib.contextmanager
 def _rolling_panels_noted(qs, n_days: int):
     """quantstats' rolling 6-month panels, replaced by a line saying why when the span is shorter.
 
@@ -199,7 +212,6 @@ def _rolling_panels_noted(qs, n_days: int):
     if n_days >= window:
         yield
         return
-    saved = {name: getattr(qs.plots, name) for name in ROLLING_PANELS}
 
     def note(what: str):
         def draw(*_: object, savefig: dict | None = None, **__: object) -> None:
@@ -213,13 +225,8 @@ def _rolling_panels_noted(qs, n_days: int):
 
         return draw
 
-    try:
-        for name, what in ROLLING_PANELS.items():
-            setattr(qs.plots, name, note(what))
+    with _plots_replaced(qs, {name: note(what) for name, what in ROLLING_PANELS.items()}):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(qs.plots, name, fn)
 
 
 #: What a figure the other process draws reads in the page until its SVG is put in its place.
@@ -238,7 +245,7 @@ def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
     """
     import inspect
 
-    saved = {}
+    saved = {}  # the functions that save a figure
     for name, fn in vars(qs.plots).items():
         if name.startswith("_") or not callable(fn):
             continue
@@ -267,13 +274,8 @@ def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
 
         return call
 
-    try:
-        for name, fn in saved.items():
-            setattr(qs.plots, name, shared(fn))
+    with _plots_replaced(qs, {name: shared(fn) for name, fn in saved.items()}):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(qs.plots, name, fn)
 
 
 def _quantstats():
@@ -306,7 +308,7 @@ def _draw_page(qs, rets, bench, title: str, output: Path, part: int | None = Non
 
 def draw_tearsheet_figures(rets, bench, title: str) -> dict[int, bytes]:
     """The odd-numbered figures of the tearsheet page of these inputs, as SVG by number (the
-    second process of :func:`write_tearsheet` with ``split``)."""
+    other process of :func:`write_tearsheet` with ``other_half``)."""
     import tempfile
 
     qs = _quantstats()
@@ -379,7 +381,7 @@ def _draw_split(qs, rets, bench, title: str, path: Path, other_half) -> bool:
         if page.count(mark) != 1:
             return False
         page = page.replace(mark, svg.decode())
-    if "<!--whalebt-tearsheet-figure-" in page:
+    if _FIGURE_MARK[: _FIGURE_MARK.index("{")] in page:  # a mark left: the numbering differed
         return False
     path.write_text(page, encoding="utf-8")
     return True

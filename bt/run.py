@@ -160,20 +160,14 @@ def compute_signals(
         # One pass over the days: silver, gold's rows and outcome windows (and the event study's,
         # ``fused``) from each day's arrays read once; the kernel in it, or in day chunks before it.
         on_day = None if fused is None else fused.add_gold_day
-        if jobs > 1:
-            from bt.chunks import chunked_gold_events
 
-            def events_fn(tape: DayTape) -> pd.DataFrame:
-                return chunked_gold_events(
-                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, jobs, silver=(lake, stale), on_day=on_day
-                )
+        def events_fn(tape: DayTape) -> pd.DataFrame:
+            hs, lat, silver = bt.all_horizons_ms, bt.entry_latency_ms, (lake, stale)
+            if jobs > 1:
+                from bt.chunks import chunked_gold_events
 
-        else:
-
-            def events_fn(tape: DayTape) -> pd.DataFrame:
-                return tape_gold_events(
-                    tape, whale, bt.all_horizons_ms, bt.entry_latency_ms, silver=(lake, stale), on_day=on_day
-                )
+                return chunked_gold_events(tape, whale, hs, lat, jobs, silver=silver, on_day=on_day)
+            return tape_gold_events(tape, whale, hs, lat, silver=silver, on_day=on_day)
 
     events, cached = ensure_gold(
         lake, span, whale, bt.all_horizons_ms, bt.entry_latency_ms, d.start, events_fn=events_fn
