@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "resolve_tracking_uri",
     "connect",
+    "seed_sqlite_store",
     "prepare_logging",
     "log_backtest",
     "flatten",
@@ -188,13 +189,69 @@ def connect(tracking_uri: str | None = None, registry_uri: str | None = None):
         import mlflow
 
         uri = resolve_tracking_uri(tracking_uri)
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        if uri.startswith("sqlite:///") and "?" not in uri:
+            db = Path(uri[len("sqlite:///") :])
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if not db.exists():
+                seed_sqlite_store(db)
         mlflow.set_tracking_uri(uri)
         reg = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
         if reg:
             mlflow.set_registry_uri(reg)
     return mlflow
+
+
+def _store_template() -> Path:
+    """The empty sqlite store of this MLflow version (:func:`seed_sqlite_store`), made once per
+    machine in ``$XDG_CACHE_HOME/whalebt`` (``~/.cache/whalebt``)."""
+    import sqlite3
+
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whalebt"
+    template = cache / f"mlflow-{mlflow.__version__}-empty-store.db"
+    if template.exists():
+        return template
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="template-") as tmp:
+        db = Path(tmp) / "store.db"
+        store = SqlAlchemyStore(f"sqlite:///{db}", Path(tmp).as_uri())  # its tables and migrations
+        store.engine.dispose()
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            # The default experiment names the template's artifact folder: MLflow makes it again
+            # with the store's own when a store opens without it.
+            con.execute("DELETE FROM experiment_tags WHERE experiment_id = 0")
+            con.execute("DELETE FROM experiments WHERE experiment_id = 0")
+            con.commit()
+            con.execute("VACUUM")
+        os.replace(db, template)  # whole or not at all, also when two processes race here
+    return template
+
+
+def seed_sqlite_store(db: Path) -> None:
+    """A new sqlite tracking store at ``db``, copied from an empty one made once (a new store
+    otherwise runs MLflow's ~100 schema migrations: ~2 s on each first run into it).
+
+    The copy is the store MLflow would create: the same tables at the same schema revision,
+    with its default experiment made by MLflow on opening. Never replaces a store: if ``db``
+    appears meanwhile (another process), that one is kept. Where the cache cannot be written,
+    nothing is done and MLflow creates the store itself.
+    """
+    import shutil
+
+    try:
+        template = _store_template()
+        fd, tmp = tempfile.mkstemp(dir=db.parent, prefix=f".{db.name}.", suffix=".new")
+        os.close(fd)
+        try:
+            shutil.copyfile(template, tmp)
+            os.link(tmp, db)  # fails if the store exists by now: the one there stays
+        finally:
+            os.unlink(tmp)
+    except OSError:
+        return
 
 
 def prepare_logging(tracking_uri: str | None = None) -> None:

@@ -337,3 +337,56 @@ def test_bt_output_carries_no_mlflow_warnings_or_progress_bars(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert _noise(run.stderr) == [] and "MLflow run " in run.stderr
+
+
+def _schema(db: Path) -> list[tuple[str, list[str]]]:
+    """A sqlite file's tables, indexes and their columns and constraints (MLflow's migrations
+    write a table's constraints in an order that differs from one creation to the next)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    return [(name, sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())) for name, sql in rows]
+
+
+def test_a_new_sqlite_store_is_seeded_from_a_template_equal_to_the_store_mlflow_creates(tmp_path, monkeypatch):
+    """A first run into a new store copies an empty store made once per machine instead of
+    running MLflow's migrations on every new store: same tables, same revision, MLflow's own
+    default experiment; an existing store is never replaced."""
+    import sqlite3
+
+    from bt.tracking import seed_sqlite_store
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = tmp_path / "made" / "mlflow.db"
+    made.parent.mkdir()
+    SqlAlchemyStore(f"sqlite:///{made}", (tmp_path / "made" / "art").as_uri()).engine.dispose()
+    seeded = tmp_path / "seeded" / "mlflow.db"
+    seeded.parent.mkdir()
+    seed_sqlite_store(seeded)
+    assert list((tmp_path / "cache" / "whalebt").glob("mlflow-*-empty-store.db"))
+    assert [p.name for p in seeded.parent.iterdir()] == ["mlflow.db"]  # no temporary file left
+    store = SqlAlchemyStore(f"sqlite:///{seeded}", (tmp_path / "seeded" / "art").as_uri())
+    assert _schema(seeded) == _schema(made)
+    default = store.get_experiment("0")
+    assert default.name == "Default" and default.artifact_location.endswith("seeded/art/0")
+    exp = store.create_experiment("x")
+    assert exp == "1"
+    store.engine.dispose()
+    for db in (made, seeded):
+        with sqlite3.connect(db) as con:
+            assert len(con.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
+    with sqlite3.connect(made) as a, sqlite3.connect(seeded) as b:
+        for table in ("alembic_version", "workspaces"):
+            assert a.execute(f"SELECT * FROM {table}").fetchall() == b.execute(f"SELECT * FROM {table}").fetchall()
+
+    before = seeded.read_bytes()
+    seed_sqlite_store(seeded)  # a store there already: left as it is
+    assert seeded.read_bytes() == before
+
+    # Where the cache cannot be written, MLflow creates the store itself.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "made" / "mlflow.db"))  # a file, not a folder
+    other = tmp_path / "other.db"
+    seed_sqlite_store(other)
+    assert not other.exists()
