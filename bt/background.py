@@ -72,9 +72,9 @@ def _run_tearsheet(_: None, job: dict, more: Callable[[], Any]) -> None:
 
 
 def start_tearsheet_figures(inputs: dict) -> "Worker | None":
-    """A forked child drawing the odd-numbered figures of the tearsheet of ``inputs``
+    """A forked child drawing two thirds of the figures of the tearsheet of ``inputs``
     (``bt.report.draw_tearsheet_figures``); None where a fork is not safe (a fresh interpreter
-    would import quantstats again: more time than half the figures)."""
+    would import quantstats again: more time than those figures take)."""
     if not can_fork():
         return None
     other = Worker("tearsheet_figures")
@@ -105,7 +105,7 @@ def _run_mlflow(prepared: Any, job: dict, more: Callable[[], Any]) -> Any:
 #: arrives; ``more()`` waits for the job's next part, None when the parent sends no more)
 _KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any, Callable[[], Any]], Any]]] = {
     "tearsheet": (_prepare_tearsheet, _run_tearsheet),
-    # Forked by the tearsheet child once its job came: half of the page's figures (bt.report).
+    # Forked by the tearsheet child once its job came: two thirds of the page's figures (bt.report).
     "tearsheet_figures": (lambda _: None, _run_tearsheet_figures),
     "mlflow": (_prepare_mlflow, _run_mlflow),
 }

@@ -233,17 +233,27 @@ def _rolling_panels_noted(qs, n_days: int):
 _FIGURE_MARK = "<!--whalebt-tearsheet-figure-{}-->"
 
 
+def _drawn_by(part: int, i: int) -> bool:
+    """Whether figure ``i`` of the page is drawn by ``part``: 0, the process that writes the page
+    (its tables too, quantstats' metrics the dearest of them: every third figure), or 1, the one
+    that draws figures only (the other two thirds)."""
+    return (i % 3 == 0) == (part == 0)
+
+
 @contextlib.contextmanager
 def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
-    """Every second figure of quantstats' page: the calls of ``qs.plots`` functions that save a
-    figure are numbered in the order ``reports.html`` makes them; those of the other ``part``
-    (numbers of the other parity) write a mark instead of drawing, and the SVG of each figure
-    drawn here is kept in ``drawn`` under its number.
+    """The figures of quantstats' page that ``part`` draws (:func:`_drawn_by`): the calls of
+    ``qs.plots`` functions that save a figure are numbered in the order ``reports.html`` makes
+    them; those of the other part write a mark instead of drawing, and the SVG of each figure
+    drawn here is kept in ``drawn`` under its number. Part 1 leaves out the metrics table too:
+    its page is thrown away.
 
     Two processes that draw the same page, one per part, have every figure between them: the
     numbering is the same in both, as the page is the same call on the same data.
     """
     import inspect
+
+    import pandas as pd
 
     saved = {}  # the functions that save a figure
     for name, fn in vars(qs.plots).items():
@@ -265,7 +275,7 @@ def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
             i = count[0]
             count[0] += 1
             out = savefig["fname"] if isinstance(savefig, dict) else savefig
-            if i % 2 != part:
+            if not _drawn_by(part, i):
                 out.write(_FIGURE_MARK.format(i).encode())
                 return None
             result = fn(*args, **kwargs)
@@ -274,8 +284,14 @@ def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
 
         return call
 
-    with _plots_replaced(qs, {name: shared(fn) for name, fn in saved.items()}):
-        yield
+    metrics = qs.reports.metrics
+    try:
+        if part == 1:
+            qs.reports.metrics = lambda *a, **k: pd.DataFrame()
+        with _plots_replaced(qs, {name: shared(fn) for name, fn in saved.items()}):
+            yield
+    finally:
+        qs.reports.metrics = metrics
 
 
 def _quantstats():
@@ -293,7 +309,7 @@ def _quantstats():
 
 
 def _draw_page(qs, rets, bench, title: str, output: Path, part: int | None = None, drawn=None) -> None:
-    """quantstats' page of ``rets`` (daily) against ``bench``; ``part``: only that half of its
+    """quantstats' page of ``rets`` (daily) against ``bench``; ``part``: only that part of its
     figures drawn (:func:`_figures_shared`), the others marked."""
     from bt.metrics import PERIODS_PER_YEAR
 
@@ -307,8 +323,8 @@ def _draw_page(qs, rets, bench, title: str, output: Path, part: int | None = Non
 
 
 def draw_tearsheet_figures(rets, bench, title: str) -> dict[int, bytes]:
-    """The odd-numbered figures of the tearsheet page of these inputs, as SVG by number (the
-    other process of :func:`write_tearsheet` with ``other_half``)."""
+    """Part 1 of the figures of the tearsheet page of these inputs (:func:`_drawn_by`), as SVG by
+    number (the other process of :func:`write_tearsheet` with ``other_half``)."""
     import tempfile
 
     qs = _quantstats()
@@ -326,8 +342,8 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, other_half
     the span of days. When the span is too short to annualise (``portfolio.annualisation_note``
     in the metrics), the page opens with a note saying so, and the metrics.json figures are null.
 
-    ``other_half``: a function that starts another process drawing half of the page's figures
-    (:func:`draw_tearsheet_figures` on the inputs it is given) and returns it, with ``result()``
+    ``other_half``: a function that starts another process drawing two thirds of the page's
+    figures (:func:`draw_tearsheet_figures` on the inputs it is given) and returns it, with ``result()``
     and ``cancel()``, or None when it cannot (``bt.background.start_tearsheet_figures``); the
     page is the same as drawn by one process.
     """
@@ -359,8 +375,8 @@ def write_tearsheet(pf, metrics: dict, path: Path, benchmark=None, *, other_half
 
 
 def _draw_split(qs, rets, bench, title: str, path: Path, other_half) -> bool:
-    """The page drawn here with the even-numbered figures and another process drawing the odd
-    ones, put in their places; False (nothing written) when it cannot be: no ``other_half``, or
+    """The page drawn here with its tables and a third of its figures, and another process
+    drawing the others, put in their places; False (nothing written) when it cannot be: no ``other_half``, or
     it failed or numbered the figures otherwise (the caller then draws the whole page)."""
     other = other_half({"rets": rets, "bench": bench, "title": title}) if other_half is not None else None
     if other is None:
