@@ -130,7 +130,8 @@ def main() -> None:
         f"== scale benchmark: synthetic markets at {a.trades_per_s} trades/s written in {time.perf_counter() - t:.0f} s; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    child(config(lake, spans[0], symbol=SYMBOLS[0]), work, 1)  # warm numba's on-disk caches
+    for jobs in (1, 2):  # warm numba's on-disk caches (the day chunks' kernels too)
+        child(config(lake, spans[0], symbol=SYMBOLS[0]), work, jobs)
     print(f"{'bt run, one symbol':<22}{'trades':>12}{'wall s':>9}{'peak RSS MB':>13}")
     rss = {}
     for days in spans:

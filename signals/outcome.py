@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from whalebt.jit import njit
 
 __all__ = [
     "EXIT_HORIZON",

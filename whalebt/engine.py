@@ -128,13 +128,24 @@ def run_tasks(
         if n <= 1:
             return [fn(t) for t in tasks]
         # fork: workers start at once with the parent's imports and compiled numba functions.
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=n, mp_context=multiprocessing.get_context("fork"), initializer=_share_cores, initargs=(n,)
+        ) as pool:
             futures = [pool.submit(fn, t) for t in tasks]
             if meanwhile is not None:
                 meanwhile()
             return [f.result() for f in futures]
     finally:
         _CONTEXT = previous
+
+
+def _share_cores(n_workers: int) -> None:
+    """A pool worker's share of the cores for pyarrow's decoding threads (its CPU pool has a thread
+    per core in every process): ``n_workers`` processes each with all cores' threads fight over
+    them (~10 % slower members on 2 cores, bench/bench_scale.py)."""
+    import pyarrow as pa
+
+    pa.set_cpu_count(max(1, default_jobs() // n_workers))
 
 
 # --- Spark --------------------------------------------------------------------------------------
