@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from whalebt.jit import njit
+from signals.jit import njit
 
 __all__ = ["PortfolioResult", "simulate_portfolio", "simulate_universe", "warm_universe"]
 

@@ -48,7 +48,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from whalebt.jit import njit
+from signals.jit import njit
 
 from signals.features import (
     COL_BURST,

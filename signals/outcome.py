@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import numpy as np
-from whalebt.jit import njit
+from signals.jit import njit
 
 __all__ = [
     "EXIT_HORIZON",

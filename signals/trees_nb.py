@@ -21,7 +21,7 @@ import math
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
-from whalebt.jit import njit
+from signals.jit import njit
 
 __all__ = [
     "TreeEnsemble",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from whalebt.jit import njit
+from signals.jit import njit
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "synth_calibration.json"
 DAY_S = 86_400

@@ -1,4 +1,4 @@
-"""whalebt.jit: kernels load without numba importing scipy.linalg, and jitted linear algebra still works."""
+"""signals.jit: kernels load without numba importing scipy.linalg, and jitted linear algebra still works."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from signals import WhaleParams, run_batch
 ts, px = np.array([0, 1000], np.int64), np.array([1.0, 1.0])
 run_batch(ts, px, np.array([1.0, 1.0]), np.array([1, -1], np.int8), WhaleParams.from_dict({"min_notional_usd": 1e6}))
 after_kernel = "scipy.linalg" in sys.modules
-from whalebt.jit import njit
+from signals.jit import njit
 @njit
 def f(a, b):
     return np.dot(a, b) + np.convolve(a, b).sum()
