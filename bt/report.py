@@ -186,16 +186,17 @@ ROLLING_PANELS = {
 
 
 @contextlib.contextmanager
-def _plots_replaced(qs, replacements: dict):
-    """``qs.plots`` functions replaced by name for the block, the originals back after it."""
-    saved = {name: getattr(qs.plots, name) for name in replacements}
+def _replaced(module, replacements: dict):
+    """Functions of a quantstats ``module`` (``qs.plots``, ``qs.reports``) replaced by name for
+    the block, the originals back after it."""
+    saved = {name: getattr(module, name) for name in replacements}
     try:
         for name, fn in replacements.items():
-            setattr(qs.plots, name, fn)
+            setattr(module, name, fn)
         yield
     finally:
         for name, fn in saved.items():
-            setattr(qs.plots, name, fn)
+            setattr(module, name, fn)
 
 
 @contextlib.contextmanager
@@ -225,7 +226,7 @@ def _rolling_panels_noted(qs, n_days: int):
 
         return draw
 
-    with _plots_replaced(qs, {name: note(what) for name, what in ROLLING_PANELS.items()}):
+    with _replaced(qs.plots, {name: note(what) for name, what in ROLLING_PANELS.items()}):
         yield
 
 
@@ -284,14 +285,11 @@ def _figures_shared(qs, part: int, drawn: dict[int, bytes]):
 
         return call
 
-    metrics = qs.reports.metrics
-    try:
+    with contextlib.ExitStack() as stack:
         if part == 1:
-            qs.reports.metrics = lambda *a, **k: pd.DataFrame()
-        with _plots_replaced(qs, {name: shared(fn) for name, fn in saved.items()}):
-            yield
-    finally:
-        qs.reports.metrics = metrics
+            stack.enter_context(_replaced(qs.reports, {"metrics": lambda *a, **k: pd.DataFrame()}))
+        stack.enter_context(_replaced(qs.plots, {name: shared(fn) for name, fn in saved.items()}))
+        yield
 
 
 def _quantstats():
